@@ -1,0 +1,206 @@
+"""The one module that imports aiohttp's client (after httpx's ``map_httpcore_exceptions``).
+
+It sends bytes and returns bytes; it knows nothing of Segmind. Every error of the network library
+leaves this module as one of ours (:class:`~batcher.errors.TransportError` and its children),
+raised ``from`` the original. Nothing here logs or formats headers, so credentials passed in
+``headers`` cannot leak through this layer's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from .errors import ConnectError, ConnectionLost, RequestTimeout, TransportError, UnsafeOutputError
+
+USER_AGENT = "batcher/0.1 (+https://github.com/batcher)"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A complete HTTP answer. ``headers`` keys are lower case."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What :meth:`Transport.stream` delivered: the status, content type and byte count."""
+
+    status: int
+    content_type: str
+    size: int
+    headers: Mapping[str, str]
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def _describe(url: str) -> str:
+    """The URL without its query string (presigned URLs carry tokens there)."""
+    return url.split("?", 1)[0]
+
+
+class Transport:
+    """An aiohttp session with our timeouts, connection limit and exception mapping.
+
+    Use as an async context manager; one per run.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_connections: int = 64,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._max_connections = max_connections
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Transport:
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            headers={"User-Agent": self._user_agent},
+            # Redirects are followed by hand, never silently: a redirect could carry our headers
+            # (and the key) to another host.
+            auto_decompress=True,
+            trust_env=False,
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("Transport used outside 'async with'")
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        max_bytes: int = 16 * 1024 * 1024,
+        timeout: float | None = None,
+    ) -> Answer:
+        """Send one request and read the whole answer (at most ``max_bytes``)."""
+        kwargs: dict[str, Any] = {"headers": dict(headers or {}), "allow_redirects": False}
+        if json_body is not None:
+            kwargs["json"] = json_body
+        if timeout is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with self.session.request(method, url, **kwargs) as resp:
+                body = await _read_capped(resp, max_bytes, url)
+                return Answer(status=resp.status, headers=_lower(resp.headers), body=body)
+        except UnsafeOutputError:
+            raise
+        except Exception as exc:
+            raise _map(exc, url) from exc
+
+    async def stream(
+        self,
+        url: str,
+        sink: Callable[[bytes], Awaitable[None]],
+        *,
+        headers: Mapping[str, str] | None = None,
+        max_bytes: int,
+        timeout: float | None = None,
+        chunk_size: int = 64 * 1024,
+    ) -> Streamed:
+        """GET ``url`` and hand its body to ``sink`` chunk by chunk, refusing past ``max_bytes``.
+
+        A non-200 answer is returned with ``size == 0`` and nothing passed to ``sink``.
+        """
+        kwargs: dict[str, Any] = {"headers": dict(headers or {}), "allow_redirects": False}
+        if timeout is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with self.session.get(url, **kwargs) as resp:
+                hdrs = _lower(resp.headers)
+                if resp.status != 200:
+                    return Streamed(resp.status, resp.content_type, 0, hdrs)
+                declared = resp.content_length
+                if declared is not None and declared > max_bytes:
+                    raise UnsafeOutputError(
+                        f"{_describe(url)} is {declared} bytes, over the {max_bytes}-byte cap"
+                    )
+                size = 0
+                async for chunk in resp.content.iter_chunked(chunk_size):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise UnsafeOutputError(f"{_describe(url)} is over the {max_bytes}-byte cap")
+                    await sink(chunk)
+                return Streamed(resp.status, resp.content_type, size, hdrs)
+        except UnsafeOutputError:
+            raise
+        except Exception as exc:
+            raise _map(exc, url) from exc
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int, url: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise UnsafeOutputError(f"answer from {_describe(url)} is over {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _map(exc: BaseException, url: str) -> BaseException:
+    """One of our errors for one of aiohttp's (or asyncio's). Cancellation passes through."""
+    where = _describe(url)
+    if isinstance(exc, asyncio.CancelledError):
+        return exc
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return RequestTimeout(f"no answer from {where} in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectError(f"cannot connect to {where}: {exc.os_error.strerror or exc.os_error}")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ConnectError(f"invalid URL {where}")
+    if isinstance(
+        exc,
+        aiohttp.ServerDisconnectedError
+        | aiohttp.ClientPayloadError
+        | aiohttp.ClientOSError
+        | aiohttp.ClientResponseError
+        | ConnectionError,
+    ):
+        return ConnectionLost(f"connection to {where} broke: {type(exc).__name__}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return TransportError(f"request to {where} failed: {type(exc).__name__}")
+    return exc
+
+
+async def fetch_bytes(url: str, *, max_bytes: int, timeout: float = 30.0) -> tuple[int, bytes]:
+    """One GET with its own short-lived session: ``(status, body)``. For occasional fetches."""
+    async with Transport(read_timeout=timeout, connect_timeout=min(timeout, 10.0)) as t:
+        answer = await t.request("GET", url, max_bytes=max_bytes, timeout=timeout)
+        return answer.status, answer.body

@@ -1,0 +1,335 @@
+"""Workflow definitions: one YAML file per Segmind workflow in ``jobs/`` (data, not code).
+
+A definition names the workflow, its Segmind id, its price, and its inputs with their types. Adding
+a workflow is adding a file. A manifest row may also name a raw Segmind workflow id that has no
+file; it then runs with its inputs passed through as given and no known price.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import mimetypes
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .errors import ConfigError
+
+#: A Segmind workflow id: 24 hex digits, then ``-v`` and a version number.
+WORKFLOW_ID_RE = re.compile(r"^[0-9a-f]{24}-v\d+$")
+
+INPUT_TYPES = ("image", "text", "number", "integer", "boolean", "any")
+
+#: Default folder of workflow definitions: ``jobs/`` beside the package in a checkout.
+DEFAULT_JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+
+#: Local image files larger than this are refused (they travel inline, as data: URIs).
+MAX_LOCAL_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+class InputProblem(Exception):
+    """One input of a row is wrong: which field, what is wrong, how to fix it."""
+
+    def __init__(self, field: str, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Build an input from friendlier fields, e.g. ``title`` + ``description`` into one text."""
+
+    template: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    type: str = "any"
+    required: bool = False
+    max_length: int | None = None
+    compose: Compose | None = None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """One Segmind workflow as batcher knows it."""
+
+    name: str
+    workflow_id: str
+    title: str = ""
+    price_usd: float | None = None
+    inputs: tuple[InputSpec, ...] = ()
+    source: str = ""
+    #: False for a raw workflow id with no definition file: inputs pass through unchecked.
+    defined: bool = True
+    notes: str = field(default="", compare=False)
+
+    def accepted_fields(self) -> set[str]:
+        names = {spec.name for spec in self.inputs}
+        for spec in self.inputs:
+            if spec.compose:
+                names.update(spec.compose.fields)
+        return names
+
+    def matches(self, fields: Iterable[str]) -> bool:
+        """True when a row with these input fields could be meant for this workflow."""
+        given = set(fields)
+        if not given or not self.inputs or not given <= self.accepted_fields():
+            return False
+        for spec in self.inputs:
+            if spec.required and spec.name not in given:
+                if not (spec.compose and set(spec.compose.required) <= given):
+                    return False
+        return True
+
+    def fingerprint(self) -> str:
+        """What, if changed, makes old ledger entries describe a different job."""
+        data = {"workflow_id": self.workflow_id, "inputs": [spec.name for spec in self.inputs]}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def prepare(self, fields: Mapping[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
+        """Check a row's fields and return the inputs to send; raises :class:`InputProblem`."""
+        if not self.defined:
+            if not fields:
+                raise InputProblem("input", "is empty", "give the workflow's inputs as an object")
+            return dict(fields)
+        accepted = self.accepted_fields()
+        for name in fields:
+            if name not in accepted:
+                raise InputProblem(
+                    name,
+                    f"is not an input of workflow '{self.name}'",
+                    f"use one of: {', '.join(sorted(accepted))}",
+                )
+        out: dict[str, Any] = {}
+        for spec in self.inputs:
+            value = fields.get(spec.name)
+            if value is None and spec.compose is not None:
+                value = _compose(spec.compose, fields)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                if spec.required:
+                    hint = ""
+                    if spec.compose:
+                        hint = f" or {' + '.join(spec.compose.required)}"
+                    raise InputProblem(spec.name, "is missing or empty", f"give {spec.name}{hint}")
+                continue
+            out[spec.name] = _check_value(spec, value, base_dir)
+        return out
+
+
+def _compose(compose: Compose, fields: Mapping[str, Any]) -> str | None:
+    if not any(f in fields for f in compose.fields):
+        return None
+    values: dict[str, str] = {}
+    for name in compose.fields:
+        value = fields.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if name in compose.required:
+                raise InputProblem(name, "is missing or empty", f"give a non-empty {name}")
+            value = ""
+        if not isinstance(value, str | int | float):
+            raise InputProblem(name, f"must be text, not {type(value).__name__}", "give a string")
+        values[name] = str(value).strip()
+    return compose.template.format(**values)
+
+
+def _check_value(spec: InputSpec, value: Any, base_dir: Path | None) -> Any:
+    kind = spec.type
+    if kind == "image":
+        return check_image_ref(spec.name, value, base_dir)
+    if kind == "text":
+        if not isinstance(value, str):
+            raise InputProblem(spec.name, f"must be text, not {type(value).__name__}", "give a string")
+        if spec.max_length is not None and len(value) > spec.max_length:
+            raise InputProblem(
+                spec.name, f"is {len(value)} characters long", f"keep it under {spec.max_length}"
+            )
+        return value
+    if kind in ("number", "integer"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputProblem(spec.name, f"must be a {kind}, not {value!r}", f"give a {kind}")
+        if kind == "integer" and not float(value).is_integer():
+            raise InputProblem(spec.name, f"must be a whole number, not {value!r}", "give an integer")
+        return value
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise InputProblem(spec.name, f"must be true or false, not {value!r}", "give a boolean")
+        return value
+    return value
+
+
+def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
+    """An image input: an http(s) URL, a data: URI, or a local file path (kept as written)."""
+    if not isinstance(value, str):
+        raise InputProblem(name, f"must be a URL, not {type(value).__name__}", "give an http(s) URL")
+    ref = value.strip()
+    scheme = urlsplit(ref).scheme.lower()
+    if scheme in ("http", "https"):
+        if not urlsplit(ref).hostname:
+            raise InputProblem(name, f"URL has no host: {ref[:80]!r}", "give a full http(s) URL")
+        return ref
+    if scheme == "data":
+        if not re.match(r"^data:[\w.+-]+/[\w.+-]+(;[\w=.+-]+)*(;base64)?,", ref, re.IGNORECASE):
+            raise InputProblem(name, "is not a valid data: URI", "use data:<mime>;base64,<data>")
+        return ref
+    if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise InputProblem(
+            name,
+            f"URL scheme '{scheme}:' is not allowed",
+            "use http://, https://, data: or a local file path",
+        )
+    path = Path(ref)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise InputProblem(name, f"local file not found: {ref}", "give an existing image file or a URL")
+    if path.stat().st_size > MAX_LOCAL_IMAGE_BYTES:
+        raise InputProblem(name, f"local file is over {MAX_LOCAL_IMAGE_BYTES} bytes", "use a URL")
+    return ref
+
+
+def materialize(workflow: Workflow, inputs: Mapping[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """The body to send: local image paths become data: URIs (read now, not held for the run)."""
+    out = dict(inputs)
+    for spec in workflow.inputs:
+        value = out.get(spec.name)
+        if spec.type != "image" or not isinstance(value, str):
+            continue
+        if urlsplit(value).scheme.lower() in ("http", "https", "data"):
+            continue
+        path = Path(value)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        out[spec.name] = f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+    return out
+
+
+class WorkflowRegistry:
+    """The workflows batcher knows, by manifest name and by Segmind id."""
+
+    def __init__(self, workflows: Iterable[Workflow]) -> None:
+        self._by_name: dict[str, Workflow] = {}
+        self._by_id: dict[str, Workflow] = {}
+        for wf in workflows:
+            self._by_name[wf.name] = wf
+            self._by_id.setdefault(wf.workflow_id, wf)
+
+    def __iter__(self) -> Any:
+        return iter(self._by_name.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def get(self, name_or_id: str) -> Workflow | None:
+        """A workflow by manifest name or Segmind id; a raw, well-formed id gets an ad-hoc one."""
+        wf = self._by_name.get(name_or_id) or self._by_id.get(name_or_id)
+        if wf is None and WORKFLOW_ID_RE.match(name_or_id):
+            wf = Workflow(name=name_or_id, workflow_id=name_or_id, defined=False)
+        return wf
+
+    def infer(self, fields: Iterable[str]) -> list[Workflow]:
+        """The defined workflows a row with these fields could be meant for."""
+        keys = list(fields)
+        return [wf for wf in self._by_name.values() if wf.matches(keys)]
+
+
+def load_workflows(jobs_dir: Path = DEFAULT_JOBS_DIR) -> WorkflowRegistry:
+    """Read every ``*.yaml`` definition directly in ``jobs_dir`` (sample manifests live below it)."""
+    if not jobs_dir.is_dir():
+        raise ConfigError(
+            "workflow definitions folder not found", key="jobs_dir", source=str(jobs_dir),
+            fix="point jobs_dir at the folder holding sketch.yaml and blog-image.yaml",
+        )
+    workflows = []
+    for path in sorted(jobs_dir.glob("*.yaml")) + sorted(jobs_dir.glob("*.yml")):
+        workflows.append(parse_workflow(path))
+    names = [wf.name for wf in workflows]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(f"workflow name defined twice: {', '.join(sorted(dupes))}", source=str(jobs_dir))
+    return WorkflowRegistry(workflows)
+
+
+def parse_workflow(path: Path) -> Workflow:
+    src = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read workflow definition: {exc}", source=src) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("a workflow definition must be a mapping", source=src)
+
+    def need(key: str, kind: type | tuple[type, ...]) -> Any:
+        value = data.get(key)
+        if not isinstance(value, kind):
+            raise ConfigError(f"missing or wrong type ({value!r})", source=src, key=key)
+        return value
+
+    name = need("name", str)
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        raise ConfigError(f"bad name {name!r}", source=src, key="name", fix="letters, digits, - _ .")
+    workflow_id = need("workflow_id", str)
+    if not WORKFLOW_ID_RE.match(workflow_id):
+        raise ConfigError(
+            f"{workflow_id!r} is not a Segmind workflow id", source=src, key="workflow_id",
+            fix="24 hex digits, then -v and the version, e.g. 66cec9a38aeef98f887211f1-v1",
+        )
+    price = data.get("price_usd")
+    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float) or price < 0):
+        raise ConfigError(f"bad price {price!r}", source=src, key="price_usd", fix="a number of USD")
+    raw_inputs = need("inputs", dict)
+    inputs = []
+    for input_name, spec in raw_inputs.items():
+        key = f"inputs.{input_name}"
+        if not isinstance(spec, dict):
+            raise ConfigError("must be a mapping", source=src, key=key)
+        kind = spec.get("type", "any")
+        if kind not in INPUT_TYPES:
+            raise ConfigError(f"unknown type {kind!r}", source=src, key=f"{key}.type",
+                              fix=f"one of {', '.join(INPUT_TYPES)}")
+        compose = None
+        if "compose" in spec:
+            c = spec["compose"]
+            if not isinstance(c, dict) or not isinstance(c.get("template"), str) or not isinstance(
+                c.get("fields"), dict
+            ):
+                raise ConfigError("needs a template and fields", source=src, key=f"{key}.compose")
+            req = tuple(k for k, v in c["fields"].items() if (v or {}).get("required"))
+            opt = tuple(k for k, v in c["fields"].items() if not (v or {}).get("required"))
+            compose = Compose(template=c["template"], required=req, optional=opt)
+        max_length = spec.get("max_length")
+        inputs.append(
+            InputSpec(
+                name=str(input_name),
+                type=kind,
+                required=bool(spec.get("required", False)),
+                max_length=int(max_length) if max_length is not None else None,
+                compose=compose,
+            )
+        )
+    return Workflow(
+        name=name,
+        workflow_id=workflow_id,
+        title=str(data.get("title", name)),
+        price_usd=float(price) if price is not None else None,
+        inputs=tuple(inputs),
+        source=src,
+        notes=str(data.get("outputs", "")),
+    )
