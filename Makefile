@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m batcher run jobs/demo.jsonl --emulator --ledger $(DEMO)/ledger.jsonl --out $(DEMO)/outputs
+	$(PY) -m batcher run jobs/demo.jsonl --emulator --config jobs/examples/demo.config.yaml \
+		--ledger $(DEMO)/ledger.jsonl --out $(DEMO)/outputs
 
 lint: install
 	$(PY) -m ruff check batcher tests bench

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import mimetypes
 import re
 from collections.abc import Iterable, Mapping
@@ -22,8 +23,9 @@ import yaml
 
 from .errors import ConfigError
 
-#: A Segmind workflow id: 24 hex digits, then ``-v`` and a version number.
-WORKFLOW_ID_RE = re.compile(r"^[0-9a-f]{24}-v\d+$")
+#: A Segmind workflow id: 24 hex digits, then ``-v`` and a version number. ``\Z``, not ``$``: ``$``
+#: also matches before a trailing newline, and ``\d`` would accept non-ASCII digits.
+WORKFLOW_ID_RE = re.compile(r"^[0-9a-f]{24}-v[0-9]+\Z")
 
 INPUT_TYPES = ("image", "text", "number", "integer", "boolean", "any")
 
@@ -93,9 +95,9 @@ class Workflow:
         if not given or not self.inputs or not given <= self.accepted_fields():
             return False
         for spec in self.inputs:
-            if spec.required and spec.name not in given:
-                if not (spec.compose and set(spec.compose.required) <= given):
-                    return False
+            composable = spec.compose is not None and set(spec.compose.required) <= given
+            if spec.required and spec.name not in given and not composable:
+                return False
         return True
 
     def fingerprint(self) -> str:
@@ -120,6 +122,15 @@ class Workflow:
         out: dict[str, Any] = {}
         for spec in self.inputs:
             value = fields.get(spec.name)
+            if spec.compose is not None and spec.name in fields:
+                extra = [f for f in spec.compose.fields if f in fields]
+                if extra:
+                    # Both forms given: which one the user meant is a guess, so ask.
+                    raise InputProblem(
+                        extra[0],
+                        f"is given together with {spec.name}",
+                        f"give either {spec.name} or {' + '.join(spec.compose.fields)}, not both",
+                    )
             if value is None and spec.compose is not None:
                 value = _compose(spec.compose, fields)
             if value is None or (isinstance(value, str) and not value.strip()):
@@ -143,7 +154,7 @@ def _compose(compose: Compose, fields: Mapping[str, Any]) -> str | None:
             if name in compose.required:
                 raise InputProblem(name, "is missing or empty", f"give a non-empty {name}")
             value = ""
-        if not isinstance(value, str | int | float):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise InputProblem(name, f"must be text, not {type(value).__name__}", "give a string")
         values[name] = str(value).strip()
     return compose.template.format(**values)
@@ -164,7 +175,10 @@ def _check_value(spec: InputSpec, value: Any, base_dir: Path | None) -> Any:
     if kind in ("number", "integer"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InputProblem(spec.name, f"must be a {kind}, not {value!r}", f"give a {kind}")
-        if kind == "integer" and not float(value).is_integer():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputProblem(spec.name, f"must be a finite {kind}, not {value!r}", f"give a {kind}")
+        # float(value) would overflow for a huge int; an int is whole already.
+        if kind == "integer" and isinstance(value, float) and not value.is_integer():
             raise InputProblem(spec.name, f"must be a whole number, not {value!r}", "give an integer")
         return value
     if kind == "boolean":
@@ -179,9 +193,14 @@ def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
     if not isinstance(value, str):
         raise InputProblem(name, f"must be a URL, not {type(value).__name__}", "give an http(s) URL")
     ref = value.strip()
-    scheme = urlsplit(ref).scheme.lower()
+    try:
+        parts = urlsplit(ref)
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+    except ValueError as exc:  # e.g. "http://[::1": urlsplit raises "Invalid IPv6 URL"
+        raise InputProblem(name, f"is not a valid URL: {exc}", "give a full http(s) URL") from exc
     if scheme in ("http", "https"):
-        if not urlsplit(ref).hostname:
+        if not host:
             raise InputProblem(name, f"URL has no host: {ref[:80]!r}", "give a full http(s) URL")
         return ref
     if scheme == "data":
@@ -197,9 +216,19 @@ def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
     path = Path(ref)
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
-    if not path.is_file():
-        raise InputProblem(name, f"local file not found: {ref}", "give an existing image file or a URL")
-    if path.stat().st_size > MAX_LOCAL_IMAGE_BYTES:
+    # Path.is_file() swallows only ENOENT-like errors: a 5,000-character "path" raises ENAMETOOLONG
+    # and an unreadable folder EACCES, so both are caught here and reported as this row's problem.
+    try:
+        is_file = path.is_file()
+        size = path.stat().st_size if is_file else 0
+    except OSError as exc:
+        raise InputProblem(
+            name, f"local file cannot be read: {exc.strerror or exc}", "give an existing image file or a URL"
+        ) from exc
+    if not is_file:
+        shown = ref if len(ref) <= 200 else f"{ref[:200]}..."
+        raise InputProblem(name, f"local file not found: {shown}", "give an existing image file or a URL")
+    if size > MAX_LOCAL_IMAGE_BYTES:
         raise InputProblem(name, f"local file is over {MAX_LOCAL_IMAGE_BYTES} bytes", "use a URL")
     return ref
 
@@ -218,6 +247,33 @@ def materialize(workflow: Workflow, inputs: Mapping[str, Any], base_dir: Path | 
             path = base_dir / path
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         out[spec.name] = f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+    return out
+
+
+def preview_inputs(inputs: Mapping[str, Any], base_dir: Path | None, limit: int = 300) -> dict[str, Any]:
+    """A short, ledger-safe view of a job's inputs (for status and reports).
+
+    URLs and text are kept up to ``limit`` characters; data: URIs become a note of their type and
+    size; local paths become absolute, so a report can show the input image.
+    """
+    out: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if isinstance(value, str):
+            scheme = urlsplit(value).scheme.lower()
+            if scheme == "data":
+                head = value.split(",", 1)[0]
+                out[name] = f"{head},… ({len(value)} characters)"
+            elif scheme in ("http", "https") or len(scheme) > 1:
+                out[name] = value[:limit]
+            elif base_dir is not None and value and not Path(value).is_absolute() and "\n" not in value:
+                candidate = base_dir / value
+                out[name] = str(candidate.resolve()) if candidate.is_file() else value[:limit]
+            else:
+                out[name] = value[:limit]
+        elif isinstance(value, int | float | bool) or value is None:
+            out[name] = value
+        else:
+            out[name] = json.dumps(value, ensure_ascii=False)[:limit]
     return out
 
 
@@ -254,7 +310,9 @@ def load_workflows(jobs_dir: Path = DEFAULT_JOBS_DIR) -> WorkflowRegistry:
     """Read every ``*.yaml`` definition directly in ``jobs_dir`` (sample manifests live below it)."""
     if not jobs_dir.is_dir():
         raise ConfigError(
-            "workflow definitions folder not found", key="jobs_dir", source=str(jobs_dir),
+            "workflow definitions folder not found",
+            key="jobs_dir",
+            source=str(jobs_dir),
             fix="point jobs_dir at the folder holding sketch.yaml and blog-image.yaml",
         )
     workflows = []
@@ -283,12 +341,14 @@ def parse_workflow(path: Path) -> Workflow:
         return value
 
     name = need("name", str)
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z", name):
         raise ConfigError(f"bad name {name!r}", source=src, key="name", fix="letters, digits, - _ .")
     workflow_id = need("workflow_id", str)
     if not WORKFLOW_ID_RE.match(workflow_id):
         raise ConfigError(
-            f"{workflow_id!r} is not a Segmind workflow id", source=src, key="workflow_id",
+            f"{workflow_id!r} is not a Segmind workflow id",
+            source=src,
+            key="workflow_id",
             fix="24 hex digits, then -v and the version, e.g. 66cec9a38aeef98f887211f1-v1",
         )
     price = data.get("price_usd")
@@ -302,19 +362,40 @@ def parse_workflow(path: Path) -> Workflow:
             raise ConfigError("must be a mapping", source=src, key=key)
         kind = spec.get("type", "any")
         if kind not in INPUT_TYPES:
-            raise ConfigError(f"unknown type {kind!r}", source=src, key=f"{key}.type",
-                              fix=f"one of {', '.join(INPUT_TYPES)}")
+            raise ConfigError(
+                f"unknown type {kind!r}",
+                source=src,
+                key=f"{key}.type",
+                fix=f"one of {', '.join(INPUT_TYPES)}",
+            )
         compose = None
         if "compose" in spec:
             c = spec["compose"]
-            if not isinstance(c, dict) or not isinstance(c.get("template"), str) or not isinstance(
-                c.get("fields"), dict
+            if (
+                not isinstance(c, dict)
+                or not isinstance(c.get("template"), str)
+                or not isinstance(c.get("fields"), dict)
             ):
                 raise ConfigError("needs a template and fields", source=src, key=f"{key}.compose")
+            if not all(v is None or isinstance(v, dict) for v in c["fields"].values()):
+                raise ConfigError(
+                    "each field must be a mapping, e.g. {required: true}",
+                    source=src,
+                    key=f"{key}.compose.fields",
+                )
             req = tuple(k for k, v in c["fields"].items() if (v or {}).get("required"))
             opt = tuple(k for k, v in c["fields"].items() if not (v or {}).get("required"))
             compose = Compose(template=c["template"], required=req, optional=opt)
         max_length = spec.get("max_length")
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            raise ConfigError(
+                f"bad max_length {max_length!r}",
+                source=src,
+                key=f"{key}.max_length",
+                fix="a whole number of characters",
+            )
         inputs.append(
             InputSpec(
                 name=str(input_name),

@@ -1,0 +1,252 @@
+"""What one request does for one job, and what each answer means for the job and the run.
+
+The classification follows ``../shared/segmind-api.md``:
+
+====================  ===================================  =====================================
+answer                on submit                            on poll
+====================  ===================================  =====================================
+200                   ``submitted`` (poll_url, durable)    QUEUED/PROCESSING/other: poll again;
+                                                           COMPLETED: ``generated``, download;
+                                                           FAILED: ``failed`` (not retryable)
+400 (422)             ``failed``, not retryable            retry (a poll has no input to reject)
+401 / 403             stop the run (exit 3)                stop the run (exit 3)
+404                   stop submitting (exit 3)             ``expired``
+406                   stop submitting, keep polling (3)    retry
+429                   pause the whole run, retry the job   pause the whole run, poll again
+5xx, timeout, reset   outcome unknown: ``submit_unknown``, retry with backoff, bounded; then
+                      resubmit with backoff (or fail)      ``failed`` (retryable: re-attached)
+====================  ===================================  =====================================
+
+Durability: ``submitting`` is fsynced before the POST and ``submitted`` right after it, so a
+job whose poll_url the provider gave us is never POSTed again, whatever kills the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from anyio.streams.memory import MemoryObjectSendStream
+
+from .api import SegmindAPI
+from .backoff import full_jitter
+from .clock import Clock
+from .config import Settings
+from .errors import (
+    AuthError,
+    BadRequest,
+    ForeignHostError,
+    InsufficientCredits,
+    NotFound,
+    RateLimited,
+    RemoteError,
+    TransportError,
+    UnexpectedStatus,
+)
+from .ledger import Ledger
+from .outputs import OutputRef
+from .pollpolicy import PollPolicy
+from .scheduler import Action, Job, Scheduler
+from .stats import RunStats
+from .workflows import WorkflowRegistry, materialize, preview_inputs
+
+log = logging.getLogger("batcher")
+
+
+@dataclass(frozen=True)
+class DownloadTask:
+    job_id: str
+    workflow: str
+    refs: tuple[OutputRef, ...]
+
+
+class Actions:
+    """Performs requests for the scheduler and records every step in the ledger."""
+
+    def __init__(
+        self,
+        *,
+        api: SegmindAPI,
+        ledger: Ledger,
+        scheduler: Scheduler,
+        polls: PollPolicy,
+        settings: Settings,
+        registry: WorkflowRegistry,
+        stats: RunStats,
+        downloads: MemoryObjectSendStream[DownloadTask],
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self.api = api
+        self.ledger = ledger
+        self.sched = scheduler
+        self.polls = polls
+        self.settings = settings
+        self.registry = registry
+        self.stats = stats
+        self.downloads = downloads
+        self.clock = clock
+        self.rng = rng
+
+    async def perform(self, job: Job, action: Action) -> None:
+        if action == "submit":
+            await self.submit(job)
+        else:
+            await self.poll(job)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _event(self, job: Job, status: str, **fields: Any) -> None:
+        self.ledger.event(job.job_id, status, self.clock.wall(), **fields)
+
+    def _end(self, job: Job, outcome: str) -> None:
+        self.stats.outcomes[outcome] += 1
+        self.sched.finish(job)
+
+    def _backoff(self, job: Job) -> float:
+        r = self.settings.retry
+        return full_jitter(job.errors, base=r.base_delay, cap=r.max_delay, rng=self.rng)
+
+    def _throttled(self, job: Job, exc: RateLimited, action: Action) -> None:
+        self.stats.throttled += 1
+        now = self.clock.monotonic()
+        resume = self.sched.rate.on_throttled(now, exc.retry_after)
+        # Spread the retries after the pause a little, so they do not all land at once.
+        self.sched.schedule(job, action, resume + self.rng.uniform(0.0, 0.001))
+
+    # --- submit ----------------------------------------------------------------------
+
+    async def submit(self, job: Job) -> None:
+        spec = job.spec
+        assert spec is not None, "a job is submitted only from its manifest row"
+        wf = spec.workflow
+        self.stats.requests["submit"] += 1
+        try:
+            body = materialize(wf, spec.inputs, spec.base_dir)
+        except OSError as exc:
+            self._event(job, "failed", error=f"cannot read local input file: {exc.strerror}", retryable=False)
+            self._end(job, "failed")
+            return
+        self._event(
+            job,
+            "submitting",
+            workflow=wf.name,
+            workflow_id=wf.workflow_id,
+            source=spec.path,
+            line=spec.line,
+            inputs=preview_inputs(spec.inputs, spec.base_dir),
+        )
+        await self.ledger.sync()
+        log.debug("%s: submitting recorded, POST sent", job.job_id)
+        try:
+            sub = await self.api.submit(wf.workflow_id, body, job_id=job.job_id)
+        except RateLimited as exc:
+            self._event(job, "deferred", error=str(exc), retryable=True)
+            self._throttled(job, exc, "submit")
+        except BadRequest as exc:
+            self._event(job, "failed", error=str(exc), retryable=False)
+            self._end(job, "failed")
+            log.warning("%s: %s", job.job_id, exc)
+        except AuthError as exc:
+            self._event(job, "deferred", error=str(exc), retryable=True)
+            self._end(job, "deferred")
+            self.sched.halt(f"the provider refused the API key ({exc})")
+        except NotFound as exc:
+            self._event(job, "deferred", error=str(exc), retryable=True)
+            self._end(job, "deferred")
+            self.sched.stop(f"workflow {wf.name} ({wf.workflow_id}) not found at the provider ({exc})")
+        except InsufficientCredits as exc:
+            self._event(job, "deferred", error=str(exc), retryable=True)
+            self._end(job, "deferred")
+            self.sched.stop(f"insufficient credits ({exc})")
+        except UnexpectedStatus as exc:
+            self._event(job, "failed", error=f"{exc} (unexpected; please report it)", retryable=False)
+            self._end(job, "failed")
+        except (RemoteError, TransportError) as exc:
+            # 5xx, a 200 we could not read, a timeout, a reset: the provider may or may not have
+            # started (and billed) the job. There is no idempotency key to ask.
+            self.stats.unknown_outcomes += 1
+            self._event(job, "submit_unknown", error=str(exc), retryable=True)
+            job.errors += 1
+            if self.settings.ledger.unknown_submit == "fail":
+                self._event(job, "failed", error=f"outcome of the POST unknown: {exc}", retryable=False)
+                self._end(job, "failed")
+            elif job.errors >= self.settings.retry.max_attempts:
+                self._event(job, "failed", error=f"gave up after {job.errors} tries: {exc}", retryable=True)
+                self._end(job, "failed")
+            else:
+                self.sched.schedule(job, "submit", self.clock.monotonic() + self._backoff(job))
+        else:
+            self.sched.rate.on_success(self.clock.monotonic())
+            self._event(job, "submitted", request_id=sub.request_id, poll_url=sub.poll_url)
+            await self.ledger.sync()
+            log.debug("%s: submitted as request %s", job.job_id, sub.request_id)
+            self.stats.submitted += 1
+            self.stats.spend_usd += wf.price_usd or 0.0
+            self.stats.credits = sub.credits if sub.credits is not None else self.stats.credits
+            job.request_id, job.poll_url = sub.request_id, sub.poll_url
+            job.submitted_at = self.clock.monotonic()
+            job.errors = 0
+            job.spec = None  # the inputs are not needed any more; keep in-flight jobs small
+            self.sched.schedule(job, "poll", job.submitted_at + self.polls.first_delay(job.workflow))
+
+    # --- poll ------------------------------------------------------------------------
+
+    async def poll(self, job: Job) -> None:
+        assert job.poll_url is not None
+        self.stats.requests["poll"] += 1
+        try:
+            result = await self.api.poll(job.poll_url, job_id=job.job_id)
+        except ForeignHostError as exc:
+            self._event(job, "failed", error=str(exc), retryable=False)
+            self._end(job, "failed")
+            log.warning("%s: %s", job.job_id, exc)
+            return
+        except RateLimited as exc:
+            self._throttled(job, exc, "poll")
+            return
+        except NotFound as exc:
+            self._event(job, "expired", error=f"the provider no longer knows this request ({exc})")
+            self._end(job, "expired")
+            return
+        except AuthError as exc:
+            self.sched.halt(f"the provider refused the API key ({exc})")
+            self.sched.finish(job)
+            return
+        except (RemoteError, TransportError) as exc:
+            job.errors += 1
+            if job.errors >= self.settings.retry.max_attempts:
+                # The poll_url stays in the ledger: the next run re-attaches; it never resubmits.
+                self._event(
+                    job, "failed", error=f"polling gave up after {job.errors} tries: {exc}", retryable=True
+                )
+                self._end(job, "failed")
+            else:
+                self.sched.schedule(job, "poll", self.clock.monotonic() + self._backoff(job))
+            return
+        now = self.clock.monotonic()
+        self.sched.rate.on_success(now)
+        if result.credits is not None:
+            self.stats.credits = result.credits
+        job.polls += 1
+        job.errors = 0
+        elapsed = now - (job.submitted_at if job.submitted_at is not None else now)
+        if result.status == "COMPLETED":
+            self.polls.observe(job.workflow, job.last_unfinished, elapsed)
+            refs = tuple(result.outputs)
+            self._event(job, "generated", outputs=[r.to_json() for r in refs], polls=job.polls)
+            await self.ledger.sync()
+            self.sched.finish(job)
+            await self.downloads.send(DownloadTask(job.job_id, job.workflow, refs))
+        elif result.status == "FAILED":
+            self.polls.observe(job.workflow, job.last_unfinished, elapsed)
+            self._event(job, "failed", error=f"the provider reported FAILED: {result.error}", retryable=False)
+            self._end(job, "failed")
+        else:
+            job.last_unfinished = elapsed
+            if result.status not in ("QUEUED", "PROCESSING") and result.status != job.last_remote:
+                self._event(job, "polled", remote_status=result.status)
+            job.last_remote = result.status
+            self.sched.schedule(job, "poll", now + self.polls.next_delay(job.workflow, elapsed, job.polls))

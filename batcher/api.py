@@ -1,0 +1,266 @@
+"""The Segmind workflows API, as ``../shared/segmind-api.md`` describes it.
+
+Exact in what it sends (both auth headers, JSON body, the key only to allowed origins), tolerant in
+what it reads (every known answer shape). Every HTTP answer becomes a result or one of the errors
+of :mod:`batcher.errors`; nothing here decides what a *run* does about an error (that is the
+scheduler's job).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .backoff import server_wait
+from .clock import Clock
+from .config import ApiSettings
+from .errors import (
+    AuthError,
+    BadRequest,
+    BadResponse,
+    ForeignHostError,
+    InsufficientCredits,
+    NotFound,
+    RateLimited,
+    RemoteError,
+    ServerError,
+    UnexpectedStatus,
+    UnsafeOutputError,
+)
+from .outputs import OutputRef, parse_outputs
+from .transport import Answer, Streamed, Transport
+
+#: Statuses the contract names; any other string is "not finished yet" (recorded, polled again).
+FINISHED = frozenset({"COMPLETED", "FAILED"})
+_REQUEST_ID = re.compile(r"^[0-9a-zA-Z_-]{8,128}$")
+_CREDITS = re.compile(r"balance\s*\$?\s*(-?[\d.]+).*?required\s*\$?\s*(-?[\d.]+)", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A queued request: poll ``poll_url`` for its fate."""
+
+    request_id: str
+    poll_url: str
+    credits: float | None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """One poll answer. ``status`` is the provider's string, upper-cased."""
+
+    status: str
+    outputs: tuple[OutputRef, ...] = ()
+    error: str | None = None
+    credits: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``url``, with default ports filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def redact(text: str, secret: str) -> str:
+    """``text`` with ``secret`` blanked out (an error body could echo the key back)."""
+    if secret and secret in text:
+        return text.replace(secret, "***")
+    return text
+
+
+class SegmindAPI:
+    """Submit, poll and download, over one :class:`~batcher.transport.Transport`."""
+
+    def __init__(self, transport: Transport, settings: ApiSettings, clock: Clock) -> None:
+        self._transport = transport
+        self._settings = settings
+        self._clock = clock
+        self._base = settings.base_url.rstrip("/")
+        self._allowed = {origin(self._base)}
+        self._allowed.update(("https", host.lower(), 443) for host in settings.credential_hosts)
+        #: The last ``x-remaining-credits`` seen, if any.
+        self.credits: float | None = None
+
+    # --- credentials ------------------------------------------------------------------
+
+    def may_receive_key(self, url: str) -> bool:
+        return origin(url) in self._allowed
+
+    def _auth(self, url: str) -> dict[str, str]:
+        if not self.may_receive_key(url):
+            host = origin(url)[1] or url[:60]
+            raise ForeignHostError(
+                f"refusing to send the API key to {host}: it is not the API host"
+                " (add it to api.credential_hosts if it is genuinely Segmind's)"
+            )
+        key = self._settings.api_key
+        if not key:
+            return {}
+        return {"Authorization": f"Bearer {key}", "x-api-key": key}
+
+    # --- calls -----------------------------------------------------------------------
+
+    def submit_url(self, workflow_id: str) -> str:
+        return self._base + self._settings.submit_path.format(workflow_id=workflow_id)
+
+    async def submit(self, workflow_id: str, body: Mapping[str, Any], *, job_id: str) -> Submitted:
+        """POST one job. Raises RemoteError / TransportError; the caller decides what each means."""
+        url = self.submit_url(workflow_id)
+        headers = {**self._auth(url), "Content-Type": "application/json", "Accept": "application/json"}
+        answer = await self._transport.request("POST", url, headers=headers, json_body=dict(body))
+        self._note_credits(answer)
+        data = self._json_or_raise(answer, job_id=job_id, call="submit")
+        request_id = data.get("request_id")
+        poll_url = data.get("poll_url")
+        if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+            request_id = None
+        if not isinstance(poll_url, str) or not poll_url.strip():
+            if request_id is None:
+                raise BadResponse(
+                    "submit answer has neither poll_url nor request_id", status=answer.status, job_id=job_id
+                )
+            poll_url = f"{self._base}/workflows/request/{request_id}"
+        poll_url = poll_url.strip()
+        if request_id is None:
+            request_id = poll_url.rstrip("/").rsplit("/", 1)[-1]
+        return Submitted(request_id=request_id, poll_url=poll_url, credits=self.credits)
+
+    async def poll(self, poll_url: str, *, job_id: str) -> PollResult:
+        """GET a job's status. A poll_url off the allow-list raises ForeignHostError, unsent."""
+        headers = {**self._auth(poll_url), "Accept": "application/json"}
+        answer = await self._transport.request("GET", poll_url, headers=headers)
+        self._note_credits(answer)
+        failed = self._failed_body(answer)
+        if failed is not None:  # FAILED may come as 200 or as 4xx (the contract cannot say which)
+            return PollResult("FAILED", error=self._failure_text(failed), credits=self.credits)
+        data = self._json_or_raise(answer, job_id=job_id, call="poll")
+        status = data.get("status")
+        if not isinstance(status, str) or not status.strip():
+            raise BadResponse("poll answer has no status", status=answer.status, job_id=job_id)
+        status = status.strip().upper()
+        if status == "COMPLETED":
+            return PollResult(status, tuple(parse_outputs(data.get("output"))), credits=self.credits)
+        if status == "FAILED":
+            return PollResult(status, error=self._failure_text(data), credits=self.credits)
+        return PollResult(status, credits=self.credits)
+
+    async def download(
+        self, url: str, sink: Callable[[bytes], Awaitable[None]], *, max_bytes: int, timeout: float
+    ) -> Streamed:
+        """Stream an output file to ``sink``. Never sends credentials; only http(s)."""
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise UnsafeOutputError(f"refusing output URL with scheme '{scheme or '(none)'}:'")
+        return await self._transport.stream(url, sink, max_bytes=max_bytes, timeout=timeout)
+
+    # --- answers ---------------------------------------------------------------------
+
+    def _note_credits(self, answer: Answer) -> None:
+        raw = answer.headers.get("x-remaining-credits")
+        if raw is not None:
+            with contextlib.suppress(ValueError):
+                self.credits = float(raw)
+
+    @staticmethod
+    def _failed_body(answer: Answer) -> dict[str, Any] | None:
+        """A non-200 poll answer whose JSON body says ``"status": "FAILED"``, if it is one."""
+        if answer.status == 200 or not 400 <= answer.status < 500 or answer.status in (401, 403, 404, 429):
+            return None
+        try:
+            data = json.loads(answer.body)
+        except ValueError:
+            return None
+        if isinstance(data, dict) and str(data.get("status", "")).upper() == "FAILED":
+            return data
+        return None
+
+    def _json_or_raise(self, answer: Answer, *, job_id: str, call: str) -> dict[str, Any]:
+        if answer.status != 200:
+            raise self._error_for(answer, job_id=job_id, call=call)
+        try:
+            data = json.loads(answer.body)
+        except ValueError:
+            raise BadResponse(f"{call} answer is not JSON", status=200, job_id=job_id) from None
+        if not isinstance(data, dict):
+            raise BadResponse(f"{call} answer is not a JSON object", status=200, job_id=job_id)
+        return data
+
+    def _message(self, answer: Answer) -> str:
+        text = ""
+        try:
+            data = json.loads(answer.body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            for key in ("error", "message", "detail", "error_message"):
+                if data.get(key):
+                    text = _flatten(data[key])
+                    break
+        if not text:
+            ctype = answer.headers.get("content-type", "")
+            text = "an HTML error page" if "html" in ctype or answer.body.lstrip()[:1] == b"<" else ""
+            if not text:
+                text = answer.body[:200].decode("utf-8", "replace").strip() or "no message"
+        return redact(text[:500], self._settings.api_key)
+
+    def _error_for(self, answer: Answer, *, job_id: str, call: str) -> RemoteError:
+        status = answer.status
+        msg = self._message(answer)
+        text = f"HTTP {status} on {call}: {msg}"
+        if status == 429:
+            wait = server_wait(answer.headers, now=self._clock.wall(), cap=86400.0)
+            return RateLimited(text, retry_after=wait, job_id=job_id)
+        if status == 400 or status == 422:
+            return BadRequest(text, status=status, job_id=job_id)
+        if status in (401, 403):
+            return AuthError(text, status=status, job_id=job_id)
+        if status == 404:
+            return NotFound(text, status=status, job_id=job_id)
+        if status == 406:
+            match = _CREDITS.search(msg)
+            balance = float(match.group(1)) if match else None
+            required = float(match.group(2)) if match else None
+            return InsufficientCredits(text, balance=balance, required=required, job_id=job_id)
+        if 500 <= status <= 599:
+            return ServerError(text, status=status, job_id=job_id)
+        return UnexpectedStatus(text, status=status, job_id=job_id)
+
+    def _failure_text(self, data: Mapping[str, Any]) -> str:
+        parts = []
+        for key in ("error", "error_message"):
+            value = data.get(key)
+            if value:
+                text = _flatten(value)
+                if text not in parts:
+                    parts.append(text)
+        text = "; ".join(parts)[:1000] or "the provider reported FAILED without a reason"
+        return redact(text, self._settings.api_key)
+
+
+def _flatten(value: Any) -> str:
+    """A failure reason as one line: strings, objects and ``[{"model":..,"error":..}]`` lists."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list):
+        return "; ".join(filter(None, (_flatten(v) for v in value)))
+    if isinstance(value, dict):
+        if "error" in value:
+            model = value.get("model")
+            inner = _flatten(value["error"])
+            return f"{model}: {inner}" if model else inner
+        return json.dumps(value, ensure_ascii=False)[:300]
+    return str(value)

@@ -1,0 +1,187 @@
+"""The command line: ``batcher run``, ``batcher emulator`` (``python -m batcher`` is the same).
+
+A user's mistake gets one clear line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .config import Settings, load_settings
+from .engine import ExitCode, RunResult, run_batch
+from .errors import BatcherError, ConfigError, LedgerLockedError
+from .summary import render_summary
+from .workflows import load_workflows
+
+log = logging.getLogger("batcher")
+
+EMULATOR_KEY = "emulator-demo-key"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batcher",
+        description="Run Segmind workflows in bulk: resumable, rate-aware, never paying twice.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run (or resume) the jobs of one or more manifests")
+    run.add_argument(
+        "manifests",
+        nargs="+",
+        type=Path,
+        metavar="MANIFEST",
+        help=".jsonl, .csv, .yaml/.yml or .txt (one image URL a line)",
+    )
+    run.add_argument("--config", type=Path, help="YAML settings (see config.example.yaml)")
+    run.add_argument("--ledger", type=Path, help="the run's ledger (default runs/<manifest>/ledger.jsonl)")
+    run.add_argument("--out", type=Path, help="where outputs go (default: outputs/ beside the ledger)")
+    run.add_argument("--concurrency", type=int, help="jobs in flight at most (default 16)")
+    run.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="PER_MINUTE",
+        help="the account's requests per minute, if known (default: learn it from 429s)",
+    )
+    run.add_argument(
+        "--poll-interval", type=float, metavar="SECONDS", help="seconds between polls (default 7)"
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        default=None,
+        help="run jobs that failed for good (and expired ones) again",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        default=None,
+        help="use a ledger written for other manifests or workflow settings",
+    )
+    run.add_argument(
+        "--emulator",
+        action="store_true",
+        help="start the Segmind emulator in-process and run against it (no key needed)",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+    emu = sub.add_parser("emulator", help="serve the Segmind API emulator")
+    from .emulator.cli import add_arguments
+
+    add_arguments(emu)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "ledger.path": args.ledger,
+        "output.out_dir": args.out,
+        "concurrency": args.concurrency,
+        "rate.requests_per_minute": args.rate_limit,
+        "poll.interval": args.poll_interval,
+        "retry_failed": args.retry_failed,
+        "ledger.force": args.force,
+    }
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("batcher: %(message)s"))
+    root = logging.getLogger("batcher")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+@contextlib.asynccontextmanager
+async def _emulated(settings: Settings) -> AsyncIterator[Settings]:
+    """The settings pointed at an in-process emulator, for as long as the block runs."""
+    from .emulator import EmulatorConfig, run_emulator
+
+    try:
+        config = EmulatorConfig(**dict(settings.emulator))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            str(exc), key="emulator", fix="see `batcher emulator --help` for its options"
+        ) from None
+    async with run_emulator(config) as emu:
+        api = dataclasses.replace(
+            settings.api, base_url=emu.base_url, api_key=settings.api.api_key or EMULATOR_KEY
+        )
+        log.info("emulator serving at %s", emu.base_url)
+        yield dataclasses.replace(settings, api=api)
+
+
+async def _run(args: argparse.Namespace) -> RunResult:
+    settings = load_settings(config_path=args.config, env=os.environ, overrides=_overrides(args))
+    registry = load_workflows(settings.jobs_dir)
+    interrupt = anyio.Event()
+
+    async def on_signals(scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if interrupt.is_set():
+                    log.warning("second signal: stopping now")
+                    scope.cancel()
+                    return
+                log.warning("%s received: stopping submissions, saving state", signal.Signals(signum).name)
+                interrupt.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(on_signals, tg.cancel_scope)
+        async with contextlib.AsyncExitStack() as stack:
+            if args.emulator:
+                settings = await stack.enter_async_context(_emulated(settings))
+            elif not settings.api.api_key:
+                raise ConfigError(
+                    "no API key",
+                    key="SEGMIND_API_KEY",
+                    fix="export SEGMIND_API_KEY=..., set api.api_key in --config, or use --emulator",
+                )
+            result = await run_batch(settings, args.manifests, registry=registry, interrupt=interrupt)
+        tg.cancel_scope.cancel()
+    return result
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one error inside task-group exception groups (a usage error raised in a task)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "emulator":
+        from .emulator.cli import main as emulator_main
+
+        return emulator_main(args)
+    _setup_logging(getattr(args, "verbose", False))
+    try:
+        result = anyio.run(_run, args)
+    except BaseException as raised:
+        exc = _unwrap(raised)
+        if isinstance(exc, LedgerLockedError):
+            print(f"batcher: {exc}", file=sys.stderr)
+            return ExitCode.LOCKED
+        if isinstance(exc, BatcherError):
+            print(f"batcher: error: {exc}", file=sys.stderr)
+            return ExitCode.USAGE
+        if isinstance(exc, KeyboardInterrupt):
+            print("batcher: interrupted", file=sys.stderr)
+            return ExitCode.INTERRUPTED
+        raise
+    print(render_summary(result))
+    return int(result.exit_code)

@@ -1,0 +1,364 @@
+"""Settings: frozen dataclasses with named defaults, merged and validated in one place.
+
+Precedence, lowest first: built-in defaults, the environment (``SEGMIND_API_KEY``,
+``SEGMIND_API_BASE``), the YAML config file, command-line flags. :func:`load_settings` is the only
+function that merges; everything after it reads a frozen :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .errors import ConfigError
+from .workflows import DEFAULT_JOBS_DIR
+
+DEFAULT_API_BASE = "https://api.segmind.com"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Where requests go and how they authenticate."""
+
+    base_url: str = DEFAULT_API_BASE
+    #: Never printed: ``repr=False`` keeps it out of reprs and the ledger's settings header.
+    api_key: str = field(default="", repr=False)
+    #: Hosts besides the base URL's that may receive the key (https only).
+    credential_hosts: tuple[str, ...] = ()
+    #: Path of the submit call; ``/workflows/v2/{workflow_id}`` behaves the same.
+    submit_path: str = "/workflows/{workflow_id}"
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_connections: int = 32
+
+
+@dataclass(frozen=True)
+class RateSettings:
+    """The account's request budget, shared by submits and polls."""
+
+    #: The known limit in requests per minute; ``None`` learns it from 429s.
+    requests_per_minute: float | None = None
+    #: Where learning starts when the limit is unknown (Segmind's Pro plan allows 50).
+    initial_per_minute: float = 50.0
+    #: Requests that may go back to back after an idle spell.
+    burst: int = 1
+    #: The longest server-told wait we honour before clamping.
+    max_wait: float = 900.0
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """When to ask "done yet?"."""
+
+    #: Seconds between polls of one job; the seeds use 7.
+    interval: float = 7.0
+    #: Seconds from submit to the first poll; ``None`` means ``interval``.
+    first_delay: float | None = None
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Retries of one request after 5xx, timeouts and broken connections."""
+
+    max_attempts: int = 5
+    base_delay: float = 2.0
+    max_delay: float = 120.0
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Downloading outputs."""
+
+    #: Where output files go; unset: ``outputs/`` beside the ledger.
+    out_dir: Path | None = None
+    max_bytes: int = 100 * 1024 * 1024
+    timeout: float = 300.0
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    #: Unset: ``runs/<first manifest's name>/ledger.jsonl``.
+    path: Path | None = None
+    #: A job whose POST outcome is unknown (``submitting`` without ``submitted``): "resubmit" or "fail".
+    unknown_submit: str = "resubmit"
+    #: Use a ledger written for other manifests or workflow settings anyway.
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs, validated."""
+
+    api: ApiSettings = ApiSettings()
+    rate: RateSettings = RateSettings()
+    poll: PollSettings = PollSettings()
+    retry: RetrySettings = RetrySettings()
+    output: OutputSettings = OutputSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    #: At most this many jobs submitted and not yet finished.
+    concurrency: int = 16
+    #: Re-run jobs that failed for good (and expired ones).
+    retry_failed: bool = False
+    jobs_dir: Path = DEFAULT_JOBS_DIR
+    #: Options of the embedded emulator (``--emulator``), as EmulatorConfig fields.
+    emulator: Mapping[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-able data, without the API key (for the ledger and reports)."""
+        data: dict[str, Any] = _to_plain(self)
+        data["api"].pop("api_key", None)
+        return data
+
+
+SECTIONS: dict[str, type] = {
+    "api": ApiSettings,
+    "rate": RateSettings,
+    "poll": PollSettings,
+    "retry": RetrySettings,
+    "output": OutputSettings,
+    "ledger": LedgerSettings,
+}
+TOP_LEVEL = {"concurrency", "retry_failed", "jobs_dir", "emulator"}
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | None) -> Any:
+    """``value`` as the field's type, or a ConfigError that says what was expected."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], source=source, key=key, line=line)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"expected {expected}, got {value!r}", source=source, key=key, line=line)
+
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("a whole number")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise bad("text")
+        return value
+    if annotation is Path:
+        if isinstance(value, Path):
+            return value
+        if not isinstance(value, str) or not value:
+            raise bad("a path")
+        return Path(value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of text")
+        return tuple(value)
+    if origin is Mapping or annotation is Mapping:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
+    return value
+
+
+def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    """``section.key`` → 1-based line, from a composed YAML node (for error messages)."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            name = f"{prefix}{key_node.value}"
+            lines[name] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, f"{name}."))
+    return lines
+
+
+def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The YAML mapping in ``path`` and the line of every key. Raises ConfigError."""
+    src = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", source=src, fix="check the --config path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file: {exc}", source=src) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(
+            f"not valid YAML: {exc.problem}",
+            source=src,
+            line=mark.line + 1 if mark else None,
+            fix="fix the YAML syntax",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=src) from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config file must be a mapping of settings", source=src, line=1)
+    return data, _key_lines(node) if node is not None else {}
+
+
+def _apply(
+    base: Any, values: Mapping[str, Any], *, source: str, prefix: str, lines: Mapping[str, int]
+) -> Any:
+    """A copy of dataclass ``base`` with ``values`` applied, checking every key and type."""
+    hints = typing.get_type_hints(type(base))
+    names = {f.name for f in dataclasses.fields(base)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        line = lines.get(full)
+        if key not in names:
+            raise ConfigError(
+                "unknown setting",
+                source=source,
+                key=full,
+                line=line,
+                fix=f"known keys here: {', '.join(sorted(names))}",
+            )
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError("expected a mapping", source=source, key=full, line=line)
+            changes[key] = _apply(current, value, source=source, prefix=f"{full}.", lines=lines)
+        else:
+            changes[key] = _coerce(value, hints[key], source=source, key=full, line=line)
+    return dataclasses.replace(base, **changes)
+
+
+def load_settings(
+    *,
+    config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge defaults, environment, config file and flag ``overrides`` (dotted keys), then validate."""
+    settings = Settings()
+    env = env or {}
+    api_changes: dict[str, Any] = {}
+    if env.get("SEGMIND_API_KEY"):
+        api_changes["api_key"] = env["SEGMIND_API_KEY"].strip()
+    if env.get("SEGMIND_API_BASE"):
+        api_changes["base_url"] = env["SEGMIND_API_BASE"].strip()
+    settings = _apply(settings, {"api": api_changes}, source="environment", prefix="", lines={})
+    if config_path is not None:
+        data, lines = read_config_file(config_path)
+        settings = _apply(settings, data, source=str(config_path), prefix="", lines=lines)
+    if overrides:
+        nested: dict[str, Any] = {}
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            target = nested
+            *parents, last = dotted.split(".")
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[last] = value
+        settings = _apply(settings, nested, source="command line", prefix="", lines={})
+    validate(settings, source=str(config_path) if config_path else "settings")
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def with_paths(settings: Settings, manifests: list[Path]) -> Settings:
+    """Fill in the ledger and output paths a user did not set, from the first manifest's name."""
+    ledger = (
+        settings.ledger.path or Path("runs") / (manifests[0].stem if manifests else "batch") / "ledger.jsonl"
+    )
+    out = settings.output.out_dir or ledger.parent / "outputs"
+    return dataclasses.replace(
+        settings,
+        ledger=dataclasses.replace(settings.ledger, path=ledger),
+        output=dataclasses.replace(settings.output, out_dir=out),
+    )
+
+
+def validate(s: Settings, *, source: str) -> None:
+    """Raise ConfigError for values that are the right type but cannot work."""
+
+    def need(ok: bool, key: str, message: str, fix: str) -> None:
+        if not ok:
+            raise ConfigError(message, source=source, key=key, fix=fix)
+
+    parts = urlsplit(s.api.base_url)
+    need(
+        parts.scheme in ("http", "https") and bool(parts.hostname),
+        "api.base_url",
+        f"{s.api.base_url!r} is not an http(s) URL",
+        "e.g. https://api.segmind.com",
+    )
+    need(
+        "{workflow_id}" in s.api.submit_path,
+        "api.submit_path",
+        "must contain {workflow_id}",
+        "e.g. /workflows/{workflow_id}",
+    )
+    need(s.api.max_connections >= 1, "api.max_connections", "must be at least 1", "e.g. 32")
+    need(
+        s.api.connect_timeout > 0 and s.api.read_timeout > 0,
+        "api.read_timeout",
+        "timeouts must be positive",
+        "give seconds, e.g. 60",
+    )
+    need(s.concurrency >= 1, "concurrency", f"must be at least 1, got {s.concurrency}", "e.g. 16")
+    rpm = s.rate.requests_per_minute
+    need(rpm is None or rpm > 0, "rate.requests_per_minute", "must be positive", "e.g. 50, or leave unset")
+    need(s.rate.initial_per_minute > 0, "rate.initial_per_minute", "must be positive", "e.g. 50")
+    need(s.rate.burst >= 1, "rate.burst", "must be at least 1", "e.g. 1")
+    need(s.poll.interval > 0, "poll.interval", "must be positive", "seconds, e.g. 7")
+    first = s.poll.first_delay
+    need(first is None or first >= 0, "poll.first_delay", "must not be negative", "seconds, e.g. 7")
+    need(s.retry.max_attempts >= 1, "retry.max_attempts", "must be at least 1", "e.g. 5")
+    need(
+        0 < s.retry.base_delay <= s.retry.max_delay,
+        "retry.base_delay",
+        "must be positive and at most retry.max_delay",
+        "e.g. 2 and 120",
+    )
+    need(s.output.max_bytes > 0, "output.max_bytes", "must be positive", "bytes, e.g. 104857600")
+    need(s.output.concurrency >= 1, "output.concurrency", "must be at least 1", "e.g. 4")
+    need(
+        s.ledger.unknown_submit in ("resubmit", "fail"),
+        "ledger.unknown_submit",
+        f"{s.ledger.unknown_submit!r} is not a choice",
+        "resubmit or fail",
+    )
+    for host in s.api.credential_hosts:
+        need(
+            bool(host) and "/" not in host,
+            "api.credential_hosts",
+            f"{host!r} is not a host name",
+            "give bare host names like api.segmind.com",
+        )

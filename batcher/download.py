@@ -1,0 +1,212 @@
+"""Saving a job's outputs under ``--out``: streamed, hashed, size-capped, named safely.
+
+Each file goes to ``<out>/<job>/<key><ext>``, where ``<job>`` and ``<key>`` are made safe from
+anything a manifest or a hostile answer could put there (``../``, absolute paths, odd bytes). It
+is written to a ``.part`` file, fsynced, then renamed, so a file that exists is complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiofiles
+import anyio
+
+from .api import SegmindAPI
+from .errors import BatcherError, RemoteError, TransportError, UnsafeOutputError
+from .outputs import OutputRef
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_EXTENSIONS = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".svg",
+    ".mp4",
+    ".webm",
+    ".mov",
+    ".mp3",
+    ".wav",
+    ".txt",
+    ".json",
+    ".glb",
+    ".zip",
+    ".pdf",
+}
+_BY_TYPE = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "video/mp4": ".mp4",
+    "text/plain": ".txt",
+    "application/json": ".json",
+}
+
+
+def safe_name(text: str, *, max_len: int = 80) -> str:
+    """A file name made from ``text`` that cannot leave its folder or surprise a shell.
+
+    Keeps letters, digits, ``.``, ``_`` and ``-``; everything else becomes ``_``. If anything had
+    to change, a short hash of the original is appended, so different ids never share a name.
+    """
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    clean = _UNSAFE.sub("_", folded).strip("._-")[:max_len] or "x"
+    if clean != text:
+        clean = f"{clean}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return clean
+
+
+class DownloadFailed(BatcherError):
+    """An output could not be saved. ``retryable``: a later run may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool, job_id: str | None = None) -> None:
+        super().__init__(message, job_id=job_id)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class SavedOutput:
+    key: str
+    url: str | None
+    path: str
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "url": self.url,
+            "path": self.path,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+        }
+
+
+def _extension(url: str | None, content_type: str) -> str:
+    if url and not url.startswith("data:"):
+        suffix = Path(unquote(urlsplit(url).path)).suffix.lower()
+        if suffix in _EXTENSIONS:
+            return suffix
+    return _BY_TYPE.get(content_type.split(";")[0].strip().lower(), ".bin")
+
+
+class OutputSaver:
+    """Saves outputs for a run. One per run; safe to use from many tasks."""
+
+    def __init__(self, api: SegmindAPI, out_dir: Path, *, max_bytes: int, timeout: float) -> None:
+        self._api = api
+        self._out = out_dir
+        self._root = out_dir.resolve()
+        self._max_bytes = max_bytes
+        self._timeout = timeout
+
+    def _target(self, job_id: str, key: str, ext: str, used: set[str]) -> Path:
+        folder = self._out / safe_name(job_id)
+        base = safe_name(key, max_len=60)
+        name = f"{base}{ext}"
+        n = 1
+        while name in used:
+            name = f"{base}_{n}{ext}"
+            n += 1
+        used.add(name)
+        target = folder / name
+        if not target.resolve().is_relative_to(self._root):  # belt and braces: safe_name forbids it
+            raise UnsafeOutputError(f"output name {key!r} would leave the output folder")
+        return target
+
+    async def save_all(self, job_id: str, refs: list[OutputRef]) -> list[SavedOutput]:
+        """Save every output of a job, or raise DownloadFailed for the first that fails."""
+        used: set[str] = set()
+        saved = []
+        for ref in refs:
+            try:
+                saved.append(await self._save_one(job_id, ref, used))
+            except DownloadFailed:
+                raise
+            except UnsafeOutputError as exc:
+                raise DownloadFailed(f"{ref.key}: {exc}", retryable=False, job_id=job_id) from None
+            except (TransportError, RemoteError) as exc:
+                raise DownloadFailed(f"{ref.key}: {exc}", retryable=True, job_id=job_id) from None
+            except OSError as exc:
+                raise DownloadFailed(
+                    f"{ref.key}: cannot write under {self._out}: {exc.strerror}",
+                    retryable=True,
+                    job_id=job_id,
+                ) from None
+        return saved
+
+    async def _save_one(self, job_id: str, ref: OutputRef, used: set[str]) -> SavedOutput:
+        digest = hashlib.sha256()
+        folder = self._out / safe_name(job_id)
+        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        part = folder / f".{safe_name(ref.key, max_len=60)}.{os.getpid()}.part"
+        try:
+            async with aiofiles.open(part, "wb") as handle:
+
+                async def sink(chunk: bytes) -> None:
+                    digest.update(chunk)
+                    await handle.write(chunk)
+
+                if ref.url is None:
+                    content_type = "text/plain"
+                    data = (ref.text or "").encode()
+                    await sink(data)
+                    size = len(data)
+                elif ref.url.startswith("data:"):
+                    content_type, data = _decode_data_uri(ref.url, self._max_bytes)
+                    await sink(data)
+                    size = len(data)
+                else:
+                    got = await self._api.download(
+                        ref.url, sink, max_bytes=self._max_bytes, timeout=self._timeout
+                    )
+                    if got.status != 200:
+                        gone = got.status in (403, 404, 410)
+                        raise DownloadFailed(
+                            f"{ref.key}: HTTP {got.status} fetching output"
+                            + (" (the provider keeps outputs about 7 days)" if gone else ""),
+                            retryable=not gone,
+                            job_id=job_id,
+                        )
+                    content_type, size = got.content_type, got.size
+                await handle.flush()
+                await anyio.to_thread.run_sync(os.fsync, handle.fileno())
+            target = self._target(job_id, ref.key, _extension(ref.url, content_type), used)
+            os.replace(part, target)
+        finally:
+            if part.exists():
+                part.unlink()
+        return SavedOutput(
+            ref.key,
+            ref.url if ref.url and not ref.url.startswith("data:") else None,
+            str(target),
+            digest.hexdigest(),
+            size,
+        )
+
+
+def _decode_data_uri(uri: str, max_bytes: int) -> tuple[str, bytes]:
+    head, _, payload = uri.partition(",")
+    if len(payload) > max_bytes * 4 // 3 + 4:
+        raise UnsafeOutputError(f"inline output is over the {max_bytes}-byte cap")
+    meta = head[5:].split(";")
+    try:
+        data = base64.b64decode(payload, validate=True) if "base64" in meta else unquote(payload).encode()
+    except (binascii.Error, ValueError):
+        raise UnsafeOutputError("inline output is not valid base64") from None
+    return meta[0] or "text/plain", data

@@ -1,0 +1,360 @@
+"""One run: manifest → submit → poll → download → ledger, resuming whatever the ledger left.
+
+:func:`run_batch` opens and locks the ledger, replays it, checks it belongs to these manifests,
+then runs four kinds of task in one task group: the feeder (ledger jobs to re-attach or
+download, then manifest rows to submit), the scheduler (every request), the download workers, and
+a watcher that turns an interrupt into an orderly stop. It never prints; it returns a
+:class:`RunResult` (the CLI prints) and logs through ``logging.getLogger("batcher")``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from .actions import Actions, DownloadTask
+from .api import SegmindAPI
+from .backoff import full_jitter
+from .clock import Clock, SystemClock
+from .config import Settings, with_paths
+from .download import DownloadFailed, OutputSaver
+from .errors import RowError
+from .ledger import Ledger, parse_iso
+from .manifest import check_manifest_paths, read_manifests
+from .outputs import OutputRef
+from .pollpolicy import FixedInterval, PollPolicy
+from .ratecontrol import AdaptiveRate, RateController
+from .scheduler import Job, Scheduler
+from .state import LedgerState, Next
+from .stats import RunStats
+from .transport import Transport
+from .workflows import WorkflowRegistry
+
+log = logging.getLogger("batcher")
+
+#: Seconds a shutdown waits for POSTs already on the wire, so their poll_urls reach the ledger.
+SUBMIT_GRACE = 1.0
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes (documented in the README)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    PROVIDER = 3
+    LOCKED = 75
+    INTERRUPTED = 130
+
+
+@dataclass
+class RunResult:
+    exit_code: ExitCode
+    stats: RunStats
+    #: Final states of the manifests' jobs that this run did not touch (finished earlier).
+    earlier: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    interrupted: bool = False
+    ledger: Path | None = None
+    out_dir: Path | None = None
+    repaired_bytes: int = 0
+
+
+def make_rate(settings: Settings, rng: random.Random) -> RateController:
+    r = settings.rate
+    known = r.requests_per_minute / 60.0 if r.requests_per_minute else None
+    return AdaptiveRate(
+        known or r.initial_per_minute / 60.0,
+        ceiling=known,
+        burst=r.burst,
+        backoff_base=settings.retry.base_delay,
+        backoff_cap=settings.retry.max_delay,
+        max_wait=r.max_wait,
+        rng=rng,
+    )
+
+
+def make_polls(settings: Settings) -> PollPolicy:
+    return FixedInterval(settings.poll.interval, settings.poll.first_delay)
+
+
+async def run_batch(
+    settings: Settings,
+    manifests: Sequence[Path],
+    *,
+    registry: WorkflowRegistry,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    interrupt: anyio.Event | None = None,
+    rate: RateController | None = None,
+    polls: PollPolicy | None = None,
+) -> RunResult:
+    """Run (or resume) the manifests' jobs. Raises UsageError/LedgerError before doing anything."""
+    clock = clock or SystemClock()
+    rng = rng or random.Random()
+    check_manifest_paths(manifests)
+    settings = with_paths(settings, list(manifests))
+    assert settings.ledger.path is not None and settings.output.out_dir is not None
+    ledger = Ledger.open(settings.ledger.path)
+    try:
+        state = LedgerState()
+        for record in ledger.records():
+            state.apply(record)
+        names = [str(p.resolve()) for p in manifests]
+        fingerprints = {wf.name: wf.fingerprint() for wf in registry}
+        if not settings.ledger.force:
+            state.compatible(names, fingerprints, ledger=str(settings.ledger.path))
+        ledger.event(
+            None,
+            "run",
+            clock.wall(),
+            manifests=names,
+            workflows=fingerprints,
+            settings=settings.public(),
+            version=1,
+        )
+        await ledger.sync()
+        if ledger.repaired_bytes:
+            log.warning(
+                "ledger %s: repaired a torn last line (%d bytes cut)", ledger.path, ledger.repaired_bytes
+            )
+        run = _Run(
+            settings,
+            manifests,
+            registry,
+            clock,
+            rng,
+            ledger,
+            state,
+            rate or make_rate(settings, rng),
+            polls or make_polls(settings),
+        )
+        result = await run.go(interrupt or anyio.Event())
+        result.repaired_bytes = ledger.repaired_bytes
+        return result
+    finally:
+        ledger.close()
+
+
+class _Run:
+    def __init__(
+        self,
+        settings: Settings,
+        manifests: Sequence[Path],
+        registry: WorkflowRegistry,
+        clock: Clock,
+        rng: random.Random,
+        ledger: Ledger,
+        state: LedgerState,
+        rate: RateController,
+        polls: PollPolicy,
+    ) -> None:
+        self.s = settings
+        self.manifests = manifests
+        self.registry = registry
+        self.clock = clock
+        self.rng = rng
+        self.ledger = ledger
+        self.state = state
+        self.stats = RunStats(started=clock.monotonic())
+        self.earlier: Counter[str] = Counter()
+        self.sched = Scheduler(
+            clock=clock,
+            rate=rate,
+            concurrency=settings.concurrency,
+            max_requests=settings.api.max_connections,
+        )
+        self.polls = polls
+        self.interrupted = False
+
+    async def go(self, interrupt: anyio.Event) -> RunResult:
+        send, receive = anyio.create_memory_object_stream[DownloadTask](max_buffer_size=float("inf"))
+        s = self.s
+        async with Transport(
+            connect_timeout=s.api.connect_timeout,
+            read_timeout=s.api.read_timeout,
+            max_connections=s.api.max_connections,
+        ) as transport:
+            api = SegmindAPI(transport, s.api, self.clock)
+            assert s.output.out_dir is not None
+            saver = OutputSaver(api, s.output.out_dir, max_bytes=s.output.max_bytes, timeout=s.output.timeout)
+            actions = Actions(
+                api=api,
+                ledger=self.ledger,
+                scheduler=self.sched,
+                polls=self.polls,
+                settings=s,
+                registry=self.registry,
+                stats=self.stats,
+                downloads=send,
+                clock=self.clock,
+                rng=self.rng,
+            )
+            self.sched.perform = actions.perform
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, interrupt, tg.cancel_scope)
+                async with anyio.create_task_group() as work:
+                    for _ in range(s.output.concurrency):
+                        work.start_soon(self._downloader, receive.clone(), saver)
+                    receive.close()
+                    async with send, anyio.create_task_group() as requests:
+                        requests.start_soon(self._feed, send.clone())
+                        await self.sched.run()
+                        requests.cancel_scope.cancel()  # the feeder may still be counting
+                tg.cancel_scope.cancel()  # done: stop the watcher
+            await self.ledger.sync()
+        return self._result()
+
+    async def _watch(self, interrupt: anyio.Event, scope: anyio.CancelScope) -> None:
+        """On interrupt: send nothing more, let POSTs on the wire land briefly, then cancel all."""
+        await interrupt.wait()
+        self.interrupted = True
+        self.sched.halt("interrupted")
+        with anyio.move_on_after(SUBMIT_GRACE):
+            await self.sched.submits_idle()
+        scope.cancel()
+
+    # --- feeding ---------------------------------------------------------------------
+
+    async def _feed(self, downloads: anyio.abc.ObjectSendStream[DownloadTask]) -> None:
+        """Ledger work first (re-attach, download), then manifest rows, lazily."""
+        async with downloads:
+            retry_failed = self.s.retry_failed
+            now_wall, now = self.clock.wall(), self.clock.monotonic()
+            for job_id, js in self.state.jobs.items():
+                step = js.next_step(retry_failed=retry_failed)
+                wf = self.registry.get(js.workflow or "") if js.workflow else None
+                if step is Next.ATTACH and js.poll_url:
+                    started = parse_iso(js.submitted_ts or "") or now_wall
+                    job = Job(
+                        job_id,
+                        js.workflow or "?",
+                        wf.price_usd if wf else None,
+                        request_id=js.request_id,
+                        poll_url=js.poll_url,
+                        submitted_at=now - max(0.0, now_wall - started),
+                    )
+                    self.stats.attached += 1
+                    self.sched.attach(job)
+                elif step is Next.DOWNLOAD:
+                    refs = tuple(OutputRef.from_json(o) for o in js.outputs or [] if isinstance(o, dict))
+                    self.stats.downloads_resumed += 1
+                    await downloads.send(DownloadTask(job_id, js.workflow or "?", refs))
+            for item in read_manifests(self.manifests, self.registry):
+                if isinstance(item, RowError):
+                    self._invalid(item)
+                    continue
+                known = self.state.jobs.get(item.job_id)
+                step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
+                if step is Next.NOTHING:
+                    assert known is not None
+                    self.earlier[known.status] += 1
+                    self.stats.skipped += 1
+                    continue
+                if step in (Next.ATTACH, Next.DOWNLOAD):
+                    continue  # already under way from the ledger pass above
+                if self.sched.stop_submitting:
+                    self.stats.left += 1
+                    continue
+                if step is Next.UNKNOWN:
+                    if self.s.ledger.unknown_submit == "fail":
+                        self.ledger.event(
+                            item.job_id,
+                            "failed",
+                            self.clock.wall(),
+                            retryable=False,
+                            error="an earlier POST's outcome is unknown and ledger.unknown_submit is 'fail'",
+                        )
+                        self.stats.outcomes["failed"] += 1
+                        continue
+                    self.stats.resubmitted_unknown += 1
+                wf = item.workflow
+                job = Job(item.job_id, wf.name, wf.price_usd, workflow_id=wf.workflow_id, spec=item)
+                if not await self.sched.pending.put(job):
+                    self.stats.left += 1
+            self.sched.pending.close()
+
+    def _invalid(self, err: RowError) -> None:
+        self.stats.invalid += 1
+        # job_id null: an invalid row must never overwrite the state of a job the ledger knows.
+        self.ledger.event(
+            None,
+            "invalid",
+            self.clock.wall(),
+            row_id=err.job_id,
+            source=err.path,
+            line=err.line,
+            field=err.field,
+            error=err.reason,
+            fix=err.fix,
+        )
+        log.error("%s", err)
+
+    # --- downloading -----------------------------------------------------------------
+
+    async def _downloader(self, tasks: MemoryObjectReceiveStream[DownloadTask], saver: OutputSaver) -> None:
+        async with tasks:
+            async for task in tasks:
+                await self._download(task, saver)
+
+    async def _download(self, task: DownloadTask, saver: OutputSaver) -> None:
+        attempt = 0
+        while True:
+            try:
+                saved = await saver.save_all(task.job_id, list(task.refs))
+            except DownloadFailed as exc:
+                attempt += 1
+                if exc.retryable and attempt < self.s.retry.max_attempts:
+                    r = self.s.retry
+                    await self.clock.sleep(
+                        full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)
+                    )
+                    continue
+                self.ledger.event(
+                    task.job_id,
+                    "download_failed",
+                    self.clock.wall(),
+                    error=str(exc),
+                    retryable=exc.retryable,
+                    outputs=[r.to_json() for r in task.refs],
+                )
+                self.stats.outcomes["download_failed"] += 1
+                log.warning("%s: %s", task.job_id, exc)
+                return
+            if not task.refs:
+                log.warning("%s: the provider reported COMPLETED with no outputs", task.job_id)
+            self.ledger.event(
+                task.job_id, "completed", self.clock.wall(), outputs=[o.to_json() for o in saved]
+            )
+            self.stats.outcomes["completed"] += 1
+            return
+
+    # --- result ----------------------------------------------------------------------
+
+    def _result(self) -> RunResult:
+        st = self.stats
+        st.left += len(self.sched.unsent)
+        st.in_flight = self.sched.in_flight
+        st.stop_reason = self.sched.stop_submitting
+        seconds = self.clock.monotonic() - st.started
+        bad = sum(n for k, n in st.outcomes.items() if k != "completed")
+        bad += sum(n for k, n in self.earlier.items() if k != "completed")
+        if self.interrupted:
+            code = ExitCode.INTERRUPTED
+        elif self.sched.stop_submitting:
+            code = ExitCode.PROVIDER
+        elif bad or st.invalid or st.left:
+            code = ExitCode.FAILED
+        else:
+            code = ExitCode.OK
+        return RunResult(
+            code, st, self.earlier, seconds, self.interrupted, self.s.ledger.path, self.s.output.out_dir
+        )

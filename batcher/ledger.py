@@ -1,0 +1,221 @@
+"""The ledger: an append-only JSONL file, one event a line, that a killed run resumes from.
+
+Guarantees (the brief's "the ledger is sacred"):
+
+- **One write per record.** Each line is encoded whole and handed to a single ``os.write`` on an
+  ``O_APPEND`` descriptor, so a process killed at any moment leaves either the whole line or none
+  of it in the page cache; kill -9 cannot split a record.
+- **Group commit.** :meth:`Ledger.sync` makes everything written so far durable with one
+  ``fsync`` shared by every caller waiting at that moment (callers that arrive during an fsync
+  are covered by the next one), so a burst of submissions costs a handful of fsyncs, not one each.
+- **Torn tails are repaired, never propagated.** On open, after taking the lock, trailing bytes
+  that do not form a complete JSON line (a crash mid-write, or a power cut's zero-filled block)
+  are cut off before anything is appended.
+- **One run per ledger.** An exclusive ``flock`` on the ledger file; a second run gets
+  :class:`~batcher.errors.LedgerLockedError` before it reads or writes anything.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .errors import LedgerError, LedgerLockedError
+
+#: Lines longer than this are not ours (a record is a few hundred bytes, a completed job a few KB).
+MAX_LINE = 4 * 1024 * 1024
+
+
+def utc_iso(posix: float) -> str:
+    """A POSIX time as ``2026-11-21T04:35:42.123Z``."""
+    return datetime.fromtimestamp(posix, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return None
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """One ledger line. ``json.dumps`` escapes newlines inside strings, so a line is a record."""
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
+
+
+def _valid_line(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "status" in record
+
+
+def _rfind_newline(fd: int, before: int) -> int:
+    """Offset of the last newline at a position below ``before``, or -1."""
+    pos = before
+    while pos > 0:
+        lo = max(0, pos - 64 * 1024)
+        cut = os.pread(fd, pos - lo, lo).rfind(b"\n")
+        if cut >= 0:
+            return lo + cut
+        pos = lo
+    return -1
+
+
+def repair_tail(fd: int) -> int:
+    """Cut trailing bytes that are not complete, valid JSON lines. Returns the bytes removed.
+
+    A crash mid-append leaves an unterminated last line; a power cut can leave a block of
+    zeros. Both are cut. Lines before the last valid one are never touched.
+    """
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        if os.pread(fd, 1, end - 1) != b"\n":
+            end = _rfind_newline(fd, end) + 1  # drop the unterminated tail
+            continue
+        start = _rfind_newline(fd, end - 1) + 1
+        if end - start <= MAX_LINE and _valid_line(os.pread(fd, end - start, start)):
+            break
+        end = start
+    if end < size:
+        os.ftruncate(fd, end)
+        os.fsync(fd)
+    return size - end
+
+
+def _looks_like_ledger(fd: int) -> bool:
+    """An empty file, or one whose first line is a ledger record (never repair a stranger's file)."""
+    head = os.pread(fd, 64 * 1024, 0)
+    if not head:
+        return True
+    first = head.split(b"\n", 1)[0]
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "status" in record and "ts" in record
+
+
+class Ledger:
+    """An open, locked ledger. Use :meth:`open`; close with :meth:`close` (or ``with``)."""
+
+    def __init__(self, path: Path, fd: int, repaired_bytes: int) -> None:
+        self.path = path
+        self._fd = fd
+        #: Bytes cut from a torn tail when the ledger was opened.
+        self.repaired_bytes = repaired_bytes
+        self._written = 0
+        self._synced = 0
+        self._sync_lock = anyio.Lock()
+        self.lines_written = 0
+
+    @classmethod
+    def open(cls, path: Path) -> Ledger:
+        """Create or open ``path``, lock it, and repair a torn tail. Raises LedgerLockedError."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise LedgerError(f"cannot open ledger {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LedgerLockedError(
+                f"ledger {path} is in use by another batcher run; wait for it to finish"
+                " or give this run its own --ledger"
+            ) from None
+        if not _looks_like_ledger(fd):
+            os.close(fd)
+            raise LedgerError(
+                f"{path} is not a batcher ledger (its first line is not a ledger record);"
+                " give --ledger a new file or an existing ledger"
+            )
+        try:
+            repaired = repair_tail(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise LedgerError(f"cannot repair ledger {path}: {exc.strerror}") from None
+        return cls(path, fd, repaired)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)  # closing releases the flock
+                self._fd = -1
+
+    # --- reading ---------------------------------------------------------------------
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every valid record already in the file, in order (bad middle lines are skipped)."""
+        yield from read_records(self.path)
+
+    # --- writing ---------------------------------------------------------------------
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one record now (one ``os.write``). Durable after the next :meth:`sync`."""
+        data = encode(record)
+        view = memoryview(data)
+        while view:
+            # A regular file takes the whole buffer in one write; the loop only matters on a
+            # short write (disk full), where repair_tail cleans up after a crash.
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._written += 1
+        self.lines_written += 1
+
+    def event(self, job_id: str | None, status: str, now: float, **fields: Any) -> None:
+        """Append ``{"ts", "job_id", "status", ...fields}``."""
+        record: dict[str, Any] = {"ts": utc_iso(now), "job_id": job_id, "status": status}
+        record.update(fields)
+        self.append(record)
+
+    async def sync(self) -> None:
+        """Wait until every record appended before this call is on disk (group commit)."""
+        target = self._written
+        if self._synced >= target:
+            return
+        async with self._sync_lock:
+            if self._synced >= target:
+                return  # someone else's fsync covered us while we waited
+            upto = self._written
+            fd = self._fd
+            await anyio.to_thread.run_sync(os.fsync, fd)
+            self._synced = max(self._synced, upto)
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Stream the valid records of a ledger file without locking it (for ``status``/``report``)."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc.strerror}") from None
+    with handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                return  # a torn tail (a live run, or one that died): not yet a record
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "status" in record:
+                yield record

@@ -1,0 +1,262 @@
+"""The scheduler: one loop that spends one request budget on submissions and polls.
+
+Every request, submit or poll, is a unit of the account's budget (:mod:`batcher.ratecontrol`).
+Jobs waiting for a timed action (their next poll, or a retry) sit in a heap ordered by due time;
+new jobs wait in a small bounded queue filled lazily from the manifest. Each time the budget
+allows one request, the loop sends, in order of preference:
+
+1. the most overdue timed action (a poll, or a retry), because detecting a finished job frees
+   a concurrency slot and is what the job was paid for;
+2. otherwise a new submission, if fewer than ``concurrency`` jobs are in flight and nothing has
+   stopped submissions;
+3. otherwise it sleeps until the next due time or until something changes.
+
+Requests run as tasks in the scheduler's task group (structured concurrency: nothing outlives
+:meth:`Scheduler.run`). What each answer means for a job is in :mod:`batcher.actions`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+
+from .clock import Clock
+from .ratecontrol import RateController
+
+if TYPE_CHECKING:
+    from .manifest import JobSpec
+
+Action = Literal["submit", "poll"]
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A job this run is working on."""
+
+    job_id: str
+    workflow: str
+    price: float | None
+    workflow_id: str = ""
+    #: The manifest row, kept only until the POST succeeds (re-read on resume otherwise).
+    spec: JobSpec | None = None
+    request_id: str | None = None
+    poll_url: str | None = None
+    #: clock.monotonic() when it was submitted (estimated from the ledger when re-attached).
+    submitted_at: float | None = None
+    #: Seconds after submission of the last poll that found it unfinished.
+    last_unfinished: float = 0.0
+    polls: int = 0
+    #: Consecutive retryable errors of the current step.
+    errors: int = 0
+    last_remote: str = ""
+    next_action: Action = "submit"
+
+
+@dataclass(order=True)
+class _Timed:
+    at: float
+    seq: int
+    job: Job = field(compare=False)
+
+
+class PendingQueue:
+    """New jobs from the manifest: a bounded queue, so a million rows are never all in memory."""
+
+    def __init__(self, limit: int, notify: Callable[[], None]) -> None:
+        self._items: deque[Job] = deque()
+        self._limit = limit
+        self._space = anyio.Event()
+        self._notify = notify
+        self.closed = False
+        self.refusing = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, job: Job) -> bool:
+        """Queue a job, waiting for room. False when the queue refuses jobs (submissions stopped)."""
+        while len(self._items) >= self._limit and not self.refusing:
+            self._space = anyio.Event()
+            await self._space.wait()
+        if self.refusing:
+            return False
+        self._items.append(job)
+        self._notify()
+        return True
+
+    def refuse(self) -> list[Job]:
+        """Stop taking jobs; returns the ones still queued and releases a waiting producer."""
+        self.refusing = True
+        items = list(self._items)
+        self._items.clear()
+        self._space.set()
+        return items
+
+    def pop(self) -> Job | None:
+        job = self._items.popleft() if self._items else None
+        if job is not None:
+            self._space.set()
+        return job
+
+    def close(self) -> None:
+        self.closed = True
+        self._notify()
+
+
+class Scheduler:
+    """Dispatches requests for jobs; :mod:`batcher.actions` decides what answers mean."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        rate: RateController,
+        concurrency: int,
+        max_requests: int,
+        pending_limit: int = 64,
+    ) -> None:
+        self.clock = clock
+        self.rate = rate
+        self.concurrency = concurrency
+        self._wake = anyio.Event()
+        self.pending = PendingQueue(pending_limit, self.wake)
+        self._heap: list[_Timed] = []
+        self._seq = itertools.count()
+        self._request_slots = anyio.Semaphore(max_requests)
+        self._active: dict[Action, int] = {"submit": 0, "poll": 0}
+        self._idle_submits = anyio.Event()
+        self._idle_submits.set()
+        #: Jobs submitted (or being submitted) and not finished at the provider.
+        self.in_flight = 0
+        self.unsent: list[Job] = []
+        #: Why no more jobs may be submitted (None: they may).
+        self.stop_submitting: str | None = None
+        #: Why nothing more may be sent at all (None: it may).
+        self.halted: str | None = None
+        #: Set by the engine: the coroutine that performs one request for a job.
+        self.perform: Callable[[Job, Action], Awaitable[None]] | None = None
+
+    # --- called by actions and the engine ---------------------------------------------
+
+    def schedule(self, job: Job, action: Action, at: float) -> None:
+        job.next_action = action
+        heapq.heappush(self._heap, _Timed(at, next(self._seq), job))
+        self.wake()
+
+    def attach(self, job: Job) -> None:
+        """A job already in flight (its poll_url came from the ledger): poll it now."""
+        self.in_flight += 1
+        self.schedule(job, "poll", self.clock.monotonic())
+
+    def finish(self, job: Job) -> None:
+        """The job no longer needs requests from this run."""
+        self.in_flight -= 1
+        self.wake()
+
+    def stop(self, reason: str) -> None:
+        """No more submissions; in-flight jobs are still polled."""
+        if self.stop_submitting is None:
+            self.stop_submitting = reason
+            #: Jobs that were queued but never sent; the engine counts them as left over.
+            self.unsent = self.pending.refuse()
+        self.wake()
+
+    def halt(self, reason: str) -> None:
+        """Nothing more is sent at all."""
+        if self.halted is None:
+            self.halted = reason
+        self.stop(reason)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def timed(self) -> int:
+        return len(self._heap)
+
+    def next_due(self) -> float | None:
+        return self._heap[0].at if self._heap else None
+
+    async def submits_idle(self) -> None:
+        """Wait until no POST is in progress (used to let them land on shutdown)."""
+        await self._idle_submits.wait()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _may_submit(self) -> bool:
+        return self.stop_submitting is None and self.in_flight < self.concurrency and len(self.pending) > 0
+
+    def _drained(self) -> bool:
+        active = self._active["submit"] + self._active["poll"]
+        if active or self._heap:
+            return False
+        if self.halted or self.stop_submitting:
+            return True
+        return self.pending.closed and len(self.pending) == 0
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Sleep up to ``seconds`` (forever if None), waking early when anything changes."""
+        # Single-threaded: nothing can set the event between wait() returning and the swap.
+        if not self._wake.is_set():
+            if seconds is None:
+                await self._wake.wait()
+            else:
+                with self.clock.move_on_after(seconds):
+                    await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def run(self) -> None:
+        """Send requests until every job is finished or stopped."""
+        assert self.perform is not None, "engine must set Scheduler.perform"
+        async with anyio.create_task_group() as tg:
+            while not self.halted:
+                now = self.clock.monotonic()
+                due = bool(self._heap) and self._heap[0].at <= now
+                if not due and not self._may_submit():
+                    if self._drained():
+                        break
+                    next_at = self.next_due()
+                    await self._sleep(None if next_at is None else next_at - now)
+                    continue
+                wait = self.rate.wait_time(now)
+                if wait > 0:
+                    await self._sleep(wait)
+                    continue
+                if due:
+                    timed = heapq.heappop(self._heap)
+                    job, action = timed.job, timed.job.next_action
+                    if action == "submit" and self.stop_submitting:
+                        self.finish(job)  # a retry of a POST that may no longer go out
+                        continue
+                else:
+                    popped = self.pending.pop()
+                    if popped is None:
+                        continue
+                    job, action = popped, "submit"
+                    self.in_flight += 1
+                await self._request_slots.acquire()
+                self.rate.acquire(self.clock.monotonic())
+                self._begin(action)
+                tg.start_soon(self._request, job, action)
+
+    def _begin(self, action: Action) -> None:
+        self._active[action] += 1
+        if action == "submit":
+            self._idle_submits = anyio.Event()
+
+    async def _request(self, job: Job, action: Action) -> None:
+        assert self.perform is not None
+        try:
+            await self.perform(job, action)
+        finally:
+            self._request_slots.release()
+            self._active[action] -= 1
+            if action == "submit" and self._active["submit"] == 0:
+                self._idle_submits.set()
+            self.wake()

@@ -1,0 +1,156 @@
+"""What the ledger says: every job's state (its last line, plus the facts earlier lines carry).
+
+Ledger statuses, in the order a job meets them::
+
+    submitting ─► submitted ─► generated ─► completed
+        │  ▲          │            └──────► download_failed ─► (next run: download again)
+        ▼  │          ├──► failed (provider FAILED, or polling gave up: retryable, re-attached)
+    submit_unknown    └──► expired (poll said 404: the record is gone)
+    deferred (not sent: 429, stop, credits)      invalid (a bad manifest row)
+
+``run`` lines (``job_id`` null) open each run with the manifests and workflow settings.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import LedgerMismatchError
+
+FINAL_OK = "completed"
+IN_FLIGHT = frozenset({"submitted", "polled"})
+UNKNOWN_OUTCOME = frozenset({"submitting", "submit_unknown"})
+NEEDS_DOWNLOAD = frozenset({"generated", "download_failed"})
+
+
+class Next(enum.Enum):
+    """What a job needs from this run."""
+
+    NOTHING = "nothing"  # completed, or failed/expired for good
+    DOWNLOAD = "download"  # the provider finished; fetch the files
+    ATTACH = "attach"  # a poll_url is known: poll it, never POST again
+    UNKNOWN = "unknown"  # a POST's outcome is unknown: resubmit or fail, per settings
+    SUBMIT = "submit"  # never sent (or deferred, or a retryable failure before a poll_url)
+
+
+@dataclass(slots=True)
+class JobState:
+    """One job as the ledger tells it."""
+
+    status: str
+    workflow: str | None = None
+    request_id: str | None = None
+    poll_url: str | None = None
+    outputs: list[dict[str, Any]] | None = None
+    error: str | None = None
+    retryable: bool = False
+    submits: int = 0
+    unknown: int = 0
+    first_ts: str | None = None
+    submitted_ts: str | None = None
+    last_ts: str | None = None
+    source: str | None = None
+    line: int | None = None
+
+    def next_step(self, *, retry_failed: bool) -> Next:
+        s = self.status
+        if s == FINAL_OK:
+            return Next.NOTHING
+        if s in NEEDS_DOWNLOAD:
+            return Next.DOWNLOAD
+        if s in UNKNOWN_OUTCOME:
+            return Next.UNKNOWN
+        if s in IN_FLIGHT:
+            return Next.ATTACH
+        if s == "failed":
+            if self.retryable:
+                return Next.ATTACH if self.poll_url else Next.SUBMIT
+            return Next.SUBMIT if retry_failed else Next.NOTHING
+        if s == "expired":
+            return Next.SUBMIT if retry_failed else Next.NOTHING
+        return Next.SUBMIT  # deferred, invalid, or a status a newer batcher wrote
+
+
+@dataclass
+class LedgerState:
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    lines: int = 0
+
+    def apply(self, rec: Mapping[str, Any]) -> None:
+        """Fold one ledger record into the state."""
+        self.lines += 1
+        status = rec.get("status")
+        job_id = rec.get("job_id")
+        if status == "run" and job_id is None:
+            self.runs.append(dict(rec))
+            return
+        if not isinstance(job_id, str) or not isinstance(status, str):
+            return
+        ts = rec.get("ts") if isinstance(rec.get("ts"), str) else None
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = self.jobs[job_id] = JobState(status=status, first_ts=ts)
+        job.status = status
+        job.last_ts = ts
+        if isinstance(rec.get("workflow"), str):
+            job.workflow = rec["workflow"]
+        if status == "submitting":
+            job.submits += 1
+            job.request_id = job.poll_url = None
+            job.outputs = None
+            job.error = None
+        elif status == "submit_unknown":
+            job.unknown += 1
+            job.error = rec.get("error")
+        elif status == "submitted":
+            job.request_id = rec.get("request_id")
+            job.poll_url = rec.get("poll_url")
+            job.submitted_ts = ts
+        elif status in ("generated", "completed", "download_failed"):
+            outputs = rec.get("outputs")
+            if isinstance(outputs, list):
+                job.outputs = outputs
+        if status in ("failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"):
+            job.error = rec.get("error")
+            job.retryable = bool(rec.get("retryable", False))
+        elif status not in ("polled",):
+            job.retryable = False
+        if status == "invalid":
+            job.source = rec.get("source")
+            job.line = rec.get("line")
+
+    def compatible(self, manifests: Sequence[str], fingerprints: Mapping[str, str], *, ledger: str) -> None:
+        """Raise LedgerMismatchError if this ledger was written for other manifests or settings.
+
+        A manifest that grew (rows appended) is the same manifest: only the file set and the
+        workflow fingerprints (Segmind id and inputs) are compared, for workflows both know.
+        """
+        if not self.runs:
+            return
+        first = self.runs[-1]
+        before = sorted(first.get("manifests") or [])
+        if before and before != sorted(manifests):
+            raise LedgerMismatchError(
+                f"ledger {ledger} was written for manifest(s) {', '.join(before)}, not "
+                f"{', '.join(sorted(manifests))}; give this manifest its own --ledger, "
+                "or pass --force to use this ledger anyway"
+            )
+        old = first.get("workflows") or {}
+        changed = sorted(name for name, fp in fingerprints.items() if name in old and old[name] != fp)
+        if changed:
+            raise LedgerMismatchError(
+                f"ledger {ledger} was written with different settings for workflow(s) "
+                f"{', '.join(changed)} (Segmind id or inputs changed); its job ids may mean other "
+                "jobs now. Use a new --ledger, or pass --force to use this ledger anyway"
+            )
+
+
+def replay(records: Iterable[Mapping[str, Any]]) -> LedgerState:
+    state = LedgerState()
+    for rec in records:
+        state.apply(rec)
+    return state

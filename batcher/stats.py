@@ -1,0 +1,42 @@
+"""Counters of a run, updated by the engine and read by the summary and progress displays."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunStats:
+    """What happened in this run (not the ledger's whole history)."""
+
+    started: float = 0.0  # clock.monotonic() at start
+    #: Jobs by the state this run left them in ("completed", "failed", ...).
+    outcomes: Counter[str] = field(default_factory=Counter)
+    #: Jobs the ledger already had finished, skipped by this run.
+    skipped: int = 0
+    #: Rows of the manifests that were invalid.
+    invalid: int = 0
+    #: Jobs whose earlier POST had an unknown outcome, submitted again (maybe paid twice).
+    resubmitted_unknown: int = 0
+    #: POSTs answered 200 in this run, and what they cost by the workflow prices.
+    submitted: int = 0
+    spend_usd: float = 0.0
+    #: POSTs whose outcome is unknown (5xx, timeouts, broken connections).
+    unknown_outcomes: int = 0
+    #: Requests sent, by kind, and 429s received.
+    requests: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0
+    #: Jobs re-attached from the ledger (a poll_url was known) and downloads resumed.
+    attached: int = 0
+    downloads_resumed: int = 0
+    #: Jobs left for a later run (submissions stopped early).
+    left: int = 0
+    in_flight: int = 0
+    #: Why submissions stopped early, if they did.
+    stop_reason: str | None = None
+    #: The provider's last word on remaining credits.
+    credits: float | None = None
+
+    def finished(self) -> int:
+        return sum(self.outcomes.values())

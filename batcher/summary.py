@@ -1,0 +1,70 @@
+"""The end-of-run summary: counts by state, spend, duration, where things are."""
+
+from __future__ import annotations
+
+from .engine import ExitCode, RunResult
+
+
+def _money(usd: float) -> str:
+    return f"${usd:,.2f}"
+
+
+def render_summary(result: RunResult) -> str:
+    """A few plain lines for a terminal or a log file."""
+    st = result.stats
+    done_now = st.finished()
+    lines = []
+    states = dict(st.outcomes)
+    total_completed = states.get("completed", 0) + result.earlier.get("completed", 0)
+    if done_now == 0 and not st.left and not st.in_flight and not st.invalid and not result.interrupted:
+        total = sum(result.earlier.values())
+        if total and total_completed == total:
+            lines.append(f"Nothing to do: all {total} jobs are already complete.")
+        elif total:
+            rest = ", ".join(f"{n} {k}" for k, n in sorted(result.earlier.items()) if k != "completed")
+            lines.append(
+                f"Nothing to do: {total_completed} of {total} jobs complete; {rest} "
+                "(use --retry-failed to run those again)."
+            )
+        else:
+            lines.append("Nothing to do: the manifest has no jobs.")
+    else:
+        parts = [f"{n} {k}" for k, n in sorted(states.items())]
+        if st.invalid:
+            parts.append(f"{st.invalid} invalid rows")
+        if st.in_flight:
+            parts.append(f"{st.in_flight} still in flight (re-attached next run)")
+        if st.left:
+            parts.append(f"{st.left} not started")
+        lines.append("This run: " + (", ".join(parts) if parts else "no jobs finished"))
+        if result.earlier:
+            earlier = ", ".join(f"{n} {k}" for k, n in sorted(result.earlier.items()))
+            lines.append(f"From earlier runs: {earlier}")
+    req = st.requests
+    lines.append(
+        f"Submitted {st.submitted} jobs ({_money(st.spend_usd)} at list prices); "
+        f"{req['submit']} submit and {req['poll']} poll requests, {st.throttled} rate-limited (429); "
+        f"{result.seconds:.1f} s"
+    )
+    if st.attached or st.downloads_resumed:
+        lines.append(
+            f"Resumed: {st.attached} jobs re-attached by poll_url (not paid again), "
+            f"{st.downloads_resumed} downloads retried"
+        )
+    if st.resubmitted_unknown or st.unknown_outcomes:
+        lines.append(
+            f"Outcome unknown: {st.unknown_outcomes} POSTs got no clear answer this run and "
+            f"{st.resubmitted_unknown} jobs from an interrupted POST were sent again; "
+            "each may have been billed twice"
+        )
+    if st.credits is not None:
+        lines.append(f"Provider credits remaining: {_money(st.credits)}")
+    if st.stop_reason and not result.interrupted:
+        lines.append(f"Stopped submitting: {st.stop_reason}")
+    if result.interrupted:
+        lines.append("Interrupted: state saved; run the same command again to resume.")
+    lines.append(f"Ledger: {result.ledger}")
+    lines.append(f"Outputs: {result.out_dir}")
+    if result.exit_code is ExitCode.FAILED:
+        lines.append("Some jobs did not complete: see the lines above, or the ledger.")
+    return "\n".join(lines)

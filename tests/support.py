@@ -1,0 +1,114 @@
+"""Helpers shared by the engine tests: manifests, settings pointed at an emulator, a fast clock."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import random
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from batcher.clock import ScaledClock
+from batcher.config import (
+    ApiSettings,
+    LedgerSettings,
+    OutputSettings,
+    PollSettings,
+    RateSettings,
+    RetrySettings,
+    Settings,
+)
+from batcher.engine import RunResult, run_batch
+from batcher.ledger import read_records
+from batcher.workflows import WorkflowRegistry
+
+API_KEY = "sk-test-7f3a9c1e5b2d4f60"
+#: Emulator and engine share one clock running this many times faster than real time, so the
+#: provider's 7-second polls and multi-second jobs pass in a fraction of a second, consistently.
+SPEED = 40.0
+
+
+def png_data_uri(seed: int = 0, size: tuple[int, int] = (48, 32)) -> str:
+    """A small, distinct PNG as a data: URI (sketch inputs that need no network)."""
+    rnd = random.Random(seed)
+    img = Image.new("RGB", size, (rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)))
+    for _ in range(6):
+        x, y = rnd.randrange(size[0]), rnd.randrange(size[1])
+        img.paste(
+            (rnd.randrange(256), 0, rnd.randrange(256)), (x, y, min(size[0], x + 9), min(size[1], y + 7))
+        )
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def sketch_rows(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"id": f"sketch-{i:04d}", "workflow": "sketch", "input": {"input_image": png_data_uri(i)}}
+        for i in range(start, start + n)
+    ]
+
+
+def blog_rows(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"blog-{i:04d}",
+            "workflow": "blog-image",
+            "input": {"title": f"Post number {i}", "description": "A short description."},
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]], *, append: bool = False) -> Path:
+    with path.open("a" if append else "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def settings_for(base_url: str, tmp: Path, **changes: Any) -> Settings:
+    """Settings for a test run against ``base_url`` (in clock-seconds; the clock is scaled)."""
+    s = Settings(
+        api=ApiSettings(base_url=base_url, api_key=API_KEY, read_timeout=20.0),
+        rate=RateSettings(initial_per_minute=3000.0),
+        poll=PollSettings(interval=2.0, first_delay=1.0),
+        retry=RetrySettings(max_attempts=5, base_delay=0.5, max_delay=4.0),
+        output=OutputSettings(out_dir=tmp / "out", timeout=30.0),
+        ledger=LedgerSettings(path=tmp / "ledger.jsonl"),
+        concurrency=8,
+    )
+    nested = {k: v for k, v in changes.items() if "." in k}
+    flat = {k: v for k, v in changes.items() if "." not in k}
+    for dotted, value in nested.items():
+        section, key = dotted.split(".")
+        flat[section] = dataclasses.replace(flat.get(section, getattr(s, section)), **{key: value})
+    return dataclasses.replace(s, **flat)
+
+
+async def run(
+    settings: Settings,
+    manifests: Sequence[Path],
+    registry: WorkflowRegistry,
+    clock: ScaledClock,
+    seed: int = 0,
+) -> RunResult:
+    return await run_batch(settings, manifests, registry=registry, clock=clock, rng=random.Random(seed))
+
+
+def ledger_lines(path: Path) -> list[dict[str, Any]]:
+    return list(read_records(path))
+
+
+def last_status(path: Path) -> dict[str, str]:
+    """job_id → status of its last line."""
+    out: dict[str, str] = {}
+    for rec in ledger_lines(path):
+        if rec.get("job_id"):
+            out[rec["job_id"]] = rec["status"]
+    return out

@@ -1,0 +1,313 @@
+"""batcher as a process: exit codes, clear errors without tracebacks, kill -9 and SIGTERM resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import Process
+
+from batcher.emulator import EmulatorConfig, run_emulator
+
+from .support import API_KEY, ledger_lines, sketch_rows, write_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(base_url: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMIND_")}
+    env["SEGMIND_API_KEY"] = API_KEY
+    if base_url:
+        env["SEGMIND_API_BASE"] = base_url
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _cli(*args: str, cwd: Path, base_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batcher", *args],
+        cwd=cwd,
+        env=_env(base_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
+
+
+@pytest.mark.parametrize(
+    ("args", "files", "message"),
+    [
+        (["run", "missing.jsonl"], {}, "missing.jsonl"),
+        (
+            ["run", "m.jsonl", "--config", "nope.yaml"],
+            {"m.jsonl": "{}\n"},
+            "nope.yaml: config file not found",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "poll:\n  intervall: 3\n"},
+            "c.yaml:2: poll.intervall: unknown setting",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "concurrency: many\n"},
+            "c.yaml:1: concurrency: expected a whole number, got 'many'",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api: [\n"},
+            "c.yaml:2: not valid YAML",
+        ),
+        (["run", "m.jsonl", "--concurrency", "0"], {"m.jsonl": "{}\n"}, "concurrency: must be at least 1"),
+        (["run", "m.docx"], {"m.docx": "x"}, "m.docx"),
+    ],
+)
+def test_a_usage_mistake_is_one_clear_line_and_exit_2(
+    tmp_path: Path, args: list[str], files: dict[str, str], message: str
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    proc = _cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_api_key_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    env = _env()
+    del env["SEGMIND_API_KEY"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "batcher", "run", "m.jsonl"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "SEGMIND_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.anyio
+async def test_a_locked_ledger_exits_75_and_writes_nothing(tmp_path: Path) -> None:
+    from batcher.ledger import Ledger
+
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    ledger = tmp_path / "l.jsonl"
+    with Ledger.open(ledger) as held:
+        held.event(None, "run", 0.0)
+        before = ledger.read_bytes()
+        async with run_emulator(EmulatorConfig(render="placeholder")) as emu:
+            proc = await anyio.run_process(
+                [sys.executable, "-m", "batcher", "run", "m.jsonl", "--ledger", str(ledger)],
+                cwd=tmp_path,
+                env=_env(emu.base_url),
+                check=False,
+            )
+            assert emu.stats()["api_requests"] == 0
+        assert ledger.read_bytes() == before
+    assert proc.returncode == 75
+    assert b"in use by another batcher run" in proc.stderr
+
+
+async def _lines(process: Process) -> AsyncIterator[str]:
+    assert process.stderr is not None
+    buffer = b""
+    async for chunk in process.stderr:
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            yield line.decode()
+
+
+async def _start(tmp_path: Path, base_url: str, *extra: str) -> Process:
+    return await anyio.open_process(
+        [
+            sys.executable,
+            "-m",
+            "batcher",
+            "run",
+            "m.jsonl",
+            "--ledger",
+            "l.jsonl",
+            "--out",
+            "out",
+            "-v",
+            *FAST_ARGS,
+            *extra,
+        ],
+        cwd=tmp_path,
+        env=_env(base_url),
+    )
+
+
+async def _wait_for(process: Process, needle: str, count: int = 1) -> None:
+    seen = 0
+    async for line in _lines(process):
+        if needle in line:
+            seen += 1
+            if seen >= count:
+                return
+    raise AssertionError(f"process ended before printing {needle!r} x{count}")
+
+
+@pytest.mark.anyio
+async def test_kill_9_between_submitting_and_submitted_resubmits_once_and_counts_it(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    config = EmulatorConfig(render="placeholder", duration_median=0.2, slow_rate=1.0, slow_seconds=3600)
+    async with run_emulator(config) as emu:
+        proc = await _start(tmp_path, emu.base_url, "--concurrency", "1")
+        async with proc:
+            with anyio.fail_after(30):
+                await _wait_for(proc, "POST sent")  # the ledger says submitting; no answer yet
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        statuses = [r["status"] for r in ledger_lines(tmp_path / "l.jsonl")]
+        assert statuses[-1] == "submitting"
+        emu.state.reconfigure(slow_rate=0.0)
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "batcher",
+                    "run",
+                    "m.jsonl",
+                    "--ledger",
+                    "l.jsonl",
+                    "--out",
+                    "out",
+                    *FAST_ARGS,
+                ],
+                cwd=tmp_path,
+                env=_env(emu.base_url),
+                check=False,
+            )
+        stats = emu.stats()
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"1 jobs from an interrupted POST were sent again" in done.stdout
+    # The killed POST reached the server (it was only slow), so that one input was paid twice.
+    assert stats["inputs_submitted_more_than_once"] <= 1
+    assert stats["submissions"] <= 4
+
+
+@pytest.mark.anyio
+async def test_kill_9_after_submitted_re_attaches_and_never_posts_again(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(6))
+    config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
+    async with run_emulator(config) as emu:
+        proc = await _start(tmp_path, emu.base_url, "--concurrency", "6")
+        async with proc:
+            with anyio.fail_after(30):
+                await _wait_for(proc, "submitted", count=6)
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        submitted_before = emu.stats()["submissions"]
+        assert submitted_before == 6
+        emu.state.reconfigure(duration_median=0.0)
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "batcher",
+                    "run",
+                    "m.jsonl",
+                    "--ledger",
+                    "l.jsonl",
+                    "--out",
+                    "out",
+                    *FAST_ARGS,
+                ],
+                cwd=tmp_path,
+                env=_env(emu.base_url),
+                check=False,
+            )
+        stats = emu.stats()
+    assert done.returncode == 0, done.stderr.decode()
+    assert stats["submissions"] == 6 and stats["inputs_submitted_more_than_once"] == 0
+    assert b"6 jobs re-attached" in done.stdout
+
+
+@pytest.mark.anyio
+async def test_sigterm_during_a_burst_exits_130_and_the_next_run_re_attaches(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(10))
+    config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
+    async with run_emulator(config) as emu:
+        proc = await _start(tmp_path, emu.base_url, "--concurrency", "10")
+        async with proc:
+            with anyio.fail_after(30):
+                await _wait_for(proc, "submitted", count=4)
+            proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(2.0):  # the brief: exit 130 within 2 seconds
+                code = await proc.wait()
+        assert code == 130
+        lines = ledger_lines(tmp_path / "l.jsonl")
+        posted = {r["job_id"] for r in lines if r["status"] == "submitted"}
+        assert posted and emu.stats()["submissions"] == len(posted)  # every accepted job is in the ledger
+        emu.state.reconfigure(duration_median=0.0)
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "batcher",
+                    "run",
+                    "m.jsonl",
+                    "--ledger",
+                    "l.jsonl",
+                    "--out",
+                    "out",
+                    *FAST_ARGS,
+                ],
+                cwd=tmp_path,
+                env=_env(emu.base_url),
+                check=False,
+            )
+        stats = emu.stats()
+    assert done.returncode == 0, done.stderr.decode()
+    assert stats["submissions"] == 10 and stats["inputs_submitted_more_than_once"] == 0
+    assert f"{len(posted)} jobs re-attached".encode() in done.stdout
+
+
+@pytest.mark.anyio
+async def test_the_api_key_appears_in_no_file_and_no_output(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "m.jsonl", [*sketch_rows(3), {"id": "bad", "workflow": "sketch", "input": {}}])
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1, error_rate=0.2)) as emu:
+        done = await anyio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "batcher",
+                "run",
+                "m.jsonl",
+                "--ledger",
+                "l.jsonl",
+                "--out",
+                "out",
+                "-v",
+                *FAST_ARGS,
+            ],
+            cwd=tmp_path,
+            env=_env(emu.base_url),
+            check=False,
+        )
+    assert done.returncode == 1
+    assert API_KEY.encode() not in done.stdout + done.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.name != "m.jsonl":
+            assert API_KEY.encode() not in path.read_bytes(), path
+    header = json.loads((tmp_path / "l.jsonl").read_text().splitlines()[0])
+    assert "api_key" not in header["settings"]["api"]

@@ -1,0 +1,325 @@
+"""The engine against the emulator on real sockets: the whole path, resume, and every answer class."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from batcher.clock import ScaledClock
+from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.engine import ExitCode
+from batcher.workflows import InputSpec, Workflow, WorkflowRegistry
+
+from .support import (
+    API_KEY,
+    SPEED,
+    blog_rows,
+    last_status,
+    ledger_lines,
+    run,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"duration_median": 3.0, "duration_spread": 0.4, "render": "placeholder"}
+
+
+def _emulator(clock: ScaledClock, **changes: object) -> object:
+    return run_emulator(EmulatorConfig(**{**FAST, **changes}), clock=clock)  # type: ignore[arg-type]
+
+
+async def test_a_manifest_runs_to_completion_with_files_hashes_and_a_full_ledger(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(6) + blog_rows(4))
+    async with run_emulator(EmulatorConfig(duration_median=3.0, seed=1), clock=clock) as emu:
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.OK
+    assert result.stats.outcomes["completed"] == 10
+    assert stats["submissions"] == 10 and stats["inputs_submitted_more_than_once"] == 0
+    lines = ledger_lines(tmp_path / "ledger.jsonl")
+    assert lines[0]["status"] == "run" and lines[0]["job_id"] is None
+    by_job: dict[str, list[str]] = {}
+    for rec in lines[1:]:
+        by_job.setdefault(rec["job_id"], []).append(rec["status"])
+    assert all(seq == ["submitting", "submitted", "generated", "completed"] for seq in by_job.values())
+    completed = [r for r in lines if r["status"] == "completed"]
+    for rec in completed:
+        assert rec["outputs"], rec
+        for out in rec["outputs"]:
+            data = Path(out["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == out["sha256"] and len(data) == out["bytes"]
+            assert Path(out["path"]).resolve().is_relative_to((tmp_path / "out").resolve())
+            assert data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_a_second_run_does_nothing_and_sends_nothing(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(4))
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        before = emu.stats()["api_requests"]
+        second = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert emu.stats()["api_requests"] == before
+    assert first.exit_code is ExitCode.OK and second.exit_code is ExitCode.OK
+    assert second.stats.skipped == 4 and second.earlier["completed"] == 4
+    assert second.stats.finished() == 0
+
+
+async def test_rows_appended_to_a_manifest_run_alone_next_time(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        write_jsonl(
+            manifest, [*sketch_rows(2, start=3), {"input_image": "https://example.com/x.png"}], append=True
+        )
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.stats.skipped == 3
+    assert result.stats.submitted == 3  # two appended rows with ids, one without (hashed id)
+    assert stats["inputs_submitted_more_than_once"] == 0
+
+
+async def test_bad_rows_are_recorded_and_the_good_ones_still_run(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = tmp_path / "m.jsonl"
+    rows = sketch_rows(2)
+    manifest.write_text(
+        json.dumps(rows[0])
+        + "\n"
+        + "{not json\n"
+        + json.dumps({"id": "bad-scheme", "workflow": "sketch", "input": {"input_image": "ftp://x/y.png"}})
+        + "\n"
+        + json.dumps({"id": "bad-wf", "workflow": "nope", "input": {"input_image": "https://e/x.png"}})
+        + "\n"
+        + json.dumps(rows[1])
+        + "\n",
+        encoding="utf-8",
+    )
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+    assert result.exit_code is ExitCode.FAILED
+    assert result.stats.invalid == 3 and result.stats.outcomes["completed"] == 2
+    invalid = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "invalid"]
+    assert [r["line"] for r in invalid] == [2, 3, 4]
+    assert all(r["job_id"] is None and r["error"] for r in invalid)
+
+
+@pytest.mark.parametrize("header", ["retry-after-seconds", "retry-after-date", "reset-at-utc", "none"])
+async def test_429s_in_every_header_style_slow_the_run_and_pay_nothing_twice(
+    tmp_path: Path, registry: WorkflowRegistry, header: str
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(8))
+    async with _emulator(clock, rate_limit=30, rate_period=60, rate_burst=3, rate_header=header) as emu:  # type: ignore[attr-defined]
+        settings = settings_for(emu.base_url, tmp_path, **{"rate.initial_per_minute": 600.0})
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.OK
+    assert stats["rate_limited"] > 0 and result.stats.throttled == stats["rate_limited"]
+    assert stats["submissions"] == 8 and stats["inputs_submitted_more_than_once"] == 0
+
+
+async def test_server_errors_and_dropped_connections_are_retried_until_done(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(12))
+    async with _emulator(clock, error_rate=0.2, drop_rate=0.1, drop_accept_share=0.0, seed=5) as emu:  # type: ignore[attr-defined]
+        settings = settings_for(emu.base_url, tmp_path, **{"retry.max_attempts": 12})
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.OK, result.stats
+    assert stats["server_errors"] + stats["dropped_connections"] > 0
+    # Dropped-before-accept POSTs and 5xx before acceptance start nothing: no double payment.
+    dupes = stats["inputs_submitted_more_than_once"]
+    assert dupes <= stats["lost_responses"] + stats["dropped_after_accept"]
+
+
+async def test_lost_responses_are_resubmitted_and_counted(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(10))
+    async with _emulator(clock, lost_rate=0.3, seed=2) as emu:  # type: ignore[attr-defined]
+        result = await run(
+            settings_for(emu.base_url, tmp_path, **{"retry.max_attempts": 10}), [manifest], registry, clock
+        )
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.OK
+    assert stats["lost_responses"] > 0
+    assert result.stats.unknown_outcomes >= stats["lost_responses"]
+    assert stats["submissions"] == 10 + stats["lost_responses"]
+
+
+async def test_provider_failed_jobs_fail_without_retry(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    async with _emulator(clock, fail_rate=1.0, error_shape="list", failed_http_status=422) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+        again = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert emu.stats()["submissions"] == stats["submissions"] == 3
+    assert result.exit_code is ExitCode.FAILED and result.stats.outcomes["failed"] == 3
+    failed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "failed"]
+    assert all(r["retryable"] is False and "FAILED" in r["error"] for r in failed)
+    assert again.exit_code is ExitCode.FAILED and again.earlier["failed"] == 3
+
+
+async def test_retry_failed_runs_failed_jobs_again(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    async with _emulator(clock, fail_rate=1.0) as emu:  # type: ignore[attr-defined]
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        result = await run(
+            settings_for(emu.base_url, tmp_path, retry_failed=True), [manifest], registry, clock
+        )
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 2
+
+
+@pytest.mark.parametrize("shape", ["list", "flat", "parsed"])
+async def test_every_output_shape_is_downloaded(
+    tmp_path: Path, registry: WorkflowRegistry, shape: str
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    async with _emulator(clock, output_shape=shape) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+    assert result.exit_code is ExitCode.OK
+    completed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "completed"]
+    assert len(completed) == 2 and all(len(r["outputs"]) >= 1 for r in completed)
+
+
+async def test_a_wrong_key_stops_the_run_after_one_request(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(5))
+    async with _emulator(clock, api_key="the-right-key") as emu:  # type: ignore[attr-defined]
+        settings = settings_for(emu.base_url, tmp_path, concurrency=1)
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.PROVIDER
+    assert stats["requests"]["submit"] == {"401": 1}
+    assert "refused the API key" in (result.stats.stop_reason or "")
+    assert API_KEY not in (tmp_path / "ledger.jsonl").read_text()
+
+
+async def test_an_unknown_workflow_stops_submissions(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    clock = ScaledClock(SPEED)
+    rows = [
+        {"id": f"raw-{i}", "workflow": "0123456789abcdef01234567-v1", "input": {"prompt": "x"}}
+        for i in range(4)
+    ]
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path, concurrency=1), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.PROVIDER
+    assert stats["requests"]["submit"] == {"404": 1}
+    assert "not found" in (result.stats.stop_reason or "")
+    assert result.stats.left == 3
+
+
+async def test_a_rejected_input_fails_that_job_only(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    """A definition that drifted from the provider: our check passes, the provider answers 400."""
+    clock = ScaledClock(SPEED)
+    sketch = registry.get("sketch")
+    assert sketch is not None
+    drifted = Workflow(
+        name="drifted", workflow_id=sketch.workflow_id, inputs=(InputSpec("image", "text", True),)
+    )
+    registry = WorkflowRegistry([*registry, drifted])
+    rows = [{"id": "drift", "workflow": "drifted", "input": {"image": "x"}}]
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows + sketch_rows(2))
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+    assert result.exit_code is ExitCode.FAILED
+    assert result.stats.outcomes == {"failed": 1, "completed": 2}
+    assert last_status(tmp_path / "ledger.jsonl")["drift"] == "failed"
+    failed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "failed"]
+    assert failed[0]["retryable"] is False and "HTTP 400 on submit" in failed[0]["error"]
+
+
+async def test_insufficient_credits_stop_submitting_but_in_flight_jobs_finish(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(6))
+    # The emulator bills on completion: two jobs fit $0.15 at submit time; when the first
+    # finishes, the balance is $0.049 and the third submit gets 406 while the second still runs.
+    config = {"credits": 0.15, "duration_median": 4.0, "duration_spread": 0.5, "seed": 3}
+    async with _emulator(clock, **config) as emu:  # type: ignore[attr-defined]
+        settings = settings_for(emu.base_url, tmp_path, concurrency=2)
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.PROVIDER
+    assert "insufficient credits" in (result.stats.stop_reason or "").lower()
+    assert result.stats.outcomes["completed"] == stats["submissions"] == 2
+    assert stats["requests"]["submit"]["406"] == 1
+    assert result.stats.credits is not None and result.stats.left == 3
+
+
+async def test_an_expired_record_marks_the_job_expired(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    async with _emulator(clock, duration_median=1.0, duration_spread=0.0, record_ttl=0.5) as emu:  # type: ignore[attr-defined]
+        settings = settings_for(emu.base_url, tmp_path, **{"poll.first_delay": 5.0})
+        result = await run(settings, [manifest], registry, clock)
+    assert result.stats.outcomes["expired"] == 2 and result.exit_code is ExitCode.FAILED
+
+
+async def test_the_key_is_never_sent_to_the_output_host(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    async with _emulator(clock, output_host="localhost") as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.OK
+    assert stats["output_downloads"] == 3 and stats["output_downloads_with_credentials"] == 0
+
+
+async def test_a_foreign_poll_url_in_the_ledger_is_never_sent_the_key(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    ledger = tmp_path / "ledger.jsonl"
+    row_id = "sketch-0000"
+    ledger.write_text(
+        json.dumps(
+            {"ts": "2026-11-21T00:00:00Z", "job_id": row_id, "status": "submitting", "workflow": "sketch"}
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "ts": "2026-11-21T00:00:01Z",
+                "job_id": row_id,
+                "status": "submitted",
+                "request_id": "a" * 32,
+                "poll_url": "https://evil.example/workflows/request/" + "a" * 32,
+            }
+        )
+        + "\n"
+    )
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert stats["submissions"] == 0  # a known poll_url is never POSTed again
+    failed = [r for r in ledger_lines(ledger) if r["status"] == "failed"]
+    assert len(failed) == 1 and "refusing to send the API key to evil.example" in failed[0]["error"]
+    assert result.exit_code is ExitCode.FAILED

@@ -1,0 +1,203 @@
+"""The ledger survives crashes: torn tails repaired at every byte, one run per ledger, replay."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batcher.errors import LedgerError, LedgerLockedError
+from batcher.ledger import Ledger, read_records
+from batcher.state import LedgerState, Next, replay
+
+
+def _write(path: Path, records: list[dict[str, object]]) -> bytes:
+    with Ledger.open(path) as ledger:
+        for rec in records:
+            ledger.event(
+                rec["job_id"],
+                rec["status"],
+                1_800_000_000.0,
+                **{  # type: ignore[arg-type]
+                    k: v for k, v in rec.items() if k not in ("job_id", "status")
+                },
+            )
+    return path.read_bytes()
+
+
+RECORDS: list[dict[str, object]] = [
+    {"job_id": "a", "status": "submitting", "workflow": "sketch"},
+    {
+        "job_id": "a",
+        "status": "submitted",
+        "request_id": "r" * 32,
+        "poll_url": "http://h/workflows/request/x",
+    },
+    {"job_id": "b", "status": "submitting", "workflow": "blog-image"},
+    {"job_id": "a", "status": "generated", "outputs": [{"key": "img", "url": "http://h/o.png"}]},
+    {
+        "job_id": "a",
+        "status": "completed",
+        "outputs": [{"key": "img", "path": "o/a/img.png", "sha256": "0" * 64}],
+    },
+]
+
+
+def test_every_line_is_one_json_record_with_ts_job_id_and_status(tmp_path: Path) -> None:
+    data = _write(tmp_path / "l.jsonl", RECORDS)
+    lines = data.decode().splitlines()
+    assert len(lines) == len(RECORDS)
+    for line in lines:
+        rec = json.loads(line)
+        assert {"ts", "job_id", "status"} <= rec.keys()
+        assert rec["ts"].endswith("Z")
+
+
+def test_a_ledger_cut_at_every_byte_of_its_last_record_reopens_clean(tmp_path: Path) -> None:
+    path = tmp_path / "l.jsonl"
+    full = _write(path, RECORDS)
+    last_start = full.rstrip(b"\n").rfind(b"\n") + 1
+    for cut in range(last_start, len(full) + 1):
+        path.write_bytes(full[:cut])
+        with Ledger.open(path) as ledger:
+            expected_cut = cut - last_start if cut < len(full) else 0
+            assert ledger.repaired_bytes == expected_cut, cut
+            records = list(ledger.records())
+            ledger.event("c", "submitting", 1_800_000_000.0)
+        data = path.read_bytes()
+        assert data.endswith(b"\n")
+        assert all(json.loads(line) for line in data.splitlines())  # nothing torn propagated
+        assert len(records) == len(RECORDS) - (1 if cut < len(full) else 0)
+        state = replay(read_records(path))
+        want = "completed" if cut == len(full) else "generated"
+        assert state.jobs["a"].status == want
+        assert state.jobs["c"].status == "submitting"
+
+
+def test_a_zero_filled_tail_from_a_power_cut_is_cut_off(tmp_path: Path) -> None:
+    path = tmp_path / "l.jsonl"
+    full = _write(path, RECORDS)
+    path.write_bytes(full + b"\0" * 4096 + b"\n" + b"\0" * 100)
+    with Ledger.open(path) as ledger:
+        assert ledger.repaired_bytes == 4096 + 1 + 100
+    assert path.read_bytes() == full
+
+
+def test_a_bad_line_in_the_middle_is_skipped_not_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "l.jsonl"
+    full = _write(path, RECORDS)
+    lines = full.splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]) + b"{not json\n" + b"".join(lines[2:]))
+    with Ledger.open(path) as ledger:
+        assert ledger.repaired_bytes == 0
+        assert len(list(ledger.records())) == len(RECORDS)
+
+
+def test_a_file_that_is_not_a_ledger_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.jsonl"
+    content = b'{"id": "x", "input": {"input_image": "http://e/x.png"}}\n{"id": "y", "inp'
+    path.write_bytes(content)
+    with pytest.raises(LedgerError, match="is not a batcher ledger"):
+        Ledger.open(path)
+    assert path.read_bytes() == content
+
+
+def test_a_second_holder_is_refused_with_ledger_locked(tmp_path: Path) -> None:
+    path = tmp_path / "l.jsonl"
+    _write(path, RECORDS)
+    before = path.read_bytes()
+    with Ledger.open(path), pytest.raises(LedgerLockedError, match="in use by another batcher run"):
+        Ledger.open(path)
+    assert path.read_bytes() == before
+
+
+def test_the_lock_is_held_across_processes_and_released_by_death(tmp_path: Path) -> None:
+    path = tmp_path / "l.jsonl"
+    _write(path, RECORDS)
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom batcher.ledger import Ledger\n"
+        "l = Ledger.open(Path(sys.argv[1]))\nprint('locked', flush=True)\nsys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            with pytest.raises(LedgerLockedError):
+                Ledger.open(path)
+        finally:
+            holder.kill()  # SIGKILL: the kernel drops the flock with the process
+            holder.wait()
+    with Ledger.open(path) as ledger:
+        assert ledger.repaired_bytes == 0
+
+
+@pytest.mark.anyio
+async def test_group_commit_syncs_every_record_appended_before_the_call(tmp_path: Path) -> None:
+    import anyio
+
+    with Ledger.open(tmp_path / "l.jsonl") as ledger:
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                ledger.event(f"j{i}", "submitting", 1_800_000_000.0)
+                tg.start_soon(ledger.sync)
+        assert ledger._synced == ledger._written == 50
+
+
+@pytest.mark.parametrize(
+    ("statuses", "extra", "retry_failed", "expected"),
+    [
+        (["submitting"], {}, False, Next.UNKNOWN),
+        (["submitting", "submit_unknown"], {}, False, Next.UNKNOWN),
+        (["submitting", "deferred"], {}, False, Next.SUBMIT),
+        (["submitting", "submitted"], {}, False, Next.ATTACH),
+        (["submitting", "submitted", "polled"], {}, False, Next.ATTACH),
+        (["submitting", "submitted", "generated"], {}, False, Next.DOWNLOAD),
+        (["submitting", "submitted", "generated", "download_failed"], {}, False, Next.DOWNLOAD),
+        (["submitting", "submitted", "generated", "completed"], {}, False, Next.NOTHING),
+        (["submitting", "submitted", "failed"], {"retryable": False}, False, Next.NOTHING),
+        (["submitting", "submitted", "failed"], {"retryable": False}, True, Next.SUBMIT),
+        (["submitting", "submitted", "failed"], {"retryable": True}, False, Next.ATTACH),
+        (["submitting", "submit_unknown", "failed"], {"retryable": True}, False, Next.SUBMIT),
+        (["submitting", "submitted", "expired"], {}, False, Next.NOTHING),
+        (["submitting", "submitted", "expired"], {}, True, Next.SUBMIT),
+    ],
+)
+def test_replay_decides_what_each_job_needs(
+    statuses: list[str], extra: dict[str, object], retry_failed: bool, expected: Next
+) -> None:
+    state = LedgerState()
+    for status in statuses:
+        rec: dict[str, object] = {"ts": "2026-11-21T00:00:00Z", "job_id": "j", "status": status}
+        if status == "submitted":
+            rec.update(request_id="r" * 32, poll_url="http://h/workflows/request/r")
+        if status == statuses[-1]:
+            rec.update(extra)
+        state.apply(rec)
+    assert state.jobs["j"].next_step(retry_failed=retry_failed) is expected
+
+
+def test_a_new_submitting_line_forgets_the_old_poll_url() -> None:
+    state = replay(
+        [
+            {"job_id": "j", "status": "submitted", "poll_url": "http://h/1", "ts": "t"},
+            {"job_id": "j", "status": "failed", "retryable": False, "ts": "t"},
+            {"job_id": "j", "status": "submitting", "ts": "t"},
+        ]
+    )
+    assert state.jobs["j"].poll_url is None and state.jobs["j"].submits == 1
+
+
+def test_replay_of_every_prefix_is_a_consistent_state(tmp_path: Path) -> None:
+    path = tmp_path / "l.jsonl"
+    _write(path, RECORDS)
+    records = list(read_records(path))
+    for n in range(len(records) + 1):
+        state = replay(records[:n])
+        for job in state.jobs.values():
+            if job.status in ("submitted", "generated", "completed"):
+                assert job.poll_url is not None
+            assert job.next_step(retry_failed=False) in Next
