@@ -1,0 +1,222 @@
+"""The emulated Segmind HTTP API: its routes and handlers (the gateway's checks are in gateway.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+from aiohttp import web
+from yarl import URL
+
+from ..clock import Clock, SystemClock
+from .catalog import InputError, canonical_input, check_inputs, input_hash, lookup
+from .config import EmulatorConfig
+from .faults import server_error_body
+from .gateway import ApiCall, api_route, json_error, plain_middleware
+from .jobs import COMPLETED, FAILED, QUEUED, Job
+from .render import render_job
+from .state import STATE, EmulatorState
+
+_ASSET_NAME = re.compile(r"^\w[\w.-]*$")
+
+
+class RenderPool:
+    """The app's render tasks: a task group open while the app runs, and a thread limit.
+
+    One mutable object made with the app, because aiohttp freezes the app's mapping before
+    ``cleanup_ctx`` opens the group.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+        self._group: anyio.abc.TaskGroup | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Open the task group; on exit, cancel the renders still running."""
+        self._limiter = anyio.CapacityLimiter(self._threads)
+        async with anyio.create_task_group() as group:
+            self._group = group
+            try:
+                yield
+            finally:
+                self._group = None
+                group.cancel_scope.cancel()
+
+    def spawn(self, state: EmulatorState, job: Job) -> None:
+        """Start rendering ``job``; the result lands in the store when done."""
+        if self._group is None or self._limiter is None:
+            raise RuntimeError("the emulator app is not running")
+        self._group.start_soon(self._render, state, job, self._limiter, name=f"render {job.request_id}")
+
+    @staticmethod
+    async def _render(state: EmulatorState, job: Job, limiter: anyio.CapacityLimiter) -> None:
+        result = await render_job(job, state.config, limiter)
+        state.store.rendered(job, result, state.clock.monotonic())
+
+
+RENDERS: web.AppKey[RenderPool] = web.AppKey("renders", RenderPool)
+
+
+def _origin(request: web.Request, host: str | None = None) -> str:
+    """scheme://host:port as the client addressed us (optionally under another hostname)."""
+    if host is None:
+        return f"{request.scheme}://{request.host}"
+    return str(URL.build(scheme=request.scheme, host=host, port=request.url.explicit_port))
+
+
+# --- the API -------------------------------------------------------------------------------
+
+
+async def submit(request: web.Request, call: ApiCall) -> web.StreamResponse:
+    """``POST /workflows/{id}`` and ``/workflows/v2/{id}``: check, accept, queue, start the work."""
+    state = call.state
+    workflow = lookup(request.match_info["workflow_id"])
+    if workflow is None:
+        return json_error(404, "Workflow not found")
+    if request.content_type != "application/json":
+        return json_error(406, "Content-Type must be application/json")
+    try:
+        body = await request.json(loads=json.loads)
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(413, "Request body too large")
+    except (ValueError, UnicodeDecodeError):
+        return json_error(400, "Request body is not valid JSON")
+    try:
+        inputs = check_inputs(workflow, body)
+    except InputError as exc:
+        return json_error(400, exc.message)
+
+    now = state.clock.monotonic()
+    balance = state.store.balance(now)
+    if balance is not None and balance < workflow.price:
+        return json_error(
+            406, f"Insufficient credits. Balance ${balance:.4f}, required ${workflow.price:.4f}"
+        )
+    digest = input_hash(canonical_input(workflow, inputs))
+    job = state.store.submit(workflow, inputs, digest, call.api_key, now)
+    request.app[RENDERS].spawn(state, job)
+
+    if call.faults.lost:
+        # Accepted (and to be billed), but the gateway lost the answer.
+        state.events["lost"] += 1
+        content_type, text = server_error_body(502)
+        return web.Response(status=502, text=text, content_type=content_type)
+    return web.json_response(
+        {
+            "message": "Request queued",
+            "poll_url": f"{_origin(request)}/workflows/request/{job.request_id}",
+            "request_id": job.request_id,
+            "status": QUEUED,
+        }
+    )
+
+
+async def poll(request: web.Request, call: ApiCall) -> web.StreamResponse:
+    """``GET /workflows/request/{request_id}``: the job's status, derived from the clock."""
+    state = call.state
+    request_id = request.match_info["request_id"]
+    now = state.clock.monotonic()
+    state.store.settle(now)
+    job = state.store.get(request_id, now)
+    # Another account's request is as unknown as one that never existed.
+    if job is None or job.api_key != call.api_key:
+        return json_error(404, f"Request {request_id} not found")
+    status = job.status(now)
+    if status == FAILED:
+        return web.json_response(job.failure(), status=state.config.failed_http_status)
+    if status == COMPLETED:
+        return web.json_response({"status": COMPLETED, "output": _output(request, state.config, job)})
+    if call.faults.odd_status:
+        return web.json_response({"status": "STARTING"})
+    if status == QUEUED:
+        return web.json_response({"status": QUEUED})
+    return web.json_response({"status": status, "output": ""})
+
+
+def _output(request: web.Request, config: EmulatorConfig, job: Job) -> Any:
+    """The ``output`` field in the configured shape: a JSON string (list or flat), or parsed."""
+    origin = _origin(request, config.output_host)
+    outputs = job.render.outputs if job.render is not None else ()
+    urls = [f"{origin}/outputs/{job.request_id}/{out.name}" for out in outputs]
+    if config.output_shape == "flat":
+        return json.dumps({"image_output": urls[0] if urls else ""})
+    entries = [{"keyname": job.workflow.output_key, "value": {"data": url, "type": "image"}} for url in urls]
+    return entries if config.output_shape == "parsed" else json.dumps(entries)
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+async def output_file(request: web.Request) -> web.StreamResponse:
+    """``GET /outputs/{request_id}/{name}``: an output file. No auth, as on a CDN."""
+    state = request.app[STATE]
+    found = state.store.output(
+        request.match_info["request_id"], request.match_info["name"], state.clock.monotonic()
+    )
+    if found is None:
+        return json_error(404, "Not Found")
+    state.events["output_download"] += 1
+    if "Authorization" in request.headers or "x-api-key" in request.headers:
+        # A client must never send its key to the output host: the stats expose one that does.
+        state.events["output_download_with_credentials"] += 1
+    return web.Response(body=found.data, content_type=found.content_type)
+
+
+async def asset(request: web.Request) -> web.StreamResponse:
+    """``GET /assets/{name}``: a file of ``assets_dir``, so offline inputs can be http URLs."""
+    folder = request.app[STATE].config.assets_dir
+    name = request.match_info["name"]
+    if folder is None or not _ASSET_NAME.match(name) or not (Path(folder) / name).is_file():
+        return json_error(404, "Not Found")
+    return web.FileResponse(Path(folder) / name)
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    """``GET /_emulator/stats``: the introspection counters (see :meth:`EmulatorState.snapshot`)."""
+    return web.json_response(request.app[STATE].snapshot())
+
+
+# --- the application -----------------------------------------------------------------------
+
+
+def create_app(
+    config: EmulatorConfig | None = None,
+    *,
+    clock: Clock | None = None,
+    state: EmulatorState | None = None,
+) -> web.Application:
+    """The emulator as an aiohttp application (serve it with an ``AppRunner`` or ``web.run_app``).
+
+    Pass ``state`` to share one store with the caller (as :func:`run_emulator` does); otherwise
+    one is made from ``config`` and ``clock`` (default: a real clock).
+    """
+    if state is None:
+        state = EmulatorState(config or EmulatorConfig(), clock or SystemClock())
+    # A body may carry a data: URI of the largest accepted image (base64 is 4/3 of the bytes).
+    max_body = state.config.max_input_bytes * 4 // 3 + 64 * 1024
+    app = web.Application(middlewares=[plain_middleware], client_max_size=max_body)
+    app[STATE] = state
+    app[RENDERS] = RenderPool(state.config.render_threads)
+    app.cleanup_ctx.append(_render_group)
+    router = app.router
+    router.add_post("/workflows/v2/{workflow_id}", api_route("submit", submit), name="submit_v2")
+    router.add_post("/workflows/{workflow_id}", api_route("submit", submit), name="submit")
+    router.add_get("/workflows/request/{request_id}", api_route("poll", poll), name="poll")
+    router.add_get("/outputs/{request_id}/{name}", output_file, name="output")
+    router.add_get("/assets/{name}", asset, name="asset")
+    router.add_get("/_emulator/stats", stats, name="stats")
+    return app
+
+
+async def _render_group(app: web.Application) -> AsyncIterator[None]:
+    """Own the render tasks for the app's lifetime (``cleanup_ctx``)."""
+    async with app[RENDERS].running():
+        yield

@@ -1,0 +1,189 @@
+"""``batcher emulator``: serve the emulated Segmind API standalone until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+import anyio
+
+from ..clock import Clock, ScaledClock, SystemClock
+from ..errors import ConfigError
+from .config import DURATION_SHAPES, ERROR_SHAPES, OUTPUT_SHAPES, RATE_HEADERS, RENDER_MODES, EmulatorConfig
+from .server import run_emulator
+
+_PERIODS = {
+    **dict.fromkeys(("s", "sec", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hour", "hours"), 3600.0),
+}
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """``"50/min"`` → ``(50.0, 60.0)``: requests, per seconds. A bare number is per minute."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*([a-z]+))?\s*", text.lower())
+    unit = (match.group(2) or "min") if match else ""
+    if match is None or unit not in _PERIODS or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"bad rate {text!r}: use e.g. 50/min, 5/s or 1000/h")
+    return float(match.group(1)), _PERIODS[unit]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The emulator's flags: one per :class:`EmulatorConfig` setting, plus where and how fast."""
+    d = EmulatorConfig()
+    add = parser.add_argument
+    where = parser.add_argument_group("where")
+    where.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    where.add_argument(
+        "--port", type=int, default=8787, help="port, 0 for any free one (default %(default)s)"
+    )
+    where.add_argument(
+        "--speed", type=float, default=1.0, help="run time this many times faster (a ScaledClock), e.g. 60"
+    )
+    add("--seed", type=int, default=d.seed, help="seed of every random draw (default %(default)s)")
+    add("--api-key", default=None, help="the only key accepted (default: any non-empty key)")
+    add(
+        "--forbidden-key",
+        action="append",
+        default=[],
+        dest="forbidden_keys",
+        help="a key answered 403 (repeatable)",
+    )
+    add(
+        "--assets",
+        default=None,
+        dest="assets_dir",
+        help="folder served under /assets/ (e.g. jobs/demo-images)",
+    )
+
+    rate = parser.add_argument_group("request budget (429)")
+    rate.add_argument(
+        "--rate-limit",
+        type=parse_rate,
+        default=None,
+        help="requests per period per key, e.g. 50/min or 5/s (default unlimited)",
+    )
+    rate.add_argument(
+        "--burst",
+        type=int,
+        default=None,
+        dest="rate_burst",
+        help="requests allowed back to back (default: the limit, rounded up)",
+    )
+    rate.add_argument(
+        "--rate-header",
+        choices=RATE_HEADERS,
+        default=d.rate_header,
+        help="how a 429 says when to retry (default %(default)s)",
+    )
+    rate.add_argument(
+        "--polls-free",
+        action="store_false",
+        dest="rate_limit_polls",
+        help="polls do not spend the budget (default: they do)",
+    )
+
+    faults = parser.add_argument_group("faults (shares of requests, 0 to 1)")
+    for flag, help_text in (
+        ("error-rate", "answered 500/502/503/504"),
+        ("lost-rate", "submits accepted and billed, but answered 502"),
+        ("slow-rate", "answered only after --slow-seconds"),
+        ("drop-rate", "connection closed without an answer"),
+        ("drop-accept-share", "of dropped submits, the share accepted first"),
+        ("odd-status-rate", "polls of unfinished jobs answered with an undocumented status"),
+        ("fail-rate", "jobs that end FAILED"),
+    ):
+        name = flag.replace("-", "_")
+        faults.add_argument(
+            f"--{flag}", type=float, default=getattr(d, name), help=f"{help_text} (default %(default)s)"
+        )
+    faults.add_argument("--slow-seconds", type=float, default=d.slow_seconds, help="(default %(default)s)")
+    faults.add_argument(
+        "--error-shape",
+        choices=ERROR_SHAPES,
+        default=d.error_shape,
+        help="how FAILED answers carry error_message (default %(default)s)",
+    )
+    faults.add_argument(
+        "--failed-http-status",
+        type=int,
+        default=d.failed_http_status,
+        help="HTTP status of a FAILED poll (default %(default)s)",
+    )
+
+    jobs = parser.add_argument_group("jobs")
+    jobs.add_argument(
+        "--duration-median", type=float, default=d.duration_median, help="seconds (default %(default)s)"
+    )
+    jobs.add_argument(
+        "--duration-spread",
+        type=float,
+        default=d.duration_spread,
+        help="lognormal sigma (default %(default)s)",
+    )
+    jobs.add_argument("--duration-shape", choices=DURATION_SHAPES, default=d.duration_shape)
+    jobs.add_argument("--bimodal-short", type=float, default=d.bimodal_short)
+    jobs.add_argument("--bimodal-long", type=float, default=d.bimodal_long)
+    jobs.add_argument("--bimodal-long-share", type=float, default=d.bimodal_long_share)
+    jobs.add_argument(
+        "--queue-delay", type=float, default=d.queue_delay, help="seconds every job waits first"
+    )
+    jobs.add_argument("--workers", type=int, default=None, help="server-side workers (default unbounded)")
+    jobs.add_argument(
+        "--credits", type=float, default=None, help="starting balance in USD (default unlimited)"
+    )
+    jobs.add_argument("--record-ttl", type=float, default=None, help="seconds a finished job stays pollable")
+    jobs.add_argument("--output-ttl", type=float, default=None, help="seconds output files stay downloadable")
+
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--output-shape", choices=OUTPUT_SHAPES, default=d.output_shape)
+    out.add_argument("--render", choices=RENDER_MODES, default=d.render)
+    out.add_argument("--output-host", default=None, help="hostname for output URLs, e.g. localhost")
+    out.add_argument("--render-threads", type=int, default=d.render_threads)
+    out.add_argument("--max-input-bytes", type=int, default=d.max_input_bytes, help="largest input image")
+    out.add_argument("--fetch-timeout", type=float, default=d.fetch_timeout, help="seconds to fetch an input")
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    """The :class:`EmulatorConfig` the flags describe (raises ConfigError with the fix)."""
+    values = {k: v for k, v in vars(args).items() if k in EmulatorConfig.__dataclass_fields__}
+    rate = getattr(args, "rate_limit", None)
+    if rate is not None:
+        values["rate_limit"], values["rate_period"] = rate
+    values["forbidden_keys"] = tuple(values.get("forbidden_keys") or ())
+    return EmulatorConfig(**values)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C. Returns the exit status (2 for a bad setting)."""
+    try:
+        config = config_from_args(args)
+        if args.speed <= 0:
+            raise ConfigError("must be positive", source="flag", key="--speed", fix="e.g. --speed 60")
+    except ConfigError as exc:
+        print(f"batcher emulator: {exc}", file=sys.stderr)
+        return 2
+    clock: Clock = ScaledClock(args.speed) if args.speed != 1.0 else SystemClock()
+    try:
+        anyio.run(_serve, config, clock, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(
+            f"batcher emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _serve(config: EmulatorConfig, clock: Clock, host: str, port: int) -> None:
+    async with run_emulator(config, clock=clock, host=host, port=port) as running:
+        print(f"Segmind emulator serving at {running.base_url}", flush=True)
+        print(
+            f"  submit: POST {running.base_url}/workflows/<workflow id>   stats: "
+            f"{running.base_url}/_emulator/stats   Ctrl-C to stop",
+            flush=True,
+        )
+        await anyio.sleep_forever()
