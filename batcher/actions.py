@@ -34,9 +34,11 @@ from .api import SegmindAPI
 from .backoff import full_jitter
 from .clock import Clock
 from .config import Settings
+from .durations import DurationModel
 from .errors import (
     AuthError,
     BadRequest,
+    BatcherError,
     ForeignHostError,
     InsufficientCredits,
     NotFound,
@@ -50,7 +52,7 @@ from .outputs import OutputRef
 from .pollpolicy import PollPolicy
 from .scheduler import Action, Job, Scheduler
 from .stats import RunStats
-from .workflows import WorkflowRegistry, materialize, preview_inputs
+from .workflows import Workflow, WorkflowRegistry, materialize, preview_inputs
 
 log = logging.getLogger("batcher")
 
@@ -72,6 +74,7 @@ class Actions:
         ledger: Ledger,
         scheduler: Scheduler,
         polls: PollPolicy,
+        durations: DurationModel,
         settings: Settings,
         registry: WorkflowRegistry,
         stats: RunStats,
@@ -83,12 +86,19 @@ class Actions:
         self.ledger = ledger
         self.sched = scheduler
         self.polls = polls
+        self.durations = durations
         self.settings = settings
         self.registry = registry
         self.stats = stats
         self.downloads = downloads
         self.clock = clock
         self.rng = rng
+
+    def dispatched(self, job: Job, action: Action) -> None:
+        """Count a request the moment it is dispatched (the budget guard reads this)."""
+        self.stats.requests[action] += 1
+        if action == "submit":
+            self.stats.committed_usd += job.price or 0.0  # until an answer proves it was not billed
 
     async def perform(self, job: Job, action: Action) -> None:
         if action == "submit":
@@ -122,10 +132,10 @@ class Actions:
         spec = job.spec
         assert spec is not None, "a job is submitted only from its manifest row"
         wf = spec.workflow
-        self.stats.requests["submit"] += 1
         try:
             body = materialize(wf, spec.inputs, spec.base_dir)
         except OSError as exc:
+            self.stats.committed_usd -= job.price or 0.0
             self._event(job, "failed", error=f"cannot read local input file: {exc.strerror}", retryable=False)
             self._end(job, "failed")
             return
@@ -140,63 +150,70 @@ class Actions:
         )
         await self.ledger.sync()
         log.debug("%s: submitting recorded, POST sent", job.job_id)
+        price = job.price or 0.0
         try:
             sub = await self.api.submit(wf.workflow_id, body, job_id=job.job_id)
-        except RateLimited as exc:
-            self._event(job, "deferred", error=str(exc), retryable=True)
-            self._throttled(job, exc, "submit")
-        except BadRequest as exc:
-            self._event(job, "failed", error=str(exc), retryable=False)
-            self._end(job, "failed")
-            log.warning("%s: %s", job.job_id, exc)
-        except AuthError as exc:
-            self._event(job, "deferred", error=str(exc), retryable=True)
-            self._end(job, "deferred")
-            self.sched.halt(f"the provider refused the API key ({exc})")
-        except NotFound as exc:
-            self._event(job, "deferred", error=str(exc), retryable=True)
-            self._end(job, "deferred")
-            self.sched.stop(f"workflow {wf.name} ({wf.workflow_id}) not found at the provider ({exc})")
-        except InsufficientCredits as exc:
-            self._event(job, "deferred", error=str(exc), retryable=True)
-            self._end(job, "deferred")
-            self.sched.stop(f"insufficient credits ({exc})")
-        except UnexpectedStatus as exc:
-            self._event(job, "failed", error=f"{exc} (unexpected; please report it)", retryable=False)
-            self._end(job, "failed")
+        except (RateLimited, BadRequest, AuthError, NotFound, InsufficientCredits, UnexpectedStatus) as exc:
+            self.stats.committed_usd -= price  # a definite "no": nothing started, nothing billed
+            self._refused(job, wf, exc)
         except (RemoteError, TransportError) as exc:
-            # 5xx, a 200 we could not read, a timeout, a reset: the provider may or may not have
-            # started (and billed) the job. There is no idempotency key to ask.
-            self.stats.unknown_outcomes += 1
-            self._event(job, "submit_unknown", error=str(exc), retryable=True)
-            job.errors += 1
-            if self.settings.ledger.unknown_submit == "fail":
-                self._event(job, "failed", error=f"outcome of the POST unknown: {exc}", retryable=False)
-                self._end(job, "failed")
-            elif job.errors >= self.settings.retry.max_attempts:
-                self._event(job, "failed", error=f"gave up after {job.errors} tries: {exc}", retryable=True)
-                self._end(job, "failed")
-            else:
-                self.sched.schedule(job, "submit", self.clock.monotonic() + self._backoff(job))
+            self._unknown(job, exc)
         else:
             self.sched.rate.on_success(self.clock.monotonic())
             self._event(job, "submitted", request_id=sub.request_id, poll_url=sub.poll_url)
             await self.ledger.sync()
             log.debug("%s: submitted as request %s", job.job_id, sub.request_id)
             self.stats.submitted += 1
-            self.stats.spend_usd += wf.price_usd or 0.0
-            self.stats.credits = sub.credits if sub.credits is not None else self.stats.credits
+            self.stats.spend_usd += price
+            if sub.credits is not None:
+                self.stats.credits = sub.credits
             job.request_id, job.poll_url = sub.request_id, sub.poll_url
             job.submitted_at = self.clock.monotonic()
             job.errors = 0
             job.spec = None  # the inputs are not needed any more; keep in-flight jobs small
             self.sched.schedule(job, "poll", job.submitted_at + self.polls.first_delay(job.workflow))
 
+    def _refused(self, job: Job, wf: Workflow, exc: RemoteError) -> None:
+        """The provider said no to a POST: the job was not started."""
+        if isinstance(exc, RateLimited):
+            self._event(job, "deferred", error=str(exc), retryable=True)
+            self._throttled(job, exc, "submit")
+            return
+        if isinstance(exc, BadRequest | UnexpectedStatus):
+            note = "" if isinstance(exc, BadRequest) else " (unexpected; please report it)"
+            self._event(job, "failed", error=f"{exc}{note}", retryable=False)
+            self._end(job, "failed")
+            log.warning("%s: %s", job.job_id, exc)
+            return
+        self._event(job, "deferred", error=str(exc), retryable=True)
+        self._end(job, "deferred")
+        if isinstance(exc, AuthError):
+            self.sched.halt(f"the provider refused the API key ({exc})", by_provider=True)
+        elif isinstance(exc, NotFound):
+            reason = f"workflow {wf.name} ({wf.workflow_id}) not found at the provider ({exc})"
+            self.sched.stop(reason, by_provider=True)
+        else:
+            self.sched.stop(f"insufficient credits ({exc})", by_provider=True)
+
+    def _unknown(self, job: Job, exc: BatcherError) -> None:
+        """5xx, a 200 we could not read, a timeout, a reset: the provider may or may not have
+        started (and billed) the job, and there is no idempotency key to ask."""
+        self.stats.unknown_outcomes += 1
+        self._event(job, "submit_unknown", error=str(exc), retryable=True)
+        job.errors += 1
+        if self.settings.ledger.unknown_submit == "fail":
+            self._event(job, "failed", error=f"outcome of the POST unknown: {exc}", retryable=False)
+            self._end(job, "failed")
+        elif job.errors >= self.settings.retry.max_attempts:
+            self._event(job, "failed", error=f"gave up after {job.errors} tries: {exc}", retryable=True)
+            self._end(job, "failed")
+        else:
+            self.sched.schedule(job, "submit", self.clock.monotonic() + self._backoff(job))
+
     # --- poll ------------------------------------------------------------------------
 
     async def poll(self, job: Job) -> None:
         assert job.poll_url is not None
-        self.stats.requests["poll"] += 1
         try:
             result = await self.api.poll(job.poll_url, job_id=job.job_id)
         except ForeignHostError as exc:
@@ -212,7 +229,7 @@ class Actions:
             self._end(job, "expired")
             return
         except AuthError as exc:
-            self.sched.halt(f"the provider refused the API key ({exc})")
+            self.sched.halt(f"the provider refused the API key ({exc})", by_provider=True)
             self.sched.finish(job)
             return
         except (RemoteError, TransportError) as exc:
@@ -234,14 +251,21 @@ class Actions:
         job.errors = 0
         elapsed = now - (job.submitted_at if job.submitted_at is not None else now)
         if result.status == "COMPLETED":
-            self.polls.observe(job.workflow, job.last_unfinished, elapsed)
+            self.durations.observe(job.workflow, job.last_unfinished, elapsed)
             refs = tuple(result.outputs)
-            self._event(job, "generated", outputs=[r.to_json() for r in refs], polls=job.polls)
+            self._event(
+                job,
+                "generated",
+                outputs=[r.to_json() for r in refs],
+                polls=job.polls,
+                finished_after=round(job.last_unfinished, 3),
+                finished_by=round(elapsed, 3),
+            )
             await self.ledger.sync()
             self.sched.finish(job)
             await self.downloads.send(DownloadTask(job.job_id, job.workflow, refs))
         elif result.status == "FAILED":
-            self.polls.observe(job.workflow, job.last_unfinished, elapsed)
+            self.durations.observe(job.workflow, job.last_unfinished, elapsed)
             self._event(job, "failed", error=f"the provider reported FAILED: {result.error}", retryable=False)
             self._end(job, "failed")
         else:

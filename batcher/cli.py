@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 
 from .config import Settings, load_settings
+from .dryrun import DryRunReport, dry_run, render_dry_run
 from .engine import ExitCode, RunResult, run_batch
 from .errors import BatcherError, ConfigError, LedgerLockedError
 from .summary import render_summary
@@ -70,6 +71,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="use a ledger written for other manifests or workflow settings",
     )
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the manifests, count jobs and estimate the cost; send nothing",
+    )
+    run.add_argument(
+        "--budget",
+        type=float,
+        metavar="USD",
+        help="never submit a job that could take this run's spend past USD",
+    )
+    run.add_argument(
+        "--max-runtime",
+        metavar="DURATION",
+        help='stop submitting in time for in-flight jobs to finish within e.g. "50m"',
+    )
+    run.add_argument(
+        "--halt-on-failure-rate",
+        type=_share,
+        metavar="P",
+        help="stop submitting once more than P (0.2 or 20%%) of finished jobs failed",
+    )
+    run.add_argument(
+        "--halt-min-jobs",
+        type=int,
+        metavar="N",
+        help="finished jobs needed before --halt-on-failure-rate applies (default 20)",
+    )
+    run.add_argument(
         "--emulator",
         action="store_true",
         help="start the Segmind emulator in-process and run against it (no key needed)",
@@ -92,7 +121,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "poll.interval": args.poll_interval,
         "retry_failed": args.retry_failed,
         "ledger.force": args.force,
+        "limits.budget_usd": args.budget,
+        "limits.max_runtime": args.max_runtime,
+        "limits.halt_on_failure_rate": args.halt_on_failure_rate,
+        "limits.halt_min_finished": args.halt_min_jobs,
     }
+
+
+def _share(text: str) -> float:
+    """A share from "0.2" or "20%"."""
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share such as 0.2 or 20%") from None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -123,9 +164,11 @@ async def _emulated(settings: Settings) -> AsyncIterator[Settings]:
         yield dataclasses.replace(settings, api=api)
 
 
-async def _run(args: argparse.Namespace) -> RunResult:
+async def _run(args: argparse.Namespace) -> RunResult | DryRunReport:
     settings = load_settings(config_path=args.config, env=os.environ, overrides=_overrides(args))
     registry = load_workflows(settings.jobs_dir)
+    if args.dry_run:
+        return dry_run(settings, args.manifests, registry)
     interrupt = anyio.Event()
 
     async def on_signals(scope: anyio.CancelScope) -> None:
@@ -183,5 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("batcher: interrupted", file=sys.stderr)
             return ExitCode.INTERRUPTED
         raise
+    if isinstance(result, DryRunReport):
+        print(render_dry_run(result))
+        return ExitCode.FAILED if result.invalid else ExitCode.OK
     print(render_summary(result))
     return int(result.exit_code)

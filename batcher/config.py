@@ -8,6 +8,7 @@ function that merges; everything after it reads a frozen :class:`Settings`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -95,6 +96,20 @@ class LedgerSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """When a run stops submitting by itself (in-flight jobs still finish)."""
+
+    #: Never submit a job that could take this run's spend past this many USD.
+    budget_usd: float | None = None
+    #: Seconds the run may take (flags and YAML also take "50m", "2h", "1h30m").
+    max_runtime: float | None = None
+    #: Stop submitting once more than this share of finished jobs failed...
+    halt_on_failure_rate: float | None = None
+    #: ...counted after at least this many jobs finished in the run.
+    halt_min_finished: int = 20
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a run needs, validated."""
 
@@ -104,6 +119,7 @@ class Settings:
     retry: RetrySettings = RetrySettings()
     output: OutputSettings = OutputSettings()
     ledger: LedgerSettings = LedgerSettings()
+    limits: LimitSettings = LimitSettings()
     #: At most this many jobs submitted and not yet finished.
     concurrency: int = 16
     #: Re-run jobs that failed for good (and expired ones).
@@ -126,6 +142,7 @@ SECTIONS: dict[str, type] = {
     "retry": RetrySettings,
     "output": OutputSettings,
     "ledger": LedgerSettings,
+    "limits": LimitSettings,
 }
 TOP_LEVEL = {"concurrency", "retry_failed", "jobs_dir", "emulator"}
 
@@ -142,8 +159,31 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from "50m", "2h", "1h30m", "90s" or "90"; None if it is none of those."""
+    match = _DURATION.match(text)
+    if not match or not any(match.groups()):
+        return None
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
 def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | None) -> Any:
     """``value`` as the field's type, or a ConfigError that says what was expected."""
+    if key.endswith("max_runtime") and isinstance(value, str):
+        seconds = parse_duration(value)
+        if seconds is None:
+            raise ConfigError(
+                f"expected a duration, got {value!r}",
+                source=source,
+                key=key,
+                line=line,
+                fix='e.g. "50m", "2h" or "1h30m"',
+            )
+        return seconds
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (types.UnionType, typing.Union):
@@ -355,6 +395,21 @@ def validate(s: Settings, *, source: str) -> None:
         f"{s.ledger.unknown_submit!r} is not a choice",
         "resubmit or fail",
     )
+    lim = s.limits
+    need(
+        lim.budget_usd is None or lim.budget_usd > 0, "limits.budget_usd", "must be positive", "USD, e.g. 25"
+    )
+    need(
+        lim.max_runtime is None or lim.max_runtime > 0, "limits.max_runtime", "must be positive", 'e.g. "50m"'
+    )
+    rate = lim.halt_on_failure_rate
+    need(
+        rate is None or 0 <= rate < 1,
+        "limits.halt_on_failure_rate",
+        f"{rate} is not a share below 1",
+        "e.g. 0.2 for 20%",
+    )
+    need(lim.halt_min_finished >= 1, "limits.halt_min_finished", "must be at least 1", "e.g. 20")
     for host in s.api.credential_hosts:
         need(
             bool(host) and "/" not in host,

@@ -13,9 +13,10 @@ import enum
 import logging
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -26,7 +27,9 @@ from .backoff import full_jitter
 from .clock import Clock, SystemClock
 from .config import Settings, with_paths
 from .download import DownloadFailed, OutputSaver
+from .durations import DurationModel
 from .errors import RowError
+from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .ledger import Ledger, parse_iso
 from .manifest import check_manifest_paths, read_manifests
 from .outputs import OutputRef
@@ -82,7 +85,7 @@ def make_rate(settings: Settings, rng: random.Random) -> RateController:
     )
 
 
-def make_polls(settings: Settings) -> PollPolicy:
+def make_polls(settings: Settings, durations: DurationModel) -> PollPolicy:
     return FixedInterval(settings.poll.interval, settings.poll.first_delay)
 
 
@@ -106,8 +109,8 @@ async def run_batch(
     ledger = Ledger.open(settings.ledger.path)
     try:
         state = LedgerState()
-        for record in ledger.records():
-            state.apply(record)
+        durations = DurationModel()
+        durations.seed_from_ledger(_tee(ledger.records(), state.apply))
         names = [str(p.resolve()) for p in manifests]
         fingerprints = {wf.name: wf.fingerprint() for wf in registry}
         if not settings.ledger.force:
@@ -134,14 +137,24 @@ async def run_batch(
             rng,
             ledger,
             state,
+            durations,
             rate or make_rate(settings, rng),
-            polls or make_polls(settings),
+            polls or make_polls(settings, durations),
         )
         result = await run.go(interrupt or anyio.Event())
         result.repaired_bytes = ledger.repaired_bytes
         return result
     finally:
         ledger.close()
+
+
+def _tee(
+    records: Iterable[dict[str, Any]], also: Callable[[dict[str, Any]], None]
+) -> Iterator[dict[str, Any]]:
+    """Hand every record to ``also`` on its way through (one pass over a large ledger)."""
+    for record in records:
+        also(record)
+        yield record
 
 
 class _Run:
@@ -154,6 +167,7 @@ class _Run:
         rng: random.Random,
         ledger: Ledger,
         state: LedgerState,
+        durations: DurationModel,
         rate: RateController,
         polls: PollPolicy,
     ) -> None:
@@ -164,6 +178,7 @@ class _Run:
         self.rng = rng
         self.ledger = ledger
         self.state = state
+        self.durations = durations
         self.stats = RunStats(started=clock.monotonic())
         self.earlier: Counter[str] = Counter()
         self.sched = Scheduler(
@@ -174,6 +189,29 @@ class _Run:
         )
         self.polls = polls
         self.interrupted = False
+        #: Set when --max-runtime ended the run with jobs still in flight.
+        self.out_of_time = False
+        self.deadline: float | None = None
+        self.sched.guards.extend(self._guards())
+
+    def _guards(self) -> list[SubmitGuard]:
+        lim = self.s.limits
+        guards: list[SubmitGuard] = []
+        if lim.budget_usd is not None:
+            guards.append(BudgetGuard(lim.budget_usd, self.stats))
+        if lim.max_runtime is not None:
+            self.deadline = self.stats.started + lim.max_runtime
+            guards.append(
+                WindowGuard(
+                    deadline=self.deadline,
+                    durations=self.durations,
+                    poll_interval=self.s.poll.interval,
+                    fallback=min(600.0, lim.max_runtime * 0.1),
+                )
+            )
+        if lim.halt_on_failure_rate is not None:
+            guards.append(FailureRateGuard(lim.halt_on_failure_rate, lim.halt_min_finished, self.stats))
+        return guards
 
     async def go(self, interrupt: anyio.Event) -> RunResult:
         send, receive = anyio.create_memory_object_stream[DownloadTask](max_buffer_size=float("inf"))
@@ -191,6 +229,7 @@ class _Run:
                 ledger=self.ledger,
                 scheduler=self.sched,
                 polls=self.polls,
+                durations=self.durations,
                 settings=s,
                 registry=self.registry,
                 stats=self.stats,
@@ -199,8 +238,11 @@ class _Run:
                 rng=self.rng,
             )
             self.sched.perform = actions.perform
+            self.sched.on_dispatch = actions.dispatched
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, interrupt, tg.cancel_scope)
+                if self.deadline is not None:
+                    tg.start_soon(self._window, self.deadline, tg.cancel_scope)
                 async with anyio.create_task_group() as work:
                     for _ in range(s.output.concurrency):
                         work.start_soon(self._downloader, receive.clone(), saver)
@@ -209,18 +251,29 @@ class _Run:
                         requests.start_soon(self._feed, send.clone())
                         await self.sched.run()
                         requests.cancel_scope.cancel()  # the feeder may still be counting
-                tg.cancel_scope.cancel()  # done: stop the watcher
+                tg.cancel_scope.cancel()  # done: stop the watchers
             await self.ledger.sync()
         return self._result()
 
-    async def _watch(self, interrupt: anyio.Event, scope: anyio.CancelScope) -> None:
-        """On interrupt: send nothing more, let POSTs on the wire land briefly, then cancel all."""
-        await interrupt.wait()
-        self.interrupted = True
-        self.sched.halt("interrupted")
+    async def _window(self, deadline: float, scope: anyio.CancelScope) -> None:
+        """--max-runtime: at the deadline, stop everything; in-flight jobs resume next run."""
+        await self.clock.sleep(deadline - self.clock.monotonic())
+        self.out_of_time = True
+        log.warning("max runtime reached: stopping; jobs still in flight are re-attached next run")
+        await self._stop_now("max runtime reached", scope)
+
+    async def _stop_now(self, reason: str, scope: anyio.CancelScope) -> None:
+        """Send nothing more, let POSTs already on the wire land briefly, then cancel all."""
+        self.sched.halt(reason)
         with anyio.move_on_after(SUBMIT_GRACE):
             await self.sched.submits_idle()
         scope.cancel()
+
+    async def _watch(self, interrupt: anyio.Event, scope: anyio.CancelScope) -> None:
+        """On SIGINT/SIGTERM: stop in order (exit 130); state is saved as it goes."""
+        await interrupt.wait()
+        self.interrupted = True
+        await self._stop_now("interrupted", scope)
 
     # --- feeding ---------------------------------------------------------------------
 
@@ -349,9 +402,9 @@ class _Run:
         bad += sum(n for k, n in self.earlier.items() if k != "completed")
         if self.interrupted:
             code = ExitCode.INTERRUPTED
-        elif self.sched.stop_submitting:
+        elif self.sched.stopped_by_provider:
             code = ExitCode.PROVIDER
-        elif bad or st.invalid or st.left:
+        elif bad or st.invalid or st.left or st.in_flight:
             code = ExitCode.FAILED
         else:
             code = ExitCode.OK

@@ -1,7 +1,8 @@
 """Poll scheduling: when to ask a job "done yet?".
 
 A small strategy object: the scheduler asks for the delay before a job's first poll and between
-later polls, and reports what it learned when a job finishes. Time is an argument, never read.
+later polls. Policies that learn read a shared :class:`~batcher.durations.DurationModel`, which
+the engine feeds as jobs finish. Time is an argument, never read.
 """
 
 from __future__ import annotations
@@ -18,10 +19,6 @@ class PollPolicy(Protocol):
         """Seconds until the next poll of a job ``elapsed`` seconds old, polled ``polls`` times."""
         ...
 
-    def observe(self, workflow: str, lower: float, upper: float) -> None:
-        """A job finished between ``lower`` and ``upper`` seconds after submission."""
-        ...
-
 
 class FixedInterval:
     """Poll every ``interval`` seconds, as the provider's examples do (7 s)."""
@@ -35,6 +32,3 @@ class FixedInterval:
 
     def next_delay(self, workflow: str, elapsed: float, polls: int) -> float:
         return self.interval
-
-    def observe(self, workflow: str, lower: float, upper: float) -> None:
-        return None

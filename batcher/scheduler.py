@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 
 from .clock import Clock
+from .guards import SubmitGuard
 from .ratecontrol import RateController
 
 if TYPE_CHECKING:
@@ -135,10 +136,16 @@ class Scheduler:
         #: Jobs submitted (or being submitted) and not finished at the provider.
         self.in_flight = 0
         self.unsent: list[Job] = []
+        #: Asked before every POST (see :mod:`batcher.guards`).
+        self.guards: list[SubmitGuard] = []
         #: Why no more jobs may be submitted (None: they may).
         self.stop_submitting: str | None = None
+        #: True when the provider's answer (401/403, 404, 406) stopped submissions.
+        self.stopped_by_provider = False
         #: Why nothing more may be sent at all (None: it may).
         self.halted: str | None = None
+        #: Called as each request is dispatched, before the loop decides anything else.
+        self.on_dispatch: Callable[[Job, Action], None] | None = None
         #: Set by the engine: the coroutine that performs one request for a job.
         self.perform: Callable[[Job, Action], Awaitable[None]] | None = None
 
@@ -159,19 +166,20 @@ class Scheduler:
         self.in_flight -= 1
         self.wake()
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, *, by_provider: bool = False) -> None:
         """No more submissions; in-flight jobs are still polled."""
         if self.stop_submitting is None:
             self.stop_submitting = reason
+            self.stopped_by_provider = by_provider
             #: Jobs that were queued but never sent; the engine counts them as left over.
-            self.unsent = self.pending.refuse()
+            self.unsent.extend(self.pending.refuse())
         self.wake()
 
-    def halt(self, reason: str) -> None:
+    def halt(self, reason: str, *, by_provider: bool = False) -> None:
         """Nothing more is sent at all."""
         if self.halted is None:
             self.halted = reason
-        self.stop(reason)
+        self.stop(reason, by_provider=by_provider)
 
     def wake(self) -> None:
         self._wake.set()
@@ -188,6 +196,15 @@ class Scheduler:
         await self._idle_submits.wait()
 
     # --- the loop ----------------------------------------------------------------------
+
+    def _objection(self, job: Job, now: float) -> bool:
+        """Ask every guard; the first objection stops submissions for the rest of the run."""
+        for guard in self.guards:
+            reason = guard.objection(workflow=job.workflow, price=job.price, now=now)
+            if reason is not None:
+                self.stop(reason)
+                return True
+        return False
 
     def _may_submit(self) -> bool:
         return self.stop_submitting is None and self.in_flight < self.concurrency and len(self.pending) > 0
@@ -231,18 +248,25 @@ class Scheduler:
                 if due:
                     timed = heapq.heappop(self._heap)
                     job, action = timed.job, timed.job.next_action
-                    if action == "submit" and self.stop_submitting:
-                        self.finish(job)  # a retry of a POST that may no longer go out
+                    if action == "submit" and (self.stop_submitting or self._objection(job, now)):
+                        self.unsent.append(job)  # a retry of a POST that may no longer go out
+                        self.finish(job)
                         continue
                 else:
                     popped = self.pending.pop()
                     if popped is None:
+                        continue
+                    if self._objection(popped, now):
+                        self.unsent.append(popped)
                         continue
                     job, action = popped, "submit"
                     self.in_flight += 1
                 await self._request_slots.acquire()
                 self.rate.acquire(self.clock.monotonic())
                 self._begin(action)
+                if self.on_dispatch is not None:
+                    # Synchronous, before the next decision: guards see this request counted.
+                    self.on_dispatch(job, action)
                 tg.start_soon(self._request, job, action)
 
     def _begin(self, action: Action) -> None:

@@ -22,6 +22,8 @@ class RunStats:
     #: POSTs answered 200 in this run, and what they cost by the workflow prices.
     submitted: int = 0
     spend_usd: float = 0.0
+    #: What this run may have been billed: answered 200, outcome unknown, or still on the wire.
+    committed_usd: float = 0.0
     #: POSTs whose outcome is unknown (5xx, timeouts, broken connections).
     unknown_outcomes: int = 0
     #: Requests sent, by kind, and 429s received.

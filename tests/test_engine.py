@@ -323,3 +323,94 @@ async def test_a_foreign_poll_url_in_the_ledger_is_never_sent_the_key(
     failed = [r for r in ledger_lines(ledger) if r["status"] == "failed"]
     assert len(failed) == 1 and "refusing to send the API key to evil.example" in failed[0]["error"]
     assert result.exit_code is ExitCode.FAILED
+
+
+async def test_a_failed_download_is_retried_next_run_without_resubmitting(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        settings = settings_for(emu.base_url, tmp_path, **{"output.out_dir": blocked / "out"})
+        first = await run(settings, [manifest], registry, clock)
+        assert first.stats.outcomes == {"download_failed": 2} and first.exit_code is ExitCode.FAILED
+        second = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert second.exit_code is ExitCode.OK and second.stats.downloads_resumed == 2
+    assert stats["submissions"] == 2 and second.stats.requests["submit"] == 0
+
+
+async def test_a_ledger_for_another_manifest_is_refused_unless_forced(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    from batcher.errors import LedgerMismatchError
+
+    clock = ScaledClock(SPEED)
+    first = write_jsonl(tmp_path / "a.jsonl", sketch_rows(1))
+    other = write_jsonl(tmp_path / "b.jsonl", sketch_rows(1, start=1))
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        await run(settings_for(emu.base_url, tmp_path), [first], registry, clock)
+        size = (tmp_path / "ledger.jsonl").stat().st_size
+        with pytest.raises(LedgerMismatchError, match=r"written for manifest\(s\) .*a\.jsonl.*--force"):
+            await run(settings_for(emu.base_url, tmp_path), [other], registry, clock)
+        assert (tmp_path / "ledger.jsonl").stat().st_size == size  # refused before writing
+        forced = await run(
+            settings_for(emu.base_url, tmp_path, **{"ledger.force": True}), [other], registry, clock
+        )
+    assert forced.exit_code is ExitCode.OK
+
+
+async def test_changed_workflow_settings_are_detected(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    from batcher.errors import LedgerMismatchError
+
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        sketch = registry.get("sketch")
+        assert sketch is not None
+        bumped = Workflow(name="sketch", workflow_id="66cec9a38aeef98f887211f1-v2", inputs=sketch.inputs)
+        changed = WorkflowRegistry([bumped, *(wf for wf in registry if wf.name != "sketch")])
+        with pytest.raises(LedgerMismatchError, match="different settings for workflow.*sketch"):
+            await run(settings_for(emu.base_url, tmp_path), [manifest], changed, clock)
+
+
+async def test_an_unknown_outcome_fails_instead_when_configured(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    ledger = tmp_path / "ledger.jsonl"
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        # Make it look as if the run died between "submitting" and "submitted" for a new row.
+        write_jsonl(manifest, sketch_rows(1, start=2), append=True)
+        with ledger.open("a") as fh:
+            fh.write(
+                json.dumps({"ts": "2026-11-21T00:00:00Z", "job_id": "sketch-0002", "status": "submitting"})
+                + "\n"
+            )
+        settings = settings_for(emu.base_url, tmp_path, **{"ledger.unknown_submit": "fail"})
+        result = await run(settings, [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 2
+    assert result.exit_code is ExitCode.FAILED and result.stats.outcomes == {"failed": 1}
+    assert last_status(ledger)["sketch-0002"] == "failed"
+
+
+async def test_a_torn_ledger_tail_is_repaired_and_the_run_resumes(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    ledger = tmp_path / "ledger.jsonl"
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        data = ledger.read_bytes()
+        ledger.write_bytes(data[: len(data) - 7])  # the last "completed" line, torn
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.repaired_bytes > 0 and result.exit_code is ExitCode.OK
+    assert result.stats.downloads_resumed == 1 and stats["submissions"] == 3
+    assert all(json.loads(line) for line in ledger.read_text().splitlines())

@@ -1,0 +1,85 @@
+"""``batcher run --dry-run``: validate every row, count what would run and what it would cost.
+
+Sends nothing and writes nothing; reads the ledger without taking its lock (a run may hold it).
+Streams the manifests, so a million rows cost memory only for the ledger's jobs and the set of ids
+seen (for duplicate detection).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Settings, with_paths
+from .errors import RowError
+from .ledger import read_records
+from .manifest import check_manifest_paths, read_manifests
+from .state import LedgerState, Next
+from .workflows import WorkflowRegistry
+
+log = logging.getLogger("batcher")
+
+
+@dataclass
+class DryRunReport:
+    rows: int = 0
+    invalid: int = 0
+    #: Valid jobs by workflow name.
+    jobs: Counter[str] = field(default_factory=Counter)
+    #: Jobs the ledger already knows, by what they need next ("nothing", "attach", ...).
+    known: Counter[str] = field(default_factory=Counter)
+    #: Jobs that would be submitted, by workflow, and what they would cost at list prices.
+    to_submit: Counter[str] = field(default_factory=Counter)
+    cost_usd: float = 0.0
+    #: Jobs to submit whose workflow has no known price.
+    unpriced: int = 0
+    ledger: Path | None = None
+
+
+def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowRegistry) -> DryRunReport:
+    check_manifest_paths(manifests)
+    settings = with_paths(settings, list(manifests))
+    report = DryRunReport(ledger=settings.ledger.path)
+    state = LedgerState()
+    if settings.ledger.path is not None:
+        for record in read_records(settings.ledger.path):
+            state.apply(record)
+    for item in read_manifests(manifests, registry):
+        report.rows += 1
+        if isinstance(item, RowError):
+            report.invalid += 1
+            log.error("%s", item)
+            continue
+        wf = item.workflow
+        report.jobs[wf.name] += 1
+        known = state.jobs.get(item.job_id)
+        step = known.next_step(retry_failed=settings.retry_failed) if known else Next.SUBMIT
+        if known is not None:
+            report.known[step.value] += 1
+        if step in (Next.SUBMIT, Next.UNKNOWN):
+            report.to_submit[wf.name] += 1
+            if wf.price_usd is None:
+                report.unpriced += 1
+            else:
+                report.cost_usd += wf.price_usd
+    return report
+
+
+def render_dry_run(report: DryRunReport) -> str:
+    lines = [
+        f"Dry run: {report.rows} rows, {sum(report.jobs.values())} valid jobs, {report.invalid} invalid."
+    ]
+    for name, n in sorted(report.jobs.items()):
+        lines.append(f"  {name}: {n} jobs, {report.to_submit.get(name, 0)} to submit")
+    if report.known:
+        known = ", ".join(f"{n} {k}" for k, n in sorted(report.known.items()))
+        lines.append(f"Already in the ledger ({report.ledger}): {known}")
+    total = sum(report.to_submit.values())
+    cost = f"${report.cost_usd:,.2f}"
+    if report.unpriced:
+        cost += f" plus {report.unpriced} jobs of workflows with no known price"
+    lines.append(f"Would submit {total} jobs, estimated cost {cost} at list prices. Nothing was sent.")
+    return "\n".join(lines)

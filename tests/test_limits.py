@@ -1,0 +1,117 @@
+"""Operator limits against the emulator: --budget, --max-runtime, --halt-on-failure-rate, --dry-run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batcher.clock import ScaledClock
+from batcher.config import Settings
+from batcher.dryrun import dry_run, render_dry_run
+from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.engine import ExitCode
+from batcher.workflows import WorkflowRegistry
+
+from .support import SPEED, blog_rows, run, settings_for, sketch_rows, write_jsonl
+
+pytestmark = pytest.mark.anyio
+
+SKETCH = 0.1006
+BLOG = 0.4363
+
+
+async def test_a_budget_is_never_exceeded_counting_in_flight_jobs_at_full_price(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(10) + blog_rows(4))
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=3.0), clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, concurrency=8, **{"limits.budget_usd": 1.0})
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.stats.spend_usd <= 1.0 and result.stats.committed_usd <= 1.0
+    assert stats["submissions"] == 9  # 9 sketches = $0.905; a 10th would be $1.006
+    assert result.stats.outcomes["completed"] == 9 and result.stats.left == 5
+    assert "budget" in (result.stats.stop_reason or "")
+    assert result.exit_code is ExitCode.FAILED
+
+
+async def test_a_budget_counts_unknown_outcomes_as_spent(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(10))
+    config = EmulatorConfig(render="placeholder", duration_median=1.0, lost_rate=0.5, seed=4)
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"limits.budget_usd": 0.5})
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    # Every POST the provider may have billed (lost responses included) counts against the budget.
+    assert stats["submissions"] * SKETCH <= 0.5 + 1e-9
+    assert result.stats.committed_usd <= 0.5 + 1e-9
+
+
+async def test_max_runtime_stops_submitting_in_time_for_in_flight_jobs_to_finish(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(40))
+    config = EmulatorConfig(render="placeholder", duration_median=10.0, duration_spread=0.0)
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, concurrency=4, **{"limits.max_runtime": 60.0})
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    # Every job that was started also finished inside the window; the rest wait for next time.
+    assert result.stats.outcomes["completed"] == stats["submissions"] > 0
+    assert result.stats.in_flight == 0 and result.stats.left == 40 - stats["submissions"]
+    assert "max runtime" in (result.stats.stop_reason or "")
+    assert result.seconds <= 60.0 + 5.0
+    assert result.exit_code is ExitCode.FAILED
+
+
+async def test_max_runtime_ends_the_run_at_the_deadline_and_saves_in_flight_jobs(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"limits.max_runtime": 30.0})
+        result = await run(settings, [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 3
+    assert result.stats.in_flight == 3 and result.exit_code is ExitCode.FAILED
+
+
+async def test_a_high_failure_rate_halts_submissions(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(40))
+    async with run_emulator(EmulatorConfig(render="placeholder", fail_rate=1.0), clock=clock) as emu:
+        settings = settings_for(
+            emu.base_url,
+            tmp_path,
+            concurrency=2,
+            **{"limits.halt_on_failure_rate": 0.5, "limits.halt_min_finished": 4},
+        )
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert "failure rate" in (result.stats.stop_reason or "")
+    assert stats["submissions"] < 10 and result.stats.left >= 30
+    assert result.exit_code is ExitCode.FAILED
+
+
+def test_dry_run_counts_jobs_and_cost_and_sends_nothing(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            *sketch_rows(3),
+            *blog_rows(2),
+            {"id": "x", "workflow": "sketch", "input": {"input_image": "ftp://x"}},
+        ],
+    )
+    settings = Settings()
+    report = dry_run(settings_for("http://127.0.0.1:9", tmp_path), [manifest], registry)
+    assert report.rows == 6 and report.invalid == 1
+    assert dict(report.to_submit) == {"sketch": 3, "blog-image": 2}
+    assert report.cost_usd == pytest.approx(3 * SKETCH + 2 * BLOG)
+    text = render_dry_run(report)
+    assert "Would submit 5 jobs, estimated cost $1.17" in text and "Nothing was sent" in text
+    assert not (tmp_path / "ledger.jsonl").exists() and settings.ledger.path is None
