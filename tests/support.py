@@ -112,3 +112,29 @@ def last_status(path: Path) -> dict[str, str]:
         if rec.get("job_id"):
             out[rec["job_id"]] = rec["status"]
     return out
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli_env(base_url: str | None = None) -> dict[str, str]:
+    """The environment for a batcher subprocess: our key, this checkout on the path."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMIND_")}
+    env["SEGMIND_API_KEY"] = API_KEY
+    if base_url:
+        env["SEGMIND_API_BASE"] = base_url
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+async def stderr_lines(process: Any) -> Any:
+    """The process's stderr, line by line, as it comes (event-driven: no polling, no sleeps)."""
+    assert process.stderr is not None
+    buffer = b""
+    async for chunk in process.stderr:
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            yield line.decode()
