@@ -1,9 +1,9 @@
 """Rate control: when may the next request (submit or poll, one shared budget) go out?
 
-A small strategy object (after aiometer's meters and Netflix concurrency-limits' ``AIMDLimit``):
+A small strategy object (after aiometer's meters and Netflix concurrency-limits' limit classes):
 the scheduler asks :meth:`RateController.wait_time`, calls :meth:`acquire` as it sends, and
-reports each answer. Time is an argument, never read here, so policies are testable as tables
-and runnable under a simulated clock.
+reports each answer. Time is an argument, never read here, so a policy is testable as a table of
+numbers and runs unchanged under a simulated clock at any time scale.
 """
 
 from __future__ import annotations
@@ -41,13 +41,19 @@ class RateController(Protocol):
 
 
 class AdaptiveRate:
-    """A token bucket whose rate adapts by AIMD, pausing the whole run after a 429.
+    """A token bucket that finds the account's limit and then stays just under it.
 
-    - Below a known ``ceiling`` (the plan's documented limit) it never goes faster.
-    - A 429 halves the rate (multiplicative decrease) and pauses every request until the server's
-      reset time, or for an exponentially growing, fully jittered wait when it gave none.
-    - Each success adds ``increase / rate`` requests/s, about ``increase`` per second of traffic
-      (additive increase), so an unknown limit is found from below and then probed gently.
+    - **Known limit** (``ceiling``, the plan's documented rate): paced at it, never faster.
+    - **Unknown limit, before the first 429**: slow start, as TCP does: each success raises the
+      rate by ``start_growth``, so the limit is reached in a few dozen requests at any time scale.
+    - **A 429**: the whole run pauses until the server's reset time (``Retry-After`` or
+      ``x-rate-limit-reset-at-utc``), or for a fully jittered, growing backoff when it gave none.
+      The rate we were sending at bounds the limit from above; the target drops just under that
+      bound, and deeper for each 429 in a row. (Not AIMD's halving: a sawtooth between R/2 and R
+      wastes a quarter of a scarce budget.)
+    - **After that**: the target climbs back to just under the bound, then probes above it by
+      ``probe`` per request, so a raised limit is found again at the cost of one 429 every few
+      hundred requests, whatever the time scale.
     """
 
     def __init__(
@@ -55,41 +61,44 @@ class AdaptiveRate:
         initial: float,
         *,
         ceiling: float | None = None,
-        floor: float = 1 / 120,
+        floor: float = 1 / 600,
         burst: int = 1,
-        increase: float | None = None,
-        decrease: float = 0.5,
+        start_growth: float = 0.1,
+        growth: float = 0.04,
+        margin: float = 0.95,
+        probe: float = 0.00025,
         backoff_base: float = 2.0,
         backoff_cap: float = 120.0,
         max_wait: float = 900.0,
         rng: random.Random | None = None,
     ) -> None:
-        self._rate = min(initial, ceiling) if ceiling else initial
         self._ceiling = ceiling
+        self._rate = min(initial, ceiling) if ceiling else initial
         self._floor = floor
         self._burst = float(burst)
         self._tokens = float(burst)
         self._stamp: float | None = None
-        self._increase = increase if increase is not None else max(self._rate * 0.02, floor)
-        self._decrease = decrease
+        self._start_growth = start_growth
+        self._growth = growth
+        self._margin = margin
+        self._probe = probe
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._max_wait = max_wait
         self._rng = rng or random.Random()
+        #: The learned bound on the limit (requests/s), once a 429 has taught one.
+        self.learned: float | None = None
         self.paused_until = 0.0
         self.throttles = 0
-        self._streak = 0  # consecutive 429s, for the no-header backoff
+        self._streak = 0  # consecutive 429s
 
     @property
     def rate(self) -> float:
         return self._rate
 
     def _refill(self, now: float) -> None:
-        if self._stamp is None:
-            self._stamp = now
-            return
-        elapsed = max(0.0, now - self._stamp)
-        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        if self._stamp is not None:
+            self._tokens = min(self._burst, self._tokens + max(0.0, now - self._stamp) * self._rate)
         self._stamp = now
 
     def wait_time(self, now: float) -> float:
@@ -105,14 +114,27 @@ class AdaptiveRate:
 
     def on_success(self, now: float) -> None:
         self._streak = 0
-        self._rate += self._increase / self._rate
-        if self._ceiling:
-            self._rate = min(self._rate, self._ceiling)
+        if self._ceiling is not None:
+            self._rate = min(self._ceiling, self._rate * (1 + self._growth))
+        elif self.learned is None:
+            self._rate *= 1 + self._start_growth  # slow start: find the limit from below
+        elif self._rate < self.learned * self._margin:
+            self._rate = min(self.learned * self._margin, self._rate * (1 + self._growth / 2))
+        else:
+            # Probe above the bound by ``probe`` per request: scale-free, one 429 about every
+            # ln(1/margin)/probe requests (some 200 with the defaults).
+            self._rate *= 1 + self._probe
+            self.learned = max(self.learned, self._rate / self._margin)
 
     def on_throttled(self, now: float, retry_after: float | None) -> float:
         self.throttles += 1
         self._streak += 1
-        self._rate = max(self._floor, self._rate * self._decrease)
+        # The rate we were sending at bounds the limit from above; a streak of 429s means the
+        # bound is still too high, so each one in a row cuts deeper.
+        bound = self._rate if self._streak == 1 else self._rate / self._margin
+        if self._ceiling is None:
+            self.learned = bound if self.learned is None else min(self.learned, bound)
+        self._rate = max(self._floor, bound * self._margin ** (2 * self._streak))
         if retry_after is None:
             wait = full_jitter(self._streak, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
         else:
