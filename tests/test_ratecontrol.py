@@ -95,12 +95,15 @@ def test_a_429_pauses_every_request_until_the_reset_time() -> None:
 
 def test_a_429_without_a_header_backs_off_with_growing_jitter_and_keeps_cutting() -> None:
     rate = AdaptiveRate(10.0, rng=random.Random(3), backoff_base=1.0, backoff_cap=64.0)
-    now = 0.0
+    now, rates = 0.0, [rate.rate]
     for _ in range(6):
         resume = rate.on_throttled(now, retry_after=None)
         assert 0.0 <= resume - now <= 64.0
         now = resume
-    assert rate.rate < 10.0 * 0.5**3  # each 429 in a row cuts deeper than the last
+        rates.append(rate.rate)
+    cuts = [after / before for before, after in zip(rates, rates[1:], strict=False)]
+    assert all(later < earlier for earlier, later in zip(cuts, cuts[1:], strict=False))  # deeper each time
+    assert rates[-1] < rates[0] / 5
 
 
 def test_a_server_told_wait_is_clamped_to_max_wait() -> None:
