@@ -3,6 +3,7 @@ any time scale (the same policy at 5 requests a minute and at 20 a second)."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -101,8 +102,8 @@ def test_a_429_without_a_header_backs_off_with_growing_jitter_and_keeps_cutting(
         assert 0.0 <= resume - now <= 64.0
         now = resume
         rates.append(rate.rate)
-    cuts = [after / before for before, after in zip(rates, rates[1:], strict=False)]
-    assert all(later < earlier for earlier, later in zip(cuts, cuts[1:], strict=False))  # deeper each time
+    cuts = [after / before for before, after in itertools.pairwise(rates)]
+    assert all(later < earlier for earlier, later in itertools.pairwise(cuts))  # deeper each time
     assert rates[-1] < rates[0] / 5
 
 
