@@ -1,0 +1,117 @@
+"""``batcher status`` and ``batcher report``: read a ledger (never locking it) and tell what it says.
+
+Both are safe beside a running batch and never touch the network. A user's mistake (a missing
+ledger, a folder where a file should be, an unwritable report path) is one line on stderr and
+exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import BatcherError
+from .report import GALLERY_CAP, build_report
+from .status import ledger_status, render_status_text, status_json
+from .workflows import load_workflows
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def add_status_parser(sub: Any) -> argparse.ArgumentParser:
+    """``batcher status LEDGER [--json] [--retry-failed]`` on an ``add_subparsers()`` object."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "status",
+        help="summarise a ledger: jobs by state, spend, in-flight jobs, failures, what a rerun would do",
+        description="Summarise a ledger without locking it (safe while a run is going).",
+    )
+    parser.add_argument("ledger", type=Path, metavar="LEDGER", help="the run's ledger (.jsonl)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="count what a run with --retry-failed would do (permanent failures and expired jobs too)",
+    )
+    return parser
+
+
+def add_report_parser(sub: Any) -> argparse.ArgumentParser:
+    """``batcher report LEDGER [-o report.html] [--gallery N]`` on an ``add_subparsers()`` object."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a ledger (numbers, gallery, failures, durations)",
+        description="Write one self-contained HTML page about a ledger; it needs no network to view.",
+    )
+    parser.add_argument("ledger", type=Path, metavar="LEDGER", help="the run's ledger (.jsonl)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="HTML",
+        help="where to write it (default: report.html beside the ledger)",
+    )
+    parser.add_argument(
+        "--gallery",
+        type=int,
+        default=GALLERY_CAP,
+        metavar="N",
+        help=f"show at most N completed jobs in the gallery (default {GALLERY_CAP})",
+    )
+    return parser
+
+
+def _prices() -> Mapping[str, float | None]:
+    """Workflow prices from the definitions; unknown (with a warning) if they cannot be read."""
+    try:
+        return {wf.name: wf.price_usd for wf in load_workflows()}
+    except BatcherError as exc:
+        print(f"batcher: warning: workflow prices unknown ({exc})", file=sys.stderr)
+        return {}
+
+
+def _fail(message: object) -> int:
+    print(f"batcher: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main_status(args: argparse.Namespace) -> int:
+    """Print the ledger's summary (text, or JSON with ``--json``). Exit 0, or 2 on a user mistake."""
+    try:
+        report = ledger_status(
+            args.ledger, prices=_prices(), now=time.time(), retry_failed=bool(args.retry_failed)
+        )
+    except BatcherError as exc:
+        return _fail(exc)
+    except OSError as exc:
+        return _fail(f"cannot read ledger {args.ledger}: {exc.strerror}")
+    if args.json:
+        print(json.dumps(status_json(report), indent=2, ensure_ascii=False))
+    else:
+        print(render_status_text(report))
+    return EXIT_OK
+
+
+def main_report(args: argparse.Namespace) -> int:
+    """Write the HTML report and say where. Exit 0, or 2 on a user mistake."""
+    ledger: Path = args.ledger
+    out: Path = args.output or ledger.parent / "report.html"
+    if args.gallery < 0:
+        return _fail("--gallery must be 0 or more")
+    if out.is_dir():
+        return _fail(f"{out} is a folder; give -o a file name such as {out / 'report.html'}")
+    try:
+        info = build_report(ledger, out, prices=_prices(), gallery_cap=args.gallery)
+    except BatcherError as exc:
+        return _fail(exc)
+    except OSError as exc:
+        return _fail(f"cannot write report {out}: {exc.strerror}")
+    shown = f"{info.shown:,} of {info.completed:,} completed jobs in the gallery"
+    missing = f"; {info.missing:,} files not found" if info.missing else ""
+    print(f"Report written to {info.path} ({info.bytes / 1e6:.1f} MB): {info.jobs:,} jobs, {shown}{missing}")
+    return EXIT_OK

@@ -1,0 +1,194 @@
+"""One streaming pass over a ledger, keeping only what ``status`` and ``report`` need.
+
+Leaner than :class:`~batcher.state.LedgerState` on purpose: per job it keeps the last status, the
+workflow, whether a ``poll_url`` is known, the retry flag, the last error and the time of the last
+``submitted``; strings that repeat (statuses, workflow names) are shared, so a million-line ledger
+folds in seconds and tens of megabytes (``bench/status_speed.py``). The fields mirror what
+``LedgerState.apply`` keeps, so ``status`` and ``run`` agree on every job's state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LedgerError
+from .ledger import parse_iso, read_records
+
+#: Statuses whose line carries ``error`` and ``retryable`` (as in LedgerState.apply).
+_ERROR_STATUSES = frozenset({"failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"})
+#: Invalid rows kept for display (all are counted).
+INVALID_CAP = 50
+
+
+@dataclass(frozen=True)
+class InvalidRow:
+    """A manifest row the last run refused (an ``invalid`` line)."""
+
+    row_id: str | None
+    source: str | None
+    line: int | None
+    field: str | None
+    error: str | None
+    fix: str | None
+
+
+@dataclass(frozen=True)
+class RunSpan:
+    """One run: from its ``run`` line to the last line before the next run."""
+
+    started: str | None
+    seconds: float | None
+    lines: int
+    submissions: int
+
+
+class JobFacts:
+    """What the fold keeps of one job."""
+
+    __slots__ = ("error", "poll", "retryable", "status", "submitted_ts", "workflow")
+
+    def __init__(self) -> None:
+        self.status = ""
+        self.workflow: str | None = None
+        self.poll = False
+        self.retryable = False
+        self.error: object = None
+        self.submitted_ts: str | None = None
+
+
+class LedgerFold:
+    """A lean fold of ledger records; :meth:`apply` each record in order, then ``status.summarize``.
+
+    With ``durations=True`` it also records, for each ``generated`` line, the seconds since the
+    job's last ``submitted`` (the provider's time to produce the outputs) for the report's chart.
+    """
+
+    def __init__(self, *, durations: bool = False) -> None:
+        self.jobs: dict[str, JobFacts] = {}
+        self.lines = 0
+        self.first_ts: str | None = None
+        self.last_ts: str | None = None
+        self.submitted: Counter[str | None] = Counter()
+        self.unknown_outcomes = 0
+        self.invalid: list[InvalidRow] = []
+        self.invalid_total = 0
+        self.durations: list[float] | None = [] if durations else None
+        self.runs: list[RunSpan] = []
+        self._run: list[Any] | None = None  # [started, last_ts, lines, submissions]
+        self._shared: dict[str, str] = {}
+
+    def apply(self, rec: Mapping[str, Any]) -> None:
+        self.lines += 1
+        ts = rec.get("ts")
+        if not isinstance(ts, str):
+            ts = None
+        elif self.first_ts is None:
+            self.first_ts = ts
+        if ts is not None:
+            self.last_ts = ts
+        status = rec.get("status")
+        job_id = rec.get("job_id")
+        if job_id is None and status == "run":
+            self._close_run()
+            self._run = [ts, ts, 1, 0]
+            self.invalid = []  # only the last run's invalid rows are news
+            self.invalid_total = 0
+            return
+        run = self._run
+        if run is not None:
+            run[2] += 1
+            if ts is not None:
+                run[1] = ts
+        if job_id is None:
+            if status == "invalid":
+                self._add_invalid(rec)
+            return
+        if not isinstance(job_id, str) or not isinstance(status, str):
+            return
+        shared = self._shared
+        status = shared.setdefault(status, status)
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = self.jobs[job_id] = JobFacts()
+        job.status = status
+        workflow = rec.get("workflow")
+        if isinstance(workflow, str):
+            job.workflow = shared.setdefault(workflow, workflow)
+        if status == "submitting":
+            job.poll = False
+            job.error = None
+        elif status == "submitted":
+            job.poll = bool(rec.get("poll_url"))
+            job.submitted_ts = ts
+            self.submitted[job.workflow] += 1
+            if run is not None:
+                run[3] += 1
+        elif status == "submit_unknown":
+            self.unknown_outcomes += 1
+        elif status == "generated" and self.durations is not None and ts and job.submitted_ts:
+            start, end = parse_iso(job.submitted_ts), parse_iso(ts)
+            if start is not None and end is not None and end >= start:
+                self.durations.append(end - start)
+        if status in _ERROR_STATUSES:
+            job.error = rec.get("error")
+            job.retryable = bool(rec.get("retryable", False))
+        elif status != "polled":
+            job.retryable = False
+
+    def _add_invalid(self, rec: Mapping[str, Any]) -> None:
+        self.invalid_total += 1
+        if len(self.invalid) < INVALID_CAP:
+            line = rec.get("line")
+            self.invalid.append(
+                InvalidRow(
+                    row_id=_str_or_none(rec.get("row_id")),
+                    source=_str_or_none(rec.get("source")),
+                    line=line if isinstance(line, int) and not isinstance(line, bool) else None,
+                    field=_str_or_none(rec.get("field")),
+                    error=_str_or_none(rec.get("error")),
+                    fix=_str_or_none(rec.get("fix")),
+                )
+            )
+
+    def _close_run(self) -> None:
+        if self._run is None:
+            return
+        started, last, lines, submissions = self._run
+        start, end = parse_iso(started or ""), parse_iso(last or "")
+        seconds = end - start if start is not None and end is not None and end >= start else None
+        self.runs.append(RunSpan(started, seconds, lines, submissions))
+        self._run = None
+
+    def finish(self) -> None:
+        """Close the last run's span (call once, after the last record)."""
+        self._close_run()
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def fold_ledger(path: Path, *, durations: bool = False) -> LedgerFold:
+    """Fold a ledger file in one streaming pass. Raises LedgerError if it is missing or not a ledger."""
+    if not path.exists():
+        raise LedgerError(f"ledger not found: {path}")
+    if not path.is_file():
+        raise LedgerError(f"not a ledger file: {path} (give the ledger's .jsonl file)")
+    fold = LedgerFold(durations=durations)
+    apply = fold.apply
+    for rec in read_records(path):
+        apply(rec)
+    fold.finish()
+    if fold.lines == 0 and path.stat().st_size > 0 and _first_line_complete(path):
+        raise LedgerError(f"{path} is not a batcher ledger (no line of it is a ledger record)")
+    return fold
+
+
+def _first_line_complete(path: Path) -> bool:
+    """False for a ledger whose only line is still being written (not yet a record)."""
+    with path.open("rb") as handle:
+        return handle.readline().endswith(b"\n")

@@ -1,0 +1,289 @@
+"""``batcher report``: one self-contained HTML page about a ledger (numbers, gallery, failures, chart).
+
+Two streaming passes, so memory stays bounded however long the ledger is: the first is the
+status fold (counts, spend, failures, durations); the second collects inputs and outputs only for
+the jobs the page shows (the first ``gallery_cap`` completed jobs and the first failed ones).
+Thumbnails are made with Pillow and embedded as data: URIs, so the page needs no network and no
+files beside it; a file that is not an image is linked by its path relative to the page.
+Like ``status``, it never takes the ledger's lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from PIL import Image, ImageOps
+
+from .fold import fold_ledger
+from .ledger import read_records, utc_iso
+from .report_html import Card, FailedJob, Page, Tile, render_page
+from .status import FAILURE_STATUSES, summarize
+
+GALLERY_CAP = 500
+FAILED_CAP = 100
+THUMB_PX = 200
+#: Source images larger than this are linked, not thumbnailed (decoding them would take too long).
+MAX_SOURCE_BYTES = 40 * 1024 * 1024
+#: How many folders above the ledger's are tried for a relative output path (the run's cwd).
+ANCESTORS = 4
+TEXT_PREVIEW = 600
+#: The blog-image workflow's composed input (jobs/blog-image.yaml): shown as a title and a description.
+_BLOG = re.compile(r"\ATitle: (?P<title>[^\n]*)\n\nDescription: (?P<description>.*)\Z", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ReportInfo:
+    """What :func:`build_report` wrote."""
+
+    path: Path
+    jobs: int
+    completed: int
+    shown: int  # completed jobs in the gallery
+    thumbnails: int  # images embedded
+    missing: int  # output or input files not found on disk
+    bytes: int
+
+
+class Thumbnailer:
+    """Small JPEG data: URIs of local images, each file made once."""
+
+    def __init__(self, px: int = THUMB_PX) -> None:
+        self.px = px
+        self.made = 0
+        self._cache: dict[Path, str | None] = {}
+
+    def __call__(self, path: Path) -> str | None:
+        if path not in self._cache:
+            self._cache[path] = self._make(path)
+            self.made += self._cache[path] is not None
+        return self._cache[path]
+
+    def _make(self, path: Path) -> str | None:
+        try:
+            if path.stat().st_size > MAX_SOURCE_BYTES:
+                return None
+            with warnings.catch_warnings():
+                # A decompression bomb is refused, not half-decoded (and is a warning otherwise).
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as opened:
+                    opened.draft("RGB", (self.px * 2, self.px * 2))  # JPEG: decode at a fraction of size
+                    image = ImageOps.exif_transpose(opened)
+                    image.thumbnail((self.px, self.px))
+                    if image.mode in ("RGBA", "LA", "P", "PA"):
+                        rgba = image.convert("RGBA")
+                        image = Image.new("RGB", rgba.size, (255, 255, 255))
+                        image.paste(rgba, mask=rgba.getchannel("A"))
+                    elif image.mode not in ("RGB", "L"):
+                        image = image.convert("RGB")
+                    buf = io.BytesIO()
+                    image.save(buf, "JPEG", quality=80, optimize=True)
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+            Image.DecompressionBombError,
+            Image.DecompressionBombWarning,
+        ):
+            return None
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _bases(ledger: Path) -> list[Path]:
+    """Folders a relative path in the ledger may be relative to: the cwd, the ledger's, its parents."""
+    here = ledger.resolve().parent
+    return [Path.cwd(), here, *list(here.parents)[:ANCESTORS]]
+
+
+def _locate(text: str, bases: Iterable[Path]) -> Path | None:
+    path = Path(text)
+    if path.is_absolute():
+        return path if path.is_file() else None
+    for base in bases:
+        candidate = base / path
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _href(path: Path, page_dir: Path) -> str:
+    return quote(os.path.relpath(path, page_dir).replace(os.sep, "/"))
+
+
+def _is_web(text: str) -> bool:
+    return urlsplit(text).scheme.lower() in ("http", "https")
+
+
+def _clip(text: str, n: int = TEXT_PREVIEW) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+class _Tiles:
+    """Turns ledger input previews and saved outputs into gallery tiles."""
+
+    def __init__(self, bases: list[Path], page_dir: Path, thumbs: Thumbnailer) -> None:
+        self.bases = bases
+        self.page_dir = page_dir
+        self.thumbs = thumbs
+        self.missing = 0
+
+    def input(self, name: str, value: Any) -> Tile:
+        if not isinstance(value, str):
+            return Tile(name, text=_clip(str(value)))
+        if _is_web(value):
+            return Tile(name, text=_clip(value), href=value, note="remote image (not fetched)")
+        if value.startswith("data:"):
+            return Tile(name, text=_clip(value), note="sent inline")
+        if "\n" not in value and len(value) < 4096 and (value.startswith("/") or "." in Path(value).name):
+            found = _locate(value, self.bases)
+            if found is not None:
+                image = self.thumbs(found)
+                href = _href(found, self.page_dir)
+                return (
+                    Tile(name, image=image, href=href) if image else Tile(name, text=_clip(value), href=href)
+                )
+            if value.startswith("/"):
+                self.missing += 1
+                return Tile(name, text=_clip(value), note="file not found")
+        blog = _BLOG.match(value)
+        if blog:
+            return Tile(name, title=_clip(blog["title"], 300), text=_clip(blog["description"].strip()))
+        return Tile(name, text=_clip(value))
+
+    def output(self, out: Mapping[str, Any]) -> Tile:
+        key = str(out.get("key", "output"))
+        path, url = out.get("path"), out.get("url")
+        found = _locate(path, self.bases) if isinstance(path, str) and path else None
+        if found is not None:
+            image = self.thumbs(found)
+            href = _href(found, self.page_dir)
+            if image:
+                return Tile(key, image=image, href=href)
+            return Tile(key, text=_clip(_read_text(found) or found.name), href=href)
+        if isinstance(out.get("text"), str):
+            return Tile(key, text=_clip(out["text"]))
+        self.missing += 1
+        link = url if isinstance(url, str) and _is_web(url) else None
+        return Tile(key, text=str(path or url or "?"), href=link, note="file not found")
+
+
+def _read_text(path: Path) -> str | None:
+    if path.suffix.lower() not in (".txt", ".json", ".md", ".csv") or path.stat().st_size > 256 * 1024:
+        return None
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[:TEXT_PREVIEW]
+    except OSError:
+        return None
+
+
+def _first_input(tiles: _Tiles, inputs: Any) -> Tile | None:
+    if isinstance(inputs, dict) and inputs:
+        name, value = next(iter(inputs.items()))
+        return tiles.input(str(name), value)
+    return None
+
+
+def _details(ledger: Path, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """Pass two: the last ``submitting`` inputs and ``completed`` outputs of the wanted jobs."""
+    found: dict[str, dict[str, Any]] = {}
+    for rec in read_records(ledger):
+        job_id = rec.get("job_id")
+        if job_id not in wanted:
+            continue
+        status = rec.get("status")
+        if status == "submitting":
+            entry = found.setdefault(job_id, {})
+            entry["inputs"] = rec.get("inputs")
+            entry["workflow"] = rec.get("workflow")
+        elif status == "completed":
+            entry = found.setdefault(job_id, {})
+            entry["outputs"] = rec.get("outputs")
+            entry["ts"] = rec.get("ts")
+    return found
+
+
+def build_report(
+    ledger: Path,
+    out_html: Path,
+    *,
+    prices: Mapping[str, float | None],
+    now: float | None = None,
+    gallery_cap: int = GALLERY_CAP,
+    thumb_px: int = THUMB_PX,
+    retry_failed: bool = False,
+) -> ReportInfo:
+    """Write the report for ``ledger`` to ``out_html`` (replaced atomically). Raises LedgerError."""
+    now = time.time() if now is None else now
+    fold = fold_ledger(ledger, durations=True)
+    status = summarize(fold, ledger=str(ledger), prices=prices, now=now, retry_failed=retry_failed)
+    completed = [job_id for job_id, job in fold.jobs.items() if job.status == "completed"]
+    shown = completed[: max(0, gallery_cap)]
+    failed_ids = [job_id for job_id, job in fold.jobs.items() if job.status in FAILURE_STATUSES][:FAILED_CAP]
+    details = _details(ledger, set(shown) | set(failed_ids))
+
+    page_dir = out_html.resolve().parent
+    tiles = _Tiles(_bases(ledger), page_dir, Thumbnailer(thumb_px))
+    cards = []
+    for job_id in shown:
+        entry = details.get(job_id, {})
+        inputs = entry.get("inputs")
+        outputs = entry.get("outputs")
+        cards.append(
+            Card(
+                job_id=job_id,
+                workflow=fold.jobs[job_id].workflow,
+                finished=entry.get("ts"),
+                inputs=tuple(tiles.input(str(k), v) for k, v in inputs.items())
+                if isinstance(inputs, dict)
+                else (),
+                outputs=tuple(tiles.output(o) for o in outputs if isinstance(o, dict))
+                if isinstance(outputs, list)
+                else (),
+            )
+        )
+    failed = tuple(
+        FailedJob(
+            job_id=job_id,
+            workflow=fold.jobs[job_id].workflow,
+            status=fold.jobs[job_id].status,
+            error=_clip(str(fold.jobs[job_id].error or "(no error message)"), 1000),
+            retryable=fold.jobs[job_id].retryable,
+            input=_first_input(tiles, details.get(job_id, {}).get("inputs")),
+        )
+        for job_id in failed_ids
+    )
+    page = Page(
+        title=f"batcher report: {ledger.name}",
+        generated=utc_iso(now).replace("T", " ")[:19] + " UTC",
+        status=status,
+        cards=tuple(cards),
+        completed_total=len(completed),
+        failed=failed,
+        durations=fold.durations or [],
+    )
+    data = render_page(page).encode("utf-8")
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_html.with_name(f".{out_html.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, out_html)  # a reader never sees half a page
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ReportInfo(
+        path=out_html,
+        jobs=status.jobs,
+        completed=len(completed),
+        shown=len(cards),
+        thumbnails=tiles.thumbs.made,
+        missing=tiles.missing,
+        bytes=len(data),
+    )

@@ -1,0 +1,313 @@
+"""``batcher report``: one self-contained, script-free HTML page, rendered for real in headless Chromium."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from batcher.cli_inspect import add_report_parser, main_report
+from batcher.report import build_report
+from batcher.report_html import histogram
+
+from .ledger_builder import PRICES, LedgerBuilder
+
+CHROMIUM = Path("/usr/bin/chromium")
+HOSTILE_ERROR = (
+    "the provider reported FAILED: <script>document.title='pwned'</script>"
+    "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
+)
+HOSTILE_TITLE = (
+    "Title: <script>document.title='pwned2'</script> & friends\n\nDescription: <b>bold</b> claims\n"
+)
+
+
+def _picture(path: Path, seed: int, size: tuple[int, int] = (640, 480)) -> Path:
+    """A distinct picture (sky, ground, a sun, a house) so thumbnails are visibly different."""
+    img = Image.new("RGB", size, (90 + seed * 20 % 160, 160, 230))
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    draw.rectangle((0, h * 2 // 3, w, h), fill=(60, 150 - seed * 9 % 80, 70))
+    draw.ellipse((w - 160, 40, w - 60, 140), fill=(250, 210, 60))
+    x = 80 + seed * 37 % (w - 300)
+    draw.rectangle((x, h // 2, x + 160, h * 2 // 3 + 20), fill=(200, 120 + seed * 13 % 100, 90))
+    draw.polygon([(x - 20, h // 2), (x + 80, h // 3), (x + 180, h // 2)], fill=(150, 40, 40))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _sketch(source: Path, target: Path) -> Path:
+    """An output: the input as a grey pencil-ish line drawing."""
+    with Image.open(source) as img:
+        grey = img.convert("L").point(lambda v: 255 if v > 120 else 60)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    grey.save(target)
+    return target
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A run as the engine leaves it: run/ledger.jsonl, outputs in run/outputs/, paths relative to tmp."""
+    run = tmp_path / "run"
+    b = LedgerBuilder().run()
+    b.invalid("row-9", 9, "input_image", "local file not found: <script>alert(9)</script>.png", "give a file")
+    for i in range(6):
+        job = f"sketch-{i:02d}"
+        src = _picture(tmp_path / "inputs" / f"photo-{i}.png", i)
+        out = _sketch(src, run / "outputs" / job / "sketch_output.png")
+        b.tick(1).submit(job, "sketch", {"input_image": str(src)}, line=i + 1).tick(20 + 7 * i)
+        b.generated(job, ("sketch_output",)).tick(1).completed(
+            job, {"sketch_output": str(out.relative_to(tmp_path))}
+        )
+    for i, title in enumerate(["Ten hikes within an hour of the city", HOSTILE_TITLE]):
+        job = f"blog-{i:02d}"
+        text = title if title.startswith("Title:") else f"Title: {title}\n\nDescription: Trails and views.\n"
+        out = _picture(run / "outputs" / job / "feature_image.png", 10 + i, (1200, 630))
+        b.tick(1).submit(job, "blog-image", {"Blog_title_and_description": text}).tick(45)
+        b.generated(job, ("feature_image",)).tick(1).completed(
+            job, {"feature_image": str(out.relative_to(tmp_path))}
+        )
+    b.tick(1).submit("sketch-url", "sketch", {"input_image": "https://images.example.com/cat.jpg"}).tick(30)
+    b.generated("sketch-url").tick(1).completed("sketch-url", {"image": "run/outputs/sketch-url/gone.png"})
+    b.tick(1).submit("sketch-data", "sketch", {"input_image": "data:image/png;base64,… (5120 characters)"})
+    out = _sketch(tmp_path / "inputs" / "photo-0.png", run / "outputs" / "sketch-data" / "image.png")
+    b.tick(25).generated("sketch-data").tick(1).completed(
+        "sketch-data", {"image": str(out.relative_to(tmp_path))}
+    )
+    b.tick(1).submit("sketch-bad", "sketch", {"input_image": str(tmp_path / "inputs" / "photo-3.png")}).tick(
+        9
+    )
+    b.failed("sketch-bad", HOSTILE_ERROR)
+    b.tick(1).submit("sketch-slow", "sketch", {"input_image": "https://images.example.com/dog.jpg"})
+    b.write(run / "ledger.jsonl")
+    return run
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(page: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _Tags()
+    parser.feed(page)
+    return parser.tags
+
+
+def test_the_page_is_self_contained_and_can_run_no_script(run_dir: Path) -> None:
+    info = build_report(run_dir / "ledger.jsonl", run_dir / "report.html", prices=PRICES, now=0)
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    tags = _tags(page)
+    names = {tag for tag, _ in tags}
+    assert not names & {"script", "link", "iframe", "object", "embed", "base", "form"}
+    csp = [a["content"] for t, a in tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and "default-src 'none'" in str(csp[0]) and "script" not in str(csp[0])
+    for tag, attrs in tags:
+        assert not any(k.startswith("on") for k in attrs), (tag, attrs)
+        if tag == "img":
+            assert str(attrs["src"]).startswith("data:image/jpeg;base64,")
+        if tag == "a":
+            href = str(attrs["href"])
+            assert href.startswith("https://") or not re.match(r"^[a-z][a-z0-9+.-]*:", href), href
+    assert "url(" not in page and "@import" not in page
+    assert info.bytes == len(page.encode())
+
+
+def test_every_ledger_string_is_escaped(run_dir: Path) -> None:
+    build_report(run_dir / "ledger.jsonl", run_dir / "report.html", prices=PRICES, now=0)
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "<script" not in page.lower() and "onerror=" not in page.replace("onerror=&quot;", "")
+    assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in page
+    assert "&lt;script&gt;document.title=&#x27;pwned2&#x27;&lt;/script&gt; &amp; friends" in page
+    assert "&lt;b&gt;bold&lt;/b&gt; claims" in page
+    assert "&lt;script&gt;alert(9)&lt;/script&gt;.png" in page
+
+
+def test_the_gallery_pairs_every_completed_jobs_input_with_its_output(run_dir: Path) -> None:
+    info = build_report(run_dir / "ledger.jsonl", run_dir / "report.html", prices=PRICES, now=0)
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert (info.completed, info.shown, info.jobs) == (10, 10, 12)
+    # 6 photos (one also the failed job's input, made once) + 6 sketches + 2 feature images + 1 more sketch.
+    assert info.thumbnails == 15
+    assert info.missing == 1  # sketch-url's output file is gone
+    gallery = page[page.index('id="gallery"') : page.index('id="failures"')]
+    for job in [f"sketch-{i:02d}" for i in range(6)] + ["blog-00", "blog-01", "sketch-url", "sketch-data"]:
+        assert f'<code title="{job}">{job}</code>' in gallery
+    assert "<strong>Ten hikes within an hour of the city</strong>Trails and views." in gallery
+    assert 'href="https://images.example.com/cat.jpg"' in gallery and "remote image (not fetched)" in gallery
+    assert "data:image/png;base64,… (5120 characters)" in gallery and "sent inline" in gallery
+    assert "run/outputs/sketch-url/gone.png" in gallery and "file not found" in gallery
+    # Output files are linked relative to the page, so the folder can be moved as a whole.
+    assert 'href="outputs/sketch-00/sketch_output.png"' in gallery
+
+
+def test_thumbnails_are_small_jpegs(run_dir: Path) -> None:
+    build_report(run_dir / "ledger.jsonl", run_dir / "report.html", prices=PRICES, now=0, thumb_px=200)
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    uris = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page)
+    assert len(uris) >= 15
+    for data in uris:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as img:
+            assert img.format == "JPEG" and max(img.size) <= 200
+    assert len(page) < 400_000
+
+
+def test_a_long_ledger_shows_a_capped_gallery_and_says_so(tmp_path: Path) -> None:
+    b = LedgerBuilder().run()
+    for i in range(2_000):
+        job = f"job-{i:05d}"
+        b.tick(1).submit(job, "sketch", {"input_image": f"https://img.example.com/{i}.jpg"}).tick(30)
+        b.generated(job).tick(1).completed(job, {"image": f"out/{job}.png"})
+    ledger = b.write(tmp_path / "ledger.jsonl")
+    info = build_report(ledger, tmp_path / "report.html", prices=PRICES, now=0, gallery_cap=50)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert (info.completed, info.shown) == (2_000, 50)
+    assert "Showing the first 50 of 2,000 completed jobs" in page
+    assert page.count('<article class="card">') == 50
+
+
+def test_failures_are_grouped_and_in_flight_jobs_listed_after_the_gallery(run_dir: Path) -> None:
+    build_report(run_dir / "ledger.jsonl", run_dir / "report.html", prices=PRICES, now=0)
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    failures = page[page.index('id="failures"') :]
+    assert "<code>sketch-bad</code>" in failures
+    assert '<img class="mini" src="data:image/jpeg;base64,' in failures  # the failed job's input photo
+    assert "Still in flight" in failures and "<code>sketch-slow</code>" in failures
+
+
+@pytest.mark.parametrize(
+    ("values", "width", "counts", "overflow"),
+    [
+        ([1.0, 2.0, 3.0], 0.5, (0, 0, 1, 0, 1, 0, 1), False),
+        ([10.0] * 99 + [1000.0], 0.5, (0,) * 20 + (100,), True),
+        ([0.0], 0.0002, (1,), False),
+    ],
+)
+def test_histogram_bins_have_a_nice_width_and_outliers_share_the_last_bin(
+    values: list[float], width: float, counts: tuple[int, ...], overflow: bool
+) -> None:
+    hist = histogram(values)
+    assert hist is not None
+    assert (hist.width, hist.counts, hist.overflow) == (pytest.approx(width), counts, overflow)
+    assert sum(hist.counts) == len(values)
+
+
+def test_no_generated_job_means_no_histogram() -> None:
+    assert histogram([]) is None
+
+
+def _cli(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="batcher")
+    add_report_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["report", *argv])
+
+
+def test_cli_report_writes_report_html_beside_the_ledger(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main_report(_cli([str(run_dir / "ledger.jsonl")])) == 0
+    assert (run_dir / "report.html").is_file()
+    out = capsys.readouterr().out
+    assert out.startswith(f"Report written to {run_dir / 'report.html'} (")
+    assert "12 jobs, 10 of 10 completed jobs in the gallery; 1 files not found" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["{tmp}/missing.jsonl"], "batcher: error: ledger not found: {tmp}/missing.jsonl\n"),
+        (["{tmp}/run/ledger.jsonl", "-o", "{tmp}"], "batcher: error: {tmp} is a folder; give -o a file name"),
+        (["{tmp}/run/ledger.jsonl", "--gallery", "-1"], "batcher: error: --gallery must be 0 or more\n"),
+    ],
+)
+def test_cli_report_mistakes_are_one_line_and_exit_2(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    tmp = str(run_dir.parent)
+    assert main_report(_cli([a.format(tmp=tmp) for a in argv])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message.format(tmp=tmp)) and err.count("\n") == 1
+
+
+# --- a real browser ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's chromium, installed with apt-get when missing and we are root; else the test is skipped."""
+    if not CHROMIUM.exists():
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.skip(
+                "needs /usr/bin/chromium: run `apt-get install -y chromium` (done automatically as root)"
+            )
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env, check=False)
+            if done.returncode != 0:
+                pytest.skip(
+                    f"could not install chromium: {' '.join(cmd)} failed: {done.stderr.strip()[-300:]}"
+                )
+    return CHROMIUM
+
+
+def _browse(chromium: Path, tmp: Path, *args: str, page: Path) -> str:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        "--window-size=1280,2000",
+    ]
+    env = {**os.environ, "HOME": str(tmp)}
+    done = subprocess.run(
+        [str(chromium), *flags, *args, page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(1800)
+def test_chromium_renders_the_page_with_its_gallery_and_runs_no_ledger_script(
+    run_dir: Path, chromium: Path
+) -> None:
+    build_report(run_dir / "ledger.jsonl", run_dir / "report.html", prices=PRICES, now=0)
+    shot = run_dir / "report.png"
+    _browse(chromium, run_dir, f"--screenshot={shot}", page=run_dir / "report.html")
+    with Image.open(shot) as img:
+        assert img.format == "PNG" and img.size == (1280, 2000)
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 1_000  # text, charts and photos, not a blank page
+
+    dom = _browse(chromium, run_dir, "--dump-dom", page=run_dir / "report.html")
+    assert "<title>batcher report: ledger.jsonl</title>" in dom  # no script renamed the page
+    assert "<body>" in dom and 'data-pwned="1"' not in dom and "<script" not in dom.lower()
+    assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom  # the hostile error, as text
+    assert dom.count('<article class="card">') == 10
+    assert '<div class="tile-label">Completed</div><div class="tile-value">10</div>' in dom
+    assert '<div class="tile-label">Spend</div><div class="tile-value">$1.88</div>' in dom
+    assert dom.count('<rect class="bar"') >= 6

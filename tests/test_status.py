@@ -1,0 +1,353 @@
+"""``batcher status``: what a ledger says, read in one pass without the lock, agreeing with the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batcher.cli_inspect import add_status_parser, main_status
+from batcher.errors import LedgerError
+from batcher.fold import LedgerFold
+from batcher.ledger import Ledger, read_records
+from batcher.state import replay
+from batcher.status import (
+    IN_FLIGHT_CAP,
+    human_duration,
+    ledger_status,
+    normalise_error,
+    price,
+    render_status_text,
+    status_json,
+    summarize,
+)
+
+from .ledger_builder import PRICES, T0, LedgerBuilder
+
+IMG = {"input_image": "https://images.example.com/cat.jpg"}
+BLOG = {"Blog_title_and_description": "Title: Hello\n\nDescription: World\n"}
+
+
+def _mixed() -> LedgerBuilder:
+    """Two runs: completions, failures, an unknown outcome, in-flight jobs, invalid rows in each run."""
+    b = LedgerBuilder().run()
+    b.invalid(
+        "old-row", 9, "input_image", "local file not found: a.png", "give an existing image file or a URL"
+    )
+    for i in range(3):
+        job = f"sketch-{i}"
+        b.tick(1).submit(job, "sketch", IMG).tick(30).generated(job).tick(1).completed(
+            job, {"image": f"o/{job}.png"}
+        )
+    b.tick(1).submit("blog-0", "blog-image", BLOG).tick(40).generated("blog-0").tick(1).completed(
+        "blog-0", {"image": "o/blog-0.png"}
+    )
+    b.tick(1).submit("sketch-f1", "sketch", IMG).tick(5)
+    b.failed("sketch-f1", f"the provider reported FAILED: request {b.request_ids['sketch-f1']} NSFW content")
+    b.tick(1).submit("sketch-f2", "sketch", IMG).tick(5)
+    b.failed("sketch-f2", f"the provider reported FAILED: request {b.request_ids['sketch-f2']} NSFW content")
+    b.tick(1).submitting("sketch-u", "sketch", IMG).tick(60).line(
+        "sketch-u", "submit_unknown", error="HTTP 502"
+    )
+    b.tick(3600).run()  # second run: resubmits the unknown one, leaves two in flight
+    b.invalid("row-7", 7, "title", "is missing or empty", "give title")
+    b.tick(1).submit("sketch-u", "sketch", IMG)
+    b.tick(1).submit("blog-1", "blog-image", BLOG).tick(2).line("blog-1", "polled", remote_status="STARTING")
+    b.tick(1).submit("raw-0", "66cec9a38aeef98f887211f1-v2", {"x": 1})
+    b.tick(1).submitting("sketch-d", "sketch", IMG).tick(1).line(
+        "sketch-d", "deferred", error="HTTP 429", retryable=True
+    )
+    return b
+
+
+def _status(tmp_path: Path, b: LedgerBuilder, now: float | None = None, **kw: Any) -> Any:
+    path = b.write(tmp_path / "ledger.jsonl")
+    return ledger_status(path, prices=PRICES, now=now if now is not None else b.now, **kw)
+
+
+def test_counts_are_by_each_jobs_last_line(tmp_path: Path) -> None:
+    report = _status(tmp_path, _mixed())
+    assert dict(report.by_state) == {"completed": 4, "failed": 2, "submitted": 2, "polled": 1, "deferred": 1}
+    assert report.jobs == 10
+
+
+def test_spend_is_billed_submissions_times_price_and_unknown_prices_are_reported_apart(
+    tmp_path: Path,
+) -> None:
+    report = _status(tmp_path, _mixed())
+    by_wf = {s.workflow: (s.submissions, s.price_usd) for s in report.spend}
+    # sketch-u was POSTed twice but only answered once: one billed submission.
+    assert by_wf == {
+        "sketch": (6, 0.1006),
+        "blog-image": (2, 0.4363),
+        "66cec9a38aeef98f887211f1-v2": (1, None),
+    }
+    assert report.spend_usd == pytest.approx(6 * 0.1006 + 2 * 0.4363)
+    assert report.unpriced_submissions == 1
+    assert report.unknown_outcomes == 1
+
+
+def test_in_flight_jobs_are_listed_oldest_first_with_their_age(tmp_path: Path) -> None:
+    b = _mixed()
+    report = _status(tmp_path, b, now=b.now + 100)
+    assert [f.job_id for f in report.in_flight] == ["sketch-u", "blog-1", "raw-0"]
+    assert report.in_flight_total == 3
+    ages = [f.age_seconds for f in report.in_flight]
+    assert ages == sorted(ages, reverse=True)
+    assert ages[-1] == pytest.approx(100 + 2.0, abs=0.01)  # raw-0 was submitted 2 s before the end
+
+
+def test_the_in_flight_list_is_capped_but_the_total_is_not(tmp_path: Path) -> None:
+    b = LedgerBuilder().run()
+    for i in range(IN_FLIGHT_CAP + 15):
+        b.tick(1).submit(f"job-{i:03d}", "sketch", IMG)
+    report = _status(tmp_path, b)
+    assert report.in_flight_total == IN_FLIGHT_CAP + 15
+    assert [f.job_id for f in report.in_flight] == [f"job-{i:03d}" for i in range(IN_FLIGHT_CAP)]
+
+
+def test_failures_differing_only_in_request_ids_are_one_reason(tmp_path: Path) -> None:
+    report = _status(tmp_path, _mixed())
+    assert report.failed_jobs == 2
+    assert len(report.failures) == 1
+    group = report.failures[0]
+    assert group.count == 2 and group.statuses == ("failed",) and group.retryable == 0
+    assert group.message == "the provider reported FAILED: request … NSFW content"
+    assert group.examples == ("sketch-f1", "sketch-f2")
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        (
+            "HTTP 500 on poll: request 4f1c0c7e9a3b4d2e8f6a5b4c3d2e1f00 failed",
+            "HTTP 500 on poll: request … failed",
+        ),
+        ("gateway id 123e4567-e89b-12d3-a456-426614174000", "gateway id …"),
+        ("retry after 12.5 s", "retry after N s"),
+        ("gave up after 5 tries:\n  HTTP 502", "gave up after 5 tries: HTTP 502"),
+        (None, "(no error message)"),
+        ("   ", "(no error message)"),
+        ("x" * 400, "x" * 299 + "…"),
+    ],
+)
+def test_error_messages_are_normalised_for_grouping(raw: str | None, normalised: str) -> None:
+    assert normalise_error(raw) == normalised
+
+
+def test_only_the_last_runs_invalid_rows_are_shown(tmp_path: Path) -> None:
+    report = _status(tmp_path, _mixed())
+    assert report.invalid_total == 1
+    assert [(r.row_id, r.line, r.field) for r in report.invalid_rows] == [("row-7", 7, "title")]
+
+
+def test_next_run_counts_what_each_job_needs(tmp_path: Path) -> None:
+    report = _status(tmp_path, _mixed())
+    # 3 in flight → attach; sketch-d deferred → submit; failures are permanent.
+    assert dict(report.next_run) == {"attach": 3, "download": 0, "unknown": 0, "submit": 1}
+    again = _status(tmp_path, _mixed(), retry_failed=True)
+    assert dict(again.next_run) == {"attach": 3, "download": 0, "unknown": 0, "submit": 3}
+
+
+def test_first_and_last_times_runs_and_active_time(tmp_path: Path) -> None:
+    b = _mixed()
+    report = _status(tmp_path, b)
+    assert report.first_ts == "2026-11-21T00:00:00.000Z"
+    assert report.last_ts == b.records[-1]["ts"]
+    assert len(report.runs) == 2
+    first, second = report.runs
+    assert first.seconds == pytest.approx(
+        sum([1, 0.3, 30, 1] * 3, 0) + 1 + 0.3 + 40 + 1 + 2 * (1 + 0.3 + 5) + 1 + 60
+    )
+    assert second.submissions == 3 and first.submissions == 6
+    assert report.active_seconds == pytest.approx(first.seconds + second.seconds)
+
+
+def test_status_reads_a_ledger_a_running_batch_holds_locked_and_ignores_its_torn_tail(tmp_path: Path) -> None:
+    path = _mixed().write(tmp_path / "ledger.jsonl")
+    with Ledger.open(path):
+        with path.open("ab") as fh:
+            fh.write(b'{"ts":"2026-11-21T02:00:00.000Z","job_id":"sketch-0","status":"fai')  # mid-write
+        report = ledger_status(path, prices=PRICES, now=T0)
+    assert report.by_state["completed"] == 4
+
+
+def test_a_missing_ledger_or_a_file_that_is_not_one_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="ledger not found"):
+        ledger_status(tmp_path / "nope.jsonl", prices=PRICES, now=T0)
+    with pytest.raises(LedgerError, match="not a ledger file"):
+        ledger_status(tmp_path, prices=PRICES, now=T0)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\nworld\n")
+    with pytest.raises(LedgerError, match="not a batcher ledger"):
+        ledger_status(notes, prices=PRICES, now=T0)
+
+
+def test_an_empty_ledger_is_an_empty_report(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    path.touch()
+    report = ledger_status(path, prices=PRICES, now=T0)
+    assert report.jobs == 0 and report.lines == 0 and report.runs == ()
+    assert "Jobs      0" in render_status_text(report)
+
+
+def test_text_is_aligned_and_ledger_text_cannot_send_terminal_escapes(tmp_path: Path) -> None:
+    b = LedgerBuilder().run().submit("evil\x1b[2J", "sketch", IMG).tick(2)
+    b.failed("evil\x1b[2J", "boom \x1b]0;pwned\x07 <script>alert(1)</script>")
+    text = render_status_text(_status(tmp_path, b))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "boom ?]0;pwned? <script>alert(1)</script>" in text
+    assert "Spend     $0.10 at list prices for 1 billed submission" in text.splitlines()
+    assert "  sketch  1  x $0.1006 = $0.10" in text.splitlines()
+
+
+def test_the_text_has_every_section_with_its_numbers_in_one_column(tmp_path: Path) -> None:
+    text = render_status_text(_status(tmp_path, _mixed()))
+    lines = text.splitlines()
+    for expected in (
+        "Lines     37 in 2 runs, 2026-11-21 00:00:00 UTC to 2026-11-21 01:03:40 UTC (active 3m 41s)",
+        "Jobs      10",
+        "  completed                              4   40.0%",
+        "Spend     $1.48 at list prices for 9 billed submissions",
+        "  sketch                                 6  x $0.1006 = $0.60",
+        "  66cec9a38aeef98f887211f1-v2            1  (price unknown)",
+        "  POST outcome unknown                   1  (may have been billed)",
+        "Next run  4 known jobs would run",
+        "  re-attach (poll again, never re-POST)  3",
+        "In flight 3 submitted, not finished",
+        "  sketch-u  sketch                       submitted 2026-11-21 01:03:34 UTC  age 7s",
+        "Failures  2 jobs did not complete, 1 reason shown",
+        "  2  failed: the provider reported FAILED: request … NSFW content",
+        "Invalid   1 manifest row refused by the last run",
+        "  /data/jobs.jsonl:7  title: is missing or empty (give title)",
+    ):
+        assert expected in lines, expected
+
+
+def test_json_is_plain_data_with_every_number(tmp_path: Path) -> None:
+    data = status_json(_status(tmp_path, _mixed()))
+    again = json.loads(json.dumps(data))
+    assert again["jobs"] == 10
+    assert again["spend"]["submissions"] == 9 and again["spend"]["unpriced_submissions"] == 1
+    assert again["next_run"] == {
+        "total": 4,
+        "retry_failed": False,
+        "attach": 3,
+        "download": 0,
+        "unknown": 0,
+        "submit": 1,
+    }
+    assert again["in_flight"]["total"] == 3 and again["in_flight"]["oldest"][0]["job_id"] == "sketch-u"
+    assert again["failures"]["groups"][0]["count"] == 2
+    assert again["invalid"]["rows"][0]["row_id"] == "row-7"
+    assert again["runs"]["count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (0, "0s"),
+        (59.4, "59s"),
+        (61, "1m 01s"),
+        (3600 * 5 + 120, "5h 02m"),
+        (86400 * 2 + 3 * 3600, "2d 03h"),
+    ],
+)
+def test_durations_read_like_a_person_would_write_them(seconds: float | None, text: str) -> None:
+    assert human_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("usd", "text"),
+    [(0.1006, "$0.1006"), (0.4363, "$0.4363"), (2, "$2.00"), (0.5, "$0.50"), (None, "unknown")],
+)
+def test_unit_prices_keep_their_tenths_of_a_cent(usd: float | None, text: str) -> None:
+    assert price(usd) == text
+
+
+STATUSES = [
+    "submitting",
+    "submitted",
+    "submit_unknown",
+    "deferred",
+    "polled",
+    "generated",
+    "completed",
+    "download_failed",
+    "failed",
+    "expired",
+    "newer-status",
+]
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> list[dict[str, Any]]:
+    out = []
+    for _ in range(draw(st.integers(0, 40))):
+        status = draw(st.sampled_from(STATUSES))
+        rec: dict[str, Any] = {
+            "ts": "2026-11-21T00:00:00.000Z",
+            "job_id": draw(st.sampled_from("abcde")),
+            "status": status,
+        }
+        if status == "submitting":
+            rec["workflow"] = draw(st.sampled_from(["sketch", "blog-image"]))
+        if status == "submitted" and draw(st.booleans()):
+            rec["poll_url"] = "https://api.segmind.com/workflows/request/x"
+        if draw(st.booleans()):
+            rec["retryable"] = draw(st.booleans())
+            rec["error"] = "boom"
+        out.append(rec)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(_records(), st.booleans())
+def test_the_lean_fold_agrees_with_the_engines_replay_on_every_jobs_next_step(
+    records: list[dict[str, Any]], retry_failed: bool
+) -> None:
+    state = replay(records)
+    fold = LedgerFold()
+    for rec in records:
+        fold.apply(rec)
+    fold.finish()
+    report = summarize(fold, ledger="l", prices=PRICES, now=T0, retry_failed=retry_failed)
+    expected: dict[str, int] = {"attach": 0, "download": 0, "unknown": 0, "submit": 0}
+    for job in state.jobs.values():
+        step = job.next_step(retry_failed=retry_failed).value
+        if step != "nothing":
+            expected[step] += 1
+    assert dict(report.next_run) == expected
+    assert sum(report.by_state.values()) == len(state.jobs)
+    assert {j: s.status for j, s in state.jobs.items()} == {j: f.status for j, f in fold.jobs.items()}
+
+
+def _cli(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="batcher")
+    add_status_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["status", *argv])
+
+
+def test_cli_status_prints_text_or_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _mixed().write(tmp_path / "ledger.jsonl")
+    assert main_status(_cli([str(path)])) == 0
+    assert "Jobs      10" in capsys.readouterr().out
+    assert main_status(_cli([str(path), "--json", "--retry-failed"])) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["next_run"]["submit"] == 3
+    assert len(list(read_records(path))) == len(_mixed().records)  # status wrote nothing
+
+
+def test_cli_status_on_a_missing_ledger_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main_status(_cli([str(tmp_path / "missing.jsonl")])) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"batcher: error: ledger not found: {tmp_path / 'missing.jsonl'}\n"
