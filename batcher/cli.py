@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
+import json
 import logging
 import os
 import signal
@@ -17,11 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from rich.logging import RichHandler
 
-from .config import Settings, load_settings
+from .cli_inspect import add_report_parser, add_status_parser, main_report, main_status
+from .clock import SystemClock
+from .config import Settings, load_settings, with_paths
 from .dryrun import DryRunReport, dry_run, render_dry_run
 from .engine import ExitCode, RunResult, run_batch
 from .errors import BatcherError, ConfigError, LedgerLockedError
+from .ledger import utc_iso
+from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
 from .summary import render_summary
 from .workflows import load_workflows
 
@@ -105,6 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
+    run.add_argument(
+        "--progress",
+        choices=["auto", "rich", "plain", "json", "quiet"],
+        default="auto",
+        help="live display: rich on a terminal, a plain line every 30 s otherwise (auto)",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object per event on stderr",
+    )
+    add_status_parser(sub)
+    add_report_parser(sub)
     emu = sub.add_parser("emulator", help="serve the Segmind API emulator")
     from .emulator.cli import add_arguments
 
@@ -136,27 +158,70 @@ def _share(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a share such as 0.2 or 20%") from None
 
 
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("batcher: %(message)s"))
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per log event (``--log-format json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = {
+            "ts": utc_iso(record.created),
+            "level": record.levelname.lower(),
+            "event": "log",
+            "message": record.getMessage(),
+        }
+        return json.dumps(event, ensure_ascii=False)
+
+
+def _setup_logging(args: argparse.Namespace, display: Display | None) -> None:
     root = logging.getLogger("batcher")
+    handler: logging.Handler
+    if isinstance(display, RichDisplay):
+        # Log lines print above the live panel instead of tearing it.
+        handler = RichHandler(console=display.console, show_time=False, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        json_logs = getattr(args, "log_format", "text") == "json"
+        handler.setFormatter(_JsonFormatter() if json_logs else logging.Formatter("batcher: %(message)s"))
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    level = logging.INFO
+    if getattr(args, "verbose", False):
+        level = logging.DEBUG
+    elif getattr(args, "quiet", False):
+        level = logging.WARNING
+    root.setLevel(level)
     root.propagate = False
 
 
-@contextlib.asynccontextmanager
-async def _emulated(settings: Settings) -> AsyncIterator[Settings]:
-    """The settings pointed at an in-process emulator, for as long as the block runs."""
-    from .emulator import EmulatorConfig, run_emulator
+def _progress_mode(args: argparse.Namespace) -> str:
+    if args.quiet:
+        return "quiet"
+    if args.log_format == "json" and args.progress == "auto":
+        return "json"
+    return resolve_mode(args.progress, sys.stderr)
 
+
+@contextlib.asynccontextmanager
+async def _emulated(settings: Settings, manifests: list[Path]) -> AsyncIterator[Settings]:
+    """The settings pointed at an in-process emulator, for as long as the block runs.
+
+    The emulator remembers its requests in ``<ledger folder>/emulator`` (unless ``emulator:``
+    sets ``state_dir``) and comes back on the port it had, so a killed run's jobs resume.
+    """
+    from .emulator import EmulatorConfig, remembered_port, run_emulator
+
+    options = dict(settings.emulator)
+    if options.get("state_dir") is None:
+        ledger = with_paths(settings, manifests).ledger.path
+        assert ledger is not None
+        options["state_dir"] = str(ledger.parent / "emulator")
     try:
-        config = EmulatorConfig(**dict(settings.emulator))
+        config = EmulatorConfig(**options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(
             str(exc), key="emulator", fix="see `batcher emulator --help` for its options"
         ) from None
-    async with run_emulator(config) as emu:
+    assert config.state_dir is not None
+    async with run_emulator(config, port=remembered_port(config.state_dir), port_fallback=True) as emu:
         api = dataclasses.replace(
             settings.api, base_url=emu.base_url, api_key=settings.api.api_key or EMULATOR_KEY
         )
@@ -185,14 +250,18 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport:
         tg.start_soon(on_signals, tg.cancel_scope)
         async with contextlib.AsyncExitStack() as stack:
             if args.emulator:
-                settings = await stack.enter_async_context(_emulated(settings))
+                settings = await stack.enter_async_context(_emulated(settings, args.manifests))
             elif not settings.api.api_key:
                 raise ConfigError(
                     "no API key",
                     key="SEGMIND_API_KEY",
                     fix="export SEGMIND_API_KEY=..., set api.api_key in --config, or use --emulator",
                 )
-            result = await run_batch(settings, args.manifests, registry=registry, interrupt=interrupt)
+            display: Display = args.display
+            show = functools.partial(run_progress, clock=SystemClock(), display=display)
+            result = await run_batch(
+                settings, args.manifests, registry=registry, interrupt=interrupt, progress=show
+            )
         tg.cancel_scope.cancel()
     return result
 
@@ -211,7 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .emulator.cli import main as emulator_main
 
         return emulator_main(args)
-    _setup_logging(getattr(args, "verbose", False))
+    if args.command == "status":
+        return main_status(args)
+    if args.command == "report":
+        return main_report(args)
+    args.display = make_display(_progress_mode(args), sys.stderr)
+    _setup_logging(args, args.display)
     try:
         result = anyio.run(_run, args)
     except BaseException as raised:

@@ -63,6 +63,9 @@ class PollSettings:
     interval: float = 7.0
     #: Seconds from submit to the first poll; ``None`` means ``interval``.
     first_delay: float | None = None
+    #: "adaptive" times polls from learned durations and the budget (``interval`` is only the
+    #: first guess); "fixed" polls every ``interval``.
+    policy: str = "adaptive"
 
 
 @dataclass(frozen=True)
@@ -380,6 +383,12 @@ def validate(s: Settings, *, source: str) -> None:
     need(s.poll.interval > 0, "poll.interval", "must be positive", "seconds, e.g. 7")
     first = s.poll.first_delay
     need(first is None or first >= 0, "poll.first_delay", "must not be negative", "seconds, e.g. 7")
+    need(
+        s.poll.policy in ("adaptive", "fixed"),
+        "poll.policy",
+        f"{s.poll.policy!r} is not a choice",
+        "adaptive or fixed",
+    )
     need(s.retry.max_attempts >= 1, "retry.max_attempts", "must be at least 1", "e.g. 5")
     need(
         0 < s.retry.base_delay <= s.retry.max_delay,

@@ -1,10 +1,15 @@
 """What batcher has learned of how long each workflow's jobs take (pure; time is an argument).
 
 A poll only brackets a job's duration: it finished after the last poll that found it unfinished
-(``lower``) and by the poll that found it done (``upper``). The model keeps a bounded window of
-recent brackets per workflow and answers quantiles from them, so policies can time their polls
-and the runtime guard can tell how long in-flight work will take. The ledger of earlier runs
-seeds it (``submitted`` → ``generated`` times), so a nightly run starts knowing its workflows.
+(``lower``) and by the poll that found it done (``upper``). Only *tight* brackets (``upper`` within
+``TIGHT`` times ``lower``) say where a duration lies; a first poll that finds a job done says
+only "by then". So the model keeps tight brackets for quantiles, and the upper bounds of all of
+them for the cruder question "how late is surely late enough". Sparse polling produces few tight
+brackets, and mostly in the upper tail; to keep that from dragging the quantiles up, the first
+``CORE`` tight brackets of a workflow are kept for good beside a window of recent ones.
+
+The ledger of earlier runs seeds the model (``generated`` lines carry the bracket), so a nightly
+run starts knowing its workflows.
 """
 
 from __future__ import annotations
@@ -12,51 +17,79 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+#: A bracket is tight when upper <= TIGHT * lower.
+TIGHT = 1.6
+#: Tight brackets kept for good per workflow, and recent ones kept besides.
+CORE = 64
+WINDOW = 448
 
-#: Recent observations kept per workflow: enough for stable quantiles, small enough to follow drift.
-WINDOW = 512
+
+@dataclass
+class _Workflow:
+    core: list[float] = field(default_factory=list)
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    uppers: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    sorted_points: list[float] | None = None
 
 
 class DurationModel:
     """Per-workflow duration brackets and their quantiles."""
 
-    def __init__(self, window: int = WINDOW) -> None:
-        self._window = window
-        self._recent: dict[str, deque[tuple[float, float]]] = {}
-        self._sorted: dict[str, list[float]] = {}
+    def __init__(self) -> None:
+        self._wf: dict[str, _Workflow] = {}
 
     def observe(self, workflow: str, lower: float, upper: float) -> None:
         """A job of ``workflow`` finished after ``lower`` and by ``upper`` seconds."""
+        upper = max(0.0, upper)
         lower = max(0.0, min(lower, upper))
-        recent = self._recent.setdefault(workflow, deque())
-        recent.append((lower, upper))
-        if len(recent) > self._window:
-            recent.popleft()
-        self._sorted.pop(workflow, None)
+        wf = self._wf.setdefault(workflow, _Workflow())
+        wf.uppers.append(upper)
+        if lower > 0 and upper <= TIGHT * lower:
+            point = (lower * upper) ** 0.5  # geometric midpoint: durations are log-normal-ish
+            if len(wf.core) < CORE:
+                wf.core.append(point)
+            else:
+                wf.recent.append(point)
+            wf.sorted_points = None
 
-    def count(self, workflow: str) -> int:
-        return len(self._recent.get(workflow, ()))
+    def tight(self, workflow: str) -> int:
+        """How many tight brackets the model has for ``workflow``."""
+        wf = self._wf.get(workflow)
+        return len(wf.core) + len(wf.recent) if wf else 0
+
+    def _points(self, workflow: str) -> list[float]:
+        wf = self._wf.get(workflow)
+        if wf is None:
+            return []
+        if wf.sorted_points is None:
+            wf.sorted_points = sorted([*wf.core, *wf.recent])
+        return wf.sorted_points
 
     def quantile(self, workflow: str, q: float) -> float | None:
-        """The ``q`` quantile of durations (bracket midpoints), or None before any observation."""
-        points = self._sorted.get(workflow)
-        if points is None:
-            recent = self._recent.get(workflow)
-            if not recent:
-                return None
-            points = sorted((lo + hi) / 2.0 for lo, hi in recent)
-            self._sorted[workflow] = points
+        """The ``q`` quantile of durations from tight brackets, or None before any."""
+        points = self._points(workflow)
+        if not points:
+            return None
         index = min(len(points) - 1, max(0, int(q * len(points))))
         return points[index]
 
     def cdf(self, workflow: str, t: float) -> float | None:
-        """The share of observed jobs that had finished by ``t`` seconds (None: nothing known)."""
-        if self.quantile(workflow, 0.5) is None:
+        """The share of jobs that had finished by ``t`` seconds (None: nothing known)."""
+        points = self._points(workflow)
+        if not points:
             return None
-        points = self._sorted[workflow]
         return bisect.bisect_right(points, t) / len(points)
+
+    def upper_median(self, workflow: str) -> float | None:
+        """The median of every bracket's upper bound: "done by then" for half the jobs."""
+        wf = self._wf.get(workflow)
+        if wf is None or not wf.uppers:
+            return None
+        ordered = sorted(wf.uppers)
+        return ordered[len(ordered) // 2]
 
     def seed_from_ledger(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Learn from earlier runs' ledger lines; returns how many jobs were learned from.

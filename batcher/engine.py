@@ -13,7 +13,7 @@ import enum
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .ledger import Ledger, parse_iso
 from .manifest import check_manifest_paths, read_manifests
 from .outputs import OutputRef
-from .pollpolicy import FixedInterval, PollPolicy
+from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
+from .progress import Snapshot, snapshot_from
 from .ratecontrol import AdaptiveRate, RateController
 from .scheduler import Job, Scheduler
 from .state import LedgerState, Next
@@ -85,8 +86,11 @@ def make_rate(settings: Settings, rng: random.Random) -> RateController:
     )
 
 
-def make_polls(settings: Settings, durations: DurationModel) -> PollPolicy:
-    return FixedInterval(settings.poll.interval, settings.poll.first_delay)
+def make_polls(settings: Settings, durations: DurationModel, pressure: Callable[[], float]) -> PollPolicy:
+    p = settings.poll
+    if p.policy == "fixed":
+        return FixedInterval(p.interval, p.first_delay)
+    return AdaptivePolls(durations, guess=p.first_delay or p.interval, pressure=pressure)
 
 
 async def run_batch(
@@ -99,6 +103,7 @@ async def run_batch(
     interrupt: anyio.Event | None = None,
     rate: RateController | None = None,
     polls: PollPolicy | None = None,
+    progress: Callable[[Callable[[], Snapshot]], Coroutine[Any, Any, None]] | None = None,
 ) -> RunResult:
     """Run (or resume) the manifests' jobs. Raises UsageError/LedgerError before doing anything."""
     clock = clock or SystemClock()
@@ -139,13 +144,31 @@ async def run_batch(
             state,
             durations,
             rate or make_rate(settings, rng),
-            polls or make_polls(settings, durations),
+            polls,
         )
+        run.progress = progress
+        run.total = estimate_rows(manifests)
         result = await run.go(interrupt or anyio.Event())
         result.repaired_bytes = ledger.repaired_bytes
         return result
     finally:
         ledger.close()
+
+
+def estimate_rows(manifests: Sequence[Path]) -> int | None:
+    """Rows in the manifests by counting lines (fast, no parsing), for the ETA; None for YAML."""
+    total = 0
+    for path in manifests:
+        suffix = path.suffix.lower()
+        if suffix not in (".jsonl", ".csv", ".txt"):
+            return None
+        try:
+            with path.open("rb") as fh:
+                lines = sum(1 for line in fh if line.strip() and not line.startswith(b"#"))
+        except OSError:
+            return None
+        total += lines - 1 if suffix == ".csv" else lines
+    return total
 
 
 def _tee(
@@ -169,7 +192,7 @@ class _Run:
         state: LedgerState,
         durations: DurationModel,
         rate: RateController,
-        polls: PollPolicy,
+        polls: PollPolicy | None,
     ) -> None:
         self.s = settings
         self.manifests = manifests
@@ -187,12 +210,25 @@ class _Run:
             concurrency=settings.concurrency,
             max_requests=settings.api.max_connections,
         )
-        self.polls = polls
+        self.polls = polls or make_polls(settings, durations, lambda: self.sched.pressure)
         self.interrupted = False
         #: Set when --max-runtime ended the run with jobs still in flight.
         self.out_of_time = False
         self.deadline: float | None = None
         self.sched.guards.extend(self._guards())
+        #: Shows snapshots while the run goes (cancelled, with a last update, when it ends).
+        self.progress: Callable[[Callable[[], Snapshot]], Coroutine[Any, Any, None]] | None = None
+        #: Rows in the manifests, estimated up front for the progress display's ETA.
+        self.total: int | None = None
+
+    def snapshot(self) -> Snapshot:
+        return snapshot_from(
+            self.stats,
+            now=self.clock.monotonic(),
+            total=self.total,
+            in_flight=self.sched.in_flight,
+            rate=self.sched.rate.rate,
+        )
 
     def _guards(self) -> list[SubmitGuard]:
         lim = self.s.limits
@@ -243,6 +279,8 @@ class _Run:
                 tg.start_soon(self._watch, interrupt, tg.cancel_scope)
                 if self.deadline is not None:
                     tg.start_soon(self._window, self.deadline, tg.cancel_scope)
+                if self.progress is not None:
+                    tg.start_soon(self.progress, self.snapshot)
                 async with anyio.create_task_group() as work:
                     for _ in range(s.output.concurrency):
                         work.start_soon(self._downloader, receive.clone(), saver)

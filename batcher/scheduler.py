@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 Action = Literal["submit", "poll"]
 
+#: How fast the pressure estimate follows: about the last 20 requests.
+PRESSURE_GAIN = 0.05
+
 
 @dataclass(slots=True, eq=False)
 class Job:
@@ -133,6 +136,9 @@ class Scheduler:
         self._active: dict[Action, int] = {"submit": 0, "poll": 0}
         self._idle_submits = anyio.Event()
         self._idle_submits.set()
+        #: How contested the request budget is: 0, requests to spare; 1, every one waited.
+        self.pressure = 0.0
+        self._contended = False
         #: Jobs submitted (or being submitted) and not finished at the provider.
         self.in_flight = 0
         self.unsent: list[Job] = []
@@ -243,6 +249,7 @@ class Scheduler:
                     continue
                 wait = self.rate.wait_time(now)
                 if wait > 0:
+                    self._contended = True  # work was ready and had to wait for budget
                     await self._sleep(wait)
                     continue
                 if due:
@@ -263,6 +270,9 @@ class Scheduler:
                     self.in_flight += 1
                 await self._request_slots.acquire()
                 self.rate.acquire(self.clock.monotonic())
+                # Pressure: the share of recent requests that waited for budget (EWMA).
+                self.pressure += PRESSURE_GAIN * (float(self._contended) - self.pressure)
+                self._contended = False
                 self._begin(action)
                 if self.on_dispatch is not None:
                     # Synchronous, before the next decision: guards see this request counted.

@@ -278,7 +278,7 @@ async def test_an_expired_record_marks_the_job_expired(tmp_path: Path, registry:
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
     async with _emulator(clock, duration_median=1.0, duration_spread=0.0, record_ttl=0.5) as emu:  # type: ignore[attr-defined]
-        settings = settings_for(emu.base_url, tmp_path, **{"poll.first_delay": 5.0})
+        settings = settings_for(emu.base_url, tmp_path, **{"poll.first_delay": 5.0, "poll.policy": "fixed"})
         result = await run(settings, [manifest], registry, clock)
     assert result.stats.outcomes["expired"] == 2 and result.exit_code is ExitCode.FAILED
 
