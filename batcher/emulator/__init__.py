@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from .app import create_app
 from .config import EmulatorConfig
+from .persist import remembered_port
 from .server import RunningEmulator, run_emulator
 from .state import EmulatorState
 
-__all__ = ["EmulatorConfig", "EmulatorState", "RunningEmulator", "create_app", "run_emulator"]
+__all__ = [
+    "EmulatorConfig",
+    "EmulatorState",
+    "RunningEmulator",
+    "create_app",
+    "remembered_port",
+    "run_emulator",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,11 +20,13 @@ from .catalog import InputError, canonical_input, check_inputs, input_hash, look
 from .config import EmulatorConfig
 from .faults import server_error_body
 from .gateway import ApiCall, api_route, json_error, plain_middleware
-from .jobs import COMPLETED, FAILED, QUEUED, Job
+from .jobs import COMPLETED, FAILED, QUEUED, Job, RenderResult, owner_of
 from .render import render_job
 from .state import STATE, EmulatorState
 
 _ASSET_NAME = re.compile(r"^\w[\w.-]*$")
+
+log = logging.getLogger("batcher.emulator")
 
 
 class RenderPool:
@@ -50,16 +53,32 @@ class RenderPool:
                 self._group = None
                 group.cancel_scope.cancel()
 
-    def spawn(self, state: EmulatorState, job: Job) -> None:
-        """Start rendering ``job``; the result lands in the store when done."""
+    def spawn(self, state: EmulatorState, job: Job, *, again: bool = False) -> None:
+        """Start rendering ``job``; the result lands in the store when done.
+
+        ``again``: a job an earlier emulator accepted but did not finish rendering.
+        """
         if self._group is None or self._limiter is None:
             raise RuntimeError("the emulator app is not running")
-        self._group.start_soon(self._render, state, job, self._limiter, name=f"render {job.request_id}")
+        self._group.start_soon(
+            self._render, state, job, self._limiter, again, name=f"render {job.request_id}"
+        )
 
     @staticmethod
-    async def _render(state: EmulatorState, job: Job, limiter: anyio.CapacityLimiter) -> None:
+    async def _render(state: EmulatorState, job: Job, limiter: anyio.CapacityLimiter, again: bool) -> None:
         result = await render_job(job, state.config, limiter)
-        state.store.rendered(job, result, state.clock.monotonic())
+        if again and result.error is not None:
+            # Its input may have been a URL of the emulator that accepted it, gone since.
+            result = RenderResult(error=f"{result.error} (rendering again after an emulator restart)")
+        now = state.clock.monotonic()
+        if state.saved is not None:
+            # On disk before any poll can see it: a COMPLETED answer's files survive a crash.
+            try:
+                result = await state.saved.record_render(job, result, now, state.clock)
+            except OSError as exc:
+                # Served from memory now; a restarted emulator renders it again.
+                log.error("emulator: cannot keep the render of %s on disk: %s", job.request_id, exc)
+        state.store.rendered(job, result, now)
 
 
 RENDERS: web.AppKey[RenderPool] = web.AppKey("renders", RenderPool)
@@ -70,6 +89,13 @@ def _origin(request: web.Request, host: str | None = None) -> str:
     if host is None:
         return f"{request.scheme}://{request.host}"
     return str(URL.build(scheme=request.scheme, host=host, port=request.url.explicit_port))
+
+
+def _poll_origin(request: web.Request, config: EmulatorConfig) -> str:
+    """Where poll_urls point: ``config.poll_origin`` when set, else the origin the client used."""
+    if config.poll_origin is not None:
+        return config.poll_origin.rstrip("/")
+    return _origin(request)
 
 
 # --- the API -------------------------------------------------------------------------------
@@ -102,6 +128,13 @@ async def submit(request: web.Request, call: ApiCall) -> web.StreamResponse:
         )
     digest = input_hash(canonical_input(workflow, inputs))
     job = state.store.submit(workflow, inputs, digest, call.api_key, now)
+    try:
+        # Durable before it is acknowledged: a restarted emulator must know every request_id.
+        await state.remember(job)
+    except OSError as exc:
+        log.error("emulator: cannot record request %s, answering 500: %s", job.request_id, exc)
+        state.store.withdraw(job)
+        return json_error(500, "Internal Server Error: the request could not be recorded")
     request.app[RENDERS].spawn(state, job)
 
     if call.faults.lost:
@@ -112,7 +145,7 @@ async def submit(request: web.Request, call: ApiCall) -> web.StreamResponse:
     return web.json_response(
         {
             "message": "Request queued",
-            "poll_url": f"{_origin(request)}/workflows/request/{job.request_id}",
+            "poll_url": f"{_poll_origin(request, state.config)}/workflows/request/{job.request_id}",
             "request_id": job.request_id,
             "status": QUEUED,
         }
@@ -127,7 +160,7 @@ async def poll(request: web.Request, call: ApiCall) -> web.StreamResponse:
     state.store.settle(now)
     job = state.store.get(request_id, now)
     # Another account's request is as unknown as one that never existed.
-    if job is None or job.api_key != call.api_key:
+    if job is None or job.owner != owner_of(call.api_key):
         return json_error(404, f"Request {request_id} not found")
     status = job.status(now)
     if status == FAILED:
@@ -167,7 +200,13 @@ async def output_file(request: web.Request) -> web.StreamResponse:
     if "Authorization" in request.headers or "x-api-key" in request.headers:
         # A client must never send its key to the output host: the stats expose one that does.
         state.events["output_download_with_credentials"] += 1
-    return web.Response(body=found.data, content_type=found.content_type)
+    data = found.data
+    if found.path is not None:
+        try:
+            data = await anyio.to_thread.run_sync(found.path.read_bytes)
+        except OSError:
+            return json_error(404, "Not Found")
+    return web.Response(body=data, content_type=found.content_type)
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
@@ -198,6 +237,7 @@ def create_app(
     Pass ``state`` to share one store with the caller (as :func:`run_emulator` does); otherwise
     one is made from ``config`` and ``clock`` (default: a real clock).
     """
+    made_here = state is None
     if state is None:
         state = EmulatorState(config or EmulatorConfig(), clock or SystemClock())
     # A body may carry a data: URI of the largest accepted image (base64 is 4/3 of the bytes).
@@ -206,6 +246,8 @@ def create_app(
     app[STATE] = state
     app[RENDERS] = RenderPool(state.config.render_threads)
     app.cleanup_ctx.append(_render_group)
+    if made_here:
+        app.on_cleanup.append(_close_state)
     router = app.router
     router.add_post("/workflows/v2/{workflow_id}", api_route("submit", submit), name="submit_v2")
     router.add_post("/workflows/{workflow_id}", api_route("submit", submit), name="submit")
@@ -217,6 +259,17 @@ def create_app(
 
 
 async def _render_group(app: web.Application) -> AsyncIterator[None]:
-    """Own the render tasks for the app's lifetime (``cleanup_ctx``)."""
-    async with app[RENDERS].running():
+    """Own the render tasks for the app's lifetime (``cleanup_ctx``).
+
+    Jobs taken over from an earlier emulator whose render never finished are rendered first.
+    """
+    renders, state = app[RENDERS], app[STATE]
+    async with renders.running():
+        for job in state.store.unrendered():
+            renders.spawn(state, job, again=True)
         yield
+
+
+async def _close_state(app: web.Application) -> None:
+    """Release the state folder of a state this app made (``on_cleanup``)."""
+    app[STATE].close()

@@ -9,7 +9,7 @@ import sys
 import anyio
 
 from ..clock import Clock, ScaledClock, SystemClock
-from ..errors import ConfigError
+from ..errors import BatcherError, ConfigError, UsageError
 from .config import DURATION_SHAPES, ERROR_SHAPES, OUTPUT_SHAPES, RATE_HEADERS, RENDER_MODES, EmulatorConfig
 from .server import run_emulator
 
@@ -55,6 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         dest="assets_dir",
         help="folder served under /assets/ (e.g. jobs/demo-images)",
+    )
+    where.add_argument(
+        "--state-dir",
+        default=None,
+        help="folder where accepted requests and outputs are kept, so a restarted emulator"
+        " still answers polls of earlier jobs (default: remember nothing)",
+    )
+    where.add_argument(
+        "--poll-origin",
+        default=None,
+        metavar="URL",
+        help="answer submits with poll_urls on this origin, e.g. http://other-host.test:1234"
+        " (to test that a client will not send its key there)",
     )
 
     rate = parser.add_argument_group("request budget (429)")
@@ -169,6 +182,9 @@ def main(args: argparse.Namespace) -> int:
         anyio.run(_serve, config, clock, args.host, args.port)
     except KeyboardInterrupt:
         pass
+    except BatcherError as exc:  # a state_dir that cannot be used, or is in use
+        print(f"batcher emulator: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
     except OSError as exc:
         print(
             f"batcher emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",

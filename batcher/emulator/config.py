@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 
@@ -119,6 +120,15 @@ class EmulatorConfig:
     #: A folder served under ``/assets/`` (e.g. jobs/demo-images), so an offline emulator can be
     #: given http input URLs that point at itself.
     assets_dir: str | None = None
+    #: Answer submits with ``poll_url``s on this origin (``scheme://host:port``) instead of the one
+    #: the client used, so a client's refusal to send its key to a foreign poll host can be tested.
+    poll_origin: str | None = None
+
+    # --- memory ---------------------------------------------------------------------------
+    #: A folder where the emulator keeps every request it accepts (journal, outputs, port), so
+    #: a new emulator on the same folder answers polls of an earlier one's jobs, as a provider
+    #: that remembers requests for days does. ``None`` forgets everything at exit.
+    state_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -173,11 +183,32 @@ class EmulatorConfig:
             _bad("api_key", "''", "give a non-empty key, or leave it unset to accept any key")
         if self.output_host is not None and (not self.output_host or "/" in self.output_host):
             _bad("output_host", self.output_host, "give a bare hostname such as localhost")
+        if self.poll_origin is not None and not _is_origin(self.poll_origin):
+            _bad(
+                "poll_origin", self.poll_origin, "give scheme://host[:port], e.g. http://other-host.test:1234"
+            )
+        if self.state_dir is not None and not str(self.state_dir).strip():
+            _bad("state_dir", self.state_dir, "give a folder, or leave it unset to remember nothing")
 
 
 def field_names() -> tuple[str, ...]:
     """Every setting's name, in declaration order (the CLI checks it offers a flag for each)."""
     return tuple(f.name for f in fields(EmulatorConfig))
+
+
+def _is_origin(text: str) -> bool:
+    """``scheme://host[:port]`` over http(s), with nothing after it but an optional slash."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and parts.path in ("", "/")
+        and not (parts.query or parts.fragment or parts.username or parts.password)
+    )
 
 
 def _bad(key: str, value: object, fix: str) -> None:

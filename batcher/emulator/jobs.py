@@ -12,12 +12,14 @@ whatever order their requests interleave in.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -77,13 +79,19 @@ def draw_fate(config: EmulatorConfig, input_hash: str, occurrence: int) -> Fate:
     )
 
 
+def owner_of(api_key: str) -> str:
+    """Whose a job is: a digest of the API key, so no key is kept (or written to disk) in clear."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Output:
-    """One output file of a job."""
+    """One output file of a job: in memory (``data``), or in a file (``path``) under state_dir."""
 
     name: str
     content_type: str
-    data: bytes
+    data: bytes = b""
+    path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,8 @@ class Job:
     inputs: dict[str, str]
     input_hash: str
     occurrence: int
-    api_key: str
+    #: :func:`owner_of` the API key that submitted it: only that key may poll it.
+    owner: str
     fate: Fate
     submitted_at: float
     start_at: float
@@ -199,7 +208,7 @@ class JobStore:
             inputs=inputs,
             input_hash=input_hash,
             occurrence=occurrence,
-            api_key=api_key,
+            owner=owner_of(api_key),
             fate=fate,
             submitted_at=now,
             start_at=start,
@@ -210,12 +219,48 @@ class JobStore:
         heapq.heappush(self._pending, (job.finish_at, self._order, job))
         return job
 
-    def reconfigure(self, config: EmulatorConfig, now: float) -> None:
+    def withdraw(self, job: Job) -> None:
+        """Forget a job just accepted whose acceptance could not be recorded (its submit fails).
+
+        Its worker booking is not given back: the pool only runs a little later than it could.
+        """
+        if self._jobs.pop(job.request_id, None) is not None:
+            self._occurrences[job.input_hash] -= 1
+            self._pending = [entry for entry in self._pending if entry[2] is not job]
+            heapq.heapify(self._pending)
+
+    def restore(self, jobs: Iterable[Job]) -> None:
+        """Take back the jobs an earlier emulator accepted (their times already on this clock).
+
+        Only into an empty store. Billing is derived again: a restored job is charged when
+        :meth:`settle` finds it completed, as it was the first time.
+        """
+        if self._jobs:
+            raise RuntimeError("restore() needs an empty job store")
+        ordered = sorted(jobs, key=lambda j: j.submitted_at)
+        for job in ordered:
+            self._jobs[job.request_id] = job
+            self._occurrences[job.input_hash] = max(self._occurrences[job.input_hash], job.occurrence + 1)
+            self._order += 1
+            heapq.heappush(self._pending, (job.finish_at, self._order, job))
+        if self._workers:
+            # The pool as those jobs left it: replay their bookings in submission order.
+            pool = [-math.inf] * len(self._workers)
+            for job in ordered:
+                heapq.heapreplace(pool, job.finish_at)
+            self._workers = pool
+
+    def unrendered(self) -> list[Job]:
+        """The jobs whose render is not in (after a restore: the ones to render again)."""
+        return [job for job in self._jobs.values() if job.render is None]
+
+    def reconfigure(self, config: EmulatorConfig, now: float) -> list[Job]:
         """Apply new settings from ``now`` on, to new jobs and to jobs not finished yet.
 
         Unfinished jobs get their draws again under the new settings (same seed, input and
         occurrence) and are booked again on the pool, running ones keeping their start: so a test
         can submit with hour-long durations, "restart" a client, then let everything finish.
+        Returns the jobs whose draws and times changed.
         """
         self.settle(now)
         self._config = config
@@ -250,6 +295,7 @@ class JobStore:
         for job in unfinished:
             self._order += 1
             heapq.heappush(self._pending, (job.finish_at, self._order, job))
+        return unfinished
 
     def rendered(self, job: Job, result: RenderResult, now: float) -> None:
         """Record that ``job``'s render is done (its files, or why it failed)."""

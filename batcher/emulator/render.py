@@ -18,7 +18,7 @@ import re
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import anyio
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageMath, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageMath, ImageOps
 
 from ..errors import BatcherError
 from ..transport import fetch_bytes
@@ -32,6 +32,9 @@ MAX_SKETCH_SIDE = 1024
 BLOG_SIZE = (1200, 630)
 #: Inputs with more pixels than this are refused before decoding (decompression bombs).
 MAX_INPUT_PIXELS = 40_000_000
+#: Grey levels a pixel may differ from its neighbourhood and still count as flat paper: the
+#: 1-4 level steps of an 8-bit gradient (a banded sky) would otherwise be drawn as lines.
+FLAT_STEP = 2
 
 
 class InputImageError(Exception):
@@ -130,18 +133,34 @@ def colour_dodge_by_table(base: Image.Image, blend: Image.Image) -> Image.Image:
     return Image.frombytes("L", base.size, pixels)
 
 
+def flatten_small_steps(gray: Image.Image, smooth: Image.Image, step: int = FLAT_STEP) -> Image.Image:
+    """``gray`` with its detail (``gray - smooth``) shrunk by ``step`` levels, and lifted by one.
+
+    Soft thresholding, as wavelet denoisers do: differences of ``step`` levels or less (the banding
+    of a smooth gradient) vanish, larger ones (edges) keep their shape, only ``step`` levels
+    weaker. The lift of one level makes flat areas dodge to exactly white: ``smooth + 1`` over a
+    divisor of ``smooth + 1``, instead of a brightness-dependent near-white that the gamma and
+    autocontrast after the dodge would stretch into visible stripes.
+    """
+    brighter = ImageChops.subtract(gray, smooth, offset=-step)  # max(0, d - step)
+    darker = ImageChops.subtract(smooth, gray, offset=-step)  # max(0, -d - step)
+    return ImageChops.subtract(ImageChops.add(smooth, brighter, offset=1), darker)
+
+
 def sketch_png(data: bytes) -> bytes:
     """A pencil sketch of the image in ``data``, as PNG (grayscale, the input's size up to 1024).
 
     The classic recipe: grayscale, invert, blur, colour-dodge the blur over the grayscale, then
-    darken the strokes so they read as graphite rather than a faint halo.
+    darken the strokes so they read as graphite rather than a faint halo. Before the dodge, tiny
+    differences from the blur are flattened (:func:`flatten_small_steps`), so a gradient sky is
+    paper, not stripes, while edges stay crisp.
     """
     image = open_image(data)
     image.thumbnail((MAX_SKETCH_SIDE, MAX_SKETCH_SIDE), Image.Resampling.LANCZOS)
     gray = ImageOps.grayscale(image)
     radius = max(2.0, min(image.size) / 60)
     blurred = ImageOps.invert(gray).filter(ImageFilter.GaussianBlur(radius))
-    sketch = _colour_dodge(gray, blurred)
+    sketch = _colour_dodge(flatten_small_steps(gray, ImageOps.invert(blurred)), blurred)
     # Gamma > 1 deepens the mid-grey strokes; autocontrast spreads them to full range.
     sketch = sketch.point([round(255 * (v / 255) ** 2.2) for v in range(256)])
     return _png(ImageOps.autocontrast(sketch, cutoff=(1, 0)))

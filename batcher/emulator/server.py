@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,10 @@ from aiohttp import web
 from ..clock import Clock, SystemClock
 from .app import create_app
 from .config import EmulatorConfig
+from .persist import remember_port
 from .state import EmulatorState
+
+log = logging.getLogger("batcher.emulator")
 
 
 @dataclass(frozen=True)
@@ -51,21 +55,51 @@ async def run_emulator(
     clock: Clock | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    port_fallback: bool = False,
     shutdown_timeout: float = 0.5,
 ) -> AsyncIterator[RunningEmulator]:
     """Serve an emulator on ``host:port`` (port 0 picks a free one) until the block exits.
 
     Use under anyio on the asyncio backend (aiohttp needs asyncio). ``shutdown_timeout`` is how
     long, in real seconds, answers still being written (say, a slow one) may take at exit.
+
+    With ``config.state_dir`` set, the emulator knows every job accepted by earlier emulators on
+    that folder, and notes the port it got there: pass ``port=remembered_port(state_dir)`` and
+    ``port_fallback=True`` to come back on the same origin, so old ``poll_url``s still work
+    (or, if that port is taken, on any free one, with a warning).
     """
     state = EmulatorState(config or EmulatorConfig(), clock or SystemClock())
-    app = create_app(state=state)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_port = runner.addresses[0][1]
-        yield RunningEmulator(base_url=f"http://{_url_host(host)}:{bound_port}", state=state)
+        app = create_app(state=state)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout)
+        await runner.setup()
+        try:
+            bound_port = await _listen(runner, host, port, port_fallback)
+            if state.config.state_dir is not None:
+                remember_port(state.config.state_dir, bound_port)
+            yield RunningEmulator(base_url=f"http://{_url_host(host)}:{bound_port}", state=state)
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        state.close()
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int, fallback: bool) -> int:
+    """Start listening on ``port`` (or any free port, if it is taken and ``fallback``); the port."""
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await site.stop()
+        if not fallback or port == 0:
+            raise
+        log.warning(
+            "emulator: port %d is taken (%s); listening on another port, so jobs submitted to"
+            " the old one cannot be resumed",
+            port,
+            exc.strerror or exc,
+        )
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+    bound: int = runner.addresses[0][1]
+    return bound

@@ -10,22 +10,39 @@ from typing import Any
 from aiohttp import web
 
 from ..clock import Clock
+from ..errors import ConfigError
 from .config import EmulatorConfig
 from .faults import RateLimiter
-from .jobs import JobStore
+from .jobs import Job, JobStore
+from .persist import StateDir
 
 
 class EmulatorState:
     """The job store, the rate limiter, the request sequence and the counters of one emulator.
 
     Tests reach it as ``running.state`` to look inside; :meth:`snapshot` is what
-    ``GET /_emulator/stats`` answers.
+    ``GET /_emulator/stats`` answers. With ``config.state_dir`` set, the store starts with every
+    job an earlier emulator on that folder accepted, and writes through to it until :meth:`close`
+    (see :mod:`batcher.emulator.persist`).
     """
 
     def __init__(self, config: EmulatorConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
         self.store = JobStore(config)
+        #: The state folder, when the emulator remembers its requests across restarts.
+        self.saved: StateDir | None = None
+        #: Jobs taken over from an earlier emulator on the same state folder.
+        self.restored = 0
+        if config.state_dir is not None:
+            saved = StateDir.open(config.state_dir)
+            try:
+                jobs = saved.load(clock)
+            except BaseException:
+                saved.close()
+                raise
+            self.store.restore(jobs)
+            self.saved, self.restored = saved, len(jobs)
         self.limiter = RateLimiter(config)
         self._sequence = itertools.count()
         #: Answers sent, by (request kind, status or "dropped").
@@ -40,10 +57,26 @@ class EmulatorState:
         full again); unfinished jobs take new draws (see :meth:`JobStore.reconfigure`).
         """
         config = dataclasses.replace(self.config, **changes)
+        if config.state_dir != self.config.state_dir:
+            raise ConfigError(
+                "cannot change while serving", key="emulator.state_dir", fix="start a new emulator"
+            )
         self.config = config
-        self.store.reconfigure(config, self.clock.monotonic())
+        changed = self.store.reconfigure(config, self.clock.monotonic())
+        if self.saved is not None and changed:
+            self.saved.record_schedules(changed, self.clock)
         self.limiter = RateLimiter(config)
         return config
+
+    async def remember(self, job: Job) -> None:
+        """Make an accepted job durable (a no-op without a state folder). Raises OSError."""
+        if self.saved is not None:
+            await self.saved.record_job(job, self.clock)
+
+    def close(self) -> None:
+        """Release the state folder, if any (the emulator stops writing through). Idempotent."""
+        if self.saved is not None:
+            self.saved.close()
 
     def next_sequence(self) -> int:
         """The number of the next API request (0, 1, 2...): what request faults are drawn from."""
@@ -70,6 +103,8 @@ class EmulatorState:
             # Jobs accepted (billed when they complete), in total and per canonical input.
             "submissions": len(store),
             "submissions_per_input": per_input,
+            # Of the submissions, those an earlier emulator on the same state_dir accepted.
+            "restored": self.restored,
             "inputs_submitted_more_than_once": sum(1 for c in per_input.values() if c > 1),
             "rate_limited": self.events["rate_limited"],
             "server_errors": self.events["server_error"],

@@ -134,10 +134,15 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def serve(config: EmulatorConfig | None = None, clock: Clock | None = None) -> AsyncIterator[Api]:
-    """An emulator on 127.0.0.1:0 and a client session for it (hand-driven clock by default)."""
+async def serve(
+    config: EmulatorConfig | None = None, clock: Clock | None = None, *, port: int = 0
+) -> AsyncIterator[Api]:
+    """An emulator on 127.0.0.1 (any free port by default) and a client session for it.
+
+    The clock is a hand-driven :class:`ManualClock` unless one is given.
+    """
     clock = clock if clock is not None else ManualClock()
-    emulator = run_emulator(config or EmulatorConfig(), clock=clock)
+    emulator = run_emulator(config or EmulatorConfig(), clock=clock, port=port)
     async with emulator as emu, aiohttp.ClientSession() as session:
         yield Api(emu, session, clock)
 

@@ -44,6 +44,16 @@ async def test_the_poll_url_follows_the_origin_the_client_used() -> None:
         assert reply.json()["poll_url"].startswith(f"http://localhost:{port}/workflows/request/")
 
 
+async def test_poll_origin_puts_poll_urls_on_another_origin_and_only_them() -> None:
+    config = EmulatorConfig(render="placeholder", poll_origin="http://other-host.test:1234/")
+    async with serve(config) as api:
+        body = await api.queued(SKETCH, sketch_input())
+        assert body["poll_url"] == f"http://other-host.test:1234/workflows/request/{body['request_id']}"
+        # The job itself is served as ever, and its outputs stay on the API's own origin.
+        finished = await api.finish(body["request_id"])
+        assert json.loads(finished["output"])[0]["value"]["data"].startswith(f"{api.base}/outputs/")
+
+
 async def test_a_job_goes_queued_processing_completed_behind_a_bounded_worker_pool() -> None:
     config = EmulatorConfig(render="placeholder", workers=1, duration_median=10.0, duration_spread=0.0)
     async with serve(config) as api:

@@ -54,6 +54,11 @@ def test_config_is_frozen() -> None:
         ({"api_key": " "}, "api_key", "non-empty"),
         ({"output_host": "http://x/"}, "output_host", "bare hostname"),
         ({"failed_http_status": 99}, "failed_http_status", "422"),
+        ({"poll_origin": "other-host.test:1234"}, "poll_origin", "scheme://host[:port]"),
+        ({"poll_origin": "ftp://other-host.test"}, "poll_origin", "scheme://host[:port]"),
+        ({"poll_origin": "http://other-host.test/api"}, "poll_origin", "scheme://host[:port]"),
+        ({"poll_origin": "http://other-host.test:99999"}, "poll_origin", "scheme://host[:port]"),
+        ({"state_dir": " "}, "state_dir", "give a folder"),
     ],
 )
 def test_invalid_settings_name_the_key_and_the_fix(settings: dict[str, object], key: str, fix: str) -> None:
@@ -159,6 +164,12 @@ def test_flags_reach_the_config() -> None:
     )
     assert (config.output_shape, config.render, config.output_host) == ("flat", "placeholder", "localhost")
     assert (config.forbidden_keys, config.rate_limit_polls, config.rate_header) == (("bad",), False, "none")
+
+
+def test_the_memory_and_poll_origin_flags_reach_the_config() -> None:
+    args = _parse("--state-dir", "runs/emu", "--poll-origin", "http://other-host.test:1234")
+    config = config_from_args(args)
+    assert (config.state_dir, config.poll_origin) == ("runs/emu", "http://other-host.test:1234")
 
 
 def test_every_setting_has_a_flag() -> None:

@@ -197,3 +197,20 @@ def test_reconfiguring_redraws_unfinished_jobs_and_rebooks_the_pool() -> None:
     assert [j.status(3705.0) for j in (done, running, queued)] == [COMPLETED] * 3
     store.settle(3705.0)
     assert store.charged == pytest.approx(3 * SKETCH.price)
+
+
+def test_restored_jobs_keep_their_times_rebuild_the_pool_and_count_their_inputs() -> None:
+    earlier = _store(workers=2)
+    jobs = [earlier.submit(SKETCH, {"input_image": "data:,a"}, "a", "k", now=0.0) for _ in range(3)]
+    for job in jobs:
+        earlier.rendered(job, DONE, now=0.0)
+    store = _store(workers=2)
+    store.restore(reversed(jobs))
+    assert store.submissions_per_input == {"a": 3}
+    assert [j.start_at for j in jobs] == [0.0, 0.0, 10.0]
+    # The pool is busy until 10 (one worker) and 20 (the other): a new job starts at 10.
+    assert store.submit(SKETCH, {"input_image": "data:,b"}, "b", "k", now=1.0).start_at == 10.0
+    store.settle(15.0)
+    assert store.charged == pytest.approx(2 * SKETCH.price)  # billed again from the times, once
+    with pytest.raises(RuntimeError):
+        store.restore(jobs)

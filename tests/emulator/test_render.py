@@ -52,6 +52,29 @@ def test_a_sketch_differs_from_the_input_but_follows_its_edges() -> None:
     assert stroke < paper - 20
 
 
+def test_a_banded_gradient_sky_sketches_to_clean_paper() -> None:
+    """The lighthouse's sky steps 1-4 grey levels every few rows; those steps once drew lines."""
+    sketch = _image(sketch_png((DEMO_IMAGES / "lighthouse.png").read_bytes()))
+    sky = sketch.crop((460, 0, 640, 320))  # right of the lighthouse, above the horizon
+    assert sky.getextrema() == (255, 255)
+    horizon = sketch.crop((0, 330, 300, 345))
+    darkest = horizon.getextrema()[0]
+    assert isinstance(darkest, int) and darkest < 60
+
+
+def test_small_steps_vanish_but_edges_stay_crisp() -> None:
+    # A gradient of 3-level steps every 8 rows, with a mid-grey square on it.
+    image = Image.new("L", (200, 200))
+    image.putdata([60 + 3 * (y // 8) for y in range(200) for _ in range(200)])
+    image.paste(20, (80, 80, 120, 120))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    sketch = _image(sketch_png(out.getvalue()))
+    assert sketch.crop((0, 0, 200, 50)).getextrema() == (255, 255)  # far from the square: paper
+    edge = sketch.crop((70, 70, 130, 130)).getextrema()[0]
+    assert isinstance(edge, int) and edge < 60  # the square's outline: a dark stroke
+
+
 def test_the_fallback_colour_dodge_matches_the_fast_one() -> None:
     from batcher.emulator.render import _colour_dodge, colour_dodge_by_table
 
