@@ -169,7 +169,7 @@ def _check_value(spec: InputSpec, value: Any, base_dir: Path | None) -> Any:
             raise InputProblem(spec.name, f"must be text, not {type(value).__name__}", "give a string")
         if spec.max_length is not None and len(value) > spec.max_length:
             raise InputProblem(
-                spec.name, f"is {len(value)} characters long", f"keep it under {spec.max_length}"
+                spec.name, f"is {len(value)} characters long", f"keep it to {spec.max_length} characters"
             )
         return value
     if kind in ("number", "integer"):

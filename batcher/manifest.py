@@ -1,0 +1,271 @@
+"""Manifests: the files that list the jobs to run, read as a stream of jobs and row errors.
+
+A manifest is chosen by its extension (any case): ``.jsonl`` (one JSON object a line), ``.csv`` (a
+header row, then one row a job), ``.yaml``/``.yml`` (a list of rows) or ``.txt`` (one image URL a
+line, for ``sketch``). A row is ``{"id": ..., "workflow": ..., "input": {...}}``, or flat with its
+inputs beside ``id`` and ``workflow``; both ``id`` and ``workflow`` are optional::
+
+    {"id": "cat-1", "workflow": "sketch", "input": {"input_image": "https://example.com/cat.jpg"}}
+    {"title": "Ten tips for bread", "description": "Sourdough for beginners"}
+
+Reading yields :class:`JobSpec` for each good row and a :class:`~batcher.errors.RowError` *value*
+for each bad one, in file order; a problem with a whole file raises
+:class:`~batcher.errors.ManifestError`. Rows are read one at a time; all that is kept of a row
+is an 8-byte hash of its id and where it was (for duplicates: about 32 bytes a row), so a
+million-row manifest reads in well under 100 MB.
+
+A row without an id gets :func:`job_id_for`: a hash of the workflow and the prepared inputs, so the
+same row is the same job in every run and every format, wherever it sits in the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError, RowError
+from .manifest_formats import (
+    KINDS,
+    KNOWN_EXTENSIONS,
+    BadRow,
+    RawRow,
+    Row,
+    check_encoding,
+    csv_rows,
+    jsonl_rows,
+    physical_lines,
+    txt_rows,
+)
+from .manifest_rows import MAX_ID_LENGTH, Refused, job_from_row, job_id_for
+from .manifest_yaml import yaml_rows
+from .workflows import Workflow, WorkflowRegistry
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "JobSpec",
+    "check_manifest_paths",
+    "job_id_for",
+    "read_manifest",
+    "read_manifests",
+]
+
+#: The workflow a ``.txt`` manifest's lines run.
+TXT_WORKFLOW = "sketch"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job read from a manifest, checked and ready to run."""
+
+    job_id: str
+    workflow: Workflow
+    #: The prepared inputs (validated, composed); local image paths are kept as written.
+    inputs: dict[str, Any]
+    #: The manifest file, as given.
+    path: str
+    #: The 1-based physical line where the row starts.
+    line: int
+    #: The manifest's folder: local image paths are relative to it.
+    base_dir: Path
+
+
+def check_manifest_paths(paths: Sequence[Path]) -> None:
+    """Refuse, before anything runs, manifests that are missing, unreadable, empty or of unknown kind."""
+    if not paths:
+        raise ManifestError("no manifest given", path="manifest", fix="give at least one manifest file")
+    seen: set[Path] = set()
+    for path in paths:
+        where = str(path)
+        try:
+            size = path.stat().st_size
+            if path.is_dir():
+                raise ManifestError(
+                    "is a folder, not a manifest file", path=where, fix=f"give a {KNOWN_EXTENSIONS} file"
+                )
+            with path.open("rb"):
+                pass
+        except FileNotFoundError as exc:
+            raise ManifestError("manifest not found", path=where, fix="check the path") from exc
+        except OSError as exc:
+            raise ManifestError(
+                f"cannot be read: {exc.strerror or exc}", path=where, fix="check the file's permissions"
+            ) from exc
+        _kind_of(path)
+        if size == 0:
+            raise ManifestError("is empty", path=where, fix="add at least one row")
+        key = path.resolve()
+        if key in seen:
+            raise ManifestError("is given twice", path=where, fix="give each manifest once")
+        seen.add(key)
+
+
+def read_manifest(path: Path, registry: WorkflowRegistry) -> Iterator[JobSpec | RowError]:
+    """Jobs and row errors of one manifest, in file order (see :func:`read_manifests`)."""
+    return read_manifests([path], registry)
+
+
+def read_manifests(paths: Sequence[Path], registry: WorkflowRegistry) -> Iterator[JobSpec | RowError]:
+    """Jobs and row errors of several manifests, in order; ids are unique across all of them.
+
+    A generator: nothing is read until it is iterated. Every whole-file problem raises
+    :class:`ManifestError` from the first ``next()``, before any row is yielded: the paths are
+    checked (:func:`check_manifest_paths`), then each file is opened and read up to its first row
+    (a CSV header, the start of a YAML list, a file with no rows). Row problems are *yielded* as
+    :class:`RowError`, never raised. (An I/O error while reading, or a YAML syntax error after
+    the first row, comes later: the first raises ManifestError, the second is a RowError that
+    says the rest of that file was not read.)
+    """
+    check_manifest_paths(paths)
+    names = [str(p) for p in paths]
+    seen = _FirstSeen(len(paths))
+    with ExitStack() as stack:
+        started: list[tuple[_Source, Iterator[Row]]] = []
+        for index, path in enumerate(paths):
+            source = _Source(names[index], index, path.parent.absolute(), names)
+            rows = _open_rows(path, registry, stack)
+            first = next(rows, None)
+            if first is None:
+                message, fix = _no_rows(_kind_of(path))
+                raise ManifestError(message, path=source.path, fix=fix)
+            started.append((source, chain([first], rows)))
+        for source, rows in started:
+            for row in rows:
+                if isinstance(row, BadRow):
+                    yield RowError(row.message, path=source.path, line=row.line, field=row.field, fix=row.fix)
+                else:
+                    yield _job(row, source, registry, seen)
+
+
+# --- one file ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    path: str
+    index: int
+    base_dir: Path
+    names: list[str]  # every manifest of the run, for "the id of other.csv:3"
+
+
+def _kind_of(path: Path) -> str:
+    kind = KINDS.get(path.suffix.lower())
+    if kind is None:
+        what = f"unknown manifest type {path.suffix!r}" if path.suffix else "has no file extension"
+        raise ManifestError(what, path=str(path), fix=f"use {KNOWN_EXTENSIONS}")
+    return kind
+
+
+def _open_rows(path: Path, registry: WorkflowRegistry, stack: ExitStack) -> Iterator[Row]:
+    """The rows of one manifest; the file stays open until ``stack`` closes."""
+    where = str(path)
+    kind = _kind_of(path)
+    if kind == "txt" and registry.get(TXT_WORKFLOW) is None:
+        raise ManifestError(
+            f"a .txt manifest makes {TXT_WORKFLOW} jobs, but no workflow named {TXT_WORKFLOW!r} is defined",
+            path=where,
+            fix=f"add jobs/{TXT_WORKFLOW}.yaml, or write the manifest as .jsonl with a workflow field",
+        )
+    try:
+        fh = stack.enter_context(path.open("rb"))
+        head = fh.peek(4)[:4]
+    except OSError as exc:
+        raise ManifestError(f"cannot be read: {exc.strerror or exc}", path=where) from exc
+    check_encoding(head, where)
+    lines = physical_lines(fh, where)
+    if kind == "jsonl":
+        return jsonl_rows(lines)
+    if kind == "csv":
+        return csv_rows(lines, where)
+    if kind == "yaml":
+        return yaml_rows(lines, where)
+    return txt_rows(lines, TXT_WORKFLOW)
+
+
+def _no_rows(kind: str) -> tuple[str, str]:
+    if kind == "txt":
+        return "has no image URLs", "put one image URL on each line"
+    if kind == "csv":
+        return "has no rows", "put a header row, then one row per job"
+    return "has no rows", "add at least one row"
+
+
+def _job(row: RawRow, source: _Source, registry: WorkflowRegistry, seen: _FirstSeen) -> JobSpec | RowError:
+    def claim(job_id: str, explicit: bool) -> None:
+        first = seen.first(job_id, row.line, source.index)
+        if first is None:
+            return
+        first_line, first_index = first
+        where = f"line {first_line}"
+        if first_index != source.index:
+            where = f"{source.names[first_index]}:{first_line}"
+        if explicit:
+            raise Refused("id", f"{job_id!r} is also the id of {where}", "give every row its own id")
+        raise Refused(
+            "", f"same workflow and inputs as {where}", "remove the repeated row, or give each its own id"
+        )
+
+    try:
+        job_id, workflow, inputs = job_from_row(row, source.base_dir, registry, claim)
+    except Refused as exc:
+        return RowError(
+            exc.message, path=source.path, line=row.line, field=exc.field, fix=exc.fix, job_id=exc.job_id
+        )
+    return JobSpec(job_id, workflow, inputs, source.path, row.line, source.base_dir)
+
+
+# --- duplicate ids ------------------------------------------------------------------------------
+
+
+class _FirstSeen:
+    """Where each job id was first seen, in about 32 bytes an id.
+
+    An open-addressing table (linear probing, load at most 1/2) of 64-bit BLAKE2b hashes of the ids,
+    in two ``array('Q')``: a dict of Python ints costs about 120 bytes an entry, 120 MB for a
+    million rows. Two different ids share a hash with probability about n²/2⁶⁵ (3·10⁻⁸ for a
+    million ids); such a pair would be reported as a duplicate.
+    """
+
+    def __init__(self, files: int, capacity: int = 1024) -> None:
+        self._files = max(files, 1)
+        self._keys = array("Q", bytes(8 * capacity))
+        self._where = array("Q", bytes(8 * capacity))
+        self._count = 0
+
+    def first(self, job_id: str, line: int, file_index: int) -> tuple[int, int] | None:
+        """Record ``job_id`` at (line, file) unless seen; if seen, where it was first."""
+        digest = hashlib.blake2b(job_id.encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "little") or 1  # 0 marks an empty slot
+        found = self._insert(key, line * self._files + file_index)
+        return None if found is None else divmod(found, self._files)
+
+    def _insert(self, key: int, where: int) -> int | None:
+        keys = self._keys
+        mask = len(keys) - 1
+        slot = key & mask
+        while True:
+            current = keys[slot]
+            if current == 0:
+                keys[slot] = key
+                self._where[slot] = where
+                self._count += 1
+                if 2 * self._count > len(keys):
+                    self._grow()
+                return None
+            if current == key:
+                return self._where[slot]
+            slot = (slot + 1) & mask
+
+    def _grow(self) -> None:
+        old_keys, old_where = self._keys, self._where
+        self._keys = array("Q", bytes(16 * len(old_keys)))
+        self._where = array("Q", bytes(16 * len(old_keys)))
+        self._count = 0
+        for key, where in zip(old_keys, old_where, strict=True):
+            if key:
+                self._insert(key, where)
