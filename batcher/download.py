@@ -124,10 +124,7 @@ class OutputSaver:
             name = f"{base}_{n}{ext}"
             n += 1
         used.add(name)
-        target = folder / name
-        if not target.resolve().is_relative_to(self._root):  # belt and braces: safe_name forbids it
-            raise UnsafeOutputError(f"output name {key!r} would leave the output folder")
-        return target
+        return folder / name
 
     async def save_all(self, job_id: str, refs: list[OutputRef]) -> list[SavedOutput]:
         """Save every output of a job, or raise DownloadFailed for the first that fails."""
@@ -151,53 +148,108 @@ class OutputSaver:
         return saved
 
     async def _save_one(self, job_id: str, ref: OutputRef, used: set[str]) -> SavedOutput:
+        """Fetch one output into memory (up to SPILL bytes; past that, stream to a file) and
+        write it, fsync it and rename it into place in one trip to a worker thread."""
         digest = hashlib.sha256()
         folder = self._out / safe_name(job_id)
-        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
         part = folder / f".{safe_name(ref.key, max_len=60)}.{os.getpid()}.part"
+        buffer: list[bytes] = []
+        held = 0
+        spill: _Spill | None = None
+
+        async def sink(chunk: bytes) -> None:
+            nonlocal held, spill
+            digest.update(chunk)
+            if spill is not None:
+                await spill.write(chunk)
+                return
+            buffer.append(chunk)
+            held += len(chunk)
+            if held > SPILL:  # a big file: stream the rest through aiofiles, not memory
+                spill = await _Spill.open(part)
+                await spill.write(b"".join(buffer))
+                buffer.clear()
+
         try:
-            async with aiofiles.open(part, "wb") as handle:
-
-                async def sink(chunk: bytes) -> None:
-                    digest.update(chunk)
-                    await handle.write(chunk)
-
-                if ref.url is None:
-                    content_type = "text/plain"
-                    data = (ref.text or "").encode()
-                    await sink(data)
-                    size = len(data)
-                elif ref.url.startswith("data:"):
-                    content_type, data = _decode_data_uri(ref.url, self._max_bytes)
-                    await sink(data)
-                    size = len(data)
-                else:
-                    got = await self._api.download(
-                        ref.url, sink, max_bytes=self._max_bytes, timeout=self._timeout
+            if ref.url is None:
+                content_type = "text/plain"
+                data = (ref.text or "").encode()
+                await sink(data)
+                size = len(data)
+            elif ref.url.startswith("data:"):
+                content_type, data = _decode_data_uri(ref.url, self._max_bytes)
+                await sink(data)
+                size = len(data)
+            else:
+                got = await self._api.download(
+                    ref.url, sink, max_bytes=self._max_bytes, timeout=self._timeout
+                )
+                if got.status != 200:
+                    gone = got.status in (403, 404, 410)
+                    raise DownloadFailed(
+                        f"{ref.key}: HTTP {got.status} fetching output"
+                        + (" (the provider keeps outputs about 7 days)" if gone else ""),
+                        retryable=not gone,
+                        job_id=job_id,
                     )
-                    if got.status != 200:
-                        gone = got.status in (403, 404, 410)
-                        raise DownloadFailed(
-                            f"{ref.key}: HTTP {got.status} fetching output"
-                            + (" (the provider keeps outputs about 7 days)" if gone else ""),
-                            retryable=not gone,
-                            job_id=job_id,
-                        )
-                    content_type, size = got.content_type, got.size
-                await handle.flush()
-                await anyio.to_thread.run_sync(os.fsync, handle.fileno())
+                content_type, size = got.content_type, got.size
             target = self._target(job_id, ref.key, _extension(ref.url, content_type), used)
-            os.replace(part, target)
+            if spill is not None:
+                await spill.close()
+                await anyio.to_thread.run_sync(_commit, self._root, part, None, target)
+            else:
+                await anyio.to_thread.run_sync(_commit, self._root, part, b"".join(buffer), target)
         finally:
+            if spill is not None:
+                await spill.close()
             if part.exists():
                 part.unlink()
-        return SavedOutput(
-            ref.key,
-            ref.url if ref.url and not ref.url.startswith("data:") else None,
-            str(target),
-            digest.hexdigest(),
-            size,
-        )
+        url = ref.url if ref.url and not ref.url.startswith("data:") else None
+        return SavedOutput(ref.key, url, str(target), digest.hexdigest(), size)
+
+
+#: Outputs up to this size are held in memory and written in one go (Segmind's are images).
+SPILL = 8 * 1024 * 1024
+
+
+class _Spill:
+    """An output too big to hold: streamed to its part file through aiofiles."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._closed = False
+
+    @classmethod
+    async def open(cls, part: Path) -> _Spill:
+        await anyio.to_thread.run_sync(lambda: part.parent.mkdir(parents=True, exist_ok=True))
+        return cls(await aiofiles.open(part, "wb"))
+
+    async def write(self, data: bytes) -> None:
+        await self._handle.write(data)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._handle.close()
+
+
+def _commit(root: Path, part: Path, data: bytes | None, target: Path) -> None:
+    """In a worker thread: write ``data`` (unless already spilled) to ``part``, fsync it, and
+    rename it to ``target``, so a file that exists under its name is complete and durable."""
+    if not target.resolve().is_relative_to(root):  # belt and braces: safe_name forbids it
+        raise UnsafeOutputError(f"output name {target.name!r} would leave the output folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if data is not None else 0)
+    fd = os.open(part, flags, 0o644)
+    try:
+        if data is not None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(part, target)
 
 
 def _decode_data_uri(uri: str, max_bytes: int) -> tuple[str, bytes]:

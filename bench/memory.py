@@ -1,0 +1,288 @@
+"""Memory of whole ``batcher run`` processes: a million-row dry run, and 10,000 jobs in flight.
+
+Targets (peak RSS of the batcher process, from ``wait4``'s ``ru_maxrss`` once it exits):
+
+- ``batcher run <1,000,000-row .jsonl> --dry-run``: under 200 MB. Rows are sketch jobs with https
+  URLs and no ids, so every id is hashed and kept for duplicate detection (the expensive path).
+- **10,000 jobs in flight**: under 300 MB. An emulator subprocess with long jobs (placeholder
+  outputs, no rate limit) and ``batcher run`` on 10,000 rows with ``--concurrency 10000`` and a
+  high ``--rate-limit``, ended by ``--max-runtime`` while every job is still running. The
+  emulator's stats must show all 10,000 submitted, each once, and all still unfinished.
+
+``--max-runtime`` also stops *submitting* early, once less than (10% of the max runtime + two
+poll intervals) is left, before any duration is known (``WindowGuard``): 45 s with 20 s polls
+leaves half a second to submit, about 1,500 jobs on this machine. Hence 60 s by default (14 s to
+submit; 10,000 take about 4 s here), and jobs of 120 s, so none can finish inside the run.
+
+    .venv/bin/python bench/memory.py [--rows 1000000] [--in-flight 10000] [--max-runtime 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+API_KEY = "sk-bench-memory-0000"
+DRY_RUN_TARGET_MB = 200
+IN_FLIGHT_TARGET_MB = 300
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_emulator(*flags: str) -> tuple[subprocess.Popen[str], str]:
+    """An emulator subprocess on a free loopback port, and its base URL once it serves."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batcher.emulator", "--port", str(port), *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "Segmind emulator serving at ..." (or EOF if it died)
+    if "serving at" not in line:
+        proc.kill()
+        raise SystemExit(f"emulator did not start: {line!r}")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def emulator_stats(base: str) -> dict[str, Any]:
+    with _NO_PROXY.open(f"{base}/_emulator/stats", timeout=30) as resp:
+        data: dict[str, Any] = json.load(resp)
+    return data
+
+
+def write_manifest(path: Path, rows: int) -> None:
+    """``rows`` distinct sketch rows with https URLs and no ids."""
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(rows):
+            row = {
+                "workflow": "sketch",
+                "input": {"input_image": f"https://images.example.com/photos/{i}.jpg"},
+            }
+            fh.write(json.dumps(row) + "\n")
+
+
+def batcher_env(base: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMIND_")}
+    env["SEGMIND_API_KEY"] = API_KEY
+    if base:
+        env["SEGMIND_API_BASE"] = base
+    return env
+
+
+@dataclass
+class Finished:
+    exit_code: int
+    seconds: float
+    peak_rss_mb: float
+    output: str
+
+
+def run_child(args: list[str], env: dict[str, str], log: Path, timeout: float, watch: Any = None) -> Finished:
+    """Run ``python -m batcher ARGS`` to its end (killed past ``timeout``): exit code, wall time,
+    and its own peak RSS (``wait4``'s rusage, the same number RUSAGE_CHILDREN gives for it).
+    ``watch()`` is called every half second while it runs."""
+    start = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batcher", *args], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > timeout:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            if watch is not None:
+                watch()
+            time.sleep(0.5)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    return Finished(proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024, log.read_text())
+
+
+def dry_run(tmp: Path, rows: int) -> tuple[Finished, float]:
+    manifest = tmp / "million.jsonl"
+    write_manifest(manifest, rows)
+    size_mb = manifest.stat().st_size / 1e6
+    done = run_child(
+        ["run", str(manifest), "--dry-run", "--ledger", str(tmp / "dry" / "ledger.jsonl")],
+        batcher_env(),
+        tmp / "dry-run.log",
+        timeout=600,
+    )
+    if done.exit_code != 0:
+        print(done.output, file=sys.stderr)
+    return done, size_mb
+
+
+@dataclass
+class InFlight:
+    run: Finished
+    submitted: int
+    unfinished: int
+    twice: int
+    polls: int
+    all_submitted_after: float | None
+
+
+def in_flight(tmp: Path, args: argparse.Namespace) -> InFlight:
+    emulator, base = start_emulator(
+        "--render", "placeholder", "--duration-median", str(args.job_seconds), "--duration-spread", "0"
+    )
+    try:
+        manifest = tmp / "in-flight.jsonl"
+        write_manifest(manifest, args.in_flight)
+        started = time.perf_counter()
+        all_in: list[float] = []
+
+        def watch() -> None:
+            if not all_in and emulator_stats(base)["submissions"] >= args.in_flight:
+                all_in.append(time.perf_counter() - started)
+
+        done = run_child(
+            [
+                "run",
+                str(manifest),
+                "--concurrency",
+                str(args.in_flight),
+                "--rate-limit",
+                "600000",
+                "--poll-interval",
+                str(args.poll_interval),
+                "--max-runtime",
+                f"{args.max_runtime:g}s",
+                "--ledger",
+                str(tmp / "run" / "ledger.jsonl"),
+                "--out",
+                str(tmp / "run" / "out"),
+                "--quiet",
+            ],
+            batcher_env(base),
+            tmp / "in-flight.log",
+            timeout=args.max_runtime + 120,
+            watch=watch,
+        )
+        stats = emulator_stats(base)
+    finally:
+        stop(emulator)
+    jobs = stats["jobs"]
+    return InFlight(
+        done,
+        stats["submissions"],
+        jobs.get("QUEUED", 0) + jobs.get("PROCESSING", 0),
+        stats["inputs_submitted_more_than_once"],
+        stats["requests"].get("poll", {}).get("200", 0),
+        all_in[0] if all_in else None,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000, help="dry-run rows (default %(default)s)")
+    parser.add_argument("--in-flight", type=int, default=10_000, help="jobs in flight (default %(default)s)")
+    parser.add_argument(
+        "--max-runtime", type=float, default=60.0, help="seconds of the in-flight run (default %(default)s)"
+    )
+    parser.add_argument("--poll-interval", type=float, default=20.0, help="(default %(default)s)")
+    parser.add_argument(
+        "--job-seconds", type=float, default=120.0, help="emulated job duration (default %(default)s)"
+    )
+    parser.add_argument("--skip-dry-run", action="store_true")
+    parser.add_argument("--skip-in-flight", action="store_true")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, str, str, str]] = []
+    ok = True
+
+    def check(name: str, value: str, target: str, passed: bool | None) -> None:
+        nonlocal ok
+        ok = ok and passed is not False
+        rows.append((name, value, target, "" if passed is None else "pass" if passed else "FAIL"))
+
+    with tempfile.TemporaryDirectory() as top:
+        tmp = Path(top)
+        if not args.skip_dry_run:
+            done, size_mb = dry_run(tmp, args.rows)
+            label = f"dry run, {args.rows:,} rows ({size_mb:.0f} MB .jsonl)"
+            check(
+                f"{label}: peak RSS",
+                f"{done.peak_rss_mb:.0f} MB",
+                f"< {DRY_RUN_TARGET_MB} MB",
+                done.peak_rss_mb < DRY_RUN_TARGET_MB,
+            )
+            check(
+                f"{label}: wall time",
+                f"{done.seconds:.1f} s ({args.rows / done.seconds:,.0f} rows/s)",
+                "",
+                None,
+            )
+            check(f"{label}: exit code", str(done.exit_code), "0", done.exit_code == 0)
+        if not args.skip_in_flight:
+            r = in_flight(tmp, args)
+            n = args.in_flight
+            label = f"{n:,} in flight"
+            check(
+                f"{label}: peak RSS",
+                f"{r.run.peak_rss_mb:.0f} MB",
+                f"< {IN_FLIGHT_TARGET_MB} MB",
+                r.run.peak_rss_mb < IN_FLIGHT_TARGET_MB,
+            )
+            check(f"{label}: submitted (emulator)", f"{r.submitted:,}", f"{n:,}", r.submitted == n)
+            check(
+                f"{label}: still running at the end (emulator)",
+                f"{r.unfinished:,}",
+                f"{n:,}",
+                r.unfinished == n,
+            )
+            check(f"{label}: inputs submitted more than once", str(r.twice), "0", r.twice == 0)
+            after = f"{r.all_submitted_after:.1f} s" if r.all_submitted_after is not None else "never"
+            check(f"{label}: all submitted after", after, "", None)
+            check(f"{label}: polls answered", f"{r.polls:,}", "", None)
+            check(f"{label}: wall time, exit code", f"{r.run.seconds:.1f} s, {r.run.exit_code}", "", None)
+            if r.submitted != n or r.run.exit_code not in (0, 1):
+                print(r.run.output, file=sys.stderr)
+
+    print(
+        f"batcher run as a subprocess; {os.cpu_count()} cores; in flight: {args.job_seconds:g} s jobs, "
+        f"--poll-interval {args.poll_interval:g} --max-runtime {args.max_runtime:g}s"
+    )
+    print()
+    print("| measurement | value | target | result |")
+    print("|---|---:|---:|---|")
+    for name, value, target, result in rows:
+        print(f"| {name} | {value} | {target} | {result} |")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

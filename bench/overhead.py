@@ -1,0 +1,450 @@
+"""Engine overhead: batcher's CPU per HTTP request against a bare aiohttp submit-and-poll loop.
+
+Target: batcher's CPU per request within 1.5x of the bare loop's, both measured in the same run
+on the same emulator. The emulator runs as a subprocess (placeholder outputs, 0.05 s jobs, no
+rate limit), so its CPU is not counted; each side's CPU is ``time.process_time()`` of this
+process (all its threads, so batcher's fsync threads count). Requests are counted by the
+emulator (``/_emulator/stats``: API requests plus output downloads), not by either client.
+
+- **bare**: N jobs, C at a time; POST, poll every 0.05 s until COMPLETED, GET each output once
+  and throw it away. Nothing written anywhere.
+- **batcher**: ``run_batch`` on a .jsonl manifest of the same inputs: fixed 0.05 s polls,
+  concurrency C, the same connection limit, a high known rate; ledger (fsynced) and outputs in
+  a temporary folder. It does more per request by design (ledger, hashing, files).
+
+Each side runs ``--repeat`` times, interleaved; the best (least CPU per request) is kept. A third
+row runs batcher with its ledger and outputs on tmpfs (``--tmpfs``, where fsync costs nothing), to
+split the price of durability from Python overhead. If the ratio misses the target (or with
+``--profile``), one more batcher run is profiled and the top functions printed: with py-spy if it
+is on PATH (``pip install py-spy``; samples the GIL holder, so it sees Python CPU of every thread
+and no waiting), else with cProfile.
+
+    .venv/bin/python bench/overhead.py [--jobs 2000] [--concurrency 64] [--repeat 2] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from batcher.config import ApiSettings, LedgerSettings, OutputSettings, PollSettings, RateSettings, Settings
+from batcher.engine import run_batch
+from batcher.workflows import load_workflows
+
+SKETCH_ID = "66cec9a38aeef98f887211f1-v1"
+API_KEY = "sk-bench-overhead-0000"
+TARGET = 1.5
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_emulator(*flags: str) -> tuple[subprocess.Popen[str], str]:
+    """An emulator subprocess on a free loopback port, and its base URL once it serves."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batcher.emulator", "--port", str(port), *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "Segmind emulator serving at ..." (or EOF if it died)
+    if "serving at" not in line:
+        proc.kill()
+        raise SystemExit(f"emulator did not start: {line!r}")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def emulator_stats(base: str) -> dict[str, Any]:
+    with _NO_PROXY.open(f"{base}/_emulator/stats", timeout=30) as resp:
+        data: dict[str, Any] = json.load(resp)
+    return data
+
+
+def image_url(i: int) -> str:
+    return f"https://example.com/i/{i}.png"
+
+
+# --- the baseline: a bare submit-and-poll loop ------------------------------------------------
+
+
+def _urls(value: Any) -> Iterator[str]:
+    """Every http(s) URL in a Segmind ``output`` (a JSON string, a list, a dict, a URL)."""
+    if isinstance(value, str):
+        if value.startswith(("http://", "https://")):
+            yield value
+        elif value[:1] in ("[", "{"):
+            yield from _urls(json.loads(value))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _urls(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _urls(item)
+
+
+async def bare_loop(base: str, jobs: int, concurrency: int, connections: int, interval: float) -> int:
+    """Run ``jobs`` sketch jobs to completion with plain aiohttp; returns how many completed."""
+    headers = {"x-api-key": API_KEY, "Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    submit_url = f"{base}/workflows/{SKETCH_ID}"
+    todo = iter(range(jobs))
+    completed = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal completed
+        for i in todo:
+            body = json.dumps({"input_image": image_url(i)})
+            async with session.post(submit_url, data=body, headers=headers) as resp:
+                answer = await resp.json()
+            poll_url = answer["poll_url"]
+            while True:
+                await asyncio.sleep(interval)
+                async with session.get(poll_url, headers=headers) as resp:
+                    status = await resp.json()
+                if status.get("status") in ("COMPLETED", "FAILED"):
+                    break
+            if status["status"] == "COMPLETED":
+                for url in _urls(status.get("output")):
+                    async with session.get(url) as resp:
+                        await resp.read()
+                completed += 1
+
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return completed
+
+
+# --- batcher ---------------------------------------------------------------------------------
+
+
+def write_manifest(path: Path, jobs: int) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(jobs):
+            row = {"id": f"job-{i:06d}", "workflow": "sketch", "input": {"input_image": image_url(i)}}
+            fh.write(json.dumps(row) + "\n")
+
+
+def batcher_settings(base: str, tmp: Path, concurrency: int, connections: int, interval: float) -> Settings:
+    return Settings(
+        api=ApiSettings(base_url=base, api_key=API_KEY, max_connections=connections),
+        # Known and far above what we send, with a burst of one concurrency's worth: the bare
+        # loop has no rate control at all, so neither side is shaped by a budget.
+        rate=RateSettings(requests_per_minute=600_000.0, burst=concurrency),
+        poll=PollSettings(interval=interval, first_delay=interval, policy="fixed"),
+        output=OutputSettings(out_dir=tmp / "out"),
+        ledger=LedgerSettings(path=tmp / "ledger.jsonl"),
+        concurrency=concurrency,
+    )
+
+
+async def batcher_run(
+    base: str, manifest: Path, tmp: Path, concurrency: int, connections: int, interval: float
+) -> int:
+    settings = batcher_settings(base, tmp, concurrency, connections, interval)
+    result = await run_batch(settings, [manifest], registry=load_workflows(), rng=random.Random(0))
+    return int(result.stats.outcomes["completed"])
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    side: str
+    wall: float
+    cpu: float
+    user: float
+    system: float
+    main_thread: float
+    api_requests: int
+    downloads: int
+    completed: int
+
+    @property
+    def requests(self) -> int:
+        return self.api_requests + self.downloads
+
+    @property
+    def us_per_request(self) -> float:
+        return self.cpu / max(1, self.requests) * 1e6
+
+
+def measure(side: str, base: str, run: Any) -> Sample:
+    before = emulator_stats(base)
+    wall0, cpu0, times0, thread0 = time.perf_counter(), time.process_time(), os.times(), time.thread_time()
+    completed = asyncio.run(run())
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    times1, thread = os.times(), time.thread_time() - thread0
+    after = emulator_stats(base)
+    return Sample(
+        side,
+        wall,
+        cpu,
+        times1.user - times0.user,
+        times1.system - times0.system,
+        thread,
+        after["api_requests"] - before["api_requests"],
+        after["output_downloads"] - before["output_downloads"],
+        completed,
+    )
+
+
+def profile_batcher(base: str, manifest: Path, args: argparse.Namespace, top: int = 10) -> None:
+    """One more batcher run, profiled: with py-spy if it is installed (sampling whichever thread
+    holds the GIL, so Python CPU of every thread and no waiting; kernel time of fsync and the
+    like is not seen, the table's user/sys split and tmpfs row show it), else with cProfile
+    (event-loop thread only, and its per-call cost inflates call-heavy code)."""
+    spy = args.py_spy or shutil.which("py-spy")
+    with tempfile.TemporaryDirectory() as tmp:
+        if spy:
+            raw = Path(tmp) / "profile.raw"
+            child = [sys.executable, __file__, "--child", base, str(manifest), tmp]
+            child += ["--concurrency", str(args.concurrency), "--connections", str(args.connections)]
+            child += ["--interval", str(args.interval)]
+            subprocess.run(
+                [
+                    spy,
+                    "record",
+                    "--gil",
+                    "--rate",
+                    "1000",
+                    "--nolineno",
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(raw),
+                    "--",
+                    *child,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            _report_samples(raw, top)
+            return
+        profiler = cProfile.Profile(time.thread_time)
+        profiler.enable()
+        asyncio.run(batcher_run(base, manifest, Path(tmp), args.concurrency, args.connections, args.interval))
+        profiler.disable()
+    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = sum(tt for _cc, _nc, tt, _ct, _callers in entries.values())
+    rows = [(ct, tt, _where(file, line, fn)) for (file, line, fn), (_cc, _nc, tt, ct, _) in entries.items()]
+    print(f"\n--- cProfile of one batcher run (install py-spy for a truer picture): {total:.2f} s ---")
+    _print_profile(rows, total, "s", top)
+
+
+def _report_samples(raw: Path, top: int) -> None:
+    """Cumulative and own shares per function from py-spy's collapsed stacks (``a;b;c 12``)."""
+    own: dict[str, float] = {}
+    cumulative: dict[str, float] = {}
+    innermost: dict[str, float] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_spy_frame(f) for f in stack.split(";")]
+        for frame in set(frames):
+            cumulative[frame] = cumulative.get(frame, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        ours = [f for f in frames if f.startswith("batcher/")]
+        if ours:
+            innermost[ours[-1]] = innermost.get(ours[-1], 0) + n
+    rows = [(cumulative[f], own.get(f, 0), f) for f in cumulative]
+    print(f"\n--- py-spy of one batcher run: {total:,} samples of the GIL holder at 1 kHz ---")
+    _print_profile(rows, total, "samples", top)
+    print(f"\ntop {top} innermost batcher functions (their own time plus the library code under them)")
+    print("| function | samples | share |")
+    print("|---|---:|---:|")
+    for where, hits in sorted(innermost.items(), key=lambda kv: kv[1], reverse=True)[:top]:
+        print(f"| {where} | {hits:,.0f} | {hits / total:.1%} |")
+
+
+def _spy_frame(frame: str) -> str:
+    """``save_all (batcher/download.py)`` → ``batcher/download.py(save_all)``."""
+    name, _, file = frame.partition(" (")
+    return _where(file.rstrip(")"), None, name)
+
+
+def _print_profile(rows: list[tuple[float, float, str]], total: float, unit: str, top: int) -> None:
+    def num(x: float) -> str:
+        return f"{x:,.0f}" if unit == "samples" else f"{x:.3f}"
+
+    def table(title: str, chosen: list[tuple[float, float, str]]) -> None:
+        print(f"\n{title}")
+        print(f"| function | own {unit} | own share | cumulative {unit} | cumulative share |")
+        print("|---|---:|---:|---:|---:|")
+        for ct, tt, where in chosen:
+            print(f"| {where} | {num(tt)} | {tt / total:.1%} | {num(ct)} | {ct / total:.1%} |")
+
+    table(
+        f"top {top} batcher functions by cumulative",
+        sorted((r for r in rows if r[2].startswith("batcher/")), reverse=True)[:top],
+    )
+    table(f"top {top} functions by own", sorted(rows, key=lambda r: r[1], reverse=True)[:top])
+    by_module: dict[str, float] = {}
+    for _ct, tt, where in rows:
+        module = where.split("(", 1)[0].split(":", 1)[0]
+        by_module[module] = by_module.get(module, 0.0) + tt
+    print(f"\ntop {top} modules by own")
+    print(f"| module | own {unit} | share |")
+    print("|---|---:|---:|")
+    for module, tt in sorted(by_module.items(), key=lambda kv: kv[1], reverse=True)[:top]:
+        print(f"| {module} | {num(tt)} | {tt / total:.1%} |")
+
+
+def _where(file: str, line: int | None, fn: str) -> str:
+    """``batcher/engine.py:394(_downloader)``, ``aiohttp/client.py(...)``, ``asyncio/...``, ``{C}``."""
+    if file == "~":
+        return f"{{C}}({fn})"
+    parts = Path(file).parts
+    short = file if not os.path.isabs(file) else Path(file).name  # py-spy's are short already
+    for anchor in ("batcher", "site-packages", "python3.11"):
+        if anchor in parts:
+            i = len(parts) - 1 - parts[::-1].index(anchor)
+            short = "/".join(parts[i:] if anchor == "batcher" else parts[i + 1 :])
+            break
+    return f"{short}:{line}({fn})" if line else f"{short}({fn})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs per run (default %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=64, help="jobs in flight (default %(default)s)")
+    parser.add_argument(
+        "--connections", type=int, default=32, help="HTTP connections, both sides (default %(default)s)"
+    )
+    parser.add_argument("--interval", type=float, default=0.05, help="poll interval, s (default %(default)s)")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs per side, best kept (default %(default)s)"
+    )
+    parser.add_argument("--profile", action="store_true", help="profile a batcher run even if on target")
+    parser.add_argument("--py-spy", metavar="PATH", help="py-spy to profile with (default: on PATH)")
+    parser.add_argument("--child", nargs=3, metavar=("BASE", "MANIFEST", "DIR"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tmpfs",
+        default="/dev/shm",
+        help="also run batcher with its ledger and outputs here, where fsync is free, to split "
+        "durability from Python overhead; '' to skip (default %(default)s)",
+    )
+    args = parser.parse_args()
+    if args.child:  # the run py-spy watches
+        base, manifest, where = args.child
+        coro = batcher_run(
+            base, Path(manifest), Path(where), args.concurrency, args.connections, args.interval
+        )
+        return 0 if asyncio.run(coro) == args.jobs else 1
+    tmpfs = Path(args.tmpfs) if args.tmpfs and os.access(args.tmpfs, os.W_OK) else None
+
+    emulator, base = start_emulator(
+        "--render", "placeholder", "--duration-median", "0.05", "--duration-spread", "0"
+    )
+    samples: list[Sample] = []
+    try:
+        with tempfile.TemporaryDirectory() as top:
+            manifest = Path(top) / "overhead.jsonl"
+            write_manifest(manifest, args.jobs)
+
+            def bare() -> Any:
+                return bare_loop(base, args.jobs, args.concurrency, args.connections, args.interval)
+
+            def engine(where: Path) -> Any:
+                return batcher_run(base, manifest, where, args.concurrency, args.connections, args.interval)
+
+            for _ in range(max(1, args.repeat)):
+                samples.append(measure("bare", base, bare))
+                with tempfile.TemporaryDirectory(dir=top) as d:
+                    samples.append(measure("batcher", base, lambda: engine(Path(d))))
+                if tmpfs is not None:
+                    with tempfile.TemporaryDirectory(dir=tmpfs) as d:
+                        samples.append(measure("batcher, tmpfs", base, lambda: engine(Path(d))))
+            disk = _filesystem(Path(top))
+            print(
+                f"{args.jobs:,} jobs, concurrency {args.concurrency}, {args.connections} connections, "
+                f"polls every {args.interval} s; emulator in a subprocess; {os.cpu_count()} cores; "
+                f"ledger and outputs on {disk} ({top})"
+            )
+            print()
+            print(
+                "| run | wall s | CPU s (user + sys) | event-loop thread CPU s | API requests | downloads "
+                "| completed | CPU µs/request |"
+            )
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for s in samples:
+                print(
+                    f"| {s.side} | {s.wall:.2f} | {s.cpu:.2f} ({s.user:.2f} + {s.system:.2f}) "
+                    f"| {s.main_thread:.2f} | {s.api_requests:,} | {s.downloads:,} "
+                    f"| {s.completed:,} | {s.us_per_request:.0f} |"
+                )
+            best = {
+                side: min((s for s in samples if s.side == side), key=lambda s: s.us_per_request)
+                for side in dict.fromkeys(s.side for s in samples)
+            }
+            bare_us = best["bare"].us_per_request
+            ratio = best["batcher"].us_per_request / bare_us
+            ok = ratio <= TARGET and all(s.completed == args.jobs for s in samples)
+            print()
+            print("| measurement | value | target | result |")
+            print("|---|---:|---:|---|")
+            for side, s in best.items():
+                print(f"| {side}: CPU per request (best of {args.repeat}) | {s.us_per_request:.0f} µs | | |")
+            if "batcher, tmpfs" in best:
+                tmp_ratio = best["batcher, tmpfs"].us_per_request / bare_us
+                print(f"| batcher on tmpfs / bare (fsync free, for diagnosis) | {tmp_ratio:.2f}x | | |")
+            print(f"| batcher / bare | {ratio:.2f}x | ≤ {TARGET}x | {'pass' if ok else 'FAIL'} |")
+            if not ok or args.profile:
+                profile_batcher(base, manifest, args)
+    finally:
+        stop(emulator)
+    return 0 if ok else 1
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/mounts), or "?"."""
+    try:
+        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return "?"
+    real = str(path.resolve())
+    best = max((m for m in mounts if real.startswith(m[1])), key=lambda m: len(m[1]), default=None)
+    return best[2] if best else "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Hostile or broken provider answers are contained: names, schemes, sizes, shapes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batcher.api import SegmindAPI
+from batcher.clock import ScaledClock, SystemClock
+from batcher.config import ApiSettings
+from batcher.download import SPILL, DownloadFailed, OutputSaver, safe_name
+from batcher.engine import ExitCode
+from batcher.outputs import OutputRef
+from batcher.transport import Transport
+from batcher.workflows import WorkflowRegistry
+
+from .support import API_KEY, SPEED, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "a/b",
+        "..",
+        ".",
+        "",
+        "a\x00b",
+        "CON",
+        "x" * 500,
+        "ü🎨",
+        "\\..\\x",
+        "-rf",
+    ],
+)
+def test_a_safe_name_stays_in_its_folder(name: str) -> None:
+    safe = safe_name(name)
+    assert "/" not in safe and "\\" not in safe and "\x00" not in safe
+    assert safe not in ("", ".", "..") and not safe.startswith((".", "-"))
+    assert len(safe) <= 90
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_different_names_never_share_a_safe_name(a: str, b: str) -> None:
+    if a != b:
+        assert safe_name(a) != safe_name(b)
+
+
+def _data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+async def _saver(tmp: Path, transport: Transport, max_bytes: int = 50 * 1024 * 1024) -> OutputSaver:
+    api = SegmindAPI(
+        transport, ApiSettings(base_url="https://api.segmind.com", api_key=API_KEY), SystemClock()
+    )
+    return OutputSaver(api, tmp / "out", max_bytes=max_bytes, timeout=10.0)
+
+
+async def test_hostile_keynames_and_job_ids_cannot_escape_the_output_folder(tmp_path: Path) -> None:
+    async with Transport() as transport:
+        saver = await _saver(tmp_path, transport)
+        refs = [
+            OutputRef("../../evil", _data_uri(b"a")),
+            OutputRef("/abs/path", _data_uri(b"b")),
+            OutputRef("../../evil", _data_uri(b"c")),
+        ]
+        saved = await saver.save_all("../../../job", refs)
+    root = (tmp_path / "out").resolve()
+    assert len({s.path for s in saved}) == 3
+    for s in saved:
+        assert Path(s.path).resolve().is_relative_to(root)
+    assert not (tmp_path / "evil").exists() and not (tmp_path.parent / "evil").exists()
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://x/y.png", "gopher://x", "javascript:alert(1)"])
+async def test_output_urls_with_other_schemes_are_refused(tmp_path: Path, url: str) -> None:
+    async with Transport() as transport:
+        saver = await _saver(tmp_path, transport)
+        with pytest.raises(DownloadFailed, match="refusing output URL with scheme") as caught:
+            await saver.save_all("job", [OutputRef("img", url)])
+    assert caught.value.retryable is False
+
+
+async def test_an_output_over_the_memory_threshold_streams_to_disk_intact(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (SPILL // 256 + 4096)
+    async with Transport() as transport:
+        saver = await _saver(tmp_path, transport)
+        [saved] = await saver.save_all("job", [OutputRef("big", _data_uri(data))])
+    assert Path(saved.path).read_bytes() == data and saved.sha256 == hashlib.sha256(data).hexdigest()
+    assert not list((tmp_path / "out").rglob("*.part"))
+
+
+async def test_outputs_over_the_size_cap_are_refused(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    from batcher.emulator import EmulatorConfig, run_emulator
+
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=1.0), clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"output.max_bytes": 10})
+        result = await run(settings, [manifest], registry, clock)
+    assert result.stats.outcomes == {"download_failed": 1}
+    [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
+    assert "cap" in failed["error"] and failed["retryable"] is False
+
+
+class Hostile:
+    """A provider that answers polls with whatever the test says (a real aiohttp server)."""
+
+    def __init__(self, answers: list[tuple[int, str, str]]) -> None:
+        self.answers = answers
+        self.polls = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/workflows/{wf}", self.submit)
+        app.router.add_get("/workflows/request/{rid}", self.poll)
+        app.router.add_get("/out/{name}", self.output)
+        return app
+
+    async def submit(self, request: web.Request) -> web.Response:
+        rid = hashlib.md5(await request.read()).hexdigest()
+        return web.json_response(
+            {
+                "request_id": rid,
+                "poll_url": f"{request.url.origin()}/workflows/request/{rid}",
+                "status": "QUEUED",
+            }
+        )
+
+    async def poll(self, request: web.Request) -> web.Response:
+        status, ctype, body = self.answers[min(self.polls, len(self.answers) - 1)]
+        self.polls += 1
+        return web.Response(
+            status=status, content_type=ctype, text=body.replace("ORIGIN", str(request.url.origin()))
+        )
+
+    async def output(self, request: web.Request) -> web.Response:
+        return web.Response(body=b"\x89PNG fake", content_type="image/png")
+
+
+async def _serve(hostile: Hostile) -> Any:
+    runner = web.AppRunner(hostile.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def test_a_poll_answer_that_is_not_json_or_of_the_wrong_shape_does_not_crash_the_run(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    completed = json.dumps(
+        {
+            "status": "COMPLETED",
+            "output": json.dumps(
+                [
+                    {"keyname": "../../../x", "value": {"data": "ORIGIN/out/a.png", "type": "image"}},
+                    {"keyname": "local", "value": {"data": "file:///etc/passwd", "type": "image"}},
+                ]
+            ),
+        }
+    )
+    hostile = Hostile(
+        [
+            (200, "text/html", "<html>not json</html>"),
+            (200, "application/json", "[1, 2, 3]"),
+            (200, "application/json", '{"no_status": true}'),
+            (200, "application/json", '{"status": 42}'),
+            (502, "text/html", "<html>bad gateway</html>"),
+            (200, "application/json", '{"status": "SOMETHING_NEW"}'),
+            (200, "application/json", completed),
+        ]
+    )
+    runner, base = await _serve(hostile)
+    try:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        settings = settings_for(base, tmp_path, **{"retry.max_attempts": 10})
+        result = await run(settings, [manifest], registry, ScaledClock(SPEED))
+    finally:
+        await runner.cleanup()
+    lines = ledger_lines(tmp_path / "ledger.jsonl")
+    assert [r["remote_status"] for r in lines if r["status"] == "polled"] == ["SOMETHING_NEW"]
+    [final] = [r for r in lines if r["status"] in ("completed", "download_failed", "failed")]
+    # The file: URL is refused; the run ends with a clear, non-retryable download failure.
+    assert final["status"] == "download_failed" and "refusing output URL" in final["error"]
+    assert result.exit_code is ExitCode.FAILED
+    assert not (tmp_path / "x.png").exists()
