@@ -122,7 +122,7 @@ class Actions:
     def _throttled(self, job: Job, exc: RateLimited, action: Action) -> None:
         self.stats.throttled += 1
         now = self.clock.monotonic()
-        resume = self.sched.rate.on_throttled(now, exc.retry_after)
+        resume = self.sched.rate.on_throttled(now, exc.retry_after, job.sent_at)
         # Spread the retries after the pause a little, so they do not all land at once.
         self.sched.schedule(job, action, resume + self.rng.uniform(0.0, 0.001))
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: A bracket is tight when upper <= TIGHT * lower.
-TIGHT = 1.6
+TIGHT = 2.05
 #: Tight brackets kept for good per workflow, and recent ones kept besides.
-CORE = 64
-WINDOW = 448
+CORE = 32
+WINDOW = 480
 
 
 @dataclass

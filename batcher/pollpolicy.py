@@ -47,9 +47,10 @@ class AdaptivePolls:
     """Polls timed from learned durations and priced by budget pressure.
 
     - **Learning** (fewer than ``min_samples`` tight brackets for the workflow): the first poll
-      comes at a quarter of the current guess and later ones every half of the job's age, which
-      brackets each duration within 1.5x. The guess starts at ``guess`` (the configured interval)
-      and follows the median upper bound seen, so a guess far too long shrinks at once.
+      comes at a quarter of the current guess and later ones at 1.5x the job's age, bracketing
+      each duration within 1.5x; when requests are contested, at half the guess and 2x the age.
+      The guess starts at ``guess`` (the configured interval), shrinks to the median "done by"
+      time seen, and becomes the median of the first tight brackets as soon as there is one.
     - **Known durations, requests to spare** (pressure 0): first poll at the 10th percentile,
       then every 10% of the job's age, so a job is noticed within about 10% of its duration.
     - **Known durations, every request contested** (pressure 1): first poll at the 85th
@@ -65,7 +66,7 @@ class AdaptivePolls:
         *,
         guess: float,
         pressure: Callable[[], float],
-        min_samples: int = 8,
+        min_samples: int = 6,
     ) -> None:
         self._durations = durations
         self._guess = guess
@@ -76,12 +77,18 @@ class AdaptivePolls:
         return self._durations.tight(workflow) >= self._min
 
     def _current_guess(self, workflow: str) -> float:
+        """The first tight brackets, as soon as there are any; before that, the configured guess,
+        cut down to the median "done by" time seen (first polls that found jobs done)."""
+        if self._durations.tight(workflow):
+            median = self._durations.quantile(workflow, 0.5)
+            assert median is not None
+            return median
         seen = self._durations.upper_median(workflow)
         return min(self._guess, seen) if seen is not None else self._guess
 
     def first_delay(self, workflow: str) -> float:
         if not self._known(workflow):
-            return self._current_guess(workflow) / 4.0
+            return self._current_guess(workflow) * _between(0.25, 0.5, self._pressure())
         q = _between(0.10, 0.85, self._pressure())
         value = self._durations.quantile(workflow, q)
         assert value is not None
@@ -90,7 +97,7 @@ class AdaptivePolls:
     def next_delay(self, workflow: str, elapsed: float, polls: int) -> float:
         floor = max(elapsed, 1e-3) * 0.02  # never a busy loop, whatever the scale
         if not self._known(workflow):
-            return max(floor, elapsed * 0.5)
+            return max(floor, elapsed * _between(0.5, 1.0, self._pressure()))
         pressure = self._pressure()
         step = elapsed * _between(0.10, 0.50, pressure)
         done = self._durations.cdf(workflow, elapsed)

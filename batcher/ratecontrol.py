@@ -13,6 +13,11 @@ from typing import Protocol
 
 from .backoff import full_jitter
 
+#: Successes between two 429s that mean we are close to the limit (a gentle step down)...
+NEAR_LIMIT_SUCCESSES = 32
+#: ...and the cut when we are not (halfway between ours and the hard cut becomes the bound).
+HARD_CUT = 0.7
+
 
 class RateController(Protocol):
     """The run's request budget."""
@@ -29,9 +34,9 @@ class RateController(Protocol):
         """An answer that was not a 429 arrived."""
         ...
 
-    def on_throttled(self, now: float, retry_after: float | None) -> float:
-        """A 429 arrived; ``retry_after`` is what the server said, if anything. Returns the
-        time until which the whole run pauses."""
+    def on_throttled(self, now: float, retry_after: float | None, sent_at: float | None = None) -> float:
+        """A 429 arrived for a request sent at ``sent_at``; ``retry_after`` is what the server
+        said, if anything. Returns the time until which the whole run pauses."""
         ...
 
     @property
@@ -91,6 +96,8 @@ class AdaptiveRate:
         self.paused_until = 0.0
         self.throttles = 0
         self._streak = 0  # consecutive 429s
+        self._last_throttle = float("-inf")
+        self._since_throttle = 0
 
     @property
     def rate(self) -> float:
@@ -114,27 +121,40 @@ class AdaptiveRate:
 
     def on_success(self, now: float) -> None:
         self._streak = 0
+        self._since_throttle += 1
         if self._ceiling is not None:
             self._rate = min(self._ceiling, self._rate * (1 + self._growth))
         elif self.learned is None:
             self._rate *= 1 + self._start_growth  # slow start: find the limit from below
         elif self._rate < self.learned * self._margin:
-            self._rate = min(self.learned * self._margin, self._rate * (1 + self._growth / 2))
+            self._rate = min(self.learned * self._margin, self._rate * (1 + self._growth))
         else:
             # Probe above the bound by ``probe`` per request: scale-free, one 429 about every
             # ln(1/margin)/probe requests (some 200 with the defaults).
             self._rate *= 1 + self._probe
             self.learned = max(self.learned, self._rate / self._margin)
 
-    def on_throttled(self, now: float, retry_after: float | None) -> float:
+    def on_throttled(self, now: float, retry_after: float | None, sent_at: float | None = None) -> float:
         self.throttles += 1
+        if sent_at is not None and sent_at <= self._last_throttle:
+            # Sent before the last 429 was known: the same event, not new evidence.
+            if retry_after is not None:
+                self.paused_until = max(self.paused_until, now + min(retry_after, self._max_wait))
+            return self.paused_until
+        self._last_throttle = now
         self._streak += 1
-        # The rate we were sending at bounds the limit from above; a streak of 429s means the
-        # bound is still too high, so each one in a row cuts deeper.
+        # The rate we were sending at bounds the limit from above. Near the limit (many
+        # successes since the last 429) step just under it; far above it (a 429 again soon, or
+        # several in a row) cut hard, as a search down from an overshoot should.
         bound = self._rate if self._streak == 1 else self._rate / self._margin
         if self._ceiling is None:
             self.learned = bound if self.learned is None else min(self.learned, bound)
-        self._rate = max(self._floor, bound * self._margin ** (2 * self._streak))
+        near = self._since_throttle >= NEAR_LIMIT_SUCCESSES and self._streak == 1
+        cut = self._margin**2 if near else HARD_CUT**self._streak
+        self._rate = max(self._floor, bound * cut)
+        if not near and self.learned is not None:
+            self.learned = min(self.learned, bound * (1 + HARD_CUT) / 2)
+        self._since_throttle = 0
         if retry_after is None:
             wait = full_jitter(self._streak, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
         else:

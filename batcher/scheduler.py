@@ -60,6 +60,8 @@ class Job:
     errors: int = 0
     last_remote: str = ""
     next_action: Action = "submit"
+    #: clock.monotonic() when its latest request was dispatched.
+    sent_at: float = 0.0
 
 
 @dataclass(order=True)
@@ -274,6 +276,7 @@ class Scheduler:
                 self.pressure += PRESSURE_GAIN * (float(self._contended) - self.pressure)
                 self._contended = False
                 self._begin(action)
+                job.sent_at = self.clock.monotonic()
                 if self.on_dispatch is not None:
                     # Synchronous, before the next decision: guards see this request counted.
                     self.on_dispatch(job, action)

@@ -373,7 +373,7 @@ async def test_changed_workflow_settings_are_detected(tmp_path: Path, registry: 
         assert sketch is not None
         bumped = Workflow(name="sketch", workflow_id="66cec9a38aeef98f887211f1-v2", inputs=sketch.inputs)
         changed = WorkflowRegistry([bumped, *(wf for wf in registry if wf.name != "sketch")])
-        with pytest.raises(LedgerMismatchError, match="different settings for workflow.*sketch"):
+        with pytest.raises(LedgerMismatchError, match=r"different settings for workflow.*sketch"):
             await run(settings_for(emu.base_url, tmp_path), [manifest], changed, clock)
 
 

@@ -61,8 +61,8 @@ def _simulate(
 @pytest.mark.parametrize("tell", [True, False], ids=["headers", "no-headers"])
 @pytest.mark.parametrize(
     ("limit", "initial"),
-    [(20.0, 50 / 60), (5.0, 50 / 60), (5 / 60, 50 / 60), (50 / 60, 1 / 60)],
-    ids=["20/s from 50/min", "5/s", "5/min from 50/min", "50/min from 1/min"],
+    [(20.0, 50 / 60), (5.0, 50 / 60), (5 / 60, 50 / 60), (50 / 60, 10 / 60), (5 / 60, 5.0)],
+    ids=["20/s from 50/min", "5/s", "5/min from 50/min", "50/min from 10/min", "5/min from 5/s"],
 )
 def test_an_unknown_limit_is_learned_and_then_respected_at_any_scale(
     limit: float, initial: float, tell: bool

@@ -1,0 +1,182 @@
+"""The rate and poll policies at the real scale, on a simulated clock.
+
+The benchmark (bench/throughput.py) runs them time-scaled against the emulator; these tests run
+the very same policy objects through the scheduler's dispatch rule (due polls first, then
+submissions within the concurrency limit, every request through the rate controller) at the
+provider's real scale: jobs of 10-120 s, 5-50 requests a minute. Hours pass in milliseconds,
+and the outcome is a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import statistics
+from collections import deque
+from dataclasses import dataclass
+
+import pytest
+
+from batcher.durations import DurationModel
+from batcher.pollpolicy import AdaptivePolls
+from batcher.ratecontrol import AdaptiveRate
+from batcher.scheduler import PRESSURE_GAIN
+
+
+class Bucket:
+    """The provider's request budget: ``limit`` per second, ``burst`` at most."""
+
+    def __init__(self, limit: float, burst: int) -> None:
+        self.limit, self.burst = limit, float(burst)
+        self.tokens, self.stamp = float(burst), 0.0
+
+    def allow(self, now: float) -> tuple[bool, float]:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.limit)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True, 0.0
+        return False, (1.0 - self.tokens) / self.limit
+
+
+@dataclass
+class Outcome:
+    makespan: float
+    bound: float
+    requests_per_job: float
+    throttled: int
+    requests: int
+    median_delay_share: float
+
+
+def simulate(durations: list[float], *, limit: float, concurrency: int, seed: int = 0) -> Outcome:
+    n = len(durations)
+    rate = AdaptiveRate(50 / 60, rng=random.Random(seed), backoff_base=2.0, backoff_cap=120.0)
+    model = DurationModel()
+    pressure = [0.0]
+    polls = AdaptivePolls(model, guess=7.0, pressure=lambda: pressure[0])
+    server = Bucket(limit, burst=max(1, int(limit * 10)))
+    pending = deque(range(n))
+    heap: list[tuple[float, int, int, str]] = []
+    seq = 0
+    submitted: dict[int, float] = {}
+    unfinished: dict[int, float] = {}
+    count: dict[int, int] = {}
+    delays: list[float] = []
+    now, in_flight, finished, requests, throttled, contended = 0.0, 0, 0, 0, 0, False
+    while finished < n:
+        due = bool(heap) and heap[0][0] <= now
+        can_submit = bool(pending) and in_flight < concurrency
+        if not due and not can_submit:
+            now = heap[0][0]
+            continue
+        wait = rate.wait_time(now)
+        if wait > 0:
+            contended = True
+            now += max(wait, 1e-6)  # a wait below float resolution at this "now" would stall
+            continue
+        pressure[0] += PRESSURE_GAIN * (float(contended) - pressure[0])
+        contended = False
+        rate.acquire(now)
+        requests += 1
+        if due:
+            _, _, job, action = heapq.heappop(heap)
+        else:
+            job, action = pending.popleft(), "submit"
+            in_flight += 1
+        ok, reset = server.allow(now)
+        if not ok:
+            throttled += 1
+            resume = rate.on_throttled(now, reset, now)
+            seq += 1
+            heapq.heappush(heap, (resume, seq, job, action))
+            continue
+        rate.on_success(now)
+        seq += 1
+        if action == "submit":
+            submitted[job], unfinished[job], count[job] = now, 0.0, 0
+            heapq.heappush(heap, (now + polls.first_delay("wf"), seq, job, "poll"))
+            continue
+        elapsed = now - submitted[job]
+        count[job] += 1
+        if elapsed >= durations[job]:
+            model.observe("wf", unfinished[job], elapsed)
+            delays.append((elapsed - durations[job]) / durations[job])
+            finished += 1
+            in_flight -= 1
+        else:
+            unfinished[job] = elapsed
+            heapq.heappush(heap, (now + polls.next_delay("wf", elapsed, count[job]), seq, job, "poll"))
+    mean = statistics.fmean(durations)
+    bound = max(2 * n / limit, n * mean / concurrency) + mean
+    return Outcome(now, bound, requests / n, throttled, requests, statistics.median(delays))
+
+
+def tail_bound(durations: list[float], *, limit: float, concurrency: int) -> float:
+    """The issue's bound with the tail no client can avoid: it adds the 95th-percentile job
+    instead of the mean one (with 10-120 s jobs, one of the last jobs submitted is likely a long
+    one, and every client has to wait for it; the benchmark reports the issue's bound as is)."""
+    n = len(durations)
+    p95 = sorted(durations)[int(0.95 * n)]
+    return max(2 * n / limit, n * statistics.fmean(durations) / concurrency) + p95
+
+
+def lognormal(n: int, median: float, sigma: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [median * math.exp(rng.gauss(0.0, sigma)) for _ in range(n)]
+
+
+def bimodal(n: int, short: float, long: float, share: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [(long if rng.random() < share else short) * math.exp(rng.gauss(0, 0.15)) for _ in range(n)]
+
+
+RATE_BOUND = [
+    ("Pro plan 50/min, 45 s jobs", lognormal(400, 45.0, 0.3, 1), 50 / 60),
+    ("Pro plan, wide 10-120 s jobs", lognormal(400, 35.0, 0.8, 2), 50 / 60),
+    ("Pro plan, bimodal 15 s / 120 s", bimodal(400, 15.0, 120.0, 0.25, 3), 50 / 60),
+    ("free plan 5/min, 45 s jobs", lognormal(120, 45.0, 0.3, 4), 5 / 60),
+]
+
+
+@pytest.mark.parametrize(("name", "durations", "limit"), RATE_BOUND, ids=[r[0] for r in RATE_BOUND])
+def test_rate_bound_runs_approach_the_bound_at_real_scale(
+    name: str, durations: list[float], limit: float
+) -> None:
+    out = simulate(durations, limit=limit, concurrency=200)
+    assert out.makespan <= 1.15 * tail_bound(durations, limit=limit, concurrency=200), (name, out)
+    assert out.requests_per_job <= 2.3, (name, out)
+    assert out.throttled <= 10 + 0.02 * out.requests, (name, out)
+
+
+SLOT_BOUND = [
+    ("4 slots, 60 s jobs", lognormal(80, 60.0, 0.3, 5)),
+    ("4 slots, wide 10-120 s", lognormal(80, 40.0, 0.8, 6)),
+    ("4 slots, bimodal 15 s / 120 s", bimodal(80, 15.0, 120.0, 0.25, 7)),
+]
+
+
+@pytest.mark.parametrize(("name", "durations"), SLOT_BOUND, ids=[s[0] for s in SLOT_BOUND])
+def test_slot_bound_runs_notice_jobs_within_a_tenth_of_their_duration(
+    name: str, durations: list[float]
+) -> None:
+    """Budget not binding (a custom plan's 120 a minute): jobs are noticed within ~10%."""
+    out = simulate(durations, limit=2.0, concurrency=4)
+    assert out.makespan <= 1.15 * tail_bound(durations, limit=2.0, concurrency=4), (name, out)
+    assert out.median_delay_share <= 0.10, (name, out)
+
+
+def test_when_polls_alone_would_exhaust_the_budget_they_thin_out_instead_of_throttling() -> None:
+    """Pro plan, 4 slots of wide jobs: dense polling would need more than 50 a minute."""
+    durations = lognormal(80, 40.0, 0.8, 6)
+    out = simulate(durations, limit=50 / 60, concurrency=4)
+    assert out.makespan <= 1.25 * tail_bound(durations, limit=50 / 60, concurrency=4), out
+    assert out.throttled <= 10 + 0.02 * out.requests, out
+
+
+def test_the_simulation_is_a_pure_function_of_the_seed() -> None:
+    durations = lognormal(100, 30.0, 0.5, 9)
+    assert simulate(durations, limit=1.0, concurrency=50, seed=3) == simulate(
+        durations, limit=1.0, concurrency=50, seed=3
+    )
