@@ -17,6 +17,7 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m batcher run jobs/demo.jsonl --emulator --config jobs/examples/demo.config.yaml \
 		--ledger $(DEMO)/ledger.jsonl --out $(DEMO)/outputs
+	$(PY) -m batcher report $(DEMO)/ledger.jsonl -o $(DEMO)/report.html
 
 lint: install
 	$(PY) -m ruff check batcher tests bench

@@ -61,17 +61,17 @@ class JobState:
             return Next.NOTHING
         if s in NEEDS_DOWNLOAD:
             return Next.DOWNLOAD
+        if s == "expired" or (s == "failed" and not self.retryable):
+            return Next.SUBMIT if retry_failed else Next.NOTHING
+        if self.poll_url:
+            # A poll_url known since the last POST: that job is polled, never POSTed again,
+            # whatever else the ledger says after it.
+            return Next.ATTACH
         if s in UNKNOWN_OUTCOME:
             return Next.UNKNOWN
-        if s in IN_FLIGHT:
-            return Next.ATTACH
-        if s == "failed":
-            if self.retryable:
-                return Next.ATTACH if self.poll_url else Next.SUBMIT
-            return Next.SUBMIT if retry_failed else Next.NOTHING
-        if s == "expired":
-            return Next.SUBMIT if retry_failed else Next.NOTHING
-        return Next.SUBMIT  # deferred, invalid, or a status a newer batcher wrote
+        return (
+            Next.SUBMIT
+        )  # deferred, a retryable failure before a poll_url, or a status a newer batcher wrote
 
 
 @dataclass

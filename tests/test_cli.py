@@ -305,9 +305,55 @@ async def test_the_api_key_appears_in_no_file_and_no_output(tmp_path: Path) -> N
             check=False,
         )
     assert done.returncode == 1
-    assert API_KEY.encode() not in done.stdout + done.stderr
+    status = _cli("status", "l.jsonl", cwd=tmp_path)
+    report = _cli("report", "l.jsonl", "-o", "report.html", cwd=tmp_path)
+    assert status.returncode == 0 and report.returncode == 0, report.stderr
+    assert (tmp_path / "report.html").stat().st_size > 0
+    for text in (
+        done.stdout + done.stderr,
+        (status.stdout + status.stderr).encode(),
+        (report.stdout + report.stderr).encode(),
+    ):
+        assert API_KEY.encode() not in text
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.name != "m.jsonl":
             assert API_KEY.encode() not in path.read_bytes(), path
     header = json.loads((tmp_path / "l.jsonl").read_text().splitlines()[0])
     assert "api_key" not in header["settings"]["api"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("flags", "check"),
+    [
+        (["--progress", "plain"], "plain"),
+        (["--log-format", "json"], "json"),
+        (["--quiet"], "quiet"),
+    ],
+    ids=["plain", "json", "quiet"],
+)
+async def test_progress_modes_for_cron_pipes_and_log_shippers(
+    tmp_path: Path, flags: list[str], check: str
+) -> None:
+    write_jsonl(tmp_path / "m.jsonl", [*sketch_rows(3), {"id": "bad", "workflow": "sketch", "input": {}}])
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1)) as emu:
+        done = await anyio.run_process(
+            [sys.executable, "-m", "batcher", "run", "m.jsonl", "--ledger", "l.jsonl", *FAST_ARGS, *flags],
+            cwd=tmp_path,
+            env=_env(emu.base_url),
+            check=False,
+        )
+    err = done.stderr.decode()
+    assert done.returncode == 1 and b"This run: 3 completed" in done.stdout
+    assert "\x1b" not in err  # no control characters off a terminal
+    if check == "plain":
+        assert any(
+            line.startswith("batcher: ") and "done" in line and "in flight" in line
+            for line in err.splitlines()
+        )
+    elif check == "json":
+        events = [json.loads(line) for line in err.splitlines() if line.strip()]
+        assert any(e.get("event") == "log" and e["level"] == "error" for e in events)  # the bad row
+        assert any("by_state" in e for e in events)  # progress updates
+    else:
+        assert "in flight" not in err and "m.jsonl:4" in err  # warnings and errors still show

@@ -204,17 +204,22 @@ async def test_every_output_shape_is_downloaded(
     assert len(completed) == 2 and all(len(r["outputs"]) >= 1 for r in completed)
 
 
-async def test_a_wrong_key_stops_the_run_after_one_request(
-    tmp_path: Path, registry: WorkflowRegistry
+@pytest.mark.parametrize(
+    ("config", "status"),
+    [({"api_key": "the-right-key"}, "401"), ({"forbidden_keys": (API_KEY,)}, "403")],
+    ids=["401 wrong key", "403 key not allowed"],
+)
+async def test_a_refused_key_stops_the_run_after_one_request(
+    tmp_path: Path, registry: WorkflowRegistry, config: dict[str, object], status: str
 ) -> None:
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(5))
-    async with _emulator(clock, api_key="the-right-key") as emu:  # type: ignore[attr-defined]
+    async with _emulator(clock, **config) as emu:  # type: ignore[attr-defined]
         settings = settings_for(emu.base_url, tmp_path, concurrency=1)
         result = await run(settings, [manifest], registry, clock)
         stats = emu.stats()
     assert result.exit_code is ExitCode.PROVIDER
-    assert stats["requests"]["submit"] == {"401": 1}
+    assert stats["requests"]["submit"] == {status: 1}
     assert "refused the API key" in (result.stats.stop_reason or "")
     assert API_KEY not in (tmp_path / "ledger.jsonl").read_text()
 
@@ -414,3 +419,19 @@ async def test_a_torn_ledger_tail_is_repaired_and_the_run_resumes(
     assert result.repaired_bytes > 0 and result.exit_code is ExitCode.OK
     assert result.stats.downloads_resumed == 1 and stats["submissions"] == 3
     assert all(json.loads(line) for line in ledger.read_text().splitlines())
+
+
+async def test_slow_answers_time_out_and_are_retried_until_done(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(6))
+    # 60 emulator-seconds of silence is 1.5 s of real time; the client gives up after 0.3 s.
+    async with _emulator(clock, slow_rate=0.25, slow_seconds=60.0, seed=8) as emu:  # type: ignore[attr-defined]
+        settings = settings_for(emu.base_url, tmp_path, **{"api.read_timeout": 0.3, "retry.max_attempts": 12})
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert stats["slow_responses"] > 0
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 6
+    timeouts = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if "in time" in str(r.get("error", ""))]
+    assert timeouts, "some request must have timed out"

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from batcher.errors import LedgerError, LedgerLockedError
 from batcher.ledger import Ledger, read_records
@@ -201,3 +203,47 @@ def test_replay_of_every_prefix_is_a_consistent_state(tmp_path: Path) -> None:
             if job.status in ("submitted", "generated", "completed"):
                 assert job.poll_url is not None
             assert job.next_step(retry_failed=False) in Next
+
+
+STATUSES = [
+    "submitting",
+    "submit_unknown",
+    "deferred",
+    "submitted",
+    "polled",
+    "generated",
+    "completed",
+    "download_failed",
+    "failed",
+    "expired",
+    "invalid",
+    "something_new",
+]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(STATUSES), st.booleans()), max_size=40
+    )
+)
+def test_replay_of_any_prefix_of_any_history_is_consistent(events: list[tuple[str, str, bool]]) -> None:
+    """Whatever a ledger holds, every prefix replays to states that never re-POST a known poll_url."""
+    records = []
+    for job, status, flag in events:
+        rec: dict[str, object] = {
+            "ts": "2026-11-21T00:00:00Z",
+            "job_id": job,
+            "status": status,
+            "retryable": flag,
+        }
+        if status == "submitted":
+            rec.update(request_id="r" * 32, poll_url=f"https://api.segmind.com/workflows/request/{job}")
+        records.append(rec)
+    for n in range(len(records) + 1):
+        state = replay(records[:n])
+        for job_id, job in state.jobs.items():
+            step = job.next_step(retry_failed=False)
+            if job.poll_url is not None and job.status not in ("completed", "generated", "download_failed"):
+                assert step in (Next.ATTACH, Next.NOTHING), (job_id, job)
+            if job.status in ("submitting", "submit_unknown") and job.poll_url is None:
+                assert step is Next.UNKNOWN
