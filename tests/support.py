@@ -138,3 +138,20 @@ async def stderr_lines(process: Any) -> Any:
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             yield line.decode()
+
+
+class Bucket:
+    """A provider's request budget on a simulated clock: ``limit`` per second, ``burst`` at most.
+    ``allow(now)`` says whether a request at ``now`` gets through, and if not, when it would."""
+
+    def __init__(self, limit: float, burst: int) -> None:
+        self.limit, self.burst = limit, float(burst)
+        self.tokens, self.stamp = float(burst), 0.0
+
+    def allow(self, now: float) -> tuple[bool, float]:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.limit)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True, 0.0
+        return False, (1.0 - self.tokens) / self.limit

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -16,18 +14,9 @@ from anyio.abc import Process
 
 from batcher.emulator import EmulatorConfig, run_emulator
 
-from .support import API_KEY, ledger_lines, sketch_rows, write_jsonl
+from .support import API_KEY, cli_env, ledger_lines, sketch_rows, stderr_lines, write_jsonl
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _env(base_url: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMIND_")}
-    env["SEGMIND_API_KEY"] = API_KEY
-    if base_url:
-        env["SEGMIND_API_BASE"] = base_url
-    env["PYTHONPATH"] = str(REPO)
-    return env
+_env = cli_env
 
 
 def _cli(*args: str, cwd: Path, base_url: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -122,16 +111,6 @@ async def test_a_locked_ledger_exits_75_and_writes_nothing(tmp_path: Path) -> No
     assert b"in use by another batcher run" in proc.stderr
 
 
-async def _lines(process: Process) -> AsyncIterator[str]:
-    assert process.stderr is not None
-    buffer = b""
-    async for chunk in process.stderr:
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            yield line.decode()
-
-
 async def _start(tmp_path: Path, base_url: str, *extra: str) -> Process:
     return await anyio.open_process(
         [
@@ -153,9 +132,15 @@ async def _start(tmp_path: Path, base_url: str, *extra: str) -> Process:
     )
 
 
+async def _resume(tmp_path: Path, base_url: str) -> subprocess.CompletedProcess[bytes]:
+    """The same command again, to the end: what a user does after a crash."""
+    command = [sys.executable, "-m", "batcher", "run", "m.jsonl", "--ledger", "l.jsonl", "--out", "out"]
+    return await anyio.run_process([*command, *FAST_ARGS], cwd=tmp_path, env=_env(base_url), check=False)
+
+
 async def _wait_for(process: Process, needle: str, count: int = 1) -> None:
     seen = 0
-    async for line in _lines(process):
+    async for line in stderr_lines(process):
         if needle in line:
             seen += 1
             if seen >= count:
@@ -178,23 +163,7 @@ async def test_kill_9_between_submitting_and_submitted_resubmits_once_and_counts
         assert statuses[-1] == "submitting"
         emu.state.reconfigure(slow_rate=0.0)
         with anyio.fail_after(60):
-            done = await anyio.run_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "batcher",
-                    "run",
-                    "m.jsonl",
-                    "--ledger",
-                    "l.jsonl",
-                    "--out",
-                    "out",
-                    *FAST_ARGS,
-                ],
-                cwd=tmp_path,
-                env=_env(emu.base_url),
-                check=False,
-            )
+            done = await _resume(tmp_path, emu.base_url)
         stats = emu.stats()
     assert done.returncode == 0, done.stderr.decode()
     assert b"1 jobs from an interrupted POST were sent again" in done.stdout
@@ -218,23 +187,7 @@ async def test_kill_9_after_submitted_re_attaches_and_never_posts_again(tmp_path
         assert submitted_before == 6
         emu.state.reconfigure(duration_median=0.0)
         with anyio.fail_after(60):
-            done = await anyio.run_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "batcher",
-                    "run",
-                    "m.jsonl",
-                    "--ledger",
-                    "l.jsonl",
-                    "--out",
-                    "out",
-                    *FAST_ARGS,
-                ],
-                cwd=tmp_path,
-                env=_env(emu.base_url),
-                check=False,
-            )
+            done = await _resume(tmp_path, emu.base_url)
         stats = emu.stats()
     assert done.returncode == 0, done.stderr.decode()
     assert stats["submissions"] == 6 and stats["inputs_submitted_more_than_once"] == 0
@@ -259,23 +212,7 @@ async def test_sigterm_during_a_burst_exits_130_and_the_next_run_re_attaches(tmp
         assert posted and emu.stats()["submissions"] == len(posted)  # every accepted job is in the ledger
         emu.state.reconfigure(duration_median=0.0)
         with anyio.fail_after(60):
-            done = await anyio.run_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "batcher",
-                    "run",
-                    "m.jsonl",
-                    "--ledger",
-                    "l.jsonl",
-                    "--out",
-                    "out",
-                    *FAST_ARGS,
-                ],
-                cwd=tmp_path,
-                env=_env(emu.base_url),
-                check=False,
-            )
+            done = await _resume(tmp_path, emu.base_url)
         stats = emu.stats()
     assert done.returncode == 0, done.stderr.decode()
     assert stats["submissions"] == 10 and stats["inputs_submitted_more_than_once"] == 0

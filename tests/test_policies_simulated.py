@@ -23,21 +23,7 @@ from batcher.pollpolicy import AdaptivePolls
 from batcher.ratecontrol import AdaptiveRate
 from batcher.scheduler import PRESSURE_GAIN
 
-
-class Bucket:
-    """The provider's request budget: ``limit`` per second, ``burst`` at most."""
-
-    def __init__(self, limit: float, burst: int) -> None:
-        self.limit, self.burst = limit, float(burst)
-        self.tokens, self.stamp = float(burst), 0.0
-
-    def allow(self, now: float) -> tuple[bool, float]:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.limit)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True, 0.0
-        return False, (1.0 - self.tokens) / self.limit
+from .support import Bucket
 
 
 @dataclass

@@ -10,6 +10,8 @@ import pytest
 
 from batcher.ratecontrol import AdaptiveRate
 
+from .support import Bucket
+
 
 def _send_all(rate: AdaptiveRate, n: int, start: float = 0.0) -> list[float]:
     """Times at which n requests go out when each is sent as soon as allowed."""
@@ -19,22 +21,6 @@ def _send_all(rate: AdaptiveRate, n: int, start: float = 0.0) -> list[float]:
         rate.acquire(now)
         times.append(now)
     return times
-
-
-class Bucket:
-    """The provider's side: a token bucket of ``limit`` requests/s with ``burst`` capacity."""
-
-    def __init__(self, limit: float, burst: int) -> None:
-        self.limit, self.burst = limit, float(burst)
-        self.tokens, self.stamp = float(burst), 0.0
-
-    def allow(self, now: float) -> tuple[bool, float]:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.limit)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True, 0.0
-        return False, (1.0 - self.tokens) / self.limit
 
 
 def _simulate(
