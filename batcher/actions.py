@@ -28,12 +28,13 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .api import SegmindAPI
 from .backoff import full_jitter
 from .clock import Clock
 from .config import Settings
+from .download import DownloadFailed, OutputSaver
 from .durations import DurationModel
 from .errors import (
     AuthError,
@@ -274,3 +275,45 @@ class Actions:
                 self._event(job, "polled", remote_status=result.status)
             job.last_remote = result.status
             self.sched.schedule(job, "poll", now + self.polls.next_delay(job.workflow, elapsed, job.polls))
+
+    # --- download ------------------------------------------------------------------
+
+    async def download_worker(
+        self, tasks: MemoryObjectReceiveStream[DownloadTask], saver: OutputSaver
+    ) -> None:
+        """Save the outputs of finished jobs as they come, recording each outcome."""
+        async with tasks:
+            async for task in tasks:
+                await self._download(task, saver)
+
+    async def _download(self, task: DownloadTask, saver: OutputSaver) -> None:
+        attempt = 0
+        while True:
+            try:
+                saved = await saver.save_all(task.job_id, list(task.refs))
+            except DownloadFailed as exc:
+                attempt += 1
+                if exc.retryable and attempt < self.settings.retry.max_attempts:
+                    r = self.settings.retry
+                    await self.clock.sleep(
+                        full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)
+                    )
+                    continue
+                self.ledger.event(
+                    task.job_id,
+                    "download_failed",
+                    self.clock.wall(),
+                    error=str(exc),
+                    retryable=exc.retryable,
+                    outputs=[r.to_json() for r in task.refs],
+                )
+                self.stats.outcomes["download_failed"] += 1
+                log.warning("%s: %s", task.job_id, exc)
+                return
+            if not task.refs:
+                log.warning("%s: the provider reported COMPLETED with no outputs", task.job_id)
+            self.ledger.event(
+                task.job_id, "completed", self.clock.wall(), outputs=[o.to_json() for o in saved]
+            )
+            self.stats.outcomes["completed"] += 1
+            return

@@ -19,25 +19,22 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .actions import Actions, DownloadTask
 from .api import SegmindAPI
-from .backoff import full_jitter
 from .clock import Clock, SystemClock
 from .config import Settings, with_paths
-from .download import DownloadFailed, OutputSaver
+from .download import OutputSaver
 from .durations import DurationModel
-from .errors import RowError
+from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
-from .ledger import Ledger, parse_iso
-from .manifest import check_manifest_paths, read_manifests
-from .outputs import OutputRef
+from .ledger import Ledger
+from .manifest import check_manifest_paths
 from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
 from .progress import Snapshot, snapshot_from
 from .ratecontrol import AdaptiveRate, RateController
-from .scheduler import Job, Scheduler
-from .state import LedgerState, Next
+from .scheduler import Scheduler
+from .state import LedgerState
 from .stats import RunStats
 from .transport import Transport
 from .workflows import WorkflowRegistry
@@ -203,12 +200,21 @@ class _Run:
         self.state = state
         self.durations = durations
         self.stats = RunStats(started=clock.monotonic())
-        self.earlier: Counter[str] = Counter()
         self.sched = Scheduler(
             clock=clock,
             rate=rate,
             concurrency=settings.concurrency,
             max_requests=settings.api.max_connections,
+        )
+        self.feeder = Feeder(
+            settings=settings,
+            manifests=manifests,
+            registry=registry,
+            clock=clock,
+            ledger=ledger,
+            state=state,
+            stats=self.stats,
+            scheduler=self.sched,
         )
         self.polls = polls or make_polls(settings, durations, lambda: self.sched.pressure)
         self.interrupted = False
@@ -283,10 +289,10 @@ class _Run:
                     tg.start_soon(self.progress, self.snapshot)
                 async with anyio.create_task_group() as work:
                     for _ in range(s.output.concurrency):
-                        work.start_soon(self._downloader, receive.clone(), saver)
+                        work.start_soon(actions.download_worker, receive.clone(), saver)
                     receive.close()
                     async with send, anyio.create_task_group() as requests:
-                        requests.start_soon(self._feed, send.clone())
+                        requests.start_soon(self.feeder.run, send.clone())
                         await self.sched.run()
                         requests.cancel_scope.cancel()  # the feeder may still be counting
                 tg.cancel_scope.cancel()  # done: stop the watchers
@@ -315,119 +321,6 @@ class _Run:
 
     # --- feeding ---------------------------------------------------------------------
 
-    async def _feed(self, downloads: anyio.abc.ObjectSendStream[DownloadTask]) -> None:
-        """Ledger work first (re-attach, download), then manifest rows, lazily."""
-        async with downloads:
-            retry_failed = self.s.retry_failed
-            now_wall, now = self.clock.wall(), self.clock.monotonic()
-            for job_id, js in self.state.jobs.items():
-                step = js.next_step(retry_failed=retry_failed)
-                wf = self.registry.get(js.workflow or "") if js.workflow else None
-                if step is Next.ATTACH and js.poll_url:
-                    started = parse_iso(js.submitted_ts or "") or now_wall
-                    job = Job(
-                        job_id,
-                        js.workflow or "?",
-                        wf.price_usd if wf else None,
-                        request_id=js.request_id,
-                        poll_url=js.poll_url,
-                        submitted_at=now - max(0.0, now_wall - started),
-                    )
-                    self.stats.attached += 1
-                    self.sched.attach(job)
-                elif step is Next.DOWNLOAD:
-                    refs = tuple(OutputRef.from_json(o) for o in js.outputs or [] if isinstance(o, dict))
-                    self.stats.downloads_resumed += 1
-                    await downloads.send(DownloadTask(job_id, js.workflow or "?", refs))
-            for item in read_manifests(self.manifests, self.registry):
-                if isinstance(item, RowError):
-                    self._invalid(item)
-                    continue
-                known = self.state.jobs.get(item.job_id)
-                step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
-                if step is Next.NOTHING:
-                    assert known is not None
-                    self.earlier[known.status] += 1
-                    self.stats.skipped += 1
-                    continue
-                if step in (Next.ATTACH, Next.DOWNLOAD):
-                    continue  # already under way from the ledger pass above
-                if self.sched.stop_submitting:
-                    self.stats.left += 1
-                    continue
-                if step is Next.UNKNOWN:
-                    if self.s.ledger.unknown_submit == "fail":
-                        self.ledger.event(
-                            item.job_id,
-                            "failed",
-                            self.clock.wall(),
-                            retryable=False,
-                            error="an earlier POST's outcome is unknown and ledger.unknown_submit is 'fail'",
-                        )
-                        self.stats.outcomes["failed"] += 1
-                        continue
-                    self.stats.resubmitted_unknown += 1
-                wf = item.workflow
-                job = Job(item.job_id, wf.name, wf.price_usd, workflow_id=wf.workflow_id, spec=item)
-                if not await self.sched.pending.put(job):
-                    self.stats.left += 1
-            self.sched.pending.close()
-
-    def _invalid(self, err: RowError) -> None:
-        self.stats.invalid += 1
-        # job_id null: an invalid row must never overwrite the state of a job the ledger knows.
-        self.ledger.event(
-            None,
-            "invalid",
-            self.clock.wall(),
-            row_id=err.job_id,
-            source=err.path,
-            line=err.line,
-            field=err.field,
-            error=err.reason,
-            fix=err.fix,
-        )
-        log.error("%s", err)
-
-    # --- downloading -----------------------------------------------------------------
-
-    async def _downloader(self, tasks: MemoryObjectReceiveStream[DownloadTask], saver: OutputSaver) -> None:
-        async with tasks:
-            async for task in tasks:
-                await self._download(task, saver)
-
-    async def _download(self, task: DownloadTask, saver: OutputSaver) -> None:
-        attempt = 0
-        while True:
-            try:
-                saved = await saver.save_all(task.job_id, list(task.refs))
-            except DownloadFailed as exc:
-                attempt += 1
-                if exc.retryable and attempt < self.s.retry.max_attempts:
-                    r = self.s.retry
-                    await self.clock.sleep(
-                        full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)
-                    )
-                    continue
-                self.ledger.event(
-                    task.job_id,
-                    "download_failed",
-                    self.clock.wall(),
-                    error=str(exc),
-                    retryable=exc.retryable,
-                    outputs=[r.to_json() for r in task.refs],
-                )
-                self.stats.outcomes["download_failed"] += 1
-                log.warning("%s: %s", task.job_id, exc)
-                return
-            if not task.refs:
-                log.warning("%s: the provider reported COMPLETED with no outputs", task.job_id)
-            self.ledger.event(
-                task.job_id, "completed", self.clock.wall(), outputs=[o.to_json() for o in saved]
-            )
-            self.stats.outcomes["completed"] += 1
-            return
-
     # --- result ----------------------------------------------------------------------
 
     def _result(self) -> RunResult:
@@ -437,7 +330,7 @@ class _Run:
         st.stop_reason = self.sched.stop_submitting
         seconds = self.clock.monotonic() - st.started
         bad = sum(n for k, n in st.outcomes.items() if k != "completed")
-        bad += sum(n for k, n in self.earlier.items() if k != "completed")
+        bad += sum(n for k, n in self.feeder.earlier.items() if k != "completed")
         if self.interrupted:
             code = ExitCode.INTERRUPTED
         elif self.sched.stopped_by_provider:
@@ -447,5 +340,11 @@ class _Run:
         else:
             code = ExitCode.OK
         return RunResult(
-            code, st, self.earlier, seconds, self.interrupted, self.s.ledger.path, self.s.output.out_dir
+            code,
+            st,
+            self.feeder.earlier,
+            seconds,
+            self.interrupted,
+            self.s.ledger.path,
+            self.s.output.out_dir,
         )

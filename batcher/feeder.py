@@ -1,0 +1,131 @@
+"""The feeder: what each job the ledger knows, and each manifest row, needs from this run.
+
+It goes over the ledger's jobs first (re-attach those with a known ``poll_url``, download those the
+provider finished), then streams the manifests: rows finished earlier are skipped and counted,
+rows under way are left to the first pass, bad rows are recorded as ``invalid``, and the rest are
+queued for submission through a bounded queue, so a million rows are never in memory at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from anyio.abc import ObjectSendStream
+
+from .actions import DownloadTask
+from .clock import Clock
+from .config import Settings
+from .errors import RowError
+from .ledger import Ledger, parse_iso
+from .manifest import read_manifests
+from .outputs import OutputRef
+from .scheduler import Job, Scheduler
+from .state import LedgerState, Next
+from .stats import RunStats
+from .workflows import WorkflowRegistry
+
+log = logging.getLogger("batcher")
+
+
+class Feeder:
+    """Hands the scheduler and the download workers their work, lazily."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        manifests: Sequence[Path],
+        registry: WorkflowRegistry,
+        clock: Clock,
+        ledger: Ledger,
+        state: LedgerState,
+        stats: RunStats,
+        scheduler: Scheduler,
+    ) -> None:
+        self.settings = settings
+        self.manifests = manifests
+        self.registry = registry
+        self.clock = clock
+        self.ledger = ledger
+        self.state = state
+        self.stats = stats
+        self.sched = scheduler
+        #: Final states of the manifests' jobs that earlier runs finished.
+        self.earlier: Counter[str] = Counter()
+
+    async def run(self, downloads: ObjectSendStream[DownloadTask]) -> None:
+        """Ledger work first (re-attach, download), then manifest rows, lazily."""
+        async with downloads:
+            retry_failed = self.settings.retry_failed
+            now_wall, now = self.clock.wall(), self.clock.monotonic()
+            for job_id, js in self.state.jobs.items():
+                step = js.next_step(retry_failed=retry_failed)
+                wf = self.registry.get(js.workflow or "") if js.workflow else None
+                if step is Next.ATTACH and js.poll_url:
+                    started = parse_iso(js.submitted_ts or "") or now_wall
+                    job = Job(
+                        job_id,
+                        js.workflow or "?",
+                        wf.price_usd if wf else None,
+                        request_id=js.request_id,
+                        poll_url=js.poll_url,
+                        submitted_at=now - max(0.0, now_wall - started),
+                    )
+                    self.stats.attached += 1
+                    self.sched.attach(job)
+                elif step is Next.DOWNLOAD:
+                    refs = tuple(OutputRef.from_json(o) for o in js.outputs or [] if isinstance(o, dict))
+                    self.stats.downloads_resumed += 1
+                    await downloads.send(DownloadTask(job_id, js.workflow or "?", refs))
+            for item in read_manifests(self.manifests, self.registry):
+                if isinstance(item, RowError):
+                    self._invalid(item)
+                    continue
+                known = self.state.jobs.get(item.job_id)
+                step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
+                if step is Next.NOTHING:
+                    assert known is not None
+                    self.earlier[known.status] += 1
+                    self.stats.skipped += 1
+                    continue
+                if step in (Next.ATTACH, Next.DOWNLOAD):
+                    continue  # already under way from the ledger pass above
+                if self.sched.stop_submitting:
+                    self.stats.left += 1
+                    continue
+                if step is Next.UNKNOWN:
+                    if self.settings.ledger.unknown_submit == "fail":
+                        self.ledger.event(
+                            item.job_id,
+                            "failed",
+                            self.clock.wall(),
+                            retryable=False,
+                            error="an earlier POST's outcome is unknown and ledger.unknown_submit is 'fail'",
+                        )
+                        self.stats.outcomes["failed"] += 1
+                        continue
+                    self.stats.resubmitted_unknown += 1
+                wf = item.workflow
+                job = Job(item.job_id, wf.name, wf.price_usd, workflow_id=wf.workflow_id, spec=item)
+                if not await self.sched.pending.put(job):
+                    self.stats.left += 1
+            self.sched.pending.close()
+
+    def _invalid(self, err: RowError) -> None:
+        self.stats.invalid += 1
+        # job_id null: an invalid row must never overwrite the state of a job the ledger knows.
+        self.ledger.event(
+            None,
+            "invalid",
+            self.clock.wall(),
+            row_id=err.job_id,
+            source=err.path,
+            line=err.line,
+            field=err.field,
+            error=err.reason,
+            fix=err.fix,
+        )
+        log.error("%s", err)
