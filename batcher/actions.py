@@ -161,8 +161,8 @@ class Actions:
             self._unknown(job, exc)
         else:
             self.sched.rate.on_success(self.clock.monotonic())
+            # Safe from kill -9 once written; on disk with the next POST's sync or within a second.
             self._event(job, "submitted", request_id=sub.request_id, poll_url=sub.poll_url)
-            await self.ledger.sync()
             log.debug("%s: submitted as request %s", job.job_id, sub.request_id)
             self.stats.submitted += 1
             self.stats.spend_usd += price
@@ -262,7 +262,6 @@ class Actions:
                 finished_after=round(job.last_unfinished, 3),
                 finished_by=round(elapsed, 3),
             )
-            await self.ledger.sync()
             self.sched.finish(job)
             await self.downloads.send(DownloadTask(job.job_id, job.workflow, refs))
         elif result.status == "FAILED":

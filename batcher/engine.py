@@ -43,6 +43,8 @@ log = logging.getLogger("batcher")
 
 #: Seconds a shutdown waits for POSTs already on the wire, so their poll_urls reach the ledger.
 SUBMIT_GRACE = 1.0
+#: Real seconds between background ledger syncs (``submitting`` never waits for them).
+LEDGER_FLUSH_SECONDS = 1.0
 
 
 class ExitCode(enum.IntEnum):
@@ -283,6 +285,7 @@ class _Run:
             self.sched.on_dispatch = actions.dispatched
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, interrupt, tg.cancel_scope)
+                tg.start_soon(self.ledger.flush_every, LEDGER_FLUSH_SECONDS, anyio.sleep)
                 if self.deadline is not None:
                     tg.start_soon(self._window, self.deadline, tg.cancel_scope)
                 if self.progress is not None:

@@ -8,6 +8,8 @@ Guarantees (the brief's "the ledger is sacred"):
 - **Group commit.** :meth:`Ledger.sync` makes everything written so far durable with one
   ``fsync`` shared by every caller waiting at that moment (callers that arrive during an fsync
   are covered by the next one), so a burst of submissions costs a handful of fsyncs, not one each.
+  ``submitting`` is synced before its POST; other lines ride along with the next sync, or
+  :meth:`Ledger.flush_every`'s, at most a second later.
 - **Torn tails are repaired, never propagated.** On open, after taking the lock, trailing bytes
   that do not form a complete JSON line (a crash mid-write, or a power cut's zero-filled block)
   are cut off before anything is appended.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,17 @@ class Ledger:
         record: dict[str, Any] = {"ts": utc_iso(now), "job_id": job_id, "status": status}
         record.update(fields)
         self.append(record)
+
+    async def flush_every(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Sync whatever was appended, every ``seconds``, until cancelled (run it in a task group).
+
+        Only ``submitting`` is synced before anything may happen (the POST); every other line is
+        safe from kill -9 as soon as it is written, and reaches the disk with the next sync: the
+        next POST's, or this one's.
+        """
+        while True:
+            await sleep(seconds)
+            await self.sync()
 
     async def sync(self) -> None:
         """Wait until every record appended before this call is on disk (group commit)."""

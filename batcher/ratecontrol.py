@@ -15,7 +15,7 @@ from .backoff import full_jitter
 
 #: Successes between two 429s that mean we are close to the limit (a gentle step down)...
 NEAR_LIMIT_SUCCESSES = 32
-#: ...and the cut when we are not (halfway between ours and the hard cut becomes the bound).
+#: ...and the cut of the current rate when we are not (the bound stays what was observed).
 HARD_CUT = 0.7
 
 
@@ -57,7 +57,7 @@ class AdaptiveRate:
       bound, and deeper for each 429 in a row. (Not AIMD's halving: a sawtooth between R/2 and R
       wastes a quarter of a scarce budget.)
     - **After that**: the target climbs back to just under the bound, then probes above it by
-      ``probe`` per request, so a raised limit is found again at the cost of one 429 every few
+      ``probe`` per request, so a raised limit is found again at the cost of about one 429 every
       hundred requests, whatever the time scale.
     """
 
@@ -70,8 +70,8 @@ class AdaptiveRate:
         burst: int = 1,
         start_growth: float = 0.1,
         growth: float = 0.04,
-        margin: float = 0.95,
-        probe: float = 0.00025,
+        margin: float = 0.98,
+        probe: float = 0.0002,
         backoff_base: float = 2.0,
         backoff_cap: float = 120.0,
         max_wait: float = 900.0,
@@ -130,7 +130,7 @@ class AdaptiveRate:
             self._rate = min(self.learned * self._margin, self._rate * (1 + self._growth))
         else:
             # Probe above the bound by ``probe`` per request: scale-free, one 429 about every
-            # ln(1/margin)/probe requests (some 200 with the defaults).
+            # ln(1/margin)/probe requests (some 100 with the defaults).
             self._rate *= 1 + self._probe
             self.learned = max(self.learned, self._rate / self._margin)
 
@@ -152,8 +152,6 @@ class AdaptiveRate:
         near = self._since_throttle >= NEAR_LIMIT_SUCCESSES and self._streak == 1
         cut = self._margin**2 if near else HARD_CUT**self._streak
         self._rate = max(self._floor, bound * cut)
-        if not near and self.learned is not None:
-            self.learned = min(self.learned, bound * (1 + HARD_CUT) / 2)
         self._since_throttle = 0
         if retry_after is None:
             wait = full_jitter(self._streak, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
