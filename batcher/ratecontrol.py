@@ -17,6 +17,8 @@ from .backoff import full_jitter
 NEAR_LIMIT_SUCCESSES = 32
 #: ...and the cut of the current rate when we are not (the bound stays what was observed).
 HARD_CUT = 0.7
+#: ...while the bound tightens by this much each time.
+TIGHTEN = 0.95
 
 
 class RateController(Protocol):
@@ -152,6 +154,10 @@ class AdaptiveRate:
         near = self._since_throttle >= NEAR_LIMIT_SUCCESSES and self._streak == 1
         cut = self._margin**2 if near else HARD_CUT**self._streak
         self._rate = max(self._floor, bound * cut)
+        if not near and self.learned is not None and self._ceiling is None:
+            # A 429 again soon after the last: the bound is still above the limit (a server's
+            # burst let us run fast for a while). Tighten it a little each time, not to the cut.
+            self.learned = min(self.learned, bound * TIGHTEN)
         self._since_throttle = 0
         if retry_after is None:
             wait = full_jitter(self._streak, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)

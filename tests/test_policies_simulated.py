@@ -120,7 +120,7 @@ def bimodal(n: int, short: float, long: float, share: float, seed: int) -> list[
 
 RATE_BOUND = [
     ("Pro plan 50/min, 45 s jobs", lognormal(400, 45.0, 0.3, 1), 50 / 60),
-    ("Pro plan, wide 10-120 s jobs", lognormal(400, 35.0, 0.8, 2), 50 / 60),
+    ("Pro plan, wide 10-120 s jobs", lognormal(1000, 35.0, 0.8, 2), 50 / 60),
     ("Pro plan, bimodal 15 s / 120 s", bimodal(400, 15.0, 120.0, 0.25, 3), 50 / 60),
     ("free plan 5/min, 45 s jobs", lognormal(120, 45.0, 0.3, 4), 5 / 60),
 ]
