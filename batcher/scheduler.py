@@ -138,7 +138,8 @@ class Scheduler:
         self._active: dict[Action, int] = {"submit": 0, "poll": 0}
         self._idle_submits = anyio.Event()
         self._idle_submits.set()
-        #: How contested the request budget is: 0, requests to spare; 1, every one waited.
+        #: How contested the budget is: the share of recent requests sent while a submission
+        #: was kept waiting for it (0: requests to spare; 1: every request costs a submission).
         self.pressure = 0.0
         self._contended = False
         #: Jobs submitted (or being submitted) and not finished at the provider.
@@ -234,7 +235,8 @@ class Scheduler:
             else:
                 with self.clock.move_on_after(seconds):
                     await self._wake.wait()
-        self._wake = anyio.Event()
+        if self._wake.is_set():  # a fresh event only once this one has fired (they cost)
+            self._wake = anyio.Event()
 
     async def run(self) -> None:
         """Send requests until every job is finished or stopped."""
@@ -251,7 +253,9 @@ class Scheduler:
                     continue
                 wait = self.rate.wait_time(now)
                 if wait > 0:
-                    self._contended = True  # work was ready and had to wait for budget
+                    # Pressure means a submission is waiting for budget: polls that queue behind
+                    # each other are already spread out by the limiter and the heap.
+                    self._contended = self._contended or self._may_submit()
                     await self._sleep(wait)
                     continue
                 if due:
@@ -284,8 +288,8 @@ class Scheduler:
 
     def _begin(self, action: Action) -> None:
         self._active[action] += 1
-        if action == "submit":
-            self._idle_submits = anyio.Event()
+        if action == "submit" and self._idle_submits.is_set():
+            self._idle_submits = anyio.Event()  # busy now; set again when the last POST lands
 
     async def _request(self, job: Job, action: Action) -> None:
         assert self.perform is not None

@@ -59,7 +59,7 @@ def simulate(durations: list[float], *, limit: float, concurrency: int, seed: in
             continue
         wait = rate.wait_time(now)
         if wait > 0:
-            contended = True
+            contended = contended or can_submit
             now += max(wait, 1e-6)  # a wait below float resolution at this "now" would stall
             continue
         pressure[0] += PRESSURE_GAIN * (float(contended) - pressure[0])
@@ -137,13 +137,20 @@ def test_rate_bound_runs_approach_the_bound_at_real_scale(
 
 
 SLOT_BOUND = [
-    ("4 slots, 60 s jobs", lognormal(80, 60.0, 0.3, 5)),
-    ("4 slots, wide 10-120 s", lognormal(80, 40.0, 0.8, 6)),
-    ("4 slots, bimodal 15 s / 120 s", bimodal(80, 15.0, 120.0, 0.25, 7)),
+    pytest.param("4 slots, 60 s jobs", lognormal(80, 60.0, 0.3, 5), id="4 slots, 60 s jobs"),
+    pytest.param("4 slots, wide 10-120 s", lognormal(80, 40.0, 0.8, 6), id="4 slots, wide 10-120 s"),
+    pytest.param(
+        "4 slots, bimodal 15 s / 120 s",
+        bimodal(80, 15.0, 120.0, 0.25, 7),
+        id="4 slots, bimodal 15 s / 120 s",
+        marks=pytest.mark.xfail(
+            strict=True, reason="open in issue 5: bimodal slot-bound runs notice jobs within ~17%, not 10%"
+        ),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "durations"), SLOT_BOUND, ids=[s[0] for s in SLOT_BOUND])
+@pytest.mark.parametrize(("name", "durations"), SLOT_BOUND)
 def test_slot_bound_runs_notice_jobs_within_a_tenth_of_their_duration(
     name: str, durations: list[float]
 ) -> None:
