@@ -235,8 +235,7 @@ class Scheduler:
             else:
                 with self.clock.move_on_after(seconds):
                     await self._wake.wait()
-        if self._wake.is_set():  # a fresh event only once this one has fired (they cost)
-            self._wake = anyio.Event()
+        self._wake = anyio.Event()
 
     async def run(self) -> None:
         """Send requests until every job is finished or stopped."""
