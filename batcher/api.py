@@ -35,8 +35,6 @@ from .errors import (
 from .outputs import OutputRef, parse_outputs
 from .transport import Answer, Streamed, Transport
 
-#: Statuses the contract names; any other string is "not finished yet" (recorded, polled again).
-FINISHED = frozenset({"COMPLETED", "FAILED"})
 _REQUEST_ID = re.compile(r"^[0-9a-zA-Z_-]{8,128}$")
 _CREDITS = re.compile(r"balance\s*\$?\s*(-?[\d.]+).*?required\s*\$?\s*(-?[\d.]+)", re.IGNORECASE | re.DOTALL)
 
@@ -58,10 +56,6 @@ class PollResult:
     outputs: tuple[OutputRef, ...] = ()
     error: str | None = None
     credits: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
 
 
 def origin(url: str) -> tuple[str, str, int]:

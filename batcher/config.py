@@ -138,18 +138,6 @@ class Settings:
         return data
 
 
-SECTIONS: dict[str, type] = {
-    "api": ApiSettings,
-    "rate": RateSettings,
-    "poll": PollSettings,
-    "retry": RetrySettings,
-    "output": OutputSettings,
-    "ledger": LedgerSettings,
-    "limits": LimitSettings,
-}
-TOP_LEVEL = {"concurrency", "retry_failed", "jobs_dir", "emulator"}
-
-
 def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}

@@ -193,10 +193,6 @@ class Scheduler:
     def wake(self) -> None:
         self._wake.set()
 
-    @property
-    def timed(self) -> int:
-        return len(self._heap)
-
     def next_due(self) -> float | None:
         return self._heap[0].at if self._heap else None
 
