@@ -22,59 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from emuproc import batcher_env, emulator_stats, start_emulator, stop
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-bench-memory-0000"
 DRY_RUN_TARGET_MB = 200
 IN_FLIGHT_TARGET_MB = 300
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_emulator(*flags: str) -> tuple[subprocess.Popen[str], str]:
-    """An emulator subprocess on a free loopback port, and its base URL once it serves."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batcher.emulator", "--port", str(port), *flags],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "Segmind emulator serving at ..." (or EOF if it died)
-    if "serving at" not in line:
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def emulator_stats(base: str) -> dict[str, Any]:
-    with _NO_PROXY.open(f"{base}/_emulator/stats", timeout=30) as resp:
-        data: dict[str, Any] = json.load(resp)
-    return data
 
 
 def write_manifest(path: Path, rows: int) -> None:
@@ -86,14 +47,6 @@ def write_manifest(path: Path, rows: int) -> None:
                 "input": {"input_image": f"https://images.example.com/photos/{i}.jpg"},
             }
             fh.write(json.dumps(row) + "\n")
-
-
-def batcher_env(base: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMIND_")}
-    env["SEGMIND_API_KEY"] = API_KEY
-    if base:
-        env["SEGMIND_API_BASE"] = base
-    return env
 
 
 @dataclass
@@ -134,7 +87,7 @@ def dry_run(tmp: Path, rows: int) -> tuple[Finished, float]:
     size_mb = manifest.stat().st_size / 1e6
     done = run_child(
         ["run", str(manifest), "--dry-run", "--ledger", str(tmp / "dry" / "ledger.jsonl")],
-        batcher_env(),
+        batcher_env(API_KEY),
         tmp / "dry-run.log",
         timeout=600,
     )
@@ -185,7 +138,7 @@ def in_flight(tmp: Path, args: argparse.Namespace) -> InFlight:
                 str(tmp / "run" / "out"),
                 "--quiet",
             ],
-            batcher_env(base),
+            batcher_env(API_KEY, base),
             tmp / "in-flight.log",
             timeout=args.max_runtime + 120,
             watch=watch,

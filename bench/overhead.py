@@ -32,18 +32,17 @@ import os
 import pstats
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from emuproc import emulator_stats, start_emulator, stop
 
 from batcher.config import ApiSettings, LedgerSettings, OutputSettings, PollSettings, RateSettings, Settings
 from batcher.engine import run_batch
@@ -52,44 +51,6 @@ from batcher.workflows import load_workflows
 SKETCH_ID = "66cec9a38aeef98f887211f1-v1"
 API_KEY = "sk-bench-overhead-0000"
 TARGET = 1.5
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_emulator(*flags: str) -> tuple[subprocess.Popen[str], str]:
-    """An emulator subprocess on a free loopback port, and its base URL once it serves."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batcher.emulator", "--port", str(port), *flags],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "Segmind emulator serving at ..." (or EOF if it died)
-    if "serving at" not in line:
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def emulator_stats(base: str) -> dict[str, Any]:
-    with _NO_PROXY.open(f"{base}/_emulator/stats", timeout=30) as resp:
-        data: dict[str, Any] = json.load(resp)
-    return data
 
 
 def image_url(i: int) -> str:

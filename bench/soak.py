@@ -26,17 +26,16 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from emuproc import batcher_env, emulator_stats, start_emulator, stop
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-bench-soak-0000"
@@ -48,46 +47,6 @@ GROWTH_LIMIT = 0.10
 FD_BAND = 16
 #: Ledger statuses after which a job is finished for this run.
 FINAL = (b'"status":"completed"', b'"status":"failed"', b'"status":"expired"', b'"status":"download_failed"')
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_emulator(*flags: str) -> tuple[subprocess.Popen[str], str]:
-    """An emulator subprocess on a free loopback port, and its base URL once it serves."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batcher.emulator", "--port", str(port), *flags],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "Segmind emulator serving at ..." (or EOF if it died)
-    if "serving at" not in line:
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, grace: float = 10) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def emulator_stats(base: str) -> dict[str, Any]:
-    with _NO_PROXY.open(f"{base}/_emulator/stats", timeout=30) as resp:
-        data: dict[str, Any] = json.load(resp)
-    return data
 
 
 def write_manifest(path: Path, jobs: int) -> None:
@@ -203,8 +162,7 @@ def main() -> int:
             cmd += ["--poll-interval", str(args.poll_interval), "--quiet"]
             if args.rate_limit:
                 cmd += ["--rate-limit", str(args.rate_limit)]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMIND_")}
-            env.update(SEGMIND_API_KEY=API_KEY, SEGMIND_API_BASE=base)
+            env = batcher_env(API_KEY, base)
             log = tmp / "run.log"
             tail = LedgerTail(ledger)
             samples: list[Sample] = []
