@@ -48,12 +48,13 @@ from .errors import (
     TransportError,
     UnexpectedStatus,
 )
+from .inputs import materialize, preview_inputs
 from .ledger import Ledger
 from .outputs import OutputRef
 from .pollpolicy import PollPolicy
 from .scheduler import Action, Job, Scheduler
 from .stats import RunStats
-from .workflows import Workflow, WorkflowRegistry, materialize, preview_inputs
+from .workflows import Workflow, WorkflowRegistry
 
 log = logging.getLogger("batcher")
 
@@ -134,7 +135,7 @@ class Actions:
         assert spec is not None, "a job is submitted only from its manifest row"
         wf = spec.workflow
         try:
-            body = materialize(wf, spec.inputs, spec.base_dir)
+            body = materialize(wf.inputs, spec.inputs, spec.base_dir)
         except OSError as exc:
             self.stats.committed_usd -= job.price or 0.0
             self._event(job, "failed", error=f"cannot read local input file: {exc.strerror}", retryable=False)

@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .inputs import InputProblem
 from .manifest_formats import RawRow
-from .workflows import InputProblem, Workflow, WorkflowRegistry
+from .workflows import Workflow, WorkflowRegistry
 
 #: Explicit ids are 1 to this many characters.
 MAX_ID_LENGTH = 128

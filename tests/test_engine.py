@@ -11,7 +11,8 @@ import pytest
 from batcher.clock import ScaledClock
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
-from batcher.workflows import InputSpec, Workflow, WorkflowRegistry
+from batcher.inputs import InputSpec
+from batcher.workflows import Workflow, WorkflowRegistry
 
 from .support import (
     API_KEY,

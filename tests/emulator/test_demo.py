@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from batcher.emulator import EmulatorConfig
-from batcher.workflows import load_workflows, materialize
+from batcher.inputs import materialize
+from batcher.workflows import load_workflows
 
 from .helpers import DEMO_IMAGES, REPO, fast_clock, serve
 
@@ -52,7 +53,7 @@ async def test_every_demo_row_completes_on_the_emulator() -> None:
         workflow = workflows.get(row["workflow"])
         assert workflow is not None
         inputs = workflow.prepare(row["input"], base_dir=MANIFEST.parent)
-        bodies.append((workflow.workflow_id, materialize(workflow, inputs, Path(MANIFEST.parent))))
+        bodies.append((workflow.workflow_id, materialize(workflow.inputs, inputs, Path(MANIFEST.parent))))
     async with serve(EmulatorConfig(duration_median=1.0, render_threads=2), fast_clock()) as api:
         answers = [await api.queued(workflow_id, body) for workflow_id, body in bodies]
         results: dict[str, str] = {}
