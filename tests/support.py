@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import random
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,11 @@ def last_status(path: Path) -> dict[str, str]:
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def run_command(*extra: str) -> list[str]:
+    """``python -m batcher run m.jsonl --ledger l.jsonl --out out ...``: the tests' standard run."""
+    return [sys.executable, "-m", "batcher", "run", "m.jsonl", "--ledger", "l.jsonl", "--out", "out", *extra]
 
 
 def cli_env(base_url: str | None = None) -> dict[str, str]:

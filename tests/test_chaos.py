@@ -7,7 +7,6 @@ import hashlib
 import json
 import random
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.ledger import Ledger, read_records
 
-from .support import blog_rows, cli_env, sketch_rows, stderr_lines, write_jsonl
+from .support import blog_rows, cli_env, run_command, sketch_rows, stderr_lines, write_jsonl
 
 SEED = 20261121
 JOBS = 240
@@ -42,19 +41,7 @@ ARGS = ["--poll-interval", "0.15", "--rate-limit", "12000", "--concurrency", "48
 
 
 def _command(tmp: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "batcher",
-        "run",
-        "m.jsonl",
-        "--ledger",
-        "l.jsonl",
-        "--out",
-        "out",
-        *ARGS,
-        str(tmp / "c.yaml"),
-    ]
+    return run_command(*ARGS, str(tmp / "c.yaml"))
 
 
 def _in_doubt(ledger: Path) -> set[str]:

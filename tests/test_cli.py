@@ -14,7 +14,7 @@ from anyio.abc import Process
 
 from batcher.emulator import EmulatorConfig, run_emulator
 
-from .support import API_KEY, cli_env, ledger_lines, sketch_rows, stderr_lines, write_jsonl
+from .support import API_KEY, cli_env, ledger_lines, run_command, sketch_rows, stderr_lines, write_jsonl
 
 _env = cli_env
 
@@ -112,30 +112,12 @@ async def test_a_locked_ledger_exits_75_and_writes_nothing(tmp_path: Path) -> No
 
 
 async def _start(tmp_path: Path, base_url: str, *extra: str) -> Process:
-    return await anyio.open_process(
-        [
-            sys.executable,
-            "-m",
-            "batcher",
-            "run",
-            "m.jsonl",
-            "--ledger",
-            "l.jsonl",
-            "--out",
-            "out",
-            "-v",
-            *FAST_ARGS,
-            *extra,
-        ],
-        cwd=tmp_path,
-        env=_env(base_url),
-    )
+    return await anyio.open_process(run_command("-v", *FAST_ARGS, *extra), cwd=tmp_path, env=_env(base_url))
 
 
 async def _resume(tmp_path: Path, base_url: str) -> subprocess.CompletedProcess[bytes]:
     """The same command again, to the end: what a user does after a crash."""
-    command = [sys.executable, "-m", "batcher", "run", "m.jsonl", "--ledger", "l.jsonl", "--out", "out"]
-    return await anyio.run_process([*command, *FAST_ARGS], cwd=tmp_path, env=_env(base_url), check=False)
+    return await anyio.run_process(run_command(*FAST_ARGS), cwd=tmp_path, env=_env(base_url), check=False)
 
 
 async def _wait_for(process: Process, needle: str, count: int = 1) -> None:
@@ -224,22 +206,7 @@ async def test_the_api_key_appears_in_no_file_and_no_output(tmp_path: Path) -> N
     write_jsonl(tmp_path / "m.jsonl", [*sketch_rows(3), {"id": "bad", "workflow": "sketch", "input": {}}])
     async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1, error_rate=0.2)) as emu:
         done = await anyio.run_process(
-            [
-                sys.executable,
-                "-m",
-                "batcher",
-                "run",
-                "m.jsonl",
-                "--ledger",
-                "l.jsonl",
-                "--out",
-                "out",
-                "-v",
-                *FAST_ARGS,
-            ],
-            cwd=tmp_path,
-            env=_env(emu.base_url),
-            check=False,
+            run_command("-v", *FAST_ARGS), cwd=tmp_path, env=_env(emu.base_url), check=False
         )
     assert done.returncode == 1
     status = _cli("status", "l.jsonl", cwd=tmp_path)
