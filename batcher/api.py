@@ -35,6 +35,7 @@ from .errors import (
 from .outputs import OutputRef, parse_outputs
 from .transport import Answer, Streamed, Transport
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _REQUEST_ID = re.compile(r"^[0-9a-zA-Z_-]{8,128}$")
 _CREDITS = re.compile(r"balance\s*\$?\s*(-?[\d.]+).*?required\s*\$?\s*(-?[\d.]+)", re.IGNORECASE | re.DOTALL)
 
@@ -84,6 +85,7 @@ class SegmindAPI:
         self._settings = settings
         self._clock = clock
         self._base = settings.base_url.rstrip("/")
+        self._base_slash = self._base + "/"
         self._allowed = {origin(self._base)}
         self._allowed.update(("https", host.lower(), 443) for host in settings.credential_hosts)
         #: The last ``x-remaining-credits`` seen, if any.
@@ -92,6 +94,8 @@ class SegmindAPI:
     # --- credentials ------------------------------------------------------------------
 
     def may_receive_key(self, url: str) -> bool:
+        if url.startswith(self._base_slash):
+            return True  # the API's own origin, spelled as configured (every poll_url, usually)
         return origin(url) in self._allowed
 
     def _auth(self, url: str) -> dict[str, str]:
@@ -156,7 +160,8 @@ class SegmindAPI:
         self, url: str, sink: Callable[[bytes], Awaitable[None]], *, max_bytes: int, timeout: float
     ) -> Streamed:
         """Stream an output file to ``sink``. Never sends credentials; only http(s)."""
-        scheme = urlsplit(url).scheme.lower()
+        match = _SCHEME.match(url)
+        scheme = match.group(1).lower() if match else ""
         if scheme not in ("http", "https"):
             raise UnsafeOutputError(f"refusing output URL with scheme '{scheme or '(none)'}:'")
         return await self._transport.stream(url, sink, max_bytes=max_bytes, timeout=timeout)

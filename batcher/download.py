@@ -8,6 +8,7 @@ is written to a ``.part`` file, fsynced, then renamed, so a file that exists is 
 from __future__ import annotations
 
 import base64
+import contextlib
 import binascii
 import hashlib
 import os
@@ -58,12 +59,17 @@ _BY_TYPE = {
 }
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9]+(?:[._-]+[A-Za-z0-9]+)*")
+
+
 def safe_name(text: str, *, max_len: int = 80) -> str:
     """A file name made from ``text`` that cannot leave its folder or surprise a shell.
 
     Keeps letters, digits, ``.``, ``_`` and ``-``; everything else becomes ``_``. If anything had
     to change, a short hash of the original is appended, so different ids never share a name.
     """
+    if len(text) <= max_len and _PLAIN.fullmatch(text):
+        return text  # already safe (the usual case): nothing to fold or replace
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     clean = _UNSAFE.sub("_", folded).strip("._-")[:max_len] or "x"
     if clean != text:
@@ -99,7 +105,10 @@ class SavedOutput:
 
 def _extension(url: str | None, content_type: str) -> str:
     if url and not url.startswith("data:"):
-        suffix = Path(unquote(urlsplit(url).path)).suffix.lower()
+        path = url.split("?", 1)[0].split("#", 1)[0]
+        name = path[path.find("//") + 2 :] if "//" in path else path
+        name = name.rsplit("/", 1)[-1] if "/" in name else ""  # the host is not a file name
+        suffix = os.path.splitext(unquote(name) if "%" in name else name)[1].lower()
         if suffix in _EXTENSIONS:
             return suffix
     return _BY_TYPE.get(content_type.split(";")[0].strip().lower(), ".bin")
@@ -110,13 +119,12 @@ class OutputSaver:
 
     def __init__(self, api: SegmindAPI, out_dir: Path, *, max_bytes: int, timeout: float) -> None:
         self._api = api
-        self._out = out_dir
-        self._root = out_dir.resolve()
+        self._out = str(out_dir)
         self._max_bytes = max_bytes
         self._timeout = timeout
 
-    def _target(self, job_id: str, key: str, ext: str, used: set[str]) -> Path:
-        folder = self._out / safe_name(job_id)
+    @staticmethod
+    def _target(folder: str, key: str, ext: str, used: set[str]) -> str:
         base = safe_name(key, max_len=60)
         name = f"{base}{ext}"
         n = 1
@@ -124,16 +132,19 @@ class OutputSaver:
             name = f"{base}_{n}{ext}"
             n += 1
         used.add(name)
-        return folder / name
+        return os.path.join(folder, name)
 
     async def save_all(self, job_id: str, refs: list[OutputRef]) -> list[SavedOutput]:
         """Save every output of a job, or raise DownloadFailed for the first that fails."""
         used: set[str] = set()
         saved = []
+        # safe_name: no separators, no leading dots, so nothing can land outside --out.
+        folder = os.path.join(self._out, safe_name(job_id))
         for ref in refs:
             try:
-                saved.append(await self._save_one(job_id, ref, used))
-            except DownloadFailed:
+                saved.append(await self._save_one(folder, ref, used))
+            except DownloadFailed as exc:
+                exc.job_id = exc.job_id or job_id
                 raise
             except UnsafeOutputError as exc:
                 raise DownloadFailed(f"{ref.key}: {exc}", retryable=False, job_id=job_id) from None
@@ -147,12 +158,11 @@ class OutputSaver:
                 ) from None
         return saved
 
-    async def _save_one(self, job_id: str, ref: OutputRef, used: set[str]) -> SavedOutput:
-        """Fetch one output into memory (up to SPILL bytes; past that, stream to a file) and
-        write it, fsync it and rename it into place in one trip to a worker thread."""
+    async def _save_one(self, folder: str, ref: OutputRef, used: set[str]) -> SavedOutput:
+        """Fetch one output into memory (up to SPILL bytes; past that, stream to a part file)
+        and write it and rename it into place: from the event loop if small, else in a thread."""
         digest = hashlib.sha256()
-        folder = self._out / safe_name(job_id)
-        part = folder / f".{safe_name(ref.key, max_len=60)}.{os.getpid()}.part"
+        part = os.path.join(folder, f".{safe_name(ref.key, max_len=60)}.{os.getpid()}.part")
         buffer: list[bytes] = []
         held = 0
         spill: _Spill | None = None
@@ -190,26 +200,31 @@ class OutputSaver:
                         f"{ref.key}: HTTP {got.status} fetching output"
                         + (" (the provider keeps outputs about 7 days)" if gone else ""),
                         retryable=not gone,
-                        job_id=job_id,
                     )
                 content_type, size = got.content_type, got.size
-            target = self._target(job_id, ref.key, _extension(ref.url, content_type), used)
+            target = self._target(folder, ref.key, _extension(ref.url, content_type), used)
             if spill is not None:
                 await spill.close()
-                await anyio.to_thread.run_sync(_commit, self._root, part, None, target)
+                await anyio.to_thread.run_sync(_commit, part, None, target)
+            elif held <= INLINE_WRITE:
+                # A page-cache write of a few hundred KB costs less than a trip to a thread.
+                _commit(part, b"".join(buffer), target)
             else:
-                await anyio.to_thread.run_sync(_commit, self._root, part, b"".join(buffer), target)
-        finally:
+                await anyio.to_thread.run_sync(_commit, part, b"".join(buffer), target)
+        except BaseException:
             if spill is not None:
                 await spill.close()
-            if part.exists():
-                part.unlink()
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
         url = ref.url if ref.url and not ref.url.startswith("data:") else None
-        return SavedOutput(ref.key, url, str(target), digest.hexdigest(), size)
+        return SavedOutput(ref.key, url, target, digest.hexdigest(), size)
 
 
 #: Outputs up to this size are held in memory and written in one go (Segmind's are images).
 SPILL = 8 * 1024 * 1024
+#: Outputs up to this size are written from the event loop; larger ones in a worker thread.
+INLINE_WRITE = 256 * 1024
 
 
 class _Spill:
@@ -220,8 +235,8 @@ class _Spill:
         self._closed = False
 
     @classmethod
-    async def open(cls, part: Path) -> _Spill:
-        await anyio.to_thread.run_sync(lambda: part.parent.mkdir(parents=True, exist_ok=True))
+    async def open(cls, part: str) -> _Spill:
+        await anyio.to_thread.run_sync(lambda: os.makedirs(os.path.dirname(part), exist_ok=True))
         return cls(await aiofiles.open(part, "wb"))
 
     async def write(self, data: bytes) -> None:
@@ -233,22 +248,22 @@ class _Spill:
             await self._handle.close()
 
 
-def _commit(root: Path, part: Path, data: bytes | None, target: Path) -> None:
-    """In a worker thread: write ``data`` (unless already spilled) to ``part``, fsync it, and
-    rename it to ``target``, so a file that exists under its name is complete and durable."""
-    if not target.resolve().is_relative_to(root):  # belt and braces: safe_name forbids it
-        raise UnsafeOutputError(f"output name {target.name!r} would leave the output folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if data is not None else 0)
-    fd = os.open(part, flags, 0o644)
-    try:
-        if data is not None:
+def _commit(part: str, data: bytes | None, target: str) -> None:
+    """Write ``data`` (unless already spilled) to ``part`` and rename it to ``target``, so a file
+    under its final name is complete. Not fsynced: a file survives a killed process at once and
+    reaches the disk with the next sync (see :func:`sync_outputs`)."""
+    if data is not None:
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # the job's folder (or --out itself) does not exist yet
+            os.makedirs(os.path.dirname(part), exist_ok=True)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        finally:
+            os.close(fd)
     os.replace(part, target)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -35,9 +36,22 @@ from .errors import LedgerError, LedgerLockedError
 MAX_LINE = 4 * 1024 * 1024
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def utc_iso(posix: float) -> str:
-    """A POSIX time as ``2026-11-21T04:35:42.123Z``."""
-    return datetime.fromtimestamp(posix, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """A POSIX time as ``2026-11-21T04:35:42.123Z`` (the second's text is reused: a ledger
+    writes many lines a second, and formatting a datetime is most of the cost of a line)."""
+    global _second
+    # Rounded to the microsecond as datetime.fromtimestamp does, then cut to the millisecond.
+    fraction, whole = math.modf(posix)
+    micro = round(fraction * 1e6)
+    sec, frac = int(whole) + micro // 1_000_000, (micro % 1_000_000) // 1000
+    cached_sec, text = _second
+    if sec != cached_sec:
+        text = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (sec, text)
+    return f"{text}.{frac:03d}Z"
 
 
 def parse_iso(text: str) -> float | None:
@@ -47,9 +61,13 @@ def parse_iso(text: str) -> float | None:
         return None
 
 
+#: One encoder for every line: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def encode(record: dict[str, Any]) -> bytes:
-    """One ledger line. ``json.dumps`` escapes newlines inside strings, so a line is a record."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
+    """One ledger line. JSON escapes newlines inside strings, so a line is a record."""
+    return (_ENCODER.encode(record) + "\n").encode()
 
 
 def _valid_line(line: bytes) -> bool:
@@ -117,7 +135,7 @@ class Ledger:
         self.repaired_bytes = repaired_bytes
         self._written = 0
         self._synced = 0
-        self._sync_lock = anyio.Lock()
+        self._syncing: anyio.Event | None = None
         self.lines_written = 0
 
     @classmethod
@@ -201,17 +219,24 @@ class Ledger:
             await self.sync()
 
     async def sync(self) -> None:
-        """Wait until every record appended before this call is on disk (group commit)."""
+        """Wait until every record appended before this call is on disk (group commit).
+
+        One fsync at a time; whoever arrives while it runs waits for it, then checks whether
+        it covered them, and if not, the first of them starts the next one.
+        """
         target = self._written
-        if self._synced >= target:
-            return
-        async with self._sync_lock:
-            if self._synced >= target:
-                return  # someone else's fsync covered us while we waited
+        while self._synced < target:
+            if self._syncing is not None:
+                await self._syncing.wait()
+                continue
+            self._syncing = done = anyio.Event()
             upto = self._written
-            fd = self._fd
-            await anyio.to_thread.run_sync(os.fsync, fd)
-            self._synced = max(self._synced, upto)
+            try:
+                await anyio.to_thread.run_sync(os.fsync, self._fd)
+                self._synced = max(self._synced, upto)
+            finally:
+                self._syncing = None
+                done.set()
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:

@@ -23,7 +23,7 @@ USER_AGENT = "batcher/0.1 (+https://github.com/batcher)"
 
 @dataclass(frozen=True)
 class Answer:
-    """A complete HTTP answer. ``headers`` keys are lower case."""
+    """A complete HTTP answer. ``headers`` is case-insensitive (look up lower-case keys)."""
 
     status: int
     headers: Mapping[str, str]
@@ -38,10 +38,6 @@ class Streamed:
     content_type: str
     size: int
     headers: Mapping[str, str]
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
 
 
 def _describe(url: str) -> str:
@@ -107,15 +103,20 @@ class Transport:
         timeout: float | None = None,
     ) -> Answer:
         """Send one request and read the whole answer (at most ``max_bytes``)."""
-        kwargs: dict[str, Any] = {"headers": dict(headers or {}), "allow_redirects": False}
+        kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
         if json_body is not None:
             kwargs["json"] = json_body
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
         try:
             async with self.session.request(method, url, **kwargs) as resp:
-                body = await _read_capped(resp, max_bytes, url)
-                return Answer(status=resp.status, headers=_lower(resp.headers), body=body)
+                declared = resp.content_length
+                if declared is not None and declared <= max_bytes:
+                    body = await resp.read()  # the usual case: a small JSON answer, one read
+                else:
+                    body = await _read_capped(resp, max_bytes, url)
+                # aiohttp's headers are case-insensitive: lower-case keys find them.
+                return Answer(status=resp.status, headers=resp.headers, body=body)
         except UnsafeOutputError:
             raise
         except Exception as exc:
@@ -135,12 +136,12 @@ class Transport:
 
         A non-200 answer is returned with ``size == 0`` and nothing passed to ``sink``.
         """
-        kwargs: dict[str, Any] = {"headers": dict(headers or {}), "allow_redirects": False}
+        kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
         try:
             async with self.session.get(url, **kwargs) as resp:
-                hdrs = _lower(resp.headers)
+                hdrs = resp.headers
                 if resp.status != 200:
                     return Streamed(resp.status, resp.content_type, 0, hdrs)
                 declared = resp.content_length

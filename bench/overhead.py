@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import os
@@ -348,13 +349,17 @@ def main() -> int:
             def engine(where: Path) -> Any:
                 return batcher_run(base, manifest, where, args.concurrency, args.connections, args.interval)
 
-            for _ in range(max(1, args.repeat)):
-                samples.append(measure("bare", base, bare))
-                with tempfile.TemporaryDirectory(dir=top) as d:
-                    samples.append(measure("batcher", base, lambda: engine(Path(d))))
-                if tmpfs is not None:
-                    with tempfile.TemporaryDirectory(dir=tmpfs) as d:
-                        samples.append(measure("batcher, tmpfs", base, lambda: engine(Path(d))))
+            # Run folders are removed only at the end: deleting thousands of files makes the
+            # filesystem busy for a while (online discard on this machine's ext4), and that
+            # bill must not land on whichever run comes next.
+            with contextlib.ExitStack() as folders:
+                for _ in range(max(1, args.repeat)):
+                    samples.append(measure("bare", base, bare))
+                    d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=top)))
+                    samples.append(measure("batcher", base, lambda: engine(d)))
+                    if tmpfs is not None:
+                        d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=tmpfs)))
+                        samples.append(measure("batcher, tmpfs", base, lambda: engine(d)))
             disk = _filesystem(Path(top))
             print(
                 f"{args.jobs:,} jobs, concurrency {args.concurrency}, {args.connections} connections, "
