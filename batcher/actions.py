@@ -28,8 +28,6 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
 from .api import SegmindAPI
 from .backoff import full_jitter
 from .clock import Clock
@@ -48,6 +46,7 @@ from .errors import (
     TransportError,
     UnexpectedStatus,
 )
+from .handoff import Handoff
 from .inputs import materialize, preview_inputs
 from .ledger import Ledger
 from .outputs import OutputRef
@@ -80,7 +79,7 @@ class Actions:
         settings: Settings,
         registry: WorkflowRegistry,
         stats: RunStats,
-        downloads: MemoryObjectSendStream[DownloadTask],
+        downloads: Handoff[DownloadTask],
         clock: Clock,
         rng: random.Random,
     ) -> None:
@@ -264,7 +263,7 @@ class Actions:
                 finished_by=round(elapsed, 3),
             )
             self.sched.finish(job)
-            await self.downloads.send(DownloadTask(job.job_id, job.workflow, refs))
+            self.downloads.put(DownloadTask(job.job_id, job.workflow, refs))
         elif result.status == "FAILED":
             self.durations.observe(job.workflow, job.last_unfinished, elapsed)
             self._event(job, "failed", error=f"the provider reported FAILED: {result.error}", retryable=False)
@@ -278,13 +277,10 @@ class Actions:
 
     # --- download ------------------------------------------------------------------
 
-    async def download_worker(
-        self, tasks: MemoryObjectReceiveStream[DownloadTask], saver: OutputSaver
-    ) -> None:
+    async def download_worker(self, tasks: Handoff[DownloadTask], saver: OutputSaver) -> None:
         """Save the outputs of finished jobs as they come, recording each outcome."""
-        async with tasks:
-            async for task in tasks:
-                await self._download(task, saver)
+        while (task := await tasks.get()) is not None:
+            await self._download(task, saver)
 
     async def _download(self, task: DownloadTask, saver: OutputSaver) -> None:
         attempt = 0

@@ -24,10 +24,11 @@ from .actions import Actions, DownloadTask
 from .api import SegmindAPI
 from .clock import Clock, SystemClock
 from .config import Settings, with_paths
-from .download import OutputSaver
+from .download import OutputSaver, sync_outputs
 from .durations import DurationModel
 from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
+from .handoff import Handoff
 from .ledger import Ledger
 from .manifest import check_manifest_paths
 from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
@@ -258,7 +259,7 @@ class _Run:
         return guards
 
     async def go(self, interrupt: anyio.Event) -> RunResult:
-        send, receive = anyio.create_memory_object_stream[DownloadTask](max_buffer_size=float("inf"))
+        downloads: Handoff[DownloadTask] = Handoff()
         s = self.s
         async with Transport(
             connect_timeout=s.api.connect_timeout,
@@ -277,7 +278,7 @@ class _Run:
                 settings=s,
                 registry=self.registry,
                 stats=self.stats,
-                downloads=send,
+                downloads=downloads,
                 clock=self.clock,
                 rng=self.rng,
             )
@@ -292,15 +293,26 @@ class _Run:
                     tg.start_soon(self.progress, self.snapshot)
                 async with anyio.create_task_group() as work:
                     for _ in range(s.output.concurrency):
-                        work.start_soon(actions.download_worker, receive.clone(), saver)
-                    receive.close()
-                    async with send, anyio.create_task_group() as requests:
-                        requests.start_soon(self.feeder.run, send.clone())
-                        await self.sched.run()
-                        requests.cancel_scope.cancel()  # the feeder may still be counting
+                        work.start_soon(actions.download_worker, downloads, saver)
+                    try:
+                        async with anyio.create_task_group() as requests:
+                            requests.start_soon(self.feeder.run, downloads)
+                            await self.sched.run()
+                            requests.cancel_scope.cancel()  # the feeder may still be counting
+                    finally:
+                        downloads.close()  # the workers finish what is queued, then end
                 tg.cancel_scope.cancel()  # done: stop the watchers
-            await self.ledger.sync()
+            await self._end_run()
         return self._result()
+
+    async def _end_run(self) -> None:
+        """Flush this run's output files to disk (one syncfs, not an fsync per file), then
+        say so in the ledger: the next run checks the files of runs without ``run_end``."""
+        assert self.s.output.out_dir is not None
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(sync_outputs, self.s.output.out_dir)
+            self.ledger.event(None, "run_end", self.clock.wall(), outputs_synced=True)
+            await self.ledger.sync()
 
     async def _window(self, deadline: float, scope: anyio.CancelScope) -> None:
         """--max-runtime: at the deadline, stop everything; in-flight jobs resume next run."""

@@ -13,17 +13,19 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from anyio.abc import ObjectSendStream
+import anyio
 
 from .actions import DownloadTask
 from .clock import Clock
 from .config import Settings
+from .download import output_intact
 from .errors import RowError
+from .handoff import Handoff
 from .ledger import Ledger, parse_iso
 from .manifest import read_manifests
 from .outputs import OutputRef
 from .scheduler import Job, Scheduler
-from .state import LedgerState, Next
+from .state import FINAL_OK, JobState, LedgerState, Next
 from .stats import RunStats
 from .workflows import WorkflowRegistry
 
@@ -56,63 +58,91 @@ class Feeder:
         #: Final states of the manifests' jobs that earlier runs finished.
         self.earlier: Counter[str] = Counter()
 
-    async def run(self, downloads: ObjectSendStream[DownloadTask]) -> None:
+    async def run(self, downloads: Handoff[DownloadTask]) -> None:
         """Ledger work first (re-attach, download), then manifest rows, lazily."""
-        async with downloads:
-            retry_failed = self.settings.retry_failed
-            now_wall, now = self.clock.wall(), self.clock.monotonic()
-            for job_id, js in self.state.jobs.items():
-                step = js.next_step(retry_failed=retry_failed)
-                wf = self.registry.get(js.workflow or "") if js.workflow else None
-                if step is Next.ATTACH and js.poll_url:
-                    started = parse_iso(js.submitted_ts or "") or now_wall
-                    job = Job(
-                        job_id,
-                        js.workflow or "?",
-                        wf.price_usd if wf else None,
-                        request_id=js.request_id,
-                        poll_url=js.poll_url,
-                        submitted_at=now - max(0.0, now_wall - started),
+        await self._check_unsynced_outputs()
+        retry_failed = self.settings.retry_failed
+        now_wall, now = self.clock.wall(), self.clock.monotonic()
+        for job_id, js in self.state.jobs.items():
+            step = js.next_step(retry_failed=retry_failed)
+            wf = self.registry.get(js.workflow or "") if js.workflow else None
+            if step is Next.ATTACH and js.poll_url:
+                started = parse_iso(js.submitted_ts or "") or now_wall
+                job = Job(
+                    job_id,
+                    js.workflow or "?",
+                    wf.price_usd if wf else None,
+                    request_id=js.request_id,
+                    poll_url=js.poll_url,
+                    submitted_at=now - max(0.0, now_wall - started),
+                )
+                self.stats.attached += 1
+                self.sched.attach(job)
+            elif step is Next.DOWNLOAD:
+                refs = tuple(OutputRef.from_json(o) for o in js.outputs or [] if isinstance(o, dict))
+                self.stats.downloads_resumed += 1
+                downloads.put(DownloadTask(job_id, js.workflow or "?", refs))
+        for item in read_manifests(self.manifests, self.registry):
+            if isinstance(item, RowError):
+                self._invalid(item)
+                continue
+            known = self.state.jobs.get(item.job_id)
+            step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
+            if step is Next.NOTHING:
+                assert known is not None
+                self.earlier[known.status] += 1
+                self.stats.skipped += 1
+                continue
+            if step in (Next.ATTACH, Next.DOWNLOAD):
+                continue  # already under way from the ledger pass above
+            if self.sched.stop_submitting:
+                self.stats.left += 1
+                continue
+            if step is Next.UNKNOWN:
+                if self.settings.ledger.unknown_submit == "fail":
+                    self.ledger.event(
+                        item.job_id,
+                        "failed",
+                        self.clock.wall(),
+                        retryable=False,
+                        error="an earlier POST's outcome is unknown and ledger.unknown_submit is 'fail'",
                     )
-                    self.stats.attached += 1
-                    self.sched.attach(job)
-                elif step is Next.DOWNLOAD:
-                    refs = tuple(OutputRef.from_json(o) for o in js.outputs or [] if isinstance(o, dict))
-                    self.stats.downloads_resumed += 1
-                    await downloads.send(DownloadTask(job_id, js.workflow or "?", refs))
-            for item in read_manifests(self.manifests, self.registry):
-                if isinstance(item, RowError):
-                    self._invalid(item)
+                    self.stats.outcomes["failed"] += 1
                     continue
-                known = self.state.jobs.get(item.job_id)
-                step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
-                if step is Next.NOTHING:
-                    assert known is not None
-                    self.earlier[known.status] += 1
-                    self.stats.skipped += 1
-                    continue
-                if step in (Next.ATTACH, Next.DOWNLOAD):
-                    continue  # already under way from the ledger pass above
-                if self.sched.stop_submitting:
-                    self.stats.left += 1
-                    continue
-                if step is Next.UNKNOWN:
-                    if self.settings.ledger.unknown_submit == "fail":
-                        self.ledger.event(
-                            item.job_id,
-                            "failed",
-                            self.clock.wall(),
-                            retryable=False,
-                            error="an earlier POST's outcome is unknown and ledger.unknown_submit is 'fail'",
-                        )
-                        self.stats.outcomes["failed"] += 1
-                        continue
-                    self.stats.resubmitted_unknown += 1
-                wf = item.workflow
-                job = Job(item.job_id, wf.name, wf.price_usd, workflow_id=wf.workflow_id, spec=item)
-                if not await self.sched.pending.put(job):
-                    self.stats.left += 1
-            self.sched.pending.close()
+                self.stats.resubmitted_unknown += 1
+            wf = item.workflow
+            job = Job(item.job_id, wf.name, wf.price_usd, workflow_id=wf.workflow_id, spec=item)
+            if not await self.sched.pending.put(job):
+                self.stats.left += 1
+        self.sched.pending.close()
+
+    async def _check_unsynced_outputs(self) -> None:
+        """Runs that did not end in order (no ``run_end``: killed, or the machine died) may have
+        recorded outputs that never reached the disk. Check those files (only those runs': a
+        file a user moved away after a run that ended in order is theirs to move) and fetch
+        any that are missing or short again."""
+        state = self.state
+        suspects = [
+            (job_id, js)
+            for job_id, js in state.jobs.items()
+            if js.status == FINAL_OK and js.done_line > state.synced_upto and js.outputs
+        ]
+        if not suspects:
+            return
+
+        def lost() -> list[tuple[str, JobState]]:
+            return [
+                (job_id, js)
+                for job_id, js in suspects
+                if not all(output_intact(o) for o in js.outputs or [] if isinstance(o, dict))
+            ]
+
+        for job_id, js in await anyio.to_thread.run_sync(lost):
+            if js.outputs_lost():
+                self.stats.outputs_refetched += 1
+                log.warning("%s: its saved output is missing or short on disk; fetching it again", job_id)
+            else:
+                log.error("%s: its saved output is missing on disk and cannot be fetched again", job_id)
 
     def _invalid(self, err: RowError) -> None:
         self.stats.invalid += 1

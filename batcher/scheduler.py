@@ -12,7 +12,7 @@ allows one request, the loop sends, in order of preference:
 3. otherwise it sleeps until the next due time or until something changes.
 
 Requests are performed by a fixed pool of ``max_requests`` worker tasks in the scheduler's task
-group, fed through a memory stream (structured concurrency: nothing outlives
+group, fed through a :class:`~batcher.handoff.Handoff` (structured concurrency: nothing outlives
 :meth:`Scheduler.run`; and a handoff costs a fraction of starting a task per request, which
 ``bench/overhead.py`` measured at 30 µs). The loop dispatches only while a worker is free, so a
 request never waits in the stream. What each answer means for a job is in :mod:`batcher.actions`.
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .clock import Clock
 from .guards import SubmitGuard
+from .handoff import Handoff
 from .ratecontrol import RateController
 
 if TYPE_CHECKING:
@@ -240,15 +240,16 @@ class Scheduler:
     async def run(self) -> None:
         """Send requests until every job is finished or stopped."""
         assert self.perform is not None, "engine must set Scheduler.perform"
-        send, receive = anyio.create_memory_object_stream[tuple[Job, Action]](self.max_requests)
+        work: Handoff[tuple[Job, Action]] = Handoff()
         async with anyio.create_task_group() as tg:
             for _ in range(self.max_requests):
-                tg.start_soon(self._worker, receive.clone())
-            receive.close()
-            async with send:
-                await self._loop(send)
+                tg.start_soon(self._worker, work)
+            try:
+                await self._loop(work)
+            finally:
+                work.close()
 
-    async def _loop(self, send: MemoryObjectSendStream[tuple[Job, Action]]) -> None:
+    async def _loop(self, work: Handoff[tuple[Job, Action]]) -> None:
         while not self.halted:
             now = self.clock.monotonic()
             due = bool(self._heap) and self._heap[0].at <= now
@@ -293,7 +294,7 @@ class Scheduler:
             if self.on_dispatch is not None:
                 # Synchronous, before the next decision: guards see this request counted.
                 self.on_dispatch(job, action)
-            send.send_nowait((job, action))
+            work.put((job, action))
 
     def _begin(self, action: Action) -> None:
         self._active[action] += 1
@@ -303,15 +304,15 @@ class Scheduler:
     def _busy(self) -> int:
         return self._active["submit"] + self._active["poll"]
 
-    async def _worker(self, work: MemoryObjectReceiveStream[tuple[Job, Action]]) -> None:
-        """Perform dispatched requests one at a time until the loop closes the stream."""
+    async def _worker(self, work: Handoff[tuple[Job, Action]]) -> None:
+        """Perform dispatched requests one at a time until the loop closes the handoff."""
         assert self.perform is not None
-        async with work:
-            async for job, action in work:
-                try:
-                    await self.perform(job, action)
-                finally:
-                    self._active[action] -= 1
-                    if action == "submit" and self._active["submit"] == 0:
-                        self._idle_submits.set()
-                    self.wake()
+        while (item := await work.get()) is not None:
+            job, action = item
+            try:
+                await self.perform(job, action)
+            finally:
+                self._active[action] -= 1
+                if action == "submit" and self._active["submit"] == 0:
+                    self._idle_submits.set()
+                self.wake()

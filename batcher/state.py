@@ -8,7 +8,8 @@ Ledger statuses, in the order a job meets them::
     submit_unknown    └──► expired (poll said 404: the record is gone)
     deferred (not sent: 429, stop, credits)      invalid (a bad manifest row)
 
-``run`` lines (``job_id`` null) open each run with the manifests and workflow settings.
+``run`` lines (``job_id`` null) open each run with the manifests and workflow settings; a
+``run_end`` line closes a run that ended in order, after its output files were flushed to disk.
 """
 
 from __future__ import annotations
@@ -54,6 +55,22 @@ class JobState:
     last_ts: str | None = None
     source: str | None = None
     line: int | None = None
+    #: The ledger line (1-based) of its ``completed`` record.
+    done_line: int = 0
+
+    def outputs_lost(self) -> bool:
+        """Its saved files did not survive (a crash before they reached the disk): make it need
+        them again, from their URLs, or failing that by polling its poll_url once more (both
+        free). False when neither is possible."""
+        saved = self.outputs or []
+        if saved and all(isinstance(o, dict) and o.get("url") for o in saved):
+            self.status = "generated"
+            self.outputs = [{"key": o.get("key", "output"), "url": o["url"]} for o in saved]
+            return True
+        if self.poll_url:
+            self.status = "submitted"
+            return True
+        return False
 
     def next_step(self, *, retry_failed: bool) -> Next:
         s = self.status
@@ -79,6 +96,8 @@ class LedgerState:
     jobs: dict[str, JobState] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     lines: int = 0
+    #: Lines up to the last ``run_end``: the outputs those runs saved were flushed to disk.
+    synced_upto: int = 0
 
     def apply(self, rec: Mapping[str, Any]) -> None:
         """Fold one ledger record into the state."""
@@ -87,6 +106,9 @@ class LedgerState:
         job_id = rec.get("job_id")
         if status == "run" and job_id is None:
             self.runs.append(dict(rec))
+            return
+        if status == "run_end" and job_id is None:
+            self.synced_upto = self.lines
             return
         if not isinstance(job_id, str) or not isinstance(status, str):
             return
@@ -114,6 +136,8 @@ class LedgerState:
             outputs = rec.get("outputs")
             if isinstance(outputs, list):
                 job.outputs = outputs
+            if status == "completed":
+                job.done_line = self.lines
         if status in ("failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"):
             job.error = rec.get("error")
             job.retryable = bool(rec.get("retryable", False))

@@ -32,6 +32,8 @@ class RunStats:
     #: Jobs re-attached from the ledger (a poll_url was known) and downloads resumed.
     attached: int = 0
     downloads_resumed: int = 0
+    #: Completed jobs whose saved files were missing after a crash, fetched again.
+    outputs_refetched: int = 0
     #: Jobs left for a later run (submissions stopped early).
     left: int = 0
     in_flight: int = 0

@@ -51,6 +51,11 @@ def render_summary(result: RunResult) -> str:
             f"Resumed: {st.attached} jobs re-attached by poll_url (not paid again), "
             f"{st.downloads_resumed} downloads retried"
         )
+    if st.outputs_refetched:
+        lines.append(
+            f"Recovered: {st.outputs_refetched} completed jobs' files were missing or short after a "
+            "run that did not end in order; fetched again (not paid again)"
+        )
     if st.resubmitted_unknown or st.unknown_outcomes:
         lines.append(
             f"Outcome unknown: {st.unknown_outcomes} POSTs got no clear answer this run and "

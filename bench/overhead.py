@@ -356,10 +356,10 @@ def main() -> int:
                 for _ in range(max(1, args.repeat)):
                     samples.append(measure("bare", base, bare))
                     d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=top)))
-                    samples.append(measure("batcher", base, lambda: engine(d)))
+                    samples.append(measure("batcher", base, lambda d=d: engine(d)))
                     if tmpfs is not None:
                         d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=tmpfs)))
-                        samples.append(measure("batcher, tmpfs", base, lambda: engine(d)))
+                        samples.append(measure("batcher, tmpfs", base, lambda d=d: engine(d)))
             disk = _filesystem(Path(top))
             print(
                 f"{args.jobs:,} jobs, concurrency {args.concurrency}, {args.connections} connections, "

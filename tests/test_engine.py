@@ -48,8 +48,10 @@ async def test_a_manifest_runs_to_completion_with_files_hashes_and_a_full_ledger
     assert stats["submissions"] == 10 and stats["inputs_submitted_more_than_once"] == 0
     lines = ledger_lines(tmp_path / "ledger.jsonl")
     assert lines[0]["status"] == "run" and lines[0]["job_id"] is None
+    # The last line says the run ended in order, its files flushed to disk.
+    assert lines[-1]["status"] == "run_end" and lines[-1]["job_id"] is None
     by_job: dict[str, list[str]] = {}
-    for rec in lines[1:]:
+    for rec in lines[1:-1]:
         by_job.setdefault(rec["job_id"], []).append(rec["status"])
     assert all(seq == ["submitting", "submitted", "generated", "completed"] for seq in by_job.values())
     completed = [r for r in lines if r["status"] == "completed"]
@@ -413,8 +415,9 @@ async def test_a_torn_ledger_tail_is_repaired_and_the_run_resumes(
     ledger = tmp_path / "ledger.jsonl"
     async with _emulator(clock) as emu:  # type: ignore[attr-defined]
         await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
-        data = ledger.read_bytes()
-        ledger.write_bytes(data[: len(data) - 7])  # the last "completed" line, torn
+        *kept, last_completed, run_end = ledger.read_bytes().splitlines(keepends=True)
+        assert b'"completed"' in last_completed and b'"run_end"' in run_end
+        ledger.write_bytes(b"".join(kept) + last_completed[:-7])  # died writing "completed"
         result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
         stats = emu.stats()
     assert result.repaired_bytes > 0 and result.exit_code is ExitCode.OK

@@ -1,0 +1,107 @@
+"""Output files are flushed once per run, not fsynced one by one: a run that did not end in order
+(no ``run_end`` line) has its saved files checked by the next run, which fetches lost ones again
+without paying; a run that ended in order is trusted (a file moved away afterwards stays away)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from batcher.clock import ScaledClock
+from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.engine import ExitCode
+from batcher.workflows import WorkflowRegistry
+
+from .support import SPEED, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+
+pytestmark = pytest.mark.anyio
+
+FAST = EmulatorConfig(duration_median=3.0, duration_spread=0.4, render="placeholder")
+
+
+def _saved(ledger: Path) -> dict[str, dict[str, object]]:
+    """job id → its first saved output, from the last ``completed`` line of each job."""
+    return {r["job_id"]: r["outputs"][0] for r in ledger_lines(ledger) if r["status"] == "completed"}
+
+
+def _crash_before_run_end(ledger: Path) -> None:
+    """The ledger as a machine that died before the run's final flush would leave it."""
+    lines = ledger.read_text().splitlines(keepends=True)
+    assert json.loads(lines[-1])["status"] == "run_end"
+    ledger.write_text("".join(lines[:-1]))
+
+
+async def test_files_lost_before_the_run_ended_are_fetched_again_without_paying(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(FAST, clock=clock) as emu:
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        saved = _saved(ledger)
+        _crash_before_run_end(ledger)
+        gone, short, kept = (
+            Path(str(saved[j]["path"])) for j in ("sketch-0000", "sketch-0001", "sketch-0002")
+        )
+        gone.unlink()
+        short.write_bytes(b"")  # a power cut can leave an empty file under the final name
+        kept_mtime = kept.stat().st_mtime_ns
+        before = emu.stats()
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        after = emu.stats()
+    assert result.exit_code is ExitCode.OK
+    assert result.stats.outputs_refetched == 2 and result.stats.submitted == 0
+    assert after["submissions"] == before["submissions"] == 3
+    assert after["output_downloads"] - before["output_downloads"] == 2
+    for path, job in ((gone, "sketch-0000"), (short, "sketch-0001")):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == saved[job]["sha256"]
+    assert kept.stat().st_mtime_ns == kept_mtime  # an intact file is not touched
+    assert ledger_lines(ledger)[-1]["status"] == "run_end"
+
+
+async def test_files_of_a_run_that_ended_in_order_are_not_checked_again(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A user may move outputs away after a run; the next run must not fetch them back."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(FAST, clock=clock) as emu:
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        moved = Path(str(_saved(ledger)["sketch-0000"]["path"]))
+        moved.unlink()
+        before = emu.stats()
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        after = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outputs_refetched == 0
+    assert after["output_downloads"] == before["output_downloads"] and not moved.exists()
+
+
+async def test_a_lost_file_without_a_url_is_recovered_by_polling_again(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """An inline output (data: URI or text) has no URL to fetch: the job's poll_url is asked
+    once more (free), and the answer's outputs are saved again."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(FAST, clock=clock) as emu:
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        _crash_before_run_end(ledger)
+        lines = ledger_lines(ledger)
+        for rec in lines:  # as if the provider had answered with the image inline
+            if rec["status"] == "completed":
+                rec["outputs"][0]["url"] = None
+                path = Path(rec["outputs"][0]["path"])
+        ledger.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        path.unlink()
+        before = emu.stats()
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        after = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outputs_refetched == 1
+    assert result.stats.attached == 1 and after["submissions"] == before["submissions"] == 1
+    assert path.exists()
