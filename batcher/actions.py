@@ -251,6 +251,8 @@ class Actions:
         job.polls += 1
         job.errors = 0
         elapsed = now - (job.submitted_at if job.submitted_at is not None else now)
+        if job.polls == 1 and not job.attached:
+            self.polls.first_polled(job.workflow, result.status in ("COMPLETED", "FAILED"))
         if result.status == "COMPLETED":
             self.durations.observe(job.workflow, job.last_unfinished, elapsed)
             refs = tuple(result.outputs)

@@ -83,13 +83,19 @@ class DurationModel:
             return None
         return bisect.bisect_right(points, t) / len(points)
 
-    def upper_median(self, workflow: str) -> float | None:
-        """The median of every bracket's upper bound: "done by then" for half the jobs."""
+    def upper_quantile(self, workflow: str, q: float) -> float | None:
+        """The ``q`` quantile of every bracket's upper bound, tight or not: "done by then" for a
+        share ``q`` of the jobs, so never below the true quantile, and blind to nothing (a job
+        found done at its first poll counts, where tight brackets miss it)."""
         wf = self._wf.get(workflow)
         if wf is None or not wf.uppers:
             return None
         ordered = sorted(wf.uppers)
-        return ordered[len(ordered) // 2]
+        return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered))))]
+
+    def upper_median(self, workflow: str) -> float | None:
+        """The median of every bracket's upper bound: "done by then" for half the jobs."""
+        return self.upper_quantile(workflow, 0.5)
 
     def seed_from_ledger(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Learn from earlier runs' ledger lines; returns how many jobs were learned from.

@@ -53,6 +53,9 @@ class AdaptiveRate:
     - **Known limit** (``ceiling``, the plan's documented rate): paced at it, never faster.
     - **Unknown limit, before the first 429**: slow start, as TCP does: each success raises the
       rate by ``start_growth``, so the limit is reached in a few dozen requests at any time scale.
+    - **Growth only when the rate is used**: the target rises (in every phase) only after a
+      request had to wait for a token; a run that sends less than its target learns nothing
+      about the limit from its successes (TCP's congestion window validation, RFC 7661).
     - **A 429**: the whole run pauses until the server's reset time (``Retry-After`` or
       ``x-rate-limit-reset-at-utc``), or for a fully jittered, growing backoff when it gave none.
       The rate we were sending at bounds the limit from above; the target drops just under that
@@ -100,6 +103,8 @@ class AdaptiveRate:
         self._streak = 0  # consecutive 429s
         self._last_throttle = float("-inf")
         self._since_throttle = 0
+        #: Whether a request had to wait for a token since the rate last grew.
+        self._used_up = False
 
     @property
     def rate(self) -> float:
@@ -115,6 +120,7 @@ class AdaptiveRate:
         pause = max(0.0, self.paused_until - now)
         if self._tokens >= 1.0:
             return pause
+        self._used_up = True
         return max(pause, (1.0 - self._tokens) / self._rate)
 
     def acquire(self, now: float) -> None:
@@ -124,6 +130,12 @@ class AdaptiveRate:
     def on_success(self, now: float) -> None:
         self._streak = 0
         self._since_throttle += 1
+        if not self._used_up:
+            # Application-limited (RFC 7661's rule for TCP): a success says nothing about a
+            # rate we are not using, and growing anyway would leave a target far above the
+            # limit for the next burst of demand to run into.
+            return
+        self._used_up = False
         if self._ceiling is not None:
             self._rate = min(self._ceiling, self._rate * (1 + self._growth))
         elif self.learned is None:

@@ -32,15 +32,13 @@ import anyio
 from .clock import Clock
 from .guards import SubmitGuard
 from .handoff import Handoff
+from .pressure import BudgetPressure
 from .ratecontrol import RateController
 
 if TYPE_CHECKING:
     from .manifest import JobSpec
 
 Action = Literal["submit", "poll"]
-
-#: How fast the pressure estimate follows: about the last 20 requests.
-PRESSURE_GAIN = 0.05
 
 
 @dataclass(slots=True, eq=False)
@@ -66,6 +64,8 @@ class Job:
     next_action: Action = "submit"
     #: clock.monotonic() when its latest request was dispatched.
     sent_at: float = 0.0
+    #: Re-attached from the ledger (submitted by an earlier run), not submitted by this one.
+    attached: bool = False
 
 
 @dataclass(order=True)
@@ -143,10 +143,8 @@ class Scheduler:
         self._active: dict[Action, int] = {"submit": 0, "poll": 0}
         self._idle_submits = anyio.Event()
         self._idle_submits.set()
-        #: How contested the budget is: the share of recent requests sent while a submission
-        #: was kept waiting for it (0: requests to spare; 1: every request costs a submission).
-        self.pressure = 0.0
-        self._contended = False
+        #: How contested the budget is (see :mod:`batcher.pressure`).
+        self.budget = BudgetPressure()
         #: Jobs submitted (or being submitted) and not finished at the provider.
         self.in_flight = 0
         self.unsent: list[Job] = []
@@ -172,6 +170,7 @@ class Scheduler:
 
     def attach(self, job: Job) -> None:
         """A job already in flight (its poll_url came from the ledger): poll it now."""
+        job.attached = True
         self.in_flight += 1
         self.schedule(job, "poll", self.clock.monotonic())
 
@@ -197,6 +196,11 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def pressure(self) -> float:
+        """How contested the request budget is, 0 to 1 (read by the poll policy)."""
+        return self.budget.value
 
     def next_due(self) -> float | None:
         return self._heap[0].at if self._heap else None
@@ -253,20 +257,23 @@ class Scheduler:
         while not self.halted:
             now = self.clock.monotonic()
             due = bool(self._heap) and self._heap[0].at <= now
-            if not due and not self._may_submit():
+            may_submit = self._may_submit()
+            if not due and not may_submit:
+                self.budget.observe(now, waiting=False, rate=self.rate.rate)
                 if self._drained():
                     break
                 next_at = self.next_due()
                 await self._sleep(None if next_at is None else next_at - now)
                 continue
             if self._busy() >= self.max_requests:
+                self.budget.observe(now, waiting=False, rate=self.rate.rate)
                 await self._sleep(None)  # every worker busy: the first to finish wakes us
                 continue
             wait = self.rate.wait_time(now)
+            # Pressure is a submission kept waiting by the budget: polls that queue behind
+            # each other are already spread out by the limiter and the heap.
+            self.budget.observe(now, waiting=may_submit and wait > 0, rate=self.rate.rate)
             if wait > 0:
-                # Pressure means a submission is waiting for budget: polls that queue behind
-                # each other are already spread out by the limiter and the heap.
-                self._contended = self._contended or self._may_submit()
                 await self._sleep(wait)
                 continue
             if due:
@@ -286,9 +293,6 @@ class Scheduler:
                 job, action = popped, "submit"
                 self.in_flight += 1
             self.rate.acquire(self.clock.monotonic())
-            # Pressure: the share of recent requests that waited for budget (EWMA).
-            self.pressure += PRESSURE_GAIN * (float(self._contended) - self.pressure)
-            self._contended = False
             self._begin(action)
             job.sent_at = self.clock.monotonic()
             if self.on_dispatch is not None:

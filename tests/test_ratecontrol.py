@@ -96,3 +96,21 @@ def test_a_429_without_a_header_backs_off_with_growing_jitter_and_keeps_cutting(
 def test_a_server_told_wait_is_clamped_to_max_wait() -> None:
     rate = AdaptiveRate(1.0, max_wait=60.0)
     assert rate.on_throttled(0.0, retry_after=86_400.0) == 60.0
+
+
+def test_successes_below_the_target_rate_do_not_raise_it() -> None:
+    """Application-limited (RFC 7661): a run sending slower than its target learns nothing about
+    the limit; growing anyway would leave a target far above it for the next burst."""
+    rate = AdaptiveRate(1.0, burst=1)
+    now = 0.0
+    for _ in range(200):
+        now += 2.0  # a request every 2 s against a target of 1 a second: it never waits
+        assert rate.wait_time(now) == 0.0
+        rate.acquire(now)
+        rate.on_success(now)
+    assert rate.rate == 1.0
+    for _ in range(10):  # requests that wait for tokens: slow start goes on
+        now += rate.wait_time(now)
+        rate.acquire(now)
+        rate.on_success(now)
+    assert rate.rate > 2.0

@@ -1,0 +1,91 @@
+"""Budget pressure as a table of time patterns (pure; time is an argument)."""
+
+from __future__ import annotations
+
+import pytest
+
+from batcher.durations import DurationModel
+from batcher.pollpolicy import AdaptivePolls
+from batcher.pressure import BudgetPressure
+
+
+def _rate_bound(meter: BudgetPressure, *, rate: float, requests: int, start: float = 0.0) -> None:
+    """A submission always ready: the loop waits 1/rate for each token, then sends at once."""
+    now = start
+    for _ in range(requests):
+        meter.observe(now, waiting=True, rate=rate)
+        now += 1.0 / rate
+        meter.observe(now, waiting=False, rate=rate)
+
+
+def _slot_bound(meter: BudgetPressure, *, rate: float, job: float, slots: int, jobs: int) -> None:
+    """Budget to spare: a submission is ready only as a slot frees, and waits one token."""
+    now = 0.0
+    for _ in range(jobs):
+        meter.observe(now, waiting=True, rate=rate)
+        meter.observe(now + 1.0 / rate, waiting=False, rate=rate)
+        now += job / slots
+
+
+@pytest.mark.parametrize("scale", [1 / 30, 1.0, 60.0], ids=["bench", "per second", "per minute"])
+def test_a_rate_bound_run_reads_as_full_pressure_at_any_time_scale(scale: float) -> None:
+    meter = BudgetPressure()
+    _rate_bound(meter, rate=1.0 / scale, requests=200)
+    assert meter.value > 0.95
+
+
+@pytest.mark.parametrize("scale", [1 / 30, 1.0, 60.0], ids=["bench", "per second", "per minute"])
+def test_a_slot_bound_run_with_budget_to_spare_reads_as_none(scale: float) -> None:
+    """4 slots of 60 s jobs, 2 requests a second: a submission waits 0.5 s every 15 s."""
+    meter = BudgetPressure()
+    _slot_bound(meter, rate=2.0 / scale, job=60.0 * scale, slots=4, jobs=80)
+    assert 0.0 < meter.share < 0.2 and meter.value == 0.0
+
+
+def test_pressure_fades_when_the_budget_stops_binding() -> None:
+    meter = BudgetPressure()
+    _rate_bound(meter, rate=2.0, requests=100)
+    assert meter.value > 0.95
+    meter.observe(50.0, waiting=False, rate=2.0)
+    meter.observe(50.0 + 3 * 20 / 2.0, waiting=False, rate=2.0)  # three horizons later
+    assert meter.value == 0.0
+
+
+def test_slots_being_scarce_discounts_budget_pressure() -> None:
+    """Both bind: a poll costs a request, but noticing a job late costs its slot."""
+    meter = BudgetPressure()
+    now = 0.0
+    for _ in range(200):
+        meter.observe(now, waiting=True, rate=1.0, slots_full=True)
+        now += 1.0
+    meter.observe(now, waiting=False, rate=1.0, slots_full=True)
+    assert meter.share > 0.95 and meter.slots > 0.95 and meter.value < 0.05
+
+
+def _known_model() -> DurationModel:
+    model = DurationModel()
+    for d in (55.0, 58.0, 60.0, 62.0, 64.0, 66.0, 70.0, 75.0):
+        model.observe("wf", d * 0.95, d * 1.05)
+    return model
+
+
+def test_first_polls_that_find_jobs_done_pull_the_first_poll_down_fast() -> None:
+    """Tight brackets say 55-75 s, but jobs keep being done at the first poll (shorter jobs
+    the brackets cannot see): within ten jobs the first poll is a fifth of what it was."""
+    polls = AdaptivePolls(_known_model(), guess=7.0, pressure=lambda: 0.0)
+    start = polls.first_delay("wf")
+    for _ in range(10):
+        polls.first_polled("wf", done=True)
+    assert polls.first_delay("wf") < start / 5
+
+
+def test_the_tracked_first_poll_settles_where_a_tenth_of_jobs_are_done() -> None:
+    """Robbins-Monro: with P(done by t) = t/100, the first poll settles near t = 10."""
+    polls = AdaptivePolls(_known_model(), guess=7.0, pressure=lambda: 0.0, step=0.05)
+    seen = []
+    for i in range(4000):
+        t = polls.first_delay("wf")
+        polls.first_polled("wf", done=(i * 0.6180339887) % 1.0 < min(1.0, t / 100))
+        seen.append(t)
+    late = sorted(seen[2000:])
+    assert 7.0 < late[len(late) // 2] < 14.0
