@@ -1,25 +1,22 @@
 """The ledger: an append-only JSONL file, one event a line, that a killed run resumes from.
 
-Guarantees (the brief's "the ledger is sacred"):
+The file mechanics (one ``os.write`` a record, group-commit fsync, torn tails cut on open, an
+exclusive ``flock``) are :mod:`batcher.appendlog`'s, shared with the emulator's journal. What the
+ledger adds:
 
-- **One write per record.** Each line is encoded whole and handed to a single ``os.write`` on an
-  ``O_APPEND`` descriptor, so a process killed at any moment leaves either the whole line or none
-  of it in the page cache; kill -9 cannot split a record.
-- **Group commit.** :meth:`Ledger.sync` makes everything written so far durable with one
-  ``fsync`` shared by every caller waiting at that moment (callers that arrive during an fsync
-  are covered by the next one), so a burst of submissions costs a handful of fsyncs, not one each.
-  ``submitting`` is synced before its POST; other lines ride along with the next sync, or
-  :meth:`Ledger.flush_every`'s, at most a second later.
-- **Torn tails are repaired, never propagated.** On open, after taking the lock, trailing bytes
-  that do not form a complete JSON line (a crash mid-write, or a power cut's zero-filled block)
-  are cut off before anything is appended.
-- **One run per ledger.** An exclusive ``flock`` on the ledger file; a second run gets
-  :class:`~batcher.errors.LedgerLockedError` before it reads or writes anything.
+- **Records**: ``{"ts", "job_id", "status", ...}``, encoded as one line each.
+- **What counts as torn**: a trailing line that is not a JSON object with a ``status`` (a crash
+  mid-write, a power cut's zeros) is cut on open, and a file whose first line is not a ledger
+  record is never touched at all (``--ledger`` pointed at the wrong file).
+- **When lines reach the disk**: ``submitting`` is synced before its POST; every other line is
+  safe from kill -9 at once and rides along with the next sync, or :meth:`Ledger.flush_every`'s,
+  at most a second later.
+- **One run per ledger**: a second run gets :class:`~batcher.errors.LedgerLockedError` before it
+  reads or writes anything.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -28,13 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
-
+from .appendlog import AppendLog, open_locked, repair_tail
 from .errors import LedgerError, LedgerLockedError
-
-#: Lines longer than this are not ours (a record is a few hundred bytes, a completed job a few KB).
-MAX_LINE = 4 * 1024 * 1024
-
 
 _second: tuple[int, str] = (-1, "")
 
@@ -78,40 +70,6 @@ def _valid_line(line: bytes) -> bool:
     return isinstance(record, dict) and "status" in record
 
 
-def _rfind_newline(fd: int, before: int) -> int:
-    """Offset of the last newline at a position below ``before``, or -1."""
-    pos = before
-    while pos > 0:
-        lo = max(0, pos - 64 * 1024)
-        cut = os.pread(fd, pos - lo, lo).rfind(b"\n")
-        if cut >= 0:
-            return lo + cut
-        pos = lo
-    return -1
-
-
-def repair_tail(fd: int) -> int:
-    """Cut trailing bytes that are not complete, valid JSON lines. Returns the bytes removed.
-
-    A crash mid-append leaves an unterminated last line; a power cut can leave a block of
-    zeros. Both are cut. Lines before the last valid one are never touched.
-    """
-    size = os.fstat(fd).st_size
-    end = size
-    while end > 0:
-        if os.pread(fd, 1, end - 1) != b"\n":
-            end = _rfind_newline(fd, end) + 1  # drop the unterminated tail
-            continue
-        start = _rfind_newline(fd, end - 1) + 1
-        if end - start <= MAX_LINE and _valid_line(os.pread(fd, end - start, start)):
-            break
-        end = start
-    if end < size:
-        os.ftruncate(fd, end)
-        os.fsync(fd)
-    return size - end
-
-
 def _looks_like_ledger(fd: int) -> bool:
     """An empty file, or one whose first line is a ledger record (never repair a stranger's file)."""
     head = os.pread(fd, 64 * 1024, 0)
@@ -125,35 +83,23 @@ def _looks_like_ledger(fd: int) -> bool:
     return isinstance(record, dict) and "status" in record and "ts" in record
 
 
-class Ledger:
+class Ledger(AppendLog):
     """An open, locked ledger. Use :meth:`open`; close with :meth:`close` (or ``with``)."""
-
-    def __init__(self, path: Path, fd: int, repaired_bytes: int) -> None:
-        self.path = path
-        self._fd = fd
-        #: Bytes cut from a torn tail when the ledger was opened.
-        self.repaired_bytes = repaired_bytes
-        self._written = 0
-        self._synced = 0
-        self._syncing: anyio.Event | None = None
-        self.lines_written = 0
 
     @classmethod
     def open(cls, path: Path) -> Ledger:
         """Create or open ``path``, lock it, and repair a torn tail. Raises LedgerLockedError."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_locked(
+                path,
+                mode=0o644,
+                locked=lambda: LedgerLockedError(
+                    f"ledger {path} is in use by another batcher run; wait for it to finish"
+                    " or give this run its own --ledger"
+                ),
+            )
         except OSError as exc:
             raise LedgerError(f"cannot open ledger {path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LedgerLockedError(
-                f"ledger {path} is in use by another batcher run; wait for it to finish"
-                " or give this run its own --ledger"
-            ) from None
         if not _looks_like_ledger(fd):
             os.close(fd)
             raise LedgerError(
@@ -161,7 +107,7 @@ class Ledger:
                 " give --ledger a new file or an existing ledger"
             )
         try:
-            repaired = repair_tail(fd)
+            repaired = repair_tail(fd, _valid_line)
         except OSError as exc:
             os.close(fd)
             raise LedgerError(f"cannot repair ledger {path}: {exc.strerror}") from None
@@ -173,14 +119,6 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            try:
-                os.fsync(self._fd)
-            finally:
-                os.close(self._fd)  # closing releases the flock
-                self._fd = -1
-
     # --- reading ---------------------------------------------------------------------
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -191,15 +129,7 @@ class Ledger:
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record now (one ``os.write``). Durable after the next :meth:`sync`."""
-        data = encode(record)
-        view = memoryview(data)
-        while view:
-            # A regular file takes the whole buffer in one write; the loop only matters on a
-            # short write (disk full), where repair_tail cleans up after a crash.
-            n = os.write(self._fd, view)
-            view = view[n:]
-        self._written += 1
-        self.lines_written += 1
+        self.append_line(encode(record))
 
     def event(self, job_id: str | None, status: str, now: float, **fields: Any) -> None:
         """Append ``{"ts", "job_id", "status", ...fields}``."""
@@ -217,26 +147,6 @@ class Ledger:
         while True:
             await sleep(seconds)
             await self.sync()
-
-    async def sync(self) -> None:
-        """Wait until every record appended before this call is on disk (group commit).
-
-        One fsync at a time; whoever arrives while it runs waits for it, then checks whether
-        it covered them, and if not, the first of them starts the next one.
-        """
-        target = self._written
-        while self._synced < target:
-            if self._syncing is not None:
-                await self._syncing.wait()
-                continue
-            self._syncing = done = anyio.Event()
-            upto = self._written
-            try:
-                await anyio.to_thread.run_sync(os.fsync, self._fd)
-                self._synced = max(self._synced, upto)
-            finally:
-                self._syncing = None
-                done.set()
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
