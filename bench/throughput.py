@@ -81,12 +81,30 @@ SCENARIOS = [
     Scenario("rate: narrow lognormal", jobs=240, rate=12.0, concurrency=64),
     Scenario("rate: wide lognormal", jobs=240, rate=12.0, concurrency=64, median=0.7, spread=1.0),
     Scenario("rate: bimodal 0.3 s / 3 s", jobs=240, rate=12.0, concurrency=64, shape="bimodal"),
+    Scenario(
+        "rate: bimodal 0.1 s / 3 s",
+        jobs=240,
+        rate=12.0,
+        concurrency=64,
+        shape="bimodal",
+        short=0.1,
+        long_share=0.3,
+    ),
     Scenario("rate: limit learned, no header", jobs=240, rate=12.0, concurrency=64, header="none"),
     Scenario("rate: free-plan-like 5/s, no header", jobs=120, rate=5.0, concurrency=64, header="none"),
     Scenario("slots: narrow lognormal, C=4", jobs=60, rate=20.0, concurrency=4, median=2.5),
     Scenario("slots: wide lognormal, C=4", jobs=60, rate=20.0, concurrency=4, median=2.0, spread=1.0),
     Scenario(
         "slots: bimodal 0.5 s / 3 s, C=4", jobs=40, rate=20.0, concurrency=4, shape="bimodal", short=0.5
+    ),
+    Scenario(
+        "slots: bimodal 0.1 s / 3 s, C=4",
+        jobs=60,
+        rate=60.0,
+        concurrency=4,
+        shape="bimodal",
+        short=0.1,
+        long_share=0.3,
     ),
     Scenario("server: 4 workers, C=32", jobs=60, rate=20.0, concurrency=32, workers=4, median=2.5),
 ]
