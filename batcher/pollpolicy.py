@@ -56,7 +56,8 @@ class AdaptivePolls:
 
     - **Learning** (fewer than ``min_samples`` tight brackets for the workflow): the first poll
       comes at a quarter of the current guess and later ones at 1.5x the job's age, bracketing
-      each duration within 1.5x; when requests are contested, at half the guess and 2x the age.
+      each duration within 1.5x; when requests are contested, at the guess and 2x the age (a
+      job shorter than the guess costs one poll, a longer one a bracket within 2x).
       The guess starts at ``guess`` (the configured interval), becomes the median of the tight
       brackets as soon as there is one, and is cut to the median "done by" time seen.
     - **Known durations, requests to spare** (pressure 0): first poll at the 10th percentile,
@@ -107,7 +108,7 @@ class AdaptivePolls:
 
     def _computed_first(self, workflow: str) -> float:
         if not self._known(workflow):
-            return self._current_guess(workflow) * _between(0.25, 0.5, self._pressure())
+            return self._current_guess(workflow) * _between(0.25, 1.0, self._pressure())
         q = self._first_share()
         value = self._durations.quantile(workflow, q)
         bound = self._durations.upper_quantile(workflow, q)
