@@ -111,7 +111,10 @@ class Transport:
         try:
             async with self.session.request(method, url, **kwargs) as resp:
                 declared = resp.content_length
-                if declared is not None and declared <= max_bytes:
+                # Content-Length counts the bytes on the wire: trust it for the cap only when
+                # the answer is not compressed (aiohttp inflates as it reads).
+                identity = resp.headers.get("Content-Encoding", "identity").lower() == "identity"
+                if identity and declared is not None and declared <= max_bytes:
                     body = await resp.read()  # the usual case: a small JSON answer, one read
                 else:
                     body = await _read_capped(resp, max_bytes, url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -18,6 +19,7 @@ from batcher.clock import ScaledClock, SystemClock
 from batcher.config import ApiSettings
 from batcher.download import SPILL, DownloadFailed, OutputSaver, safe_name
 from batcher.engine import ExitCode
+from batcher.errors import UnsafeOutputError
 from batcher.outputs import OutputRef
 from batcher.transport import Transport
 from batcher.workflows import WorkflowRegistry
@@ -197,3 +199,29 @@ async def test_a_poll_answer_that_is_not_json_or_of_the_wrong_shape_does_not_cra
     assert final["status"] == "download_failed" and "refusing output URL" in final["error"]
     assert result.exit_code is ExitCode.FAILED
     assert not (tmp_path / "x.png").exists()
+
+
+async def test_a_compressed_answer_cannot_slip_past_the_size_cap() -> None:
+    """Content-Length counts the compressed bytes: a 1 KB gzip body that inflates to 1 MB must
+    still hit a 64 KB cap (the transport inflates answers as it reads them)."""
+    bomb = gzip.compress(b"{" + b" " * (1024 * 1024) + b"}")
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(
+            body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/status", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with Transport() as transport:
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/status"
+            assert len(bomb) < 64 * 1024
+            with pytest.raises(UnsafeOutputError):
+                await transport.request("GET", url, max_bytes=64 * 1024)
+    finally:
+        await runner.cleanup()
