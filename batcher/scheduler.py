@@ -15,7 +15,7 @@ Requests are performed by a fixed pool of ``max_requests`` worker tasks in the s
 group, fed through a :class:`~batcher.handoff.Handoff` (structured concurrency: nothing outlives
 :meth:`Scheduler.run`; and a handoff costs a fraction of starting a task per request, which
 ``bench/overhead.py`` measured at 30 µs). The loop dispatches only while a worker is free, so a
-request never waits in the stream. What each answer means for a job is in :mod:`batcher.actions`.
+request never waits in the handoff. What each answer means for a job is in :mod:`batcher.actions`.
 """
 
 from __future__ import annotations
@@ -259,20 +259,20 @@ class Scheduler:
             due = bool(self._heap) and self._heap[0].at <= now
             may_submit = self._may_submit()
             if not due and not may_submit:
-                self.budget.observe(now, waiting=False, rate=self.rate.rate)
+                self._observe(now, waiting=False)
                 if self._drained():
                     break
                 next_at = self.next_due()
                 await self._sleep(None if next_at is None else next_at - now)
                 continue
             if self._busy() >= self.max_requests:
-                self.budget.observe(now, waiting=False, rate=self.rate.rate)
+                self._observe(now, waiting=False)
                 await self._sleep(None)  # every worker busy: the first to finish wakes us
                 continue
             wait = self.rate.wait_time(now)
             # Pressure is a submission kept waiting by the budget: polls that queue behind
             # each other are already spread out by the limiter and the heap.
-            self.budget.observe(now, waiting=may_submit and wait > 0, rate=self.rate.rate)
+            self._observe(now, waiting=may_submit and wait > 0)
             if wait > 0:
                 await self._sleep(wait)
                 continue
@@ -299,6 +299,14 @@ class Scheduler:
                 # Synchronous, before the next decision: guards see this request counted.
                 self.on_dispatch(job, action)
             work.put((job, action))
+
+    def _observe(self, now: float, *, waiting: bool) -> None:
+        """Tell the pressure meter what holds submissions back from ``now`` on: the budget
+        (``waiting``), or full concurrency slots with work queued."""
+        slots_full = self.stop_submitting is None and self.in_flight >= self.concurrency
+        self.budget.observe(
+            now, waiting=waiting, rate=self.rate.rate, slots_full=slots_full and len(self.pending) > 0
+        )
 
     def _begin(self, action: Action) -> None:
         self._active[action] += 1
