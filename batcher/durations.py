@@ -33,6 +33,7 @@ class _Workflow:
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     uppers: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     sorted_points: list[float] | None = None
+    sorted_uppers: list[float] | None = None
 
 
 class DurationModel:
@@ -47,6 +48,7 @@ class DurationModel:
         lower = max(0.0, min(lower, upper))
         wf = self._wf.setdefault(workflow, _Workflow())
         wf.uppers.append(upper)
+        wf.sorted_uppers = None
         if lower > 0 and upper <= TIGHT * lower:
             point = (lower * upper) ** 0.5  # geometric midpoint: durations are log-normal-ish
             if len(wf.core) < CORE:
@@ -90,7 +92,9 @@ class DurationModel:
         wf = self._wf.get(workflow)
         if wf is None or not wf.uppers:
             return None
-        ordered = sorted(wf.uppers)
+        if wf.sorted_uppers is None:
+            wf.sorted_uppers = sorted(wf.uppers)
+        ordered = wf.sorted_uppers
         return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered))))]
 
     def upper_median(self, workflow: str) -> float | None:
