@@ -156,17 +156,20 @@ def bound_for(sc: Scenario, mean_duration: float) -> float:
     return max(2 * sc.jobs / sc.rate, sc.jobs * mean_duration / slots) + mean_duration
 
 
-def server_facts(emu: Any) -> tuple[dict[str, float], float]:
-    """Each request's end (wall time) and the mean job duration, from the emulator's store."""
+def server_facts(emu: Any) -> tuple[dict[str, float], dict[str, float], float]:
+    """Each request's acceptance and end (wall time; a job's time at the provider runs from its
+    acceptance, queue included, to its end) and the mean job duration, from the emulator's store."""
     offset = time.time() - emu.state.clock.monotonic()
+    starts: dict[str, float] = {}
     ends: dict[str, float] = {}
     durations = []
     for job in emu.state.store:
+        starts[job.request_id] = job.submitted_at + offset
         end = job.ended_at()
         if end is not None:
             ends[job.request_id] = end + offset
             durations.append(job.finish_at - job.start_at)
-    return ends, statistics.fmean(durations) if durations else 0.0
+    return starts, ends, statistics.fmean(durations) if durations else 0.0
 
 
 def delay_share(detected: dict[str, float], ends: dict[str, float], starts: dict[str, float]) -> float | None:
@@ -201,8 +204,7 @@ async def run_batcher(sc: Scenario, seed: int, tmp: Path, verbose: bool = False)
         await run_batch(settings, [manifest], registry=load_workflows(), rng=random.Random(seed))
         makespan = time.monotonic() - start
         stats = emu.stats()
-        ends, mean = server_facts(emu)
-    starts: dict[str, float] = {}
+        server_starts, ends, mean = server_facts(emu)
     detected: dict[str, float] = {}
     request_of: dict[str, str] = {}
     polls: Counter[int] = Counter()
@@ -210,15 +212,11 @@ async def run_batcher(sc: Scenario, seed: int, tmp: Path, verbose: bool = False)
         ts = parse_iso(str(rec.get("ts", "")))
         if rec.get("status") == "submitted" and ts is not None:
             request_of[rec["job_id"]] = rec["request_id"]
-            starts[rec["request_id"]] = ts
         elif rec.get("status") == "generated" and ts is not None:
             detected[request_of[rec["job_id"]]] = ts
             polls[int(rec.get("polls", 0))] += 1
     if verbose:
         print(f"  polls per job: {dict(sorted(polls.items()))}", file=sys.stderr)
-    # A job's time at the provider runs from its acceptance (queue included) to its end.
-    offset = time.time() - emu.state.clock.monotonic()
-    server_starts = {job.request_id: job.submitted_at + offset for job in emu.state.store}
     return Result(
         "batcher",
         makespan,
@@ -273,9 +271,7 @@ async def run_baseline(sc: Scenario, seed: int) -> Result:
             await asyncio.gather(*(one(u) for u in inputs(sc.jobs)))
             makespan = time.monotonic() - start
         stats = emu.stats()
-        ends, mean = server_facts(emu)
-        offset = time.time() - emu.state.clock.monotonic()
-        server_starts = {job.request_id: job.submitted_at + offset for job in emu.state.store}
+        server_starts, ends, mean = server_facts(emu)
     return Result(
         "baseline",
         makespan,
