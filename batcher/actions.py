@@ -17,8 +17,10 @@ answer                on submit                            on poll
                       resubmit with backoff (or fail)      ``failed`` (retryable: re-attached)
 ====================  ===================================  =====================================
 
-Durability: ``submitting`` is fsynced before the POST and ``submitted`` right after it, so a
-job whose poll_url the provider gave us is never POSTed again, whatever kills the process.
+Durability: ``submitting`` is fsynced before the POST, and ``submitted`` is written the moment
+the answer arrives (safe from kill -9 at once, on disk with the next group commit, within a
+second), so a job whose poll_url the provider gave us is never POSTed again after a killed
+process.
 """
 
 from __future__ import annotations
