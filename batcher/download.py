@@ -1,8 +1,12 @@
 """Saving a job's outputs under ``--out``: streamed, hashed, size-capped, named safely.
 
-Each file goes to ``<out>/<job>/<key><ext>``, where ``<job>`` and ``<key>`` are made safe from
-anything a manifest or a hostile answer could put there (``../``, absolute paths, odd bytes). It
-is written to a ``.part`` file and renamed, so a file that exists under its name is complete.
+All files sit side by side in ``<out>``: a job's first output is ``<job><ext>``
+(``sketch-lighthouse.png``), any further one ``<job>+<key><ext>``. ``<job>`` and ``<key>`` are made
+safe from anything a manifest or a hostile answer could put there (``../``, absolute paths, odd
+bytes), and safe names never hold a ``+`` or begin with a dot, so two jobs never share a name (an
+extension is one dot and letters, so ``<a><ext>`` cannot be ``<b><ext'>`` either). One folder and
+no folder per job: creating a folder cost more than writing the file (``bench/overhead.py``). A
+file is written to a hidden ``.part`` file and renamed, so a file under its name is complete.
 
 Files are not fsynced one by one (that cost more than everything else per job: see
 ``bench/overhead.py``). They survive a killed process at once; the run flushes them all with one
@@ -131,27 +135,28 @@ class OutputSaver:
         self._out = str(out_dir)
         self._max_bytes = max_bytes
         self._timeout = timeout
+        self._pid = os.getpid()
 
-    @staticmethod
-    def _target(folder: str, key: str, ext: str, used: set[str]) -> str:
-        base = safe_name(key, max_len=60)
+    def _target(self, stem: str, index: int, key: str, ext: str, used: set[str]) -> str:
+        """``<stem><ext>`` for a job's first output, ``<stem>+<key><ext>`` for the others."""
+        base = stem if index == 0 else f"{stem}+{safe_name(key, max_len=60)}"
         name = f"{base}{ext}"
         n = 1
         while name in used:
             name = f"{base}_{n}{ext}"
             n += 1
         used.add(name)
-        return os.path.join(folder, name)
+        return os.path.join(self._out, name)
 
     async def save_all(self, job_id: str, refs: list[OutputRef]) -> list[SavedOutput]:
         """Save every output of a job, or raise DownloadFailed for the first that fails."""
         used: set[str] = set()
         saved = []
         # safe_name: no separators, no leading dots, so nothing can land outside --out.
-        folder = os.path.join(self._out, safe_name(job_id))
-        for ref in refs:
+        stem = safe_name(job_id)
+        for index, ref in enumerate(refs):
             try:
-                saved.append(await self._save_one(folder, ref, used))
+                saved.append(await self._save_one(stem, index, ref, used))
             except DownloadFailed as exc:
                 exc.job_id = exc.job_id or job_id
                 raise
@@ -167,11 +172,11 @@ class OutputSaver:
                 ) from None
         return saved
 
-    async def _save_one(self, folder: str, ref: OutputRef, used: set[str]) -> SavedOutput:
+    async def _save_one(self, stem: str, index: int, ref: OutputRef, used: set[str]) -> SavedOutput:
         """Fetch one output into memory (up to SPILL bytes; past that, stream to a part file)
         and write it and rename it into place: from the event loop if small, else in a thread."""
         digest = hashlib.sha256()
-        part = os.path.join(folder, f".{safe_name(ref.key, max_len=60)}.{os.getpid()}.part")
+        part = os.path.join(self._out, f".{stem}+{index}.{self._pid}.part")
         buffer: list[bytes] = []
         held = 0
         spill: _Spill | None = None
@@ -211,7 +216,7 @@ class OutputSaver:
                         retryable=not gone,
                     )
                 content_type, size = got.content_type, got.size
-            target = self._target(folder, ref.key, _extension(ref.url, content_type), used)
+            target = self._target(stem, index, ref.key, _extension(ref.url, content_type), used)
             if spill is not None:
                 await spill.close()
                 await anyio.to_thread.run_sync(_commit, part, None, target)
@@ -264,7 +269,7 @@ def _commit(part: str, data: bytes | None, target: str) -> None:
     if data is not None:
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:  # the job's folder (or --out itself) does not exist yet
+        except FileNotFoundError:  # --out does not exist yet
             os.makedirs(os.path.dirname(part), exist_ok=True)
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:

@@ -6,12 +6,14 @@ import base64
 import gzip
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from aiohttp import web
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from batcher.api import SegmindAPI
@@ -49,7 +51,7 @@ pytestmark = pytest.mark.anyio
 def test_a_safe_name_stays_in_its_folder(name: str) -> None:
     safe = safe_name(name)
     assert "/" not in safe and "\\" not in safe and "\x00" not in safe
-    assert safe not in ("", ".", "..") and not safe.startswith((".", "-"))
+    assert safe not in ("", ".", "..") and not safe.startswith((".", "-")) and "+" not in safe
     assert len(safe) <= 90
 
 
@@ -84,6 +86,57 @@ async def test_hostile_keynames_and_job_ids_cannot_escape_the_output_folder(tmp_
     for s in saved:
         assert Path(s.path).resolve().is_relative_to(root)
     assert not (tmp_path / "evil").exists() and not (tmp_path.parent / "evil").exists()
+
+
+_TYPES = ["image/png", "image/jpeg", "text/plain"]
+_TRICKY = st.text(alphabet="ab.+_/", min_size=1, max_size=5)
+
+
+@given(
+    st.lists(
+        st.tuples(_TRICKY, st.lists(st.tuples(_TRICKY, st.sampled_from(_TYPES)), min_size=1, max_size=3)),
+        min_size=2,
+        max_size=6,
+        unique_by=lambda job: job[0],
+    )
+)
+@example([("a", [("x", "image/png"), ("b", "image/png")]), ("a.b", [("y", "image/png")])])
+@example([("a", [("x", "image/png")]), ("a.png", [("y", "image/png")]), ("a+b", [("z", "text/plain")])])
+@settings(max_examples=60, deadline=None)
+def test_jobs_never_share_an_output_file(jobs: list[tuple[str, list[tuple[str, str]]]]) -> None:
+    """Every output of every job keeps its own file in the one flat folder, whatever the ids and
+    keys (ids like ``a`` and ``a.png``, keys like ``b`` for job ``a`` against a job ``a.b``)."""
+
+    async def save_every_job(out: Path) -> dict[str, bytes]:
+        written: dict[str, bytes] = {}
+        async with Transport() as transport:
+            saver = await _saver(out, transport)
+            for job_id, outputs in jobs:
+                refs = []
+                for i, (key, ctype) in enumerate(outputs):
+                    data = f"{job_id}|{i}".encode()
+                    refs.append(OutputRef(key, f"data:{ctype};base64," + base64.b64encode(data).decode()))
+                for saved, ref in zip(await saver.save_all(job_id, refs), refs, strict=True):
+                    assert saved.path not in written, f"{job_id}: {saved.path} is another output's"
+                    written[saved.path] = base64.b64decode(ref.url.partition(",")[2] if ref.url else "")
+        return written
+
+    with tempfile.TemporaryDirectory() as tmp:
+        written = anyio.run(save_every_job, Path(tmp))
+        for path, data in written.items():
+            assert Path(path).read_bytes() == data  # nobody overwrote it
+            assert Path(path).parent == Path(tmp) / "out"
+        assert sorted(p.name for p in (Path(tmp) / "out").iterdir()) == sorted(Path(p).name for p in written)
+
+
+async def test_a_jobs_first_output_is_named_after_the_job(tmp_path: Path) -> None:
+    async with Transport() as transport:
+        saver = await _saver(tmp_path, transport)
+        saved = await saver.save_all(
+            "sketch-lighthouse",
+            [OutputRef("sketch_output", _data_uri(b"a")), OutputRef("mask", _data_uri(b"b"))],
+        )
+    assert [Path(s.path).name for s in saved] == ["sketch-lighthouse.png", "sketch-lighthouse+mask.png"]
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://x/y.png", "gopher://x", "javascript:alert(1)"])

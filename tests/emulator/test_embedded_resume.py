@@ -98,7 +98,7 @@ def test_a_killed_embedded_run_resumes_its_jobs_without_submitting_them_again(tm
     assert "0 submit and" in second.stdout, second.stdout  # nothing was sent again
     outputs = tmp_path / "run" / "outputs"
     for row in rows:
-        assert list((outputs / row["id"]).glob("*.png")), f"no output for {row['id']}"
+        assert (outputs / f"{row['id']}.png").is_file(), f"no output for {row['id']}"
 
     # The emulator's own memory: every input was accepted exactly once, and all completed.
     remembered = EmulatorState(EmulatorConfig(state_dir=str(tmp_path / "run" / "emulator")), ManualClock())
