@@ -4,8 +4,8 @@ All files sit side by side in ``<out>``: a job's first output is ``<job><ext>``
 (``sketch-lighthouse.png``), any further one ``<job>+<key><ext>``. ``<job>`` and ``<key>`` are made
 safe from anything a manifest or a hostile answer could put there (``../``, absolute paths, odd
 bytes), and safe names never hold a ``+`` or begin with a dot, so two jobs never share a name (an
-extension is one dot and letters, so ``<a><ext>`` cannot be ``<b><ext'>`` either). One folder and
-no folder per job: creating a folder cost more than writing the file (``bench/overhead.py``). A
+extension is one dot and letters, so ``<a><ext>`` cannot be ``<b><ext'>`` either). One folder, not
+one per job: creating a folder cost more than writing the file (``bench/overhead.py``). A
 file is written to a hidden ``.part`` file and renamed, so a file under its name is complete.
 
 Files are not fsynced one by one (that cost more than everything else per job: see
