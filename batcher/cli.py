@@ -23,12 +23,13 @@ from rich.logging import RichHandler
 
 from .cli_inspect import add_report_parser, add_status_parser, main_report, main_status
 from .clock import SystemClock
-from .config import Settings, load_settings, with_paths
+from .config import Settings, with_paths
 from .dryrun import DryRunReport, dry_run, render_dry_run
 from .engine import ExitCode, RunResult, run_batch
 from .errors import BatcherError, ConfigError, LedgerLockedError
 from .ledger import utc_iso
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
+from .settings_load import load_settings
 from .summary import render_summary
 from .workflows import load_workflows
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from .errors import BatcherError
 from .report import GALLERY_CAP, build_report
-from .status import ledger_status, render_status_text, status_json
+from .status import ledger_status
+from .status_text import render_status_text, status_json
 from .workflows import load_workflows
 
 EXIT_OK = 0

@@ -1,25 +1,18 @@
-"""Settings: frozen dataclasses with named defaults, merged and validated in one place.
+"""Settings: frozen dataclasses with named defaults.
 
-Precedence, lowest first: built-in defaults, the environment (``SEGMIND_API_KEY``,
-``SEGMIND_API_BASE``), the YAML config file, command-line flags. :func:`load_settings` is the only
-function that merges; everything after it reads a frozen :class:`Settings`.
+:func:`batcher.settings_load.load_settings` is the only function that builds them from the
+environment, the config file and flags (and checks them); everything after it reads a frozen
+:class:`Settings`. :func:`with_paths` fills in the ledger and output paths from the manifest.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import yaml
-
-from .errors import ConfigError
 from .workflows import DEFAULT_JOBS_DIR
 
 DEFAULT_API_BASE = "https://api.segmind.com"
@@ -150,179 +143,6 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds from "50m", "2h", "1h30m", "90s" or "90"; None if it is none of those."""
-    match = _DURATION.match(text)
-    if not match or not any(match.groups()):
-        return None
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
-
-
-def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | None) -> Any:
-    """``value`` as the field's type, or a ConfigError that says what was expected."""
-    if key.endswith("max_runtime") and isinstance(value, str):
-        seconds = parse_duration(value)
-        if seconds is None:
-            raise ConfigError(
-                f"expected a duration, got {value!r}",
-                source=source,
-                key=key,
-                line=line,
-                fix='e.g. "50m", "2h" or "1h30m"',
-            )
-        return seconds
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], source=source, key=key, line=line)
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"expected {expected}, got {value!r}", source=source, key=key, line=line)
-
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("a whole number")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("a number")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise bad("text")
-        return value
-    if annotation is Path:
-        if isinstance(value, Path):
-            return value
-        if not isinstance(value, str) or not value:
-            raise bad("a path")
-        return Path(value)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad("a list of text")
-        return tuple(value)
-    if origin is Mapping or annotation is Mapping:
-        if not isinstance(value, dict):
-            raise bad("a mapping")
-        return dict(value)
-    return value
-
-
-def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
-    """``section.key`` → 1-based line, from a composed YAML node (for error messages)."""
-    lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            name = f"{prefix}{key_node.value}"
-            lines[name] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, f"{name}."))
-    return lines
-
-
-def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """The YAML mapping in ``path`` and the line of every key. Raises ConfigError."""
-    src = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("config file not found", source=src, fix="check the --config path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file: {exc}", source=src) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise ConfigError(
-            f"not valid YAML: {exc.problem}",
-            source=src,
-            line=mark.line + 1 if mark else None,
-            fix="fix the YAML syntax",
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", source=src) from None
-    if data is None:
-        return {}, {}
-    if not isinstance(data, dict):
-        raise ConfigError("the config file must be a mapping of settings", source=src, line=1)
-    return data, _key_lines(node) if node is not None else {}
-
-
-def _apply(
-    base: Any, values: Mapping[str, Any], *, source: str, prefix: str, lines: Mapping[str, int]
-) -> Any:
-    """A copy of dataclass ``base`` with ``values`` applied, checking every key and type."""
-    hints = typing.get_type_hints(type(base))
-    names = {f.name for f in dataclasses.fields(base)}
-    changes: dict[str, Any] = {}
-    for key, value in values.items():
-        full = f"{prefix}{key}"
-        line = lines.get(full)
-        if key not in names:
-            raise ConfigError(
-                "unknown setting",
-                source=source,
-                key=full,
-                line=line,
-                fix=f"known keys here: {', '.join(sorted(names))}",
-            )
-        current = getattr(base, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError("expected a mapping", source=source, key=full, line=line)
-            changes[key] = _apply(current, value, source=source, prefix=f"{full}.", lines=lines)
-        else:
-            changes[key] = _coerce(value, hints[key], source=source, key=full, line=line)
-    return dataclasses.replace(base, **changes)
-
-
-def load_settings(
-    *,
-    config_path: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Settings:
-    """Merge defaults, environment, config file and flag ``overrides`` (dotted keys), then validate."""
-    settings = Settings()
-    env = env or {}
-    api_changes: dict[str, Any] = {}
-    if env.get("SEGMIND_API_KEY"):
-        api_changes["api_key"] = env["SEGMIND_API_KEY"].strip()
-    if env.get("SEGMIND_API_BASE"):
-        api_changes["base_url"] = env["SEGMIND_API_BASE"].strip()
-    settings = _apply(settings, {"api": api_changes}, source="environment", prefix="", lines={})
-    if config_path is not None:
-        data, lines = read_config_file(config_path)
-        settings = _apply(settings, data, source=str(config_path), prefix="", lines=lines)
-    if overrides:
-        nested: dict[str, Any] = {}
-        for dotted, value in overrides.items():
-            if value is None:
-                continue
-            target = nested
-            *parents, last = dotted.split(".")
-            for part in parents:
-                target = target.setdefault(part, {})
-            target[last] = value
-        settings = _apply(settings, nested, source="command line", prefix="", lines={})
-    validate(settings, source=str(config_path) if config_path else "settings")
-    assert isinstance(settings, Settings)
-    return settings
-
-
 def with_paths(settings: Settings, manifests: list[Path]) -> Settings:
     """Fill in the ledger and output paths a user did not set, from the first manifest's name."""
     ledger = (
@@ -334,83 +154,3 @@ def with_paths(settings: Settings, manifests: list[Path]) -> Settings:
         ledger=dataclasses.replace(settings.ledger, path=ledger),
         output=dataclasses.replace(settings.output, out_dir=out),
     )
-
-
-def validate(s: Settings, *, source: str) -> None:
-    """Raise ConfigError for values that are the right type but cannot work."""
-
-    def need(ok: bool, key: str, message: str, fix: str) -> None:
-        if not ok:
-            raise ConfigError(message, source=source, key=key, fix=fix)
-
-    parts = urlsplit(s.api.base_url)
-    need(
-        parts.scheme in ("http", "https") and bool(parts.hostname),
-        "api.base_url",
-        f"{s.api.base_url!r} is not an http(s) URL",
-        "e.g. https://api.segmind.com",
-    )
-    need(
-        "{workflow_id}" in s.api.submit_path,
-        "api.submit_path",
-        "must contain {workflow_id}",
-        "e.g. /workflows/{workflow_id}",
-    )
-    need(s.api.max_connections >= 1, "api.max_connections", "must be at least 1", "e.g. 32")
-    need(
-        s.api.connect_timeout > 0 and s.api.read_timeout > 0,
-        "api.read_timeout",
-        "timeouts must be positive",
-        "give seconds, e.g. 60",
-    )
-    need(s.concurrency >= 1, "concurrency", f"must be at least 1, got {s.concurrency}", "e.g. 16")
-    rpm = s.rate.requests_per_minute
-    need(rpm is None or rpm > 0, "rate.requests_per_minute", "must be positive", "e.g. 50, or leave unset")
-    need(s.rate.initial_per_minute > 0, "rate.initial_per_minute", "must be positive", "e.g. 50")
-    need(s.rate.burst >= 1, "rate.burst", "must be at least 1", "e.g. 1")
-    need(s.poll.interval > 0, "poll.interval", "must be positive", "seconds, e.g. 7")
-    first = s.poll.first_delay
-    need(first is None or first >= 0, "poll.first_delay", "must not be negative", "seconds, e.g. 7")
-    need(
-        s.poll.policy in ("adaptive", "fixed"),
-        "poll.policy",
-        f"{s.poll.policy!r} is not a choice",
-        "adaptive or fixed",
-    )
-    need(s.retry.max_attempts >= 1, "retry.max_attempts", "must be at least 1", "e.g. 5")
-    need(
-        0 < s.retry.base_delay <= s.retry.max_delay,
-        "retry.base_delay",
-        "must be positive and at most retry.max_delay",
-        "e.g. 2 and 120",
-    )
-    need(s.output.max_bytes > 0, "output.max_bytes", "must be positive", "bytes, e.g. 104857600")
-    need(s.output.concurrency >= 1, "output.concurrency", "must be at least 1", "e.g. 4")
-    need(
-        s.ledger.unknown_submit in ("resubmit", "fail"),
-        "ledger.unknown_submit",
-        f"{s.ledger.unknown_submit!r} is not a choice",
-        "resubmit or fail",
-    )
-    lim = s.limits
-    need(
-        lim.budget_usd is None or lim.budget_usd > 0, "limits.budget_usd", "must be positive", "USD, e.g. 25"
-    )
-    need(
-        lim.max_runtime is None or lim.max_runtime > 0, "limits.max_runtime", "must be positive", 'e.g. "50m"'
-    )
-    rate = lim.halt_on_failure_rate
-    need(
-        rate is None or 0 <= rate < 1,
-        "limits.halt_on_failure_rate",
-        f"{rate} is not a share below 1",
-        "e.g. 0.2 for 20%",
-    )
-    need(lim.halt_min_finished >= 1, "limits.halt_min_finished", "must be at least 1", "e.g. 20")
-    for host in s.api.credential_hosts:
-        need(
-            bool(host) and "/" not in host,
-            "api.credential_hosts",
-            f"{host!r} is not a host name",
-            "give bare host names like api.segmind.com",
-        )

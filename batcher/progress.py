@@ -34,7 +34,7 @@ from rich.text import Text
 
 from .clock import Clock
 from .stats import RunStats
-from .status import human_duration, money
+from .status_text import human_duration, money
 
 MODES = ("auto", "rich", "plain", "json", "quiet")
 #: Seconds between updates when the caller does not say: a terminal redraws often; a log line

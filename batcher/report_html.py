@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .report_css import CSS
-from .status import StatusReport, human_duration, money, plural, price
+from .status import StatusReport
+from .status_text import human_duration, money, plural, price
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 

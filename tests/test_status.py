@@ -16,16 +16,8 @@ from batcher.errors import LedgerError
 from batcher.fold import LedgerFold
 from batcher.ledger import Ledger, read_records
 from batcher.state import replay
-from batcher.status import (
-    IN_FLIGHT_CAP,
-    human_duration,
-    ledger_status,
-    normalise_error,
-    price,
-    render_status_text,
-    status_json,
-    summarize,
-)
+from batcher.status import IN_FLIGHT_CAP, ledger_status, normalise_error, summarize
+from batcher.status_text import human_duration, price, render_status_text, status_json
 
 from .ledger_builder import PRICES, T0, LedgerBuilder
 

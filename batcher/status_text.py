@@ -1,0 +1,208 @@
+"""``batcher status`` as text and JSON, and the small formatters every report shares.
+
+:mod:`batcher.status` counts (a :class:`~batcher.status.StatusReport` from one pass over the
+ledger); this module only presents. Ledger text is untrusted: :func:`clean` removes its control
+characters before it reaches a terminal.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .status import StatusReport
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """Ledger text made safe for a terminal: control characters (ANSI escapes!) become ``?``."""
+    return _CONTROL.sub("?", str(text))
+
+
+def human_duration(seconds: float | None) -> str:
+    """``42s``, ``3m 12s``, ``5h 02m``, ``2d 03h``; ``-`` for unknown."""
+    if seconds is None or seconds != seconds:  # NaN
+        return "-"
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+
+
+def money(usd: float) -> str:
+    return f"${usd:,.2f}"
+
+
+def price(usd: float | None) -> str:
+    """A unit price to the tenth of a cent (workflow prices are like $0.1006): ``$0.1006``, ``$2.00``."""
+    if usd is None:
+        return "unknown"
+    text = f"{usd:,.4f}".rstrip("0")
+    return "$" + (text + "0" * (2 - len(text.split(".")[1])))
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+# --- the status report -----------------------------------------------------------------
+
+_NEXT_WORDS = {
+    "attach": "re-attach (poll again, never re-POST)",
+    "download": "download outputs",
+    "unknown": "POST outcome unknown (resubmit)",
+    "submit": "submit",
+}
+
+
+def _short_ts(ts: str | None) -> str:
+    return clean(ts.replace("T", " ")[:19] + " UTC") if ts else "-"
+
+
+def render_status_text(report: StatusReport) -> str:
+    """Plain, aligned lines for a terminal or a log (ledger text has its control characters removed)."""
+    head: list[tuple[str, str]] = []  # (heading, text)
+    rows: dict[str, list[tuple[str, str, str]]] = {}  # heading -> (label, number, note)
+    active = report.active_seconds
+    head.append(("Ledger", clean(report.ledger)))
+    span = f", {_short_ts(report.first_ts)} to {_short_ts(report.last_ts)}" if report.first_ts else ""
+    active_note = f" (active {human_duration(active)})" if active else ""
+    head.append(("Lines", f"{report.lines:,} in {plural(len(report.runs), 'run')}{span}{active_note}"))
+    head.append(("Jobs", f"{report.jobs:,}"))
+    rows["Jobs"] = [
+        (clean(state), f"{n:,}", f"{100 * n / report.jobs:5.1f}%") for state, n in report.by_state.items()
+    ]
+    head.append(
+        (
+            "Spend",
+            f"{money(report.spend_usd)} at list prices for {plural(report.submissions, 'billed submission')}",
+        )
+    )
+    rows["Spend"] = [
+        (
+            clean(s.workflow),
+            f"{s.submissions:,}",
+            f"x {price(s.price_usd)} = {money(s.usd or 0)}" if s.price_usd is not None else "(price unknown)",
+        )
+        for s in report.spend
+    ]
+    if report.unknown_outcomes:
+        rows["Spend"].append(
+            ("POST outcome unknown", f"{report.unknown_outcomes:,}", "(may have been billed)")
+        )
+    flag = " with --retry-failed" if report.retry_failed else ""
+    head.append(("Next run", f"{plural(report.next_run_total, 'known job')} would run{flag}"))
+    rows["Next run"] = [
+        (_NEXT_WORDS.get(step, step), f"{n:,}", "") for step, n in report.next_run.items() if n
+    ]
+    width = min(40, max((len(label) for section in rows.values() for label, _, _ in section), default=0))
+    number = max((len(n) for section in rows.values() for _, n, _ in section), default=0)
+    out: list[str] = []
+    for heading, text in head:
+        out.append(f"{heading:<10}{text}")
+        for label, n, note in rows.get(heading, []):
+            out.append(f"  {label:<{width}}  {n:>{number}}  {note}".rstrip())
+    if report.in_flight_total:
+        shown = len(report.in_flight)
+        more = f", oldest {shown} shown" if shown < report.in_flight_total else ""
+        out.append(f"{'In flight':<10}{report.in_flight_total:,} submitted, not finished{more}")
+        ids = max(len(clean(f.job_id)) for f in report.in_flight)
+        wfs = max(len(clean(f.workflow or "?")) for f in report.in_flight)
+        for f in report.in_flight:
+            out.append(
+                f"  {clean(f.job_id):<{ids}}  {clean(f.workflow or '?'):<{wfs}}  "
+                f"submitted {_short_ts(f.submitted_ts)}  age {human_duration(f.age_seconds)}"
+            )
+    if report.failed_jobs:
+        reasons = plural(len(report.failures), "reason")
+        out.append(f"{'Failures':<10}{plural(report.failed_jobs, 'job')} did not complete, {reasons} shown")
+        count = max(len(f"{g.count:,}") for g in report.failures)
+        for g in report.failures:
+            retry = f", {g.retryable:,} retried next run" if g.retryable else ""
+            out.append(f"  {g.count:>{count},}  {'/'.join(g.statuses)}{retry}: {clean(g.message)}")
+    if report.invalid_total:
+        out.append(f"{'Invalid':<10}{plural(report.invalid_total, 'manifest row')} refused by the last run")
+        for row in report.invalid_rows:
+            where = f"{clean(row.source or '?')}:{row.line if row.line is not None else '?'}"
+            what = f"{clean(row.field)}: " if row.field else ""
+            fix = f" ({clean(row.fix)})" if row.fix else ""
+            out.append(f"  {where}  {what}{clean(row.error or '')}{fix}")
+        if report.invalid_total > len(report.invalid_rows):
+            out.append(f"  ... and {report.invalid_total - len(report.invalid_rows):,} more")
+    return "\n".join(out)
+
+
+def status_json(report: StatusReport) -> dict[str, Any]:
+    """The report as JSON-able data (``batcher status --json``)."""
+    return {
+        "ledger": report.ledger,
+        "lines": report.lines,
+        "jobs": report.jobs,
+        "by_state": dict(report.by_state),
+        "spend": {
+            "usd": round(report.spend_usd, 6),
+            "submissions": report.submissions,
+            "unpriced_submissions": report.unpriced_submissions,
+            "by_workflow": [
+                {"workflow": s.workflow, "submissions": s.submissions, "price_usd": s.price_usd, "usd": s.usd}
+                for s in report.spend
+            ],
+            "unknown_outcomes": report.unknown_outcomes,
+        },
+        "next_run": {"total": report.next_run_total, "retry_failed": report.retry_failed, **report.next_run},
+        "in_flight": {
+            "total": report.in_flight_total,
+            "oldest": [
+                {
+                    "job_id": f.job_id,
+                    "workflow": f.workflow,
+                    "status": f.status,
+                    "submitted": f.submitted_ts,
+                    "age_seconds": None if f.age_seconds is None else round(f.age_seconds, 3),
+                }
+                for f in report.in_flight
+            ],
+        },
+        "failures": {
+            "jobs": report.failed_jobs,
+            "groups": [
+                {
+                    "message": g.message,
+                    "count": g.count,
+                    "retryable": g.retryable,
+                    "statuses": list(g.statuses),
+                    "examples": list(g.examples),
+                }
+                for g in report.failures
+            ],
+        },
+        "invalid": {
+            "total": report.invalid_total,
+            "rows": [
+                {
+                    "row_id": r.row_id,
+                    "source": r.source,
+                    "line": r.line,
+                    "field": r.field,
+                    "error": r.error,
+                    "fix": r.fix,
+                }
+                for r in report.invalid_rows
+            ],
+        },
+        "first_ts": report.first_ts,
+        "last_ts": report.last_ts,
+        "runs": {
+            "count": len(report.runs),
+            "active_seconds": report.active_seconds,
+            "list": [
+                {"started": r.started, "seconds": r.seconds, "lines": r.lines, "submissions": r.submissions}
+                for r in report.runs
+            ],
+        },
+    }
