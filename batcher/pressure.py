@@ -17,6 +17,9 @@ waits for a token), and that feedback made 4-slot runs notice jobs anywhere from
 their duration late from one run to the next.
 
 The memory is ``horizon`` request intervals at the current rate: scale-free, like every policy.
+The averages are divided by the weight they have gathered so far (as Adam's moment estimates are),
+so a run reads as contested from its first seconds instead of from about one horizon in: starting
+the average at 0 made the first jobs of a rate-bound run poll as if requests were to spare.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class BudgetPressure:
         self._dead_zone = dead_zone
         self._budget = 0.0
         self._slots = 0.0
+        #: The weight the averages have gathered so far (1 - e^(-t/tau)): dividing by it makes
+        #: the averages unbiased from the start instead of starting from 0 (as Adam's moments).
+        self._mass = 0.0
         self._state = (False, False)
         self._since: float | None = None
 
@@ -46,22 +52,23 @@ class BudgetPressure:
             budget, slots = self._state
             self._budget += weight * (float(budget) - self._budget)
             self._slots += weight * (float(slots) - self._slots)
+            self._mass += weight * (1.0 - self._mass)
         self._since = now if self._since is None else max(self._since, now)
         self._state = (waiting, slots_full)
 
     @property
     def share(self) -> float:
         """The raw share of recent time a submission spent waiting for budget."""
-        return self._budget
+        return self._budget / self._mass if self._mass > 0 else 0.0
 
     @property
     def slots(self) -> float:
         """The share of recent time work spent waiting for a concurrency slot."""
-        return self._slots
+        return self._slots / self._mass if self._mass > 0 else 0.0
 
     @property
     def value(self) -> float:
         """The budget share past the dead zone, scaled to [0, 1], and discounted by the time
         slots were scarce: a poll costs a request, but noticing a job late costs its slot."""
-        budget = min(1.0, max(0.0, (self._budget - self._dead_zone) / (1.0 - self._dead_zone)))
-        return budget * (1.0 - self._slots)
+        budget = min(1.0, max(0.0, (self.share - self._dead_zone) / (1.0 - self._dead_zone)))
+        return budget * (1.0 - self.slots)

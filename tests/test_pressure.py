@@ -34,6 +34,20 @@ def test_a_rate_bound_run_reads_as_full_pressure_at_any_time_scale(scale: float)
     assert meter.value > 0.95
 
 
+def test_a_run_contested_from_its_start_reads_as_contested_at_once() -> None:
+    """The averages are divided by the weight they have gathered: a rate-bound run reads as
+    contested after its first few requests, not a horizon (20 request intervals) later. Started
+    from 0, it read 0.03 after five requests (a share of 0.22, inside the dead zone), and the
+    first jobs of every rate-bound run were polled as if requests were to spare."""
+    meter = BudgetPressure()
+    _rate_bound(meter, rate=0.4, requests=5)
+    assert meter.value > 0.7
+    spare = BudgetPressure()
+    spare.observe(0.0, waiting=False, rate=0.4)
+    spare.observe(10.0, waiting=False, rate=0.4)
+    assert spare.value == 0.0
+
+
 @pytest.mark.parametrize("scale", [1 / 30, 1.0, 60.0], ids=["bench", "per second", "per minute"])
 def test_a_slot_bound_run_with_budget_to_spare_reads_as_none(scale: float) -> None:
     """4 slots of 60 s jobs, 2 requests a second: a submission waits 0.5 s every 15 s."""
