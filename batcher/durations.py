@@ -40,6 +40,11 @@ class _Workflow:
     sorted_uppers: list[float] | None = None
 
 
+def _at(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of a non-empty sorted list (the value at rank ``q·n``, clamped)."""
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered))))]
+
+
 class DurationModel:
     """Per-workflow duration brackets and their quantiles."""
 
@@ -77,10 +82,7 @@ class DurationModel:
     def quantile(self, workflow: str, q: float) -> float | None:
         """The ``q`` quantile of durations from tight brackets, or None before any."""
         points = self._points(workflow)
-        if not points:
-            return None
-        index = min(len(points) - 1, max(0, int(q * len(points))))
-        return points[index]
+        return _at(points, q) if points else None
 
     def cdf(self, workflow: str, t: float) -> float | None:
         """The share of jobs that had finished by ``t`` seconds (None: nothing known)."""
@@ -98,8 +100,7 @@ class DurationModel:
             return None
         if wf.sorted_uppers is None:
             wf.sorted_uppers = sorted(wf.uppers)
-        ordered = wf.sorted_uppers
-        return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered))))]
+        return _at(wf.sorted_uppers, q)
 
     def upper_median(self, workflow: str) -> float | None:
         """The median of every bracket's upper bound: "done by then" for half the jobs."""
