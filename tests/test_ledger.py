@@ -149,6 +149,27 @@ async def test_group_commit_syncs_every_record_appended_before_the_call(tmp_path
         assert ledger._synced == ledger._written == 50
 
 
+@pytest.mark.anyio
+async def test_a_wave_of_submissions_dispatched_together_shares_one_fsync(tmp_path: Path) -> None:
+    """Like the request workers that one pass of the scheduler wakes: each appends its own
+    ``submitting`` line and then waits for it to be durable. The first to sync must not start
+    the fsync before the others have appended (that took two fsyncs for any wave)."""
+    import anyio
+
+    with Ledger.open(tmp_path / "l.jsonl") as ledger:
+
+        async def submit(i: int) -> None:
+            ledger.event(f"j{i}", "submitting", 1_800_000_000.0)
+            await ledger.sync()
+            assert ledger._synced > i  # its own line is on disk before the POST
+
+        async with anyio.create_task_group() as tg:
+            for i in range(16):
+                tg.start_soon(submit, i)
+        assert ledger._synced == ledger._written == 16
+        assert ledger.fsyncs == 1
+
+
 @pytest.mark.parametrize(
     ("statuses", "extra", "retry_failed", "expected"),
     [
