@@ -7,17 +7,19 @@ process (all its threads, so batcher's fsync threads count). Requests are counte
 emulator (``/_emulator/stats``: API requests plus output downloads), not by either client.
 
 - **bare**: N jobs, C at a time; POST, poll every 0.05 s until COMPLETED, GET each output once
-  and throw it away. Nothing written anywhere.
+  and throw it away. Nothing written anywhere. The target is measured against this loop.
+- **bare, saving outputs**: the same loop writing each output to a file (``open(...).write``),
+  for diagnosis: what saving the outputs alone costs any client on this disk.
 - **batcher**: ``run_batch`` on a .jsonl manifest of the same inputs: fixed 0.05 s polls,
   concurrency C, the same connection limit, a high known rate; ledger (fsynced) and outputs in
   a temporary folder. It does more per request by design (ledger, hashing, files).
 
-Each side runs ``--repeat`` times, interleaved; the best (least CPU per request) is kept. A third
+Each side runs ``--repeat`` times, interleaved; the best (least CPU per request) is kept. Another
 row runs batcher with its ledger and outputs on tmpfs (``--tmpfs``, where fsync costs nothing), to
 split the price of durability from Python overhead. If the ratio misses the target (or with
 ``--profile``), one more batcher run is profiled and the top functions printed: with py-spy if it
-is on PATH (``pip install py-spy``; samples the GIL holder, so it sees Python CPU of every thread
-and no waiting), else with cProfile.
+is on PATH or in this venv (``pip install py-spy``; samples the GIL holder, so it sees Python CPU
+of every thread and no waiting), else with cProfile.
 
     .venv/bin/python bench/overhead.py [--jobs 2000] [--concurrency 64] [--repeat 2] [--profile]
 """
@@ -76,8 +78,11 @@ def _urls(value: Any) -> Iterator[str]:
             yield from _urls(item)
 
 
-async def bare_loop(base: str, jobs: int, concurrency: int, connections: int, interval: float) -> int:
-    """Run ``jobs`` sketch jobs to completion with plain aiohttp; returns how many completed."""
+async def bare_loop(
+    base: str, jobs: int, concurrency: int, connections: int, interval: float, out: Path | None = None
+) -> int:
+    """Run ``jobs`` sketch jobs to completion with plain aiohttp; returns how many completed.
+    Outputs are read and dropped, or written to files in ``out`` if given."""
     headers = {"x-api-key": API_KEY, "Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
     submit_url = f"{base}/workflows/{SKETCH_ID}"
     todo = iter(range(jobs))
@@ -97,9 +102,12 @@ async def bare_loop(base: str, jobs: int, concurrency: int, connections: int, in
                 if status.get("status") in ("COMPLETED", "FAILED"):
                     break
             if status["status"] == "COMPLETED":
-                for url in _urls(status.get("output")):
+                for n, url in enumerate(_urls(status.get("output"))):
                     async with session.get(url) as resp:
-                        await resp.read()
+                        data = await resp.read()
+                    if out is not None:
+                        with open(out / f"{i}-{n}.png", "wb") as fh:
+                            fh.write(data)
                 completed += 1
 
     connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
@@ -188,7 +196,8 @@ def profile_batcher(base: str, manifest: Path, args: argparse.Namespace, top: in
     holds the GIL, so Python CPU of every thread and no waiting; kernel time of fsync and the
     like is not seen, the table's user/sys split and tmpfs row show it), else with cProfile
     (event-loop thread only, and its per-call cost inflates call-heavy code)."""
-    spy = args.py_spy or shutil.which("py-spy")
+    beside = Path(sys.executable).parent / "py-spy"  # installed in this venv, not activated
+    spy = args.py_spy or shutil.which("py-spy") or (str(beside) if beside.exists() else None)
     with tempfile.TemporaryDirectory() as tmp:
         if spy:
             raw = Path(tmp) / "profile.raw"
@@ -317,7 +326,9 @@ def main() -> int:
         "--repeat", type=int, default=2, help="runs per side, best kept (default %(default)s)"
     )
     parser.add_argument("--profile", action="store_true", help="profile a batcher run even if on target")
-    parser.add_argument("--py-spy", metavar="PATH", help="py-spy to profile with (default: on PATH)")
+    parser.add_argument(
+        "--py-spy", metavar="PATH", help="py-spy to profile with (default: on PATH, or beside this Python)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("BASE", "MANIFEST", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--tmpfs",
@@ -346,6 +357,9 @@ def main() -> int:
             def bare() -> Any:
                 return bare_loop(base, args.jobs, args.concurrency, args.connections, args.interval)
 
+            def bare_saving(where: Path) -> Any:
+                return bare_loop(base, args.jobs, args.concurrency, args.connections, args.interval, where)
+
             def engine(where: Path) -> Any:
                 return batcher_run(base, manifest, where, args.concurrency, args.connections, args.interval)
 
@@ -355,6 +369,8 @@ def main() -> int:
             with contextlib.ExitStack() as folders:
                 for _ in range(max(1, args.repeat)):
                     samples.append(measure("bare", base, bare))
+                    d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=top)))
+                    samples.append(measure("bare, saving outputs", base, lambda d=d: bare_saving(d)))
                     d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=top)))
                     samples.append(measure("batcher", base, lambda d=d: engine(d)))
                     if tmpfs is not None:
@@ -390,6 +406,11 @@ def main() -> int:
             print("|---|---:|---:|---|")
             for side, s in best.items():
                 print(f"| {side}: CPU per request (best of {args.repeat}) | {s.us_per_request:.0f} µs | | |")
+            saving = best["bare, saving outputs"].us_per_request
+            print(
+                f"| batcher / bare saving outputs (the same files on the same disk, for diagnosis) "
+                f"| {best['batcher'].us_per_request / saving:.2f}x | | |"
+            )
             if "batcher, tmpfs" in best:
                 tmp_ratio = best["batcher, tmpfs"].us_per_request / bare_us
                 print(f"| batcher on tmpfs / bare (fsync free, for diagnosis) | {tmp_ratio:.2f}x | | |")
