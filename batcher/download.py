@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,9 @@ class OutputSaver:
 
     def __init__(self, api: SegmindAPI, out_dir: Path, *, max_bytes: int, timeout: float) -> None:
         self._api = api
-        self._out = str(out_dir)
+        # Absolute, so the paths the ledger records mean the same files whichever folder a
+        # later run, ``status`` or ``report`` starts in.
+        self._out = os.path.abspath(out_dir)
         self._max_bytes = max_bytes
         self._timeout = timeout
         self._pid = os.getpid()
@@ -310,15 +312,23 @@ def sync_outputs(out_dir: Path) -> None:
         os.close(fd)
 
 
-def output_intact(saved: dict[str, Any]) -> bool:
-    """Whether a saved output (a ``completed`` record's entry) is on disk at its recorded size."""
+def output_intact(saved: dict[str, Any], bases: Sequence[Path] = ()) -> bool:
+    """Whether a saved output (a ``completed`` record's entry) is on disk at its recorded size.
+    A relative path (recorded by an older version, relative to the folder that run started in)
+    is looked for in the current folder and then under each of ``bases``."""
     path, size = saved.get("path"), saved.get("bytes")
     if not isinstance(path, str) or not isinstance(size, int):
         return True  # not ours to judge (an older or hand-edited record)
-    try:
-        return os.stat(path).st_size == size
-    except OSError:
-        return False
+    candidates = [path]
+    if not os.path.isabs(path):
+        candidates += [os.path.join(base, path) for base in bases]
+    for candidate in candidates:
+        try:
+            if os.stat(candidate).st_size == size:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _decode_data_uri(uri: str, max_bytes: int) -> tuple[str, bytes]:

@@ -21,7 +21,7 @@ from .config import Settings
 from .download import output_intact
 from .errors import RowError
 from .handoff import Handoff
-from .ledger import Ledger, parse_iso
+from .ledger import Ledger, parse_iso, path_bases
 from .manifest import read_manifests
 from .outputs import OutputRef
 from .scheduler import Job, Scheduler
@@ -131,10 +131,11 @@ class Feeder:
             return
 
         def lost() -> list[tuple[str, JobState]]:
+            bases = path_bases(self.ledger.path)
             return [
                 (job_id, js)
                 for job_id, js in suspects
-                if not all(output_intact(o) for o in js.outputs or [] if isinstance(o, dict))
+                if not all(output_intact(o, bases) for o in js.outputs or [] if isinstance(o, dict))
             ]
 
         for job_id, js in await anyio.to_thread.run_sync(lost):

@@ -149,6 +149,18 @@ class Ledger(AppendLog):
             await self.sync()
 
 
+#: How many folders above a ledger's own a relative path in it may be relative to.
+ANCESTORS = 4
+
+
+def path_bases(ledger: Path) -> list[Path]:
+    """Folders a relative path in a ledger may be relative to (older versions recorded output
+    paths as given, relative to the folder the run started in): the current folder, the
+    ledger's, and a few above it."""
+    here = ledger.resolve().parent
+    return [Path.cwd(), here, *list(here.parents)[:ANCESTORS]]
+
+
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Stream the valid records of a ledger file without locking it (for ``status``/``report``)."""
     try:

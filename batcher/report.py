@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 from PIL import Image, ImageOps
 
 from .fold import fold_ledger
-from .ledger import read_records, utc_iso
+from .ledger import path_bases, read_records, utc_iso
 from .report_html import Card, FailedJob, Page, Tile, render_page
 from .status import FAILURE_STATUSES, summarize
 
@@ -34,8 +34,6 @@ FAILED_CAP = 100
 THUMB_PX = 200
 #: Source images larger than this are linked, not thumbnailed (decoding them would take too long).
 MAX_SOURCE_BYTES = 40 * 1024 * 1024
-#: How many folders above the ledger's are tried for a relative output path (the run's cwd).
-ANCESTORS = 4
 TEXT_PREVIEW = 600
 #: The blog-image workflow's composed input (jobs/blog-image.yaml): shown as a title and a description.
 _BLOG = re.compile(r"\ATitle: (?P<title>[^\n]*)\n\nDescription: (?P<description>.*)\Z", re.DOTALL)
@@ -96,12 +94,6 @@ class Thumbnailer:
         ):
             return None
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _bases(ledger: Path) -> list[Path]:
-    """Folders a relative path in the ledger may be relative to: the cwd, the ledger's, its parents."""
-    here = ledger.resolve().parent
-    return [Path.cwd(), here, *list(here.parents)[:ANCESTORS]]
 
 
 def _locate(text: str, bases: Iterable[Path]) -> Path | None:
@@ -231,7 +223,7 @@ def build_report(
     details = _details(ledger, set(shown) | set(failed_ids))
 
     page_dir = out_html.resolve().parent
-    tiles = _Tiles(_bases(ledger), page_dir, Thumbnailer(thumb_px))
+    tiles = _Tiles(path_bases(ledger), page_dir, Thumbnailer(thumb_px))
     cards = []
     for job_id in shown:
         entry = details.get(job_id, {})

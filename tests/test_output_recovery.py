@@ -105,3 +105,69 @@ async def test_a_lost_file_without_a_url_is_recovered_by_polling_again(
     assert result.exit_code is ExitCode.OK and result.stats.outputs_refetched == 1
     assert result.stats.attached == 1 and after["submissions"] == before["submissions"] == 1
     assert path.exists()
+
+
+async def test_a_killed_run_resumed_from_another_folder_finds_the_files_it_saved(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started in one folder with a relative ``--out``, resumed from another: the ledger's paths
+    must name the same files (they were recorded relative to the first folder, and the resumed
+    run took all of them for lost, fetched them again, and failed them once the provider had
+    expired them)."""
+    clock = ScaledClock(SPEED)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(FAST, clock=clock) as emu:
+        monkeypatch.chdir(first)
+        await run(
+            settings_for(emu.base_url, tmp_path, **{"output.out_dir": Path("out")}),
+            [manifest],
+            registry,
+            clock,
+        )
+        _crash_before_run_end(ledger)
+        monkeypatch.chdir(second)
+        before = emu.stats()
+        spelled_from_here = Path("..") / "first" / "out"
+        result = await run(
+            settings_for(emu.base_url, tmp_path, **{"output.out_dir": spelled_from_here}),
+            [manifest],
+            registry,
+            clock,
+        )
+        after = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outputs_refetched == 0
+    assert after["output_downloads"] == before["output_downloads"]
+    assert all(Path(str(out["path"])).is_absolute() for out in _saved(ledger).values())
+
+
+async def test_relative_paths_of_older_ledgers_are_found_from_the_ledgers_folders(
+    tmp_path: Path, registry: WorkflowRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Older versions recorded paths as given (``runs/out/x.png`` from the project folder); a
+    resumed run elsewhere looks for them under the ledger's folder and the folders above it."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    runs = tmp_path / "runs"
+    ledger = runs / "ledger.jsonl"
+    async with run_emulator(FAST, clock=clock) as emu:
+        settings = settings_for(emu.base_url, runs, **{"ledger.path": ledger})
+        await run(settings, [manifest], registry, clock)
+        _crash_before_run_end(ledger)
+        lines = ledger_lines(ledger)
+        for rec in lines:  # as an older version run from tmp_path wrote them
+            for out in rec.get("outputs") or []:
+                if out.get("path"):
+                    out["path"] = str(Path(out["path"]).relative_to(tmp_path))
+        ledger.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        before = emu.stats()
+        result = await run(settings, [manifest], registry, clock)
+        after = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outputs_refetched == 0
+    assert after["output_downloads"] == before["output_downloads"]
