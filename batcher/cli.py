@@ -230,7 +230,12 @@ async def _emulated(settings: Settings, manifests: list[Path]) -> AsyncIterator[
         yield dataclasses.replace(settings, api=api)
 
 
-async def _run(args: argparse.Namespace) -> RunResult | DryRunReport:
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
+    """The run's result; None if a second signal stopped it at once (the ledger has every step)."""
     settings = load_settings(config_path=args.config, env=os.environ, overrides=_overrides(args))
     registry = load_workflows(settings.jobs_dir)
     if args.dry_run:
@@ -238,14 +243,24 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport:
     interrupt = anyio.Event()
 
     async def on_signals(scope: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                if interrupt.is_set():
-                    log.warning("second signal: stopping now")
-                    scope.cancel()
-                    return
-                log.warning("%s received: stopping submissions, saving state", signal.Signals(signum).name)
-                interrupt.set()
+        try:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if interrupt.is_set():
+                        log.warning("second signal: stopping now")
+                        scope.cancel()
+                        return
+                    name = signal.Signals(signum).name
+                    log.warning("%s received: stopping submissions, saving state", name)
+                    interrupt.set()
+        finally:
+            # Closing the receiver restores the default actions, and SIGTERM's would end the
+            # process with 143 while it shuts down. From here on either signal interrupts it
+            # like Ctrl-C does (exit 130; the ledger is safe at any moment).
+            signal.signal(signal.SIGTERM, _interrupted)
+            signal.signal(signal.SIGINT, _interrupted)
+
+    result: RunResult | None = None
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(on_signals, tg.cancel_scope)
@@ -287,6 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_report(args)
     args.display = make_display(_progress_mode(args), sys.stderr)
     _setup_logging(args, args.display)
+    handlers = [(signum, signal.getsignal(signum)) for signum in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        return _main_run(args)
+    finally:
+        for signum, handler in handlers:  # _run replaces them for its shutdown
+            signal.signal(signum, handler)
+
+
+def _main_run(args: argparse.Namespace) -> int:
     try:
         result = anyio.run(_run, args)
     except BaseException as raised:
@@ -298,9 +322,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"batcher: error: {exc}", file=sys.stderr)
             return ExitCode.USAGE
         if isinstance(exc, KeyboardInterrupt):
-            print("batcher: interrupted", file=sys.stderr)
+            print(
+                "batcher: interrupted; the ledger has every step: run the same command to resume",
+                file=sys.stderr,
+            )
             return ExitCode.INTERRUPTED
         raise
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)  # the run is over: let the summary print whole
+    if result is None:
+        print(
+            "batcher: stopped at once by a second signal; the ledger has every step:"
+            " run the same command to resume",
+            file=sys.stderr,
+        )
+        return ExitCode.INTERRUPTED
     if isinstance(result, DryRunReport):
         print(render_dry_run(result))
         return ExitCode.FAILED if result.invalid else ExitCode.OK

@@ -202,6 +202,32 @@ async def test_sigterm_during_a_burst_exits_130_and_the_next_run_re_attaches(tmp
 
 
 @pytest.mark.anyio
+async def test_signals_during_a_slow_shutdown_exit_130_without_a_traceback(tmp_path: Path) -> None:
+    """The first SIGTERM waits for the POSTs on the wire; a second stops at once, and any more
+    while it stops must not crash it (it raised UnboundLocalError, exit 1) or kill it with
+    SIGTERM's default action (exit 143): cron reads 130 as "interrupted, resume me"."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(4))
+    config = EmulatorConfig(render="placeholder", slow_rate=1.0, slow_seconds=60.0)
+    async with run_emulator(config) as emu:
+        proc = await _start(tmp_path, emu.base_url, "--concurrency", "4")
+        async with proc:
+            with anyio.fail_after(30):
+                await _wait_for(proc, "submitting recorded")  # a POST is on the wire, and hangs
+                proc.send_signal(signal.SIGTERM)
+                await _wait_for(proc, "SIGTERM received")
+                proc.send_signal(signal.SIGTERM)
+                await _wait_for(proc, "second signal")
+                for _ in range(3):
+                    proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                rest = [line async for line in stderr_lines(proc)]
+                code = await proc.wait()
+    assert code == 130, rest
+    assert not any("Traceback" in line for line in rest), rest
+    assert any("run the same command to resume" in line for line in rest), rest
+
+
+@pytest.mark.anyio
 async def test_the_api_key_appears_in_no_file_and_no_output(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "m.jsonl", [*sketch_rows(3), {"id": "bad", "workflow": "sketch", "input": {}}])
     async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1, error_rate=0.2)) as emu:
