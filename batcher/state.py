@@ -151,13 +151,16 @@ class LedgerState:
         """Raise LedgerMismatchError if this ledger was written for other manifests or settings.
 
         A manifest that grew (rows appended) is the same manifest: only the file set and the
-        workflow fingerprints (Segmind id and inputs) are compared, for workflows both know.
+        workflow fingerprints (Segmind id and inputs) are compared, for workflows both know. The
+        file set may be any earlier run's (one ``--force`` run with another manifest does not
+        take the ledger from the nightly one); the fingerprints are the last run's.
         """
         if not self.runs:
             return
         first = self.runs[-1]
         before = sorted(first.get("manifests") or [])
-        if before and before != sorted(manifests):
+        used = [sorted(run.get("manifests") or []) for run in self.runs]
+        if before and sorted(manifests) not in used:
             raise LedgerMismatchError(
                 f"ledger {ledger} was written for manifest(s) {', '.join(before)}, not "
                 f"{', '.join(sorted(manifests))}; give this manifest its own --ledger, "

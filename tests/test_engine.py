@@ -367,7 +367,11 @@ async def test_a_ledger_for_another_manifest_is_refused_unless_forced(
         forced = await run(
             settings_for(emu.base_url, tmp_path, **{"ledger.force": True}), [other], registry, clock
         )
-    assert forced.exit_code is ExitCode.OK
+        # One forced run does not take the ledger from its nightly manifest: the ledger was
+        # written for it before (the last run's manifests alone were compared, and the
+        # unforced nightly command failed from then on).
+        again = await run(settings_for(emu.base_url, tmp_path), [first], registry, clock)
+    assert forced.exit_code is ExitCode.OK and again.exit_code is ExitCode.OK
 
 
 async def test_changed_workflow_settings_are_detected(tmp_path: Path, registry: WorkflowRegistry) -> None:
