@@ -71,11 +71,15 @@ def _valid_line(line: bytes) -> bool:
 
 
 def _looks_like_ledger(fd: int) -> bool:
-    """An empty file, or one whose first line is a ledger record (never repair a stranger's file)."""
+    """An empty file, or one whose first line is a ledger record (never repair a stranger's file).
+    Also a first record torn before its newline (every line starts ``{"ts":``), or nothing but
+    zeros: a run killed, or a machine cut off, while writing the very first line."""
     head = os.pread(fd, 64 * 1024, 0)
-    if not head:
+    if not head.strip(b"\0\n"):
         return True
-    first = head.split(b"\n", 1)[0]
+    first, newline, _ = head.partition(b"\n")
+    if not newline:
+        return first.startswith(b'{"ts":') or b'{"ts":'.startswith(first)
     try:
         record = json.loads(first)
     except ValueError:

@@ -88,6 +88,20 @@ def test_a_zero_filled_tail_from_a_power_cut_is_cut_off(tmp_path: Path) -> None:
     assert path.read_bytes() == full
 
 
+def test_a_ledger_torn_in_its_first_record_or_zeroed_reopens_empty(tmp_path: Path) -> None:
+    """A run killed (or a machine cut off) while writing the ledger's very first line: a torn
+    first record, or only zeros, is a ledger with nothing in it, not a stranger's file."""
+    path = tmp_path / "l.jsonl"
+    full = _write(path, RECORDS[:1])
+    for torn in [full[:cut] for cut in range(1, len(full) - 1)] + [b"\0" * 4096, b"\0" * 10 + b"\n"]:
+        path.write_bytes(torn)
+        with Ledger.open(path) as ledger:
+            assert ledger.repaired_bytes == len(torn), torn
+            assert list(ledger.records()) == []
+            ledger.event("a", "submitting", 1_800_000_000.0)
+        assert [r["job_id"] for r in read_records(path)] == ["a"]
+
+
 def test_a_bad_line_in_the_middle_is_skipped_not_truncated(tmp_path: Path) -> None:
     path = tmp_path / "l.jsonl"
     full = _write(path, RECORDS)
