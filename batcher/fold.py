@@ -78,6 +78,8 @@ class LedgerFold:
         self.invalid_total = 0
         self.durations: list[float] | None = [] if durations else None
         self.runs: list[RunSpan] = []
+        #: The last run's ``ledger.unknown_submit``: what a POST of unknown outcome gets next.
+        self.unknown_submit = "resubmit"
         self._run: list[Any] | None = None  # [started, last_ts, lines, submissions]
         self._shared: dict[str, str] = {}
 
@@ -95,6 +97,10 @@ class LedgerFold:
         if job_id is None and status == "run":
             self._close_run()
             self._run = [ts, ts, 1, 0]
+            settings = rec.get("settings")
+            ledger = settings.get("ledger") if isinstance(settings, dict) else None
+            policy = ledger.get("unknown_submit") if isinstance(ledger, dict) else None
+            self.unknown_submit = policy if policy in ("resubmit", "fail") else "resubmit"
             self.invalid = []  # only the last run's invalid rows are news
             self.invalid_total = 0
             return

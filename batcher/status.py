@@ -108,6 +108,8 @@ class StatusReport:
     last_ts: str | None
     runs: tuple[RunSpan, ...]
     unknown_outcomes: int = 0
+    #: What the next run does with a POST of unknown outcome (the last run's setting).
+    unknown_submit: str = "resubmit"
 
     @property
     def submissions(self) -> int:
@@ -205,6 +207,7 @@ def summarize(
         last_ts=fold.last_ts,
         runs=tuple(fold.runs),
         unknown_outcomes=fold.unknown_outcomes,
+        unknown_submit=fold.unknown_submit,
     )
 
 

@@ -60,6 +60,12 @@ _NEXT_WORDS = {
 }
 
 
+def _next_words(step: str, report: StatusReport) -> str:
+    if step == "unknown" and report.unknown_submit == "fail":
+        return "POST outcome unknown (fail: ledger.unknown_submit)"
+    return _NEXT_WORDS.get(step, step)
+
+
 def _short_ts(ts: str | None) -> str:
     return clean(ts.replace("T", " ")[:19] + " UTC") if ts else "-"
 
@@ -97,9 +103,7 @@ def render_status_text(report: StatusReport) -> str:
         )
     flag = " with --retry-failed" if report.retry_failed else ""
     head.append(("Next run", f"{plural(report.next_run_total, 'known job')} would run{flag}"))
-    rows["Next run"] = [
-        (_NEXT_WORDS.get(step, step), f"{n:,}", "") for step, n in report.next_run.items() if n
-    ]
+    rows["Next run"] = [(_next_words(step, report), f"{n:,}", "") for step, n in report.next_run.items() if n]
     width = min(40, max((len(label) for section in rows.values() for label, _, _ in section), default=0))
     number = max((len(n) for section in rows.values() for _, n, _ in section), default=0)
     out: list[str] = []
@@ -155,6 +159,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
             "unknown_outcomes": report.unknown_outcomes,
         },
         "next_run": {"total": report.next_run_total, "retry_failed": report.retry_failed, **report.next_run},
+        "unknown_submit": report.unknown_submit,
         "in_flight": {
             "total": report.in_flight_total,
             "oldest": [

@@ -343,3 +343,25 @@ def test_cli_status_on_a_missing_ledger_is_one_line_and_exit_2(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"batcher: error: ledger not found: {tmp_path / 'missing.jsonl'}\n"
+
+
+def test_the_next_run_of_an_unknown_post_follows_the_ledgers_unknown_submit_setting(tmp_path: Path) -> None:
+    """``ledger.unknown_submit: fail`` (recorded in the run line) fails such jobs instead of
+    resubmitting them; status said "resubmit" whatever the setting."""
+    b = LedgerBuilder()
+    b.line(
+        None,
+        "run",
+        manifests=["/data/jobs.jsonl"],
+        settings={"ledger": {"unknown_submit": "fail"}},
+        version=1,
+    )
+    b.submitting("a", "sketch", {"input_image": "https://x/a.png"})
+    path = b.write(tmp_path / "l.jsonl")
+    report = ledger_status(path, prices=PRICES, now=b.now)
+    assert report.next_run["unknown"] == 1 and report.unknown_submit == "fail"
+    assert "POST outcome unknown (fail: ledger.unknown_submit)" in render_status_text(report)
+    assert status_json(report)["unknown_submit"] == "fail"
+    b.tick(60).run()  # a later run with the default setting: resubmit again
+    report = ledger_status(b.write(tmp_path / "l.jsonl"), prices=PRICES, now=b.now)
+    assert "POST outcome unknown (resubmit)" in render_status_text(report)
