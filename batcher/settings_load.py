@@ -9,6 +9,7 @@ and what to write instead. The frozen dataclasses it fills live in :mod:`batcher
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -56,7 +57,9 @@ def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | N
         return _coerce(value, inner[0], source=source, key=key, line=line)
 
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"expected {expected}, got {value!r}", source=source, key=key, line=line)
+        # A misshapen key must not be printed: it may still be the key.
+        got = f"a {type(value).__name__} (not shown)" if key.endswith("api_key") else repr(value)
+        return ConfigError(f"expected {expected}, got {got}", source=source, key=key, line=line)
 
     if annotation is bool:
         if not isinstance(value, bool):
@@ -67,8 +70,8 @@ def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | N
             raise bad("a whole number")
         return value
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("a number")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise bad("a finite number")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):

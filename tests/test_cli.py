@@ -59,6 +59,22 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             "c.yaml:2: not valid YAML",
         ),
         (["run", "m.jsonl", "--concurrency", "0"], {"m.jsonl": "{}\n"}, "concurrency: must be at least 1"),
+        (["run", "m.jsonl", "--rate-limit", "inf"], {"m.jsonl": "{}\n"}, "expected a finite number, got inf"),
+        (
+            ["run", "m.jsonl", "--poll-interval", "inf"],
+            {"m.jsonl": "{}\n"},
+            "expected a finite number, got inf",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "rate:\n  initial_per_minute: .inf\n"},
+            "c.yaml:2: rate.initial_per_minute: expected a finite number",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  api_key: [sk-MISSHAPEN-KEY-42]\n"},
+            "c.yaml:2: api.api_key: expected text, got a list (not shown)",
+        ),
         (["run", "m.docx"], {"m.docx": "x"}, "m.docx"),
     ],
 )
@@ -71,6 +87,7 @@ def test_a_usage_mistake_is_one_clear_line_and_exit_2(
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert "MISSHAPEN-KEY" not in proc.stderr  # a key in the wrong shape is still a key
 
 
 def test_no_api_key_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None:
