@@ -81,6 +81,10 @@ class OutputSettings:
     concurrency: int = 4
 
 
+#: What a job whose POST outcome is unknown may get: sent again, or failed.
+UNKNOWN_SUBMIT_CHOICES = ("resubmit", "fail")
+
+
 @dataclass(frozen=True)
 class LedgerSettings:
     #: Unset: ``runs/<first manifest's name>/ledger.jsonl``.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings
 from .errors import LedgerError
 from .ledger import parse_iso, read_records
 
@@ -79,7 +80,7 @@ class LedgerFold:
         self.durations: list[float] | None = [] if durations else None
         self.runs: list[RunSpan] = []
         #: The last run's ``ledger.unknown_submit``: what a POST of unknown outcome gets next.
-        self.unknown_submit = "resubmit"
+        self.unknown_submit = LedgerSettings.unknown_submit
         self._run: list[Any] | None = None  # [started, last_ts, lines, submissions]
         self._shared: dict[str, str] = {}
 
@@ -100,7 +101,9 @@ class LedgerFold:
             settings = rec.get("settings")
             ledger = settings.get("ledger") if isinstance(settings, dict) else None
             policy = ledger.get("unknown_submit") if isinstance(ledger, dict) else None
-            self.unknown_submit = policy if policy in ("resubmit", "fail") else "resubmit"
+            self.unknown_submit = (
+                policy if policy in UNKNOWN_SUBMIT_CHOICES else LedgerSettings.unknown_submit
+            )
             self.invalid = []  # only the last run's invalid rows are news
             self.invalid_total = 0
             return

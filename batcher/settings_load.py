@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .config import Settings
+from .config import UNKNOWN_SUBMIT_CHOICES, Settings
 from .errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
@@ -249,7 +249,7 @@ def validate(s: Settings, *, source: str) -> None:
     need(s.output.max_bytes > 0, "output.max_bytes", "must be positive", "bytes, e.g. 104857600")
     need(s.output.concurrency >= 1, "output.concurrency", "must be at least 1", "e.g. 4")
     need(
-        s.ledger.unknown_submit in ("resubmit", "fail"),
+        s.ledger.unknown_submit in UNKNOWN_SUBMIT_CHOICES,
         "ledger.unknown_submit",
         f"{s.ledger.unknown_submit!r} is not a choice",
         "resubmit or fail",

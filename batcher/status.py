@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import LedgerSettings
 from .fold import InvalidRow, JobFacts, LedgerFold, RunSpan, fold_ledger
 from .ledger import parse_iso
 from .state import IN_FLIGHT, JobState, Next
@@ -109,7 +110,7 @@ class StatusReport:
     runs: tuple[RunSpan, ...]
     unknown_outcomes: int = 0
     #: What the next run does with a POST of unknown outcome (the last run's setting).
-    unknown_submit: str = "resubmit"
+    unknown_submit: str = LedgerSettings.unknown_submit
 
     @property
     def submissions(self) -> int:
