@@ -132,10 +132,25 @@ def _input_fields(data: dict[Any, Any]) -> dict[str, Any]:
 
 
 def _check_json_value(field: str, value: object) -> None:
-    """Refuse what JSON cannot carry (YAML dates, NaN, lone surrogates), iteratively (no recursion)."""
+    """Refuse what JSON cannot carry (YAML dates, NaN, lone surrogates, a list or mapping inside
+    itself), iteratively (no recursion).
+
+    A YAML alias can put a list or mapping inside itself (``&r [*r]``), which would never end, or
+    repeat one many times over (``[*a, *a]`` where ``a`` repeats another), which grows without
+    bound; a list or mapping that appears twice in one row is refused either way.
+    """
     stack = [value]
+    seen: set[int] = set()
     while stack:
         item = stack.pop()
+        if isinstance(item, list | dict):
+            if id(item) in seen:
+                raise Refused(
+                    field,
+                    "repeats a list or mapping by a YAML alias (or holds itself)",
+                    "write the value out in full instead of using *alias",
+                )
+            seen.add(id(item))
         if isinstance(item, str):
             if _SURROGATE.search(item):
                 raise Refused(field, "contains an unpaired UTF-16 surrogate", "give valid text")

@@ -341,6 +341,16 @@ YAML_ROW_ERRORS = [
         "- id: good\n  input_image: https://example.com/b.png\n",
         "id: 'good' is also the id of line 1 (give every row its own id)",
     ),
+    (  # an alias inside its own anchor would never end; repeats of repeats grow without bound
+        "- input_image: &r [*r]\n",
+        "input_image: repeats a list or mapping by a YAML alias (or holds itself)"
+        " (write the value out in full instead of using *alias)",
+    ),
+    (
+        "- title: &a [x, x]\n  description: [*a, *a]\n",
+        "description: repeats a list or mapping by a YAML alias (or holds itself)"
+        " (write the value out in full instead of using *alias)",
+    ),
     (
         "- title: bell \x07 here\n",
         "row contains the control character U+0007, which YAML does not allow"
