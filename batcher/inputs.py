@@ -11,11 +11,14 @@ import json
 import math
 import mimetypes
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: Local image files larger than this are refused (they travel inline, as data: URIs).
 MAX_LOCAL_IMAGE_BYTES = 20 * 1024 * 1024
@@ -111,6 +114,14 @@ def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
     if scheme in ("http", "https"):
         if not host:
             raise InputProblem(name, f"URL has no host: {ref[:80]!r}", "give a full http(s) URL")
+        if bad := _CONTROL.search(ref):
+            char = bad.group()
+            what = "a line break" if char in "\r\n" else f"the control character U+{ord(char):04X}"
+            raise InputProblem(
+                name,
+                f"URL contains {what} at character {bad.start() + 1}",
+                "give one URL, on one line; percent-encode anything else (%0A)",
+            )
         return ref
     if scheme == "data":
         if not re.match(r"^data:[\w.+-]+/[\w.+-]+(;[\w=.+-]+)*(;base64)?,", ref, re.IGNORECASE):
@@ -127,16 +138,21 @@ def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
         path = base_dir / path
     # Path.is_file() swallows only ENOENT-like errors: a 5,000-character "path" raises ENAMETOOLONG
     # and an unreadable folder EACCES, so both are caught here and reported as this row's problem.
+    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", ref if len(ref) <= 200 else f"{ref[:200]}...")
     try:
-        is_file = path.is_file()
-        size = path.stat().st_size if is_file else 0
-    except OSError as exc:
+        mode, size = (info := path.stat()).st_mode, info.st_size
+    except (FileNotFoundError, NotADirectoryError):
         raise InputProblem(
-            name, f"local file cannot be read: {exc.strerror or exc}", "give an existing image file or a URL"
+            name, f"local file not found: {shown}", "give an existing image file or a URL"
+        ) from None
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, EACCES, ELOOP; ValueError: a NUL byte
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputProblem(
+            name, f"local file cannot be read: {reason}", "give an existing image file or a URL"
         ) from exc
-    if not is_file:
-        shown = ref if len(ref) <= 200 else f"{ref[:200]}..."
-        raise InputProblem(name, f"local file not found: {shown}", "give an existing image file or a URL")
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, socket or device)"
+        raise InputProblem(name, f"local path is {kind}: {shown}", "give an image file or a URL")
     if size > MAX_LOCAL_IMAGE_BYTES:
         raise InputProblem(name, f"local file is over {MAX_LOCAL_IMAGE_BYTES} bytes", "use a URL")
     return ref

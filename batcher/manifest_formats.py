@@ -205,6 +205,9 @@ class _CsvLines:
         self.last = 0
         self.problems: list[BadRow] = []
         self._size = 0
+        #: True once the file has ended. A record returned after that ended inside a quoted
+        #: cell: every line ends with "\n", which ends any other record before the next is read.
+        self.ended = False
 
     def begin_record(self) -> None:
         self.start = 0
@@ -215,7 +218,11 @@ class _CsvLines:
         return self
 
     def __next__(self) -> str:
-        number, body = next(self._lines)
+        try:
+            number, body = next(self._lines)
+        except StopIteration:
+            self.ended = True
+            raise
         self.start = self.start or number
         self.last = number
         where = f" on line {number}" if number != self.start else ""
@@ -248,6 +255,9 @@ def _read_header(reader: Iterator[list[str]], source: _CsvLines, path: str) -> l
         if source.problems:
             problem = source.problems[0]
             raise ManifestError(f"line {source.start}: header {problem.message}", path=path, fix=problem.fix)
+        if source.ended:
+            unclosed = "a quote opened in the header is never closed"
+            raise ManifestError(f"line {source.start}: {unclosed}", path=path, fix=_QUOTE_FIX)
         if any(cell.strip() for cell in cells):
             break
     names = [cell.strip() for cell in cells]
@@ -308,6 +318,9 @@ def csv_rows(lines: Iterator[tuple[int, bytes | None]], path: str) -> Iterator[R
             problem = source.problems[0]
             yield BadRow(source.start, problem.message, problem.fix)
             continue
+        if source.ended:
+            yield _unclosed_quote(source.start, source.last)
+            continue
         if not any(cell.strip() for cell in cells):
             continue  # a blank line, or a spreadsheet's row of empty cells
         if len(cells) > width and any(cell.strip() for cell in cells[width:]):
@@ -319,6 +332,22 @@ def csv_rows(lines: Iterator[tuple[int, bytes | None]], path: str) -> Iterator[R
             continue
         data = {name: cell for name, cell in zip(header, cells, strict=False) if cell}
         yield RawRow(source.start, data, text_cells=True)
+
+
+_QUOTE_FIX = 'close the quote, or double a quote that is part of a cell ("")'
+
+
+def _unclosed_quote(start: int, last: int) -> BadRow:
+    """A record that ran to the end of the file inside a quoted cell: refused whole, as which of
+    its lines were meant as rows cannot be known (running them could pay for a broken row)."""
+    if last == start:
+        return BadRow(start, "a quote opened in this row is never closed", _QUOTE_FIX)
+    return BadRow(
+        start,
+        f"a quote opened in this row is never closed, so lines {start}-{last} were read as one row"
+        " and none of them was run",
+        _QUOTE_FIX,
+    )
 
 
 def _csv_error(line: int, exc: csv.Error) -> BadRow:

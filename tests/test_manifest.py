@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,6 +145,19 @@ JSONL_ROW_ERRORS = [
     (
         '{"input_image": "missing.png"}',
         "input_image: local file not found: missing.png (give an existing image file or a URL)",
+    ),
+    (
+        '{"input_image": "a\\u001b[31m.png"}',  # shown escaped, not sent to the terminal
+        "input_image: local file not found: a\\x1b[31m.png (give an existing image file or a URL)",
+    ),
+    (
+        '{"input_image": "a\\u0000.png"}',
+        "input_image: local file cannot be read: embedded null byte (give an existing image file or a URL)",
+    ),
+    (  # what a CSV quote left open makes of two rows
+        '{"input_image": "https://example.com/a.png\\n2,https://example.com/b.png"}',
+        "input_image: URL contains a line break at character 26"
+        " (give one URL, on one line; percent-encode anything else (%0A))",
     ),
     (
         json.dumps({"input_image": "a" * 300 + ".png"}),
@@ -305,6 +319,26 @@ def test_csv_unclosed_quote_stops_at_the_cell_limit_and_reading_resumes(
         " (keep each row under 1 MiB; put large images in files or at URLs)"
     )
     assert [job.job_id for job in jobs(items)] == ["2"]
+
+
+def test_csv_quote_left_open_to_the_end_of_the_file_runs_none_of_the_rows_it_swallowed(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Which of the swallowed lines were meant as rows cannot be known: the record is refused whole."""
+    path = write(tmp_path, "m.csv", 'id,title\n1,Bread\n2,"Cake\n3,Pie\n4,Tea\n')
+    items = read(path, registry)
+    assert messages(items) == [
+        f"{path}:3: a quote opened in this row is never closed, so lines 3-5 were read as one row"
+        ' and none of them was run (close the quote, or double a quote that is part of a cell (""))'
+    ]
+    assert [job.job_id for job in jobs(items)] == ["1"]
+    last = write(tmp_path, "last.csv", 'id,title\n1,Bread\n2,"Cake\n')
+    assert messages(read(last, registry)) == [
+        f"{last}:3: a quote opened in this row is never closed (close the quote, or double a quote that is"
+        ' part of a cell (""))'
+    ]
+    with pytest.raises(ManifestError, match="line 1: a quote opened in the header is never closed"):
+        read(write(tmp_path, "head.csv", '"id,title\n1,Bread\n'), registry)
 
 
 def test_csv_record_over_the_cap_across_lines_is_refused(tmp_path: Path, registry: WorkflowRegistry) -> None:
@@ -772,7 +806,17 @@ def test_local_image_absolute_path_and_folder(tmp_path: Path, registry: Workflow
     items = read(path, registry)
     assert [j.inputs["input_image"] for j in jobs(items)] == [str(image)]
     assert messages(items) == [
-        f"{path}:2: input_image: local file not found: img (give an existing image file or a URL)"
+        f"{path}:2: input_image: local path is a folder: img (give an image file or a URL)"
+    ]
+
+
+def test_a_pipe_given_as_an_image_is_refused_not_read(tmp_path: Path, registry: WorkflowRegistry) -> None:
+    """Reading a FIFO would wait for a writer for ever; it is named for what it is."""
+    os.mkfifo(tmp_path / "pipe.png")
+    path = write(tmp_path, "m.txt", "pipe.png\n")
+    assert messages(read(path, registry)) == [
+        f"{path}:1: input_image: local path is not a regular file (a pipe, socket or device): pipe.png"
+        " (give an image file or a URL)"
     ]
 
 
