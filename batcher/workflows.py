@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,31 @@ def load_workflows(jobs_dir: Path = DEFAULT_JOBS_DIR) -> WorkflowRegistry:
     return WorkflowRegistry(workflows)
 
 
+def template_problem(template: str, fields: Mapping[Any, Any]) -> str | None:
+    """What is wrong with a ``compose`` template, or None. Checked when the definition is read, so
+    a template naming a field it is not given fails there, not as a traceback mid-run."""
+    for name in fields:
+        if not isinstance(name, str) or not name.isidentifier():
+            return f"field {name!r} is not a plain name"
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:  # a lone brace
+        return f"is not a valid template: {exc}"
+    for _, name, _, conversion in parts:
+        if name is None:
+            continue
+        if name not in fields:
+            listed = ", ".join(f"{{{f}}}" for f in fields)
+            return f"names {{{name}}}, which is not one of its fields ({listed})"
+        if conversion is not None:
+            return f"{{{name}!{conversion}}}: conversions are not supported"
+    try:
+        template.format(**{name: "" for name in fields})
+    except (ValueError, KeyError, IndexError) as exc:  # a format spec text cannot take
+        return f"cannot be filled in: {exc}"
+    return None
+
+
 def parse_workflow(path: Path) -> Workflow:
     src = str(path)
     try:
@@ -211,6 +237,13 @@ def parse_workflow(path: Path) -> Workflow:
                     "each field must be a mapping, e.g. {required: true}",
                     source=src,
                     key=f"{key}.compose.fields",
+                )
+            if problem := template_problem(c["template"], c["fields"]):
+                raise ConfigError(
+                    problem,
+                    source=src,
+                    key=f"{key}.compose.template",
+                    fix="name only the listed fields, e.g. {title}; write a literal brace as {{ or }}",
                 )
             req = tuple(k for k, v in c["fields"].items() if (v or {}).get("required"))
             opt = tuple(k for k, v in c["fields"].items() if not (v or {}).get("required"))
