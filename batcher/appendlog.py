@@ -17,8 +17,10 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +36,9 @@ def open_locked(path: Path, *, mode: int, locked: Callable[[], Exception]) -> in
     Raises ``locked()`` if another process holds it; the caller owns the descriptor."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: nothing there would last
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

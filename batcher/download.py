@@ -36,7 +36,7 @@ import aiofiles
 import anyio
 
 from .api import SegmindAPI
-from .errors import BatcherError, RemoteError, TransportError, UnsafeOutputError
+from .errors import BatcherError, ConfigError, RemoteError, TransportError, UnsafeOutputError
 from .outputs import OutputRef
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -125,6 +125,39 @@ def _extension(url: str | None, content_type: str) -> str:
         if suffix in _EXTENSIONS:
             return suffix
     return _BY_TYPE.get(content_type.split(";")[0].strip().lower(), ".bin")
+
+
+OUT_FIX = "give --out (or output.out_dir in the config) a folder you can write"
+
+
+def out_dir_problem(out_dir: Path) -> str | None:
+    """Why outputs could not be written under ``out_dir``, or None; creates nothing (a dry run).
+    The nearest folder that exists must be a folder this process may write in."""
+    here = Path(os.path.abspath(out_dir))
+    while not os.path.lexists(here) and here.parent != here:
+        here = here.parent
+    if not here.is_dir():
+        return f"cannot write outputs under {out_dir}: {here} is not a folder"
+    if not os.access(here, os.W_OK | os.X_OK):
+        return f"cannot write outputs under {out_dir}: no permission to write in {here}"
+    return None
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and write and remove a file in it, before anything is paid for: a folder
+    that cannot take the outputs is found now, not after the first jobs were paid for."""
+    problem = out_dir_problem(out_dir)
+    if problem is None:
+        probe = os.path.join(out_dir, f".batcher-probe.{os.getpid()}")
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            problem = f"cannot write outputs under {out_dir}: {exc.strerror}"
+    if problem is not None:
+        raise ConfigError(problem, fix=OUT_FIX)
 
 
 class OutputSaver:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Settings, with_paths
-from .errors import RowError
-from .ledger import read_records
+from .download import OUT_FIX, out_dir_problem
+from .errors import ConfigError, RowError
+from .ledger import check_ledger_path, read_records
 from .manifest import check_manifest_paths, read_manifests
 from .state import LedgerState, Next
 from .workflows import WorkflowRegistry
@@ -42,6 +43,10 @@ class DryRunReport:
 def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowRegistry) -> DryRunReport:
     check_manifest_paths(manifests)
     settings = with_paths(settings, list(manifests))
+    if settings.ledger.path is not None:
+        check_ledger_path(settings.ledger.path)
+    if settings.output.out_dir is not None and (problem := out_dir_problem(settings.output.out_dir)):
+        raise ConfigError(problem, fix=OUT_FIX)
     report = DryRunReport(ledger=settings.ledger.path)
     state = LedgerState()
     if settings.ledger.path is not None:

@@ -24,12 +24,12 @@ from .actions import Actions, DownloadTask
 from .api import SegmindAPI
 from .clock import Clock, SystemClock
 from .config import Settings, with_paths
-from .download import OutputSaver, sync_outputs
+from .download import OutputSaver, prepare_out_dir, sync_outputs
 from .durations import DurationModel
 from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
-from .ledger import Ledger
+from .ledger import Ledger, check_ledger_path
 from .manifest import check_manifest_paths
 from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
 from .progress import Snapshot, snapshot_from
@@ -111,6 +111,8 @@ async def run_batch(
     check_manifest_paths(manifests)
     settings = with_paths(settings, list(manifests))
     assert settings.ledger.path is not None and settings.output.out_dir is not None
+    check_ledger_path(settings.ledger.path)
+    prepare_out_dir(settings.output.out_dir)
     ledger = Ledger.open(settings.ledger.path)
     try:
         state = LedgerState()

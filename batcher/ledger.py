@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +86,20 @@ def _looks_like_ledger(fd: int) -> bool:
     except ValueError:
         return False
     return isinstance(record, dict) and "status" in record and "ts" in record
+
+
+def check_ledger_path(path: Path) -> None:
+    """Refuse a ledger path that is there but is not a file (``/dev/null``, a FIFO, a folder),
+    before anything is made beside it (the outputs, the emulator's folder)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LedgerError(f"cannot open ledger {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise LedgerError(f"cannot open ledger {path}: it is {kind}; give --ledger a file's path")
 
 
 class Ledger(AppendLog):

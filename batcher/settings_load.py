@@ -23,6 +23,8 @@ import yaml
 from .config import UNKNOWN_SUBMIT_CHOICES, Settings
 from .errors import ConfigError
 
+#: What no API key holds: an HTTP header cannot carry line breaks, and keys are printable ASCII.
+_NOT_KEY = re.compile(r"[^\x21-\x7e]")
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
 
 
@@ -136,10 +138,21 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     return data, _key_lines(node) if node is not None else {}
 
 
+#: Where each setting that is not a default came from: dotted key → (source, line or None).
+Origins = dict[str, tuple[str, int | None]]
+
+
 def _apply(
-    base: Any, values: Mapping[str, Any], *, source: str, prefix: str, lines: Mapping[str, int]
+    base: Any,
+    values: Mapping[str, Any],
+    *,
+    source: str,
+    prefix: str,
+    lines: Mapping[str, int],
+    origins: Origins,
 ) -> Any:
-    """A copy of dataclass ``base`` with ``values`` applied, checking every key and type."""
+    """A copy of dataclass ``base`` with ``values`` applied, checking every key and type; notes
+    in ``origins`` where each value came from."""
     hints = typing.get_type_hints(type(base))
     names = {f.name for f in dataclasses.fields(base)}
     changes: dict[str, Any] = {}
@@ -158,9 +171,12 @@ def _apply(
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError("expected a mapping", source=source, key=full, line=line)
-            changes[key] = _apply(current, value, source=source, prefix=f"{full}.", lines=lines)
+            changes[key] = _apply(
+                current, value, source=source, prefix=f"{full}.", lines=lines, origins=origins
+            )
         else:
             changes[key] = _coerce(value, hints[key], source=source, key=full, line=line)
+            origins[full] = (source, line)
     return dataclasses.replace(base, **changes)
 
 
@@ -178,10 +194,13 @@ def load_settings(
         api_changes["api_key"] = env["SEGMIND_API_KEY"].strip()
     if env.get("SEGMIND_API_BASE"):
         api_changes["base_url"] = env["SEGMIND_API_BASE"].strip()
-    settings = _apply(settings, {"api": api_changes}, source="environment", prefix="", lines={})
+    origins: Origins = {}
+    settings = _apply(
+        settings, {"api": api_changes}, source="environment", prefix="", lines={}, origins=origins
+    )
     if config_path is not None:
         data, lines = read_config_file(config_path)
-        settings = _apply(settings, data, source=str(config_path), prefix="", lines=lines)
+        settings = _apply(settings, data, source=str(config_path), prefix="", lines=lines, origins=origins)
     if overrides:
         nested: dict[str, Any] = {}
         for dotted, value in overrides.items():
@@ -192,18 +211,26 @@ def load_settings(
             for part in parents:
                 target = target.setdefault(part, {})
             target[last] = value
-        settings = _apply(settings, nested, source="command line", prefix="", lines={})
-    validate(settings, source=str(config_path) if config_path else "settings")
+        settings = _apply(settings, nested, source="command line", prefix="", lines={}, origins=origins)
+    if settings.api.api_key != settings.api.api_key.strip():  # a pasted key's trailing newline
+        settings = dataclasses.replace(
+            settings, api=dataclasses.replace(settings.api, api_key=settings.api.api_key.strip())
+        )
+    validate(settings, origins)
     assert isinstance(settings, Settings)
     return settings
 
 
-def validate(s: Settings, *, source: str) -> None:
-    """Raise ConfigError for values that are the right type but cannot work."""
+def validate(s: Settings, origins: Origins | None = None) -> None:
+    """Raise ConfigError for values that are the right type but cannot work, naming where the
+    value came from (the config file and line, the command line, the environment)."""
 
-    def need(ok: bool, key: str, message: str, fix: str) -> None:
+    def need(ok: bool, key: str, message: str, fix: str, *also: str) -> None:
+        """``also``: other keys the check involves; the one that was set is named."""
         if not ok:
-            raise ConfigError(message, source=source, key=key, fix=fix)
+            key = next((k for k in (key, *also) if k in (origins or {})), key)
+            source, line = (origins or {}).get(key, ("built-in default", None))
+            raise ConfigError(message, source=source, key=key, line=line, fix=fix)
 
     parts = urlsplit(s.api.base_url)
     need(
@@ -218,13 +245,18 @@ def validate(s: Settings, *, source: str) -> None:
         "must contain {workflow_id}",
         "e.g. /workflows/{workflow_id}",
     )
+    if bad := _NOT_KEY.search(s.api.api_key or ""):
+        char = bad.group()
+        what = {"\n": "a line break", "\r": "a carriage return", " ": "a space"}.get(char)
+        need(
+            False,
+            "api.api_key",
+            f"the key contains {what or f'the character U+{ord(char):04X}'} (the key is not shown)",
+            "copy the key again: one word of printable ASCII",
+        )
     need(s.api.max_connections >= 1, "api.max_connections", "must be at least 1", "e.g. 32")
-    need(
-        s.api.connect_timeout > 0 and s.api.read_timeout > 0,
-        "api.read_timeout",
-        "timeouts must be positive",
-        "give seconds, e.g. 60",
-    )
+    need(s.api.connect_timeout > 0, "api.connect_timeout", "must be positive", "give seconds, e.g. 10")
+    need(s.api.read_timeout > 0, "api.read_timeout", "must be positive", "give seconds, e.g. 60")
     need(s.concurrency >= 1, "concurrency", f"must be at least 1, got {s.concurrency}", "e.g. 16")
     rpm = s.rate.requests_per_minute
     need(rpm is None or rpm > 0, "rate.requests_per_minute", "must be positive", "e.g. 50, or leave unset")
@@ -245,6 +277,7 @@ def validate(s: Settings, *, source: str) -> None:
         "retry.base_delay",
         "must be positive and at most retry.max_delay",
         "e.g. 2 and 120",
+        "retry.max_delay",
     )
     need(s.output.max_bytes > 0, "output.max_bytes", "must be positive", "bytes, e.g. 104857600")
     need(s.output.concurrency >= 1, "output.concurrency", "must be at least 1", "e.g. 4")

@@ -76,6 +76,39 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             "c.yaml:2: api.api_key: expected text, got a list (not shown)",
         ),
         (["run", "m.docx"], {"m.docx": "x"}, "m.docx"),
+        (  # a flag's value is blamed on the command line, not on the config file beside it
+            ["run", "m.jsonl", "--config", "c.yaml", "--concurrency", "0"],
+            {"m.jsonl": "{}\n", "c.yaml": "poll:\n  interval: 3\n"},
+            "command line: concurrency: must be at least 1",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "concurrency: 4\npoll:\n  interval: 0\n"},
+            "c.yaml:3: poll.interval: must be positive",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": 'api:\n  api_key: "sk-MISSHAPEN\\nKEY-42"\n'},
+            "c.yaml:2: api.api_key: the key contains a line break (the key is not shown)",
+        ),
+        (
+            ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "emulator:\n  sed: 3\n"},
+            "emulator: unknown option 'sed' (use one of: seed,",
+        ),
+        (
+            ["run", "m.jsonl", "--emulator", "--ledger", "/dev/null"],
+            {"m.jsonl": "{}\n"},
+            "not a regular file",
+        ),
+        (["run", "m.jsonl", "--dry-run", "--ledger", "/dev/null"], {"m.jsonl": "{}\n"}, "not a regular file"),
+        (
+            ["run", "m.jsonl", "--emulator", "--out", "f/x"],
+            {"m.jsonl": "{}\n", "f": ""},
+            "cannot write outputs under f/x: ",
+        ),
+        (["run", "m.jsonl", "--dry-run", "--out", "f/x"], {"m.jsonl": "{}\n", "f": ""}, "f is not a folder"),
+        (["run", "typo.jsonl", "--emulator"], {"m.jsonl": "{}\n"}, "typo.jsonl: manifest not found"),
     ],
 )
 def test_a_usage_mistake_is_one_clear_line_and_exit_2(
@@ -87,7 +120,9 @@ def test_a_usage_mistake_is_one_clear_line_and_exit_2(
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "MISSHAPEN-KEY" not in proc.stderr  # a key in the wrong shape is still a key
+    assert "MISSHAPEN" not in proc.stderr  # a key in the wrong shape is still a key
+    # Nothing was made: no ledger, no outputs folder, no emulator folder.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
 
 
 def test_no_api_key_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None:

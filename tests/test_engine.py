@@ -336,12 +336,28 @@ async def test_a_foreign_poll_url_in_the_ledger_is_never_sent_the_key(
 async def test_a_failed_download_is_retried_next_run_without_resubmitting(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
+    from batcher.errors import ConfigError
+    from batcher.manifest import read_manifest
+
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    file = tmp_path / "file"
+    file.write_text("a file where the output folder should be")
+    # A folder where each job's output file should go: the write fails after the job was paid for.
     blocked = tmp_path / "blocked"
-    blocked.write_text("a file where the output folder should be")
+    for job in read_manifest(manifest, registry):
+        (blocked / f"{job.job_id}.png").mkdir(parents=True)
     async with _emulator(clock) as emu:  # type: ignore[attr-defined]
-        settings = settings_for(emu.base_url, tmp_path, **{"output.out_dir": blocked / "out"})
+        # An output folder that cannot be made is found before anything is paid for.
+        with pytest.raises(ConfigError, match=r"cannot write outputs under .*file is not a folder"):
+            await run(
+                settings_for(emu.base_url, tmp_path, **{"output.out_dir": file / "out"}),
+                [manifest],
+                registry,
+                clock,
+            )
+        assert emu.stats()["submissions"] == 0
+        settings = settings_for(emu.base_url, tmp_path, **{"output.out_dir": blocked})
         first = await run(settings, [manifest], registry, clock)
         assert first.stats.outcomes == {"download_failed": 2} and first.exit_code is ExitCode.FAILED
         second = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
