@@ -227,9 +227,7 @@ async def _emulated(settings: Settings, manifests: list[Path]) -> AsyncIterator[
     check_ledger_path(paths.ledger.path)
     prepare_out_dir(paths.output.out_dir)
     if options.get("state_dir") is None:
-        ledger = with_paths(settings, manifests).ledger.path
-        assert ledger is not None
-        options["state_dir"] = str(ledger.parent / "emulator")
+        options["state_dir"] = str(paths.ledger.path.parent / "emulator")
     try:
         config = EmulatorConfig(**options)
     except (TypeError, ValueError) as exc:
