@@ -149,7 +149,8 @@ class SegmindAPI:
         status = data.get("status")
         if not isinstance(status, str) or not status.strip():
             raise BadResponse("poll answer has no status", status=answer.status, job_id=job_id)
-        status = status.strip().upper()
+        # An unknown status is recorded in the ledger: bounded, and never the key.
+        status = redact(status.strip(), self._settings.api_key)[:64].upper()
         if status == "COMPLETED":
             return PollResult(status, tuple(parse_outputs(data.get("output"))), credits=self.credits)
         if status == "FAILED":
@@ -213,8 +214,10 @@ class SegmindAPI:
             ctype = answer.headers.get("content-type", "")
             text = "an HTML error page" if "html" in ctype or answer.body.lstrip()[:1] == b"<" else ""
             if not text:
-                text = answer.body[:200].decode("utf-8", "replace").strip() or "no message"
-        return redact(text[:500], self._settings.api_key)
+                body = redact(answer.body.decode("utf-8", "replace"), self._settings.api_key)
+                text = body.strip()[:200] or "no message"
+        # Redact, then cut: a cut through the key would leave a prefix no redaction matches.
+        return redact(text, self._settings.api_key)[:500]
 
     def _error_for(self, answer: Answer, *, job_id: str, call: str) -> RemoteError:
         status = answer.status
@@ -246,8 +249,8 @@ class SegmindAPI:
                 text = _flatten(value)
                 if text not in parts:
                     parts.append(text)
-        text = "; ".join(parts)[:1000] or "the provider reported FAILED without a reason"
-        return redact(text, self._settings.api_key)
+        text = redact("; ".join(parts), self._settings.api_key)[:1000]  # redact, then cut
+        return text or "the provider reported FAILED without a reason"
 
 
 def _flatten(value: Any) -> str:
@@ -261,5 +264,5 @@ def _flatten(value: Any) -> str:
             model = value.get("model")
             inner = _flatten(value["error"])
             return f"{model}: {inner}" if model else inner
-        return json.dumps(value, ensure_ascii=False)[:300]
+        return json.dumps(value, ensure_ascii=False)  # cut by the caller, after redaction
     return str(value)

@@ -173,8 +173,11 @@ async def test_outputs_over_the_size_cap_are_refused(tmp_path: Path, registry: W
 class Hostile:
     """A provider that answers polls with whatever the test says (a real aiohttp server)."""
 
-    def __init__(self, answers: list[tuple[int, str, str]]) -> None:
+    def __init__(
+        self, answers: list[tuple[int, str, str]], refuse: tuple[int, str, str] | None = None
+    ) -> None:
         self.answers = answers
+        self.refuse = refuse  # the answer to every POST, instead of accepting it
         self.polls = 0
 
     def app(self) -> web.Application:
@@ -185,6 +188,9 @@ class Hostile:
         return app
 
     async def submit(self, request: web.Request) -> web.Response:
+        if self.refuse is not None:
+            status, ctype, body = self.refuse
+            return web.Response(status=status, content_type=ctype, text=body)
         rid = hashlib.md5(await request.read()).hexdigest()
         return web.json_response(
             {
@@ -278,3 +284,42 @@ async def test_a_compressed_answer_cannot_slip_past_the_size_cap() -> None:
                 await transport.request("GET", url, max_bytes=64 * 1024)
     finally:
         await runner.cleanup()
+
+
+KEY_AT_A_CUT = [  # the provider's text ends in the key, just across where batcher cuts it
+    ("poll", 200, "application/json", json.dumps({"status": "FAILED", "error_message": "x" * 990 + API_KEY})),
+    (
+        "poll",
+        200,
+        "application/json",
+        json.dumps({"status": "FAILED", "error": {"detail": "x" * 280 + API_KEY}}),
+    ),
+    ("submit", 400, "application/json", json.dumps({"error": "x" * 490 + API_KEY})),
+    ("submit", 400, "text/plain", "x" * 190 + API_KEY),
+    ("poll", 200, "application/json", json.dumps({"status": "x" * 50 + API_KEY})),
+]
+
+
+@pytest.mark.parametrize(
+    "answer", KEY_AT_A_CUT, ids=["failed", "failed-object", "400-json", "400-text", "status"]
+)
+async def test_a_key_echoed_by_the_provider_is_redacted_before_any_cut(
+    tmp_path: Path, registry: WorkflowRegistry, answer: tuple[str, int, str, str]
+) -> None:
+    """Provider text is cut to a length for the ledger; a cut through the key left its first
+    characters there (and in stderr, status and the report), where no redaction matched them."""
+    call, status, ctype, body = answer
+    failed = (200, "application/json", '{"status": "FAILED"}')
+    if call == "submit":
+        hostile = Hostile([failed], refuse=(status, ctype, body))
+    else:
+        hostile = Hostile([(status, ctype, body), failed])
+    runner, base = await _serve(hostile)
+    try:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
+    finally:
+        await runner.cleanup()
+    text = (tmp_path / "ledger.jsonl").read_text()
+    assert "xxxxxxxx" in text.lower()  # the provider's text is there
+    assert API_KEY[:6] not in text and API_KEY[:6].upper() not in text
