@@ -40,6 +40,7 @@ from .errors import (
     AuthError,
     BadRequest,
     BatcherError,
+    ConnectError,
     ForeignHostError,
     InsufficientCredits,
     NotFound,
@@ -159,6 +160,9 @@ class Actions:
         except (RateLimited, BadRequest, AuthError, NotFound, InsufficientCredits, UnexpectedStatus) as exc:
             self.stats.committed_usd -= price  # a definite "no": nothing started, nothing billed
             self._refused(job, wf, exc)
+        except ConnectError as exc:
+            self.stats.committed_usd -= price  # never connected: the POST did not leave this machine
+            self._not_sent(job, exc)
         except (RemoteError, TransportError) as exc:
             self._unknown(job, exc)
         else:
@@ -197,6 +201,18 @@ class Actions:
             self.sched.stop(reason, by_provider=True)
         else:
             self.sched.stop(f"insufficient credits ({exc})", by_provider=True)
+
+    def _not_sent(self, job: Job, exc: ConnectError) -> None:
+        """No connection to the API host (refused, DNS, TLS handshake): nothing was sent, so
+        nothing was started or billed. Tried again after a backoff; after the last try the job
+        is left for the next run, never failed (``unknown_submit: fail`` is for POSTs that left)."""
+        self._event(job, "deferred", error=f"not sent: {exc}", retryable=True)
+        job.errors += 1
+        if job.errors >= self.settings.retry.max_attempts:
+            self._end(job, "deferred")
+            log.warning("%s: not sent after %d tries, left for the next run: %s", job.job_id, job.errors, exc)
+        else:
+            self.sched.schedule(job, "submit", self.clock.monotonic() + self._backoff(job))
 
     def _unknown(self, job: Job, exc: BatcherError) -> None:
         """5xx, a 200 we could not read, a timeout, a reset: the provider may or may not have

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -331,6 +332,27 @@ async def test_a_foreign_poll_url_in_the_ledger_is_never_sent_the_key(
     failed = [r for r in ledger_lines(ledger) if r["status"] == "failed"]
     assert len(failed) == 1 and "refusing to send the API key to evil.example" in failed[0]["error"]
     assert result.exit_code is ExitCode.FAILED
+
+
+async def test_a_post_that_never_connected_is_not_an_unknown_outcome(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Nothing listens on the port: no POST left the machine, so none may have been billed. The
+    jobs were failed for good under unknown_submit: fail, and took the budget, as if they had."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    with socket.socket() as sock:  # a port that was free a moment ago, now closed
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    changes = {"ledger.unknown_submit": "fail", "retry.max_attempts": 2, "limits.budget_usd": 0.25}
+    first = await run(settings_for(closed, tmp_path, **changes), [manifest], registry, clock)
+    statuses = [r["status"] for r in ledger_lines(tmp_path / "ledger.jsonl") if r["job_id"]]
+    assert first.stats.outcomes == {"deferred": 2} and first.stats.unknown_outcomes == 0
+    assert "submit_unknown" not in statuses and "failed" not in statuses
+    assert first.stats.committed_usd == pytest.approx(0.0, abs=1e-9)
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        second = await run(settings_for(emu.base_url, tmp_path, **changes), [manifest], registry, clock)
+    assert second.exit_code is ExitCode.OK and second.stats.outcomes == {"completed": 2}
 
 
 async def test_a_failed_download_is_retried_next_run_without_resubmitting(
