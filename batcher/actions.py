@@ -274,6 +274,7 @@ class Actions:
         if result.status == "COMPLETED":
             self.durations.observe(job.workflow, job.last_unfinished, elapsed)
             refs = tuple(result.outputs)
+            cut = {"outputs_cut_at": len(refs)} if result.outputs_cut else {}
             self._event(
                 job,
                 "generated",
@@ -281,7 +282,15 @@ class Actions:
                 polls=job.polls,
                 finished_after=round(job.last_unfinished, 3),
                 finished_by=round(elapsed, 3),
+                **cut,
             )
+            if cut:
+                log.warning(
+                    "%s: the answer names more than %d outputs; only the first %d are saved",
+                    job.job_id,
+                    len(refs),
+                    len(refs),
+                )
             self.sched.finish(job)
             self.downloads.put(DownloadTask(job.job_id, job.workflow, refs))
         elif result.status == "FAILED":

@@ -32,7 +32,7 @@ from .errors import (
     UnexpectedStatus,
     UnsafeOutputError,
 )
-from .outputs import OutputRef, parse_outputs
+from .outputs import OutputRef, parse_outputs_capped
 from .transport import Answer, Streamed, Transport
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
@@ -55,6 +55,8 @@ class PollResult:
 
     status: str
     outputs: tuple[OutputRef, ...] = ()
+    #: The answer named more outputs than are saved (:data:`~batcher.outputs.MAX_OUTPUTS`).
+    outputs_cut: bool = False
     error: str | None = None
     credits: float | None = None
 
@@ -152,7 +154,8 @@ class SegmindAPI:
         # An unknown status is recorded in the ledger: bounded, and never the key.
         status = redact(status.strip(), self._settings.api_key)[:64].upper()
         if status == "COMPLETED":
-            return PollResult(status, tuple(parse_outputs(data.get("output"))), credits=self.credits)
+            refs, cut = parse_outputs_capped(data.get("output"))
+            return PollResult(status, tuple(refs), outputs_cut=cut, credits=self.credits)
         if status == "FAILED":
             return PollResult(status, error=self._failure_text(data), credits=self.credits)
         return PollResult(status, credits=self.credits)

@@ -15,8 +15,9 @@ from typing import Any
 
 #: How deep a hostile or odd answer may nest before we stop looking.
 MAX_DEPTH = 8
-#: How many outputs one job may produce before the rest are ignored.
-MAX_OUTPUTS = 64
+#: How many outputs of one job are saved; past this the rest are left, with a warning and a
+#: note in the ledger (a bound on what a hostile answer can make us fetch and write).
+MAX_OUTPUTS = 1000
 
 
 @dataclass(frozen=True)
@@ -56,43 +57,55 @@ def _looks_like_url(text: str) -> bool:
 
 
 def parse_outputs(output: Any) -> list[OutputRef]:
-    """Every output in ``output``, in order, de-duplicated. Never raises."""
+    """Every output in ``output``, in order, de-duplicated, up to :data:`MAX_OUTPUTS`."""
+    return parse_outputs_capped(output)[0]
+
+
+def parse_outputs_capped(output: Any) -> tuple[list[OutputRef], bool]:
+    """The outputs in ``output`` (in order, de-duplicated, up to :data:`MAX_OUTPUTS`), and
+    whether there were more than that. Never raises."""
     if isinstance(output, str | bytes):
         text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
         stripped = text.strip()
         if not stripped:
-            return []
+            return [], False
         try:
             parsed = json.loads(stripped)
         except ValueError:
             parsed = stripped  # a bare URL or text, not JSON
         output = parsed
-    found: list[OutputRef] = []
+    found = _Found()
     _walk(output, "output", found, 0)
-    seen: set[tuple[str | None, str | None]] = set()
-    unique = []
-    for ref in found:
+    return found[:MAX_OUTPUTS], len(found) > MAX_OUTPUTS
+
+
+class _Found(list[OutputRef]):
+    """The outputs the walk found, in order, without repeats: the walk stops one past the cap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[str | None, str | None]] = set()
+
+    def add(self, ref: OutputRef) -> None:
         mark = (ref.url, ref.text if ref.url is None else None)
-        if mark in seen:
-            continue
-        seen.add(mark)
-        unique.append(ref)
-    return unique[:MAX_OUTPUTS]
+        if mark not in self._seen:
+            self._seen.add(mark)
+            self.append(ref)
 
 
-def _walk(node: Any, key: str, found: list[OutputRef], depth: int) -> None:
-    if depth > MAX_DEPTH or len(found) >= MAX_OUTPUTS:
+def _walk(node: Any, key: str, found: _Found, depth: int) -> None:
+    if depth > MAX_DEPTH or len(found) > MAX_OUTPUTS:
         return
     if isinstance(node, str):
         if _looks_like_url(node.strip()):
-            found.append(OutputRef(key=key, url=node.strip()))
+            found.add(OutputRef(key=key, url=node.strip()))
         elif node.strip():
-            found.append(OutputRef(key=key, text=node))
+            found.add(OutputRef(key=key, text=node))
         return
     if isinstance(node, bool) or node is None:
         return
     if isinstance(node, int | float):
-        found.append(OutputRef(key=key, text=json.dumps(node)))
+        found.add(OutputRef(key=key, text=json.dumps(node)))
         return
     if isinstance(node, list):
         for index, item in enumerate(node):

@@ -22,7 +22,7 @@ from batcher.config import ApiSettings
 from batcher.download import SPILL, DownloadFailed, OutputSaver, safe_name
 from batcher.engine import ExitCode
 from batcher.errors import UnsafeOutputError
-from batcher.outputs import OutputRef
+from batcher.outputs import MAX_OUTPUTS, OutputRef
 from batcher.transport import Transport
 from batcher.workflows import WorkflowRegistry
 
@@ -323,3 +323,22 @@ async def test_a_key_echoed_by_the_provider_is_redacted_before_any_cut(
     text = (tmp_path / "ledger.jsonl").read_text()
     assert "xxxxxxxx" in text.lower()  # the provider's text is there
     assert API_KEY[:6] not in text and API_KEY[:6].upper() not in text
+
+
+async def test_outputs_past_the_cap_are_named_in_the_ledger_and_a_warning(
+    tmp_path: Path, registry: WorkflowRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """They were dropped without a word (exit 0): paid for, and never fetchable afterwards."""
+    urls = [f"ORIGIN/out/{i}.png" for i in range(MAX_OUTPUTS + 2)]
+    runner, base = await _serve(
+        Hostile([(200, "application/json", json.dumps({"status": "COMPLETED", "output": urls}))])
+    )
+    try:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
+    finally:
+        await runner.cleanup()
+    [generated] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "generated"]
+    assert generated["outputs_cut_at"] == MAX_OUTPUTS == len(generated["outputs"])
+    assert len(list((tmp_path / "out").iterdir())) == MAX_OUTPUTS
+    assert f"more than {MAX_OUTPUTS} outputs; only the first {MAX_OUTPUTS} are saved" in caplog.text

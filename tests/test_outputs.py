@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batcher.outputs import MAX_OUTPUTS, OutputRef, parse_outputs
+from batcher.outputs import MAX_OUTPUTS, OutputRef, parse_outputs, parse_outputs_capped
 
 URL = "https://images.segmind.com/out/abc.png"
 CURRENT = [{"keyname": "sketch_output", "value": {"data": URL, "type": "image"}}]
@@ -52,8 +52,13 @@ def test_refs_survive_a_round_trip_through_the_ledger() -> None:
     assert OutputRef.from_json(json.loads(json.dumps(ref.to_json()))) == ref
 
 
-def test_a_hostile_answer_is_bounded() -> None:
-    assert len(parse_outputs({f"k{i}": f"{URL}?{i}" for i in range(1000)})) == MAX_OUTPUTS
+def test_a_hostile_answer_is_bounded_and_says_so() -> None:
+    refs, cut = parse_outputs_capped({f"k{i}": f"{URL}?{i}" for i in range(5 * MAX_OUTPUTS)})
+    assert len(refs) == MAX_OUTPUTS and cut
+    refs, cut = parse_outputs_capped([f"{URL}?{i % MAX_OUTPUTS}" for i in range(5 * MAX_OUTPUTS)])
+    assert len(refs) == MAX_OUTPUTS and not cut  # repeats are not more outputs
+    refs, cut = parse_outputs_capped([f"{URL}?{i}" for i in range(MAX_OUTPUTS)])
+    assert len(refs) == MAX_OUTPUTS and not cut
     deep: Any = URL
     for _ in range(100):
         deep = [deep]
