@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -106,6 +107,12 @@ def main_report(args: argparse.Namespace) -> int:
         return _fail("--gallery must be 0 or more")
     if out.is_dir():
         return _fail(f"{out} is a folder; give -o a file name such as {out / 'report.html'}")
+    # The page replaces the file atomically: through a symlink to its target (the link stays),
+    # and never over a device or a pipe (as root, -o /dev/null would replace the device node).
+    if out.is_symlink():
+        out = Path(os.path.realpath(out))
+    if out.exists() and not out.is_file():
+        return _fail(f"{out} is not a regular file (a device, pipe or socket); give -o a file name")
     try:
         info = build_report(ledger, out, prices=_prices(), gallery_cap=args.gallery)
     except BatcherError as exc:

@@ -189,7 +189,7 @@ def _details(ledger: Path, wanted: set[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for rec in read_records(ledger):
         job_id = rec.get("job_id")
-        if job_id not in wanted:
+        if not isinstance(job_id, str) or job_id not in wanted:  # a hand-edited line: a list id
             continue
         status = rec.get("status")
         if status == "submitting":

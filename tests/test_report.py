@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -155,6 +157,17 @@ def test_the_gallery_pairs_every_completed_jobs_input_with_its_output(run_dir: P
     assert 'href="outputs/sketch-00/sketch_output.png"' in gallery
 
 
+def test_hand_edited_lines_with_odd_job_ids_are_passed_over(run_dir: Path) -> None:
+    """A list or mapping as a job id crashed the report (unhashable type); status coped."""
+    with (run_dir / "ledger.jsonl").open("a", encoding="utf-8") as fh:
+        for odd in (["x"], {"a": 1}, 7):
+            fh.write(
+                json.dumps({"ts": "2026-01-01T00:00:00.000Z", "job_id": odd, "status": "completed"}) + "\n"
+            )
+    info = build_report(run_dir / "ledger.jsonl", run_dir / "report.html", prices=PRICES, now=0)
+    assert (info.completed, info.shown, info.jobs) == (10, 10, 12)
+
+
 def test_thumbnails_are_small_jpegs(run_dir: Path) -> None:
     build_report(run_dir / "ledger.jsonl", run_dir / "report.html", prices=PRICES, now=0, thumb_px=200)
     page = (run_dir / "report.html").read_text(encoding="utf-8")
@@ -232,15 +245,32 @@ def test_cli_report_writes_report_html_beside_the_ledger(
         (["{tmp}/missing.jsonl"], "batcher: error: ledger not found: {tmp}/missing.jsonl\n"),
         (["{tmp}/run/ledger.jsonl", "-o", "{tmp}"], "batcher: error: {tmp} is a folder; give -o a file name"),
         (["{tmp}/run/ledger.jsonl", "--gallery", "-1"], "batcher: error: --gallery must be 0 or more\n"),
+        (
+            ["{tmp}/run/ledger.jsonl", "-o", "{tmp}/pipe"],
+            "batcher: error: {tmp}/pipe is not a regular file (a device, pipe or socket)",
+        ),
     ],
 )
 def test_cli_report_mistakes_are_one_line_and_exit_2(
     run_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     tmp = str(run_dir.parent)
+    os.mkfifo(run_dir.parent / "pipe")
     assert main_report(_cli([a.format(tmp=tmp) for a in argv])) == 2
     err = capsys.readouterr().err
     assert err.startswith(message.format(tmp=tmp)) and err.count("\n") == 1
+    assert stat.S_ISFIFO((run_dir.parent / "pipe").stat().st_mode)  # left as it was
+
+
+def test_a_report_written_through_a_symlink_keeps_the_link(run_dir: Path) -> None:
+    """os.replace swapped the link for a file and left its target stale."""
+    target = run_dir.parent / "keep" / "report.html"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = run_dir.parent / "link.html"
+    link.symlink_to(target)
+    assert main_report(_cli([str(run_dir / "ledger.jsonl"), "-o", str(link)])) == 0
+    assert link.is_symlink() and target.read_text().startswith("<!doctype html>")
 
 
 # --- a real browser ------------------------------------------------------------------------
