@@ -33,6 +33,8 @@ def parse_duration(text: str) -> float | None:
     match = _DURATION.match(text)
     if not match or not any(match.groups()):
         return None
+    if match.group(3) and (match.group(1) or match.group(2)) and not text.strip().endswith("s"):
+        return None  # "1h30": minutes or seconds? Either "1h30m" or "1h30s" says it
     hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     return hours * 3600 + minutes * 60 + seconds
 
@@ -234,6 +236,12 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
 
     parts = urlsplit(s.api.base_url)
     need(
+        parts.username is None and parts.password is None,
+        "api.base_url",
+        "must not hold a user name or password (user:pass@); it is not shown",
+        "put the key in SEGMIND_API_KEY or api.api_key, and give the bare URL",
+    )
+    need(
         parts.scheme in ("http", "https") and bool(parts.hostname),
         "api.base_url",
         f"{s.api.base_url!r} is not an http(s) URL",
@@ -279,6 +287,8 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
         "e.g. 2 and 120",
         "retry.max_delay",
     )
+    need(s.rate.max_wait > 0, "rate.max_wait", "must be positive", "seconds, e.g. 900")
+    need(s.output.timeout > 0, "output.timeout", "must be positive", "seconds, e.g. 300")
     need(s.output.max_bytes > 0, "output.max_bytes", "must be positive", "bytes, e.g. 104857600")
     need(s.output.concurrency >= 1, "output.concurrency", "must be at least 1", "e.g. 4")
     need(

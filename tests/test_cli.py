@@ -109,6 +109,21 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
         ),
         (["run", "m.jsonl", "--dry-run", "--out", "f/x"], {"m.jsonl": "{}\n", "f": ""}, "f is not a folder"),
         (["run", "typo.jsonl", "--emulator"], {"m.jsonl": "{}\n"}, "typo.jsonl: manifest not found"),
+        (  # 90 minutes or an hour and 30 seconds? It was read as the latter
+            ["run", "m.jsonl", "--max-runtime", "1h30"],
+            {"m.jsonl": "{}\n"},
+            "command line: limits.max_runtime: expected a duration, got '1h30'",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  base_url: http://user:MISSHAPEN@127.0.0.1:9\n"},
+            "c.yaml:2: api.base_url: must not hold a user name or password (user:pass@); it is not shown",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "output:\n  timeout: 0\n"},
+            "c.yaml:2: output.timeout: must be positive",
+        ),
     ],
 )
 def test_a_usage_mistake_is_one_clear_line_and_exit_2(
