@@ -295,6 +295,29 @@ async def test_signals_during_a_slow_shutdown_exit_130_without_a_traceback(tmp_p
 
 
 @pytest.mark.anyio
+async def test_two_ctrl_c_on_an_embedded_emulator_exit_130_without_a_traceback(tmp_path: Path) -> None:
+    """The emulator's render task group was opened in aiohttp's cleanup_ctx; a cancelled cleanup
+    left it to the garbage collector: RuntimeError tracebacks, exit 1 (found by a helper's hunt)."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(4))
+    (tmp_path / "c.yaml").write_text("emulator:\n  render: placeholder\n  duration_median: 3600\n")
+    env = _env()
+    proc = await anyio.open_process(
+        run_command("-v", "--emulator", "--config", "c.yaml", *FAST_ARGS), cwd=tmp_path, env=env
+    )
+    async with proc:
+        with anyio.fail_after(30):
+            await _wait_for(proc, "submitted as request", count=4)  # renders and polls under way
+            proc.send_signal(signal.SIGINT)
+            await _wait_for(proc, "SIGINT received")
+            proc.send_signal(signal.SIGINT)
+        with anyio.fail_after(10):
+            rest = [line async for line in stderr_lines(proc)]
+            code = await proc.wait()
+    assert code == 130, rest
+    assert not any("Traceback" in line or "RuntimeError" in line for line in rest), rest
+
+
+@pytest.mark.anyio
 async def test_the_api_key_appears_in_no_file_and_no_output(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "m.jsonl", [*sketch_rows(3), {"id": "bad", "workflow": "sketch", "input": {}}])
     async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1, error_rate=0.2)) as emu:

@@ -43,15 +43,29 @@ class RenderPool:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Open the task group; on exit, cancel the renders still running."""
+        """Open the task group; on exit, cancel the renders still running.
+
+        An error of the block comes out as itself, not in an exception group: renders do not
+        raise (a failed render is a FAILED job), so the block's is the only error there is.
+        """
         self._limiter = anyio.CapacityLimiter(self._threads)
-        async with anyio.create_task_group() as group:
-            self._group = group
-            try:
-                yield
-            finally:
-                self._group = None
-                group.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                try:
+                    yield
+                finally:
+                    self._group = None
+                    group.cancel_scope.cancel()
+        except BaseExceptionGroup as errors:
+            if len(errors.exceptions) == 1:
+                raise errors.exceptions[0] from None
+            raise
+
+    def resume(self, state: EmulatorState) -> None:
+        """Render again the jobs an earlier emulator on this state accepted but never rendered."""
+        for job in state.store.unrendered():
+            self.spawn(state, job, again=True)
 
     def spawn(self, state: EmulatorState, job: Job, *, again: bool = False) -> None:
         """Start rendering ``job``; the result lands in the store when done.
@@ -231,11 +245,14 @@ def create_app(
     *,
     clock: Clock | None = None,
     state: EmulatorState | None = None,
+    renders: RenderPool | None = None,
 ) -> web.Application:
     """The emulator as an aiohttp application (serve it with an ``AppRunner`` or ``web.run_app``).
 
     Pass ``state`` to share one store with the caller (as :func:`run_emulator` does); otherwise
-    one is made from ``config`` and ``clock`` (default: a real clock).
+    one is made from ``config`` and ``clock`` (default: a real clock). Pass ``renders`` to own its
+    render task group (``async with renders.running()`` around serving); otherwise the app opens
+    it in a ``cleanup_ctx``, which must then be entered and left in one task and one scope.
     """
     made_here = state is None
     if state is None:
@@ -244,8 +261,9 @@ def create_app(
     max_body = state.config.max_input_bytes * 4 // 3 + 64 * 1024
     app = web.Application(middlewares=[plain_middleware], client_max_size=max_body)
     app[STATE] = state
-    app[RENDERS] = RenderPool(state.config.render_threads)
-    app.cleanup_ctx.append(_render_group)
+    app[RENDERS] = renders or RenderPool(state.config.render_threads)
+    if renders is None:
+        app.cleanup_ctx.append(_render_group)
     if made_here:
         app.on_cleanup.append(_close_state)
     router = app.router
@@ -265,8 +283,7 @@ async def _render_group(app: web.Application) -> AsyncIterator[None]:
     """
     renders, state = app[RENDERS], app[STATE]
     async with renders.running():
-        for job in state.store.unrendered():
-            renders.spawn(state, job, again=True)
+        renders.resume(state)
         yield
 
 

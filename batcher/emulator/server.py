@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from aiohttp import web
 
 from ..clock import Clock, SystemClock
-from .app import create_app
+from .app import RenderPool, create_app
 from .config import EmulatorConfig
 from .persist import remember_port
 from .state import EmulatorState
@@ -69,17 +70,28 @@ async def run_emulator(
     (or, if that port is taken, on any free one, with a warning).
     """
     state = EmulatorState(config or EmulatorConfig(), clock or SystemClock())
+    renders = RenderPool(state.config.render_threads)
     try:
-        app = create_app(state=state)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout)
-        await runner.setup()
-        try:
-            bound_port = await _listen(runner, host, port, port_fallback)
-            if state.config.state_dir is not None:
-                remember_port(state.config.state_dir, bound_port)
-            yield RunningEmulator(base_url=f"http://{_url_host(host)}:{bound_port}", state=state)
-        finally:
-            await runner.cleanup()
+        # The render tasks' group is opened here, around serving, not in the app's cleanup_ctx:
+        # there it was left by aiohttp's cleanup in whatever cancel scope was current, and a
+        # second Ctrl-C (a cancelled cleanup) ended in RuntimeError tracebacks and exit 1.
+        async with renders.running():
+            renders.resume(state)
+            app = create_app(state=state, renders=renders)
+            runner = web.AppRunner(
+                app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
+            )
+            await runner.setup()
+            try:
+                bound_port = await _listen(runner, host, port, port_fallback)
+                if state.config.state_dir is not None:
+                    remember_port(state.config.state_dir, bound_port)
+                yield RunningEmulator(base_url=f"http://{_url_host(host)}:{bound_port}", state=state)
+            finally:
+                # Shielded, so that a cancelled run still stops the server in order (aiohttp
+                # bounds the wait by ``shutdown_timeout``); the renders are cancelled after.
+                with anyio.CancelScope(shield=True):
+                    await runner.cleanup()
     finally:
         state.close()
 
