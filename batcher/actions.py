@@ -295,8 +295,10 @@ class Actions:
             self.downloads.put(DownloadTask(job.job_id, job.workflow, refs))
         elif result.status == "FAILED":
             self.durations.observe(job.workflow, job.last_unfinished, elapsed)
-            self._event(job, "failed", error=f"the provider reported FAILED: {result.error}", retryable=False)
+            error = f"the provider reported FAILED: {result.error}"
+            self._event(job, "failed", error=error, retryable=False)
             self._end(job, "failed")
+            log.warning("%s: %s", job.job_id, error)  # the summary points to these lines
         else:
             job.last_unfinished = elapsed
             if result.status not in ("QUEUED", "PROCESSING") and result.status != job.last_remote:

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start the Segmind emulator in-process and run against it (no key needed)",
     )
-    run.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    run.add_argument("-v", "--verbose", action="store_true", help="log every submission and its request id")
 
     run.add_argument(
         "--progress",
@@ -183,7 +183,8 @@ def _setup_logging(args: argparse.Namespace, display: Display | None) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        json_logs = getattr(args, "log_format", "text") == "json"
+        # JSON progress on stderr means a machine reads it: log lines are JSON there too.
+        json_logs = getattr(args, "log_format", "text") == "json" or getattr(args, "progress", "") == "json"
         handler.setFormatter(_JsonFormatter() if json_logs else logging.Formatter("batcher: %(message)s"))
     root.handlers[:] = [handler]
     level = logging.INFO

@@ -73,6 +73,16 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
     return report
 
 
+#: What each kind of job the ledger knows is called in the dry run's summary.
+_KNOWN = {
+    Next.NOTHING.value: "done",
+    Next.DOWNLOAD.value: "to download",
+    Next.ATTACH.value: "to re-attach",
+    Next.UNKNOWN.value: "with a POST of unknown outcome",
+    Next.SUBMIT.value: "to submit again",
+}
+
+
 def render_dry_run(report: DryRunReport) -> str:
     lines = [
         f"Dry run: {report.rows} rows, {sum(report.jobs.values())} valid jobs, {report.invalid} invalid."
@@ -80,7 +90,7 @@ def render_dry_run(report: DryRunReport) -> str:
     for name, n in sorted(report.jobs.items()):
         lines.append(f"  {name}: {n} jobs, {report.to_submit.get(name, 0)} to submit")
     if report.known:
-        known = ", ".join(f"{n} {k}" for k, n in sorted(report.known.items()))
+        known = ", ".join(f"{n} {_KNOWN.get(k, k)}" for k, n in sorted(report.known.items()))
         lines.append(f"Already in the ledger ({report.ledger}): {known}")
     total = sum(report.to_submit.values())
     cost = f"${report.cost_usd:,.2f}"

@@ -348,9 +348,10 @@ async def test_the_api_key_appears_in_no_file_and_no_output(tmp_path: Path) -> N
     [
         (["--progress", "plain"], "plain"),
         (["--log-format", "json"], "json"),
+        (["--progress", "json"], "json"),  # its log lines were plain text among the JSON
         (["--quiet"], "quiet"),
     ],
-    ids=["plain", "json", "quiet"],
+    ids=["plain", "json", "progress-json", "quiet"],
 )
 async def test_progress_modes_for_cron_pipes_and_log_shippers(
     tmp_path: Path, flags: list[str], check: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import socket
 from pathlib import Path
 
@@ -169,7 +170,14 @@ async def test_lost_responses_are_resubmitted_and_counted(tmp_path: Path, regist
     assert stats["submissions"] == 10 + stats["lost_responses"]
 
 
-async def test_provider_failed_jobs_fail_without_retry(tmp_path: Path, registry: WorkflowRegistry) -> None:
+async def test_provider_failed_jobs_fail_without_retry(
+    tmp_path: Path,
+    registry: WorkflowRegistry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The CLI's logging setup (run in-process by other tests) stops "batcher" logs propagating.
+    monkeypatch.setattr(logging.getLogger("batcher"), "propagate", True)
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
     async with _emulator(clock, fail_rate=1.0, error_shape="list", failed_http_status=422) as emu:  # type: ignore[attr-defined]
@@ -180,6 +188,8 @@ async def test_provider_failed_jobs_fail_without_retry(tmp_path: Path, registry:
     assert result.exit_code is ExitCode.FAILED and result.stats.outcomes["failed"] == 3
     failed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "failed"]
     assert all(r["retryable"] is False and "FAILED" in r["error"] for r in failed)
+    # Each is a log line too: the summary's "see the lines above" pointed at nothing.
+    assert caplog.text.count("the provider reported FAILED") == 3
     assert again.exit_code is ExitCode.FAILED and again.earlier["failed"] == 3
 
 

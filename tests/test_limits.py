@@ -115,3 +115,5 @@ def test_dry_run_counts_jobs_and_cost_and_sends_nothing(tmp_path: Path, registry
     text = render_dry_run(report)
     assert "Would submit 5 jobs, estimated cost $1.17" in text and "Nothing was sent" in text
     assert not (tmp_path / "ledger.jsonl").exists() and settings.ledger.path is None
+    report.known.update({"nothing": 2, "attach": 1})  # read as "2 nothing", "1 attach"
+    assert "): 1 to re-attach, 2 done" in render_dry_run(report)
