@@ -29,8 +29,9 @@ class Clock(Protocol):
         """Wait ``seconds`` of this clock's time."""
         ...
 
-    def move_on_after(self, seconds: float) -> anyio.CancelScope:
-        """A cancel scope that gives up after ``seconds`` of this clock's time."""
+    def loop_delay(self, seconds: float) -> float | None:
+        """Event-loop seconds until ``seconds`` of this clock's time have passed, for a timer
+        (None: no timer can tell, the clock moves only when told)."""
         ...
 
 
@@ -46,8 +47,8 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
 
-    def move_on_after(self, seconds: float) -> anyio.CancelScope:
-        return anyio.move_on_after(max(0.0, seconds))
+    def loop_delay(self, seconds: float) -> float | None:
+        return max(0.0, seconds)
 
 
 class ScaledClock:
@@ -73,5 +74,5 @@ class ScaledClock:
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds) / self.speed)
 
-    def move_on_after(self, seconds: float) -> anyio.CancelScope:
-        return anyio.move_on_after(max(0.0, seconds) / self.speed)
+    def loop_delay(self, seconds: float) -> float | None:
+        return max(0.0, seconds) / self.speed

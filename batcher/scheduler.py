@@ -26,6 +26,7 @@ request never waits in the handoff. What each answer means for a job is in :mod:
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 from collections import deque
@@ -76,6 +77,11 @@ class Job:
     sent_at: float = 0.0
     #: Re-attached from the ledger (submitted by an earlier run), not submitted by this one.
     attached: bool = False
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass(order=True)
@@ -144,7 +150,9 @@ class Scheduler:
         self.clock = clock
         self.rate = rate
         self.concurrency = concurrency
-        self._wake = anyio.Event()
+        #: Something changed since the loop last looked; ``_waiter`` is its sleep, if it sleeps.
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         self.pending = PendingQueue(pending_limit, self.wake)
         self._heap: list[_Timed] = []
         self._seq = itertools.count()
@@ -205,7 +213,10 @@ class Scheduler:
         self.stop(reason, by_provider=by_provider)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     @property
     def pressure(self) -> float:
@@ -241,15 +252,24 @@ class Scheduler:
         return self.pending.closed and len(self.pending) == 0
 
     async def _sleep(self, seconds: float | None) -> None:
-        """Sleep up to ``seconds`` (forever if None), waking early when anything changes."""
-        # Single-threaded: nothing can set the event between wait() returning and the swap.
-        if not self._wake.is_set():
-            if seconds is None:
-                await self._wake.wait()
-            else:
-                with self.clock.move_on_after(seconds):
-                    await self._wake.wait()
-        self._wake = anyio.Event()
+        """Sleep up to ``seconds`` (forever if None), waking early when anything changes.
+
+        A bare future and a loop timer, not an anyio Event in a ``move_on_after`` scope: the loop
+        sleeps a few times a job, and a cancel scope (and a timeout delivered as a cancellation)
+        cost several times more. Cancelling the task cancels the future, as with any await."""
+        # Single-threaded: nothing can wake us between the future resolving and the reset.
+        if not self._woken:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            delay = None if seconds is None else self.clock.loop_delay(seconds)
+            timer = None if delay is None else loop.call_later(delay, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        self._woken = False
 
     async def run(self) -> None:
         """Send requests until every job is finished or stopped."""

@@ -48,8 +48,8 @@ class FakeClock:
         self.slept.append(seconds)
         self.now += seconds
 
-    def move_on_after(self, seconds: float) -> anyio.CancelScope:
-        return anyio.CancelScope()
+    def loop_delay(self, seconds: float) -> float | None:
+        return None
 
 
 def _snap(**changes: object) -> Snapshot:

@@ -48,8 +48,8 @@ class ManualClock:
         self.now += max(0.0, seconds)
         await anyio.lowlevel.checkpoint()
 
-    def move_on_after(self, seconds: float) -> anyio.CancelScope:
-        return anyio.CancelScope()
+    def loop_delay(self, seconds: float) -> float | None:
+        return None
 
 
 def data_uri(path: Path) -> str:
