@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import anyio
+import anyio.lowlevel
 
 from .clock import Clock
 from .guards import SubmitGuard
@@ -97,7 +98,8 @@ class PendingQueue:
     def __init__(self, limit: int, notify: Callable[[], None]) -> None:
         self._items: deque[Job] = deque()
         self._limit = limit
-        self._space = anyio.Event()
+        #: The producer's wait for room, while it waits (a bare future: one wait a job).
+        self._space: asyncio.Future[None] | None = None
         self._notify = notify
         self.closed = False
         self.refusing = False
@@ -108,8 +110,11 @@ class PendingQueue:
     async def put(self, job: Job) -> bool:
         """Queue a job, waiting for room. False when the queue refuses jobs (submissions stopped)."""
         while len(self._items) >= self._limit and not self.refusing:
-            self._space = anyio.Event()
-            await self._space.wait()
+            self._space = space = asyncio.get_running_loop().create_future()
+            try:
+                await space
+            finally:
+                self._space = None
         if self.refusing:
             return False
         self._items.append(job)
@@ -121,14 +126,19 @@ class PendingQueue:
         self.refusing = True
         items = list(self._items)
         self._items.clear()
-        self._space.set()
+        self._room()
         return items
 
     def pop(self) -> Job | None:
         job = self._items.popleft() if self._items else None
         if job is not None:
-            self._space.set()
+            self._room()
         return job
+
+    def _room(self) -> None:
+        space = self._space
+        if space is not None and not space.done():
+            space.set_result(None)
 
     def close(self) -> None:
         self.closed = True
@@ -159,8 +169,8 @@ class Scheduler:
         #: Requests on the wire at once, at most (one worker task each).
         self.max_requests = max(1, max_requests)
         self._active: dict[Action, int] = {"submit": 0, "poll": 0}
-        self._idle_submits = anyio.Event()
-        self._idle_submits.set()
+        #: Set when the last POST in progress lands; made only when someone waits for that.
+        self._submits_landed: anyio.Event | None = None
         #: How contested the budget is (see :mod:`batcher.pressure`).
         self.budget = BudgetPressure()
         #: Jobs submitted (or being submitted) and not finished at the provider.
@@ -228,7 +238,12 @@ class Scheduler:
 
     async def submits_idle(self) -> None:
         """Wait until no POST is in progress (used to let them land on shutdown)."""
-        await self._idle_submits.wait()
+        if self._active["submit"] == 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._submits_landed is None:
+            self._submits_landed = anyio.Event()
+        await self._submits_landed.wait()
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -340,8 +355,6 @@ class Scheduler:
 
     def _begin(self, action: Action) -> None:
         self._active[action] += 1
-        if action == "submit" and self._idle_submits.is_set():
-            self._idle_submits = anyio.Event()  # busy now; set again when the last POST lands
 
     def _busy(self) -> int:
         return self._active["submit"] + self._active["poll"]
@@ -355,6 +368,7 @@ class Scheduler:
                 await self.perform(job, action)
             finally:
                 self._active[action] -= 1
-                if action == "submit" and self._active["submit"] == 0:
-                    self._idle_submits.set()
+                if action == "submit" and self._active["submit"] == 0 and self._submits_landed is not None:
+                    self._submits_landed.set()
+                    self._submits_landed = None
                 self.wake()
