@@ -92,6 +92,12 @@ class SegmindAPI:
         self._allowed.update(("https", host.lower(), 443) for host in settings.credential_hosts)
         #: The last ``x-remaining-credits`` seen, if any.
         self.credits: float | None = None
+        # Built once: every request sends the same headers (aiohttp copies them, never changes them).
+        key = settings.api_key
+        auth = {"Authorization": f"Bearer {key}", "x-api-key": key} if key else {}
+        self._submit_headers = {**auth, "Content-Type": "application/json", "Accept": "application/json"}
+        self._poll_headers = {**auth, "Accept": "application/json"}
+        self._submit_urls: dict[str, str] = {}
 
     # --- credentials ------------------------------------------------------------------
 
@@ -100,28 +106,32 @@ class SegmindAPI:
             return True  # the API's own origin, spelled as configured (every poll_url, usually)
         return origin(url) in self._allowed
 
-    def _auth(self, url: str) -> dict[str, str]:
+    def _check_origin(self, url: str) -> None:
+        """Raise ForeignHostError unless ``url`` may receive the API key."""
         if not self.may_receive_key(url):
             host = origin(url)[1] or url[:60]
             raise ForeignHostError(
                 f"refusing to send the API key to {host}: it is not the API host"
                 " (add it to api.credential_hosts if it is genuinely Segmind's)"
             )
-        key = self._settings.api_key
-        if not key:
-            return {}
-        return {"Authorization": f"Bearer {key}", "x-api-key": key}
 
     # --- calls -----------------------------------------------------------------------
 
     def submit_url(self, workflow_id: str) -> str:
-        return self._base + self._settings.submit_path.format(workflow_id=workflow_id)
+        url = self._submit_urls.get(workflow_id)
+        if url is None:
+            url = self._submit_urls[workflow_id] = self._base + self._settings.submit_path.format(
+                workflow_id=workflow_id
+            )
+        return url
 
     async def submit(self, workflow_id: str, body: Mapping[str, Any], *, job_id: str) -> Submitted:
         """POST one job. Raises RemoteError / TransportError; the caller decides what each means."""
         url = self.submit_url(workflow_id)
-        headers = {**self._auth(url), "Content-Type": "application/json", "Accept": "application/json"}
-        answer = await self._transport.request("POST", url, headers=headers, json_body=dict(body))
+        self._check_origin(url)
+        # A dict is sent as it is (materialize made a fresh one); any other mapping as a copy.
+        json_body = body if isinstance(body, dict) else dict(body)
+        answer = await self._transport.request("POST", url, headers=self._submit_headers, json_body=json_body)
         self._note_credits(answer)
         data = self._json_or_raise(answer, job_id=job_id, call="submit")
         request_id = data.get("request_id")
@@ -141,8 +151,8 @@ class SegmindAPI:
 
     async def poll(self, poll_url: str, *, job_id: str) -> PollResult:
         """GET a job's status. A poll_url off the allow-list raises ForeignHostError, unsent."""
-        headers = {**self._auth(poll_url), "Accept": "application/json"}
-        answer = await self._transport.request("GET", poll_url, headers=headers)
+        self._check_origin(poll_url)
+        answer = await self._transport.request("GET", poll_url, headers=self._poll_headers)
         self._note_credits(answer)
         failed = self._failed_body(answer)
         if failed is not None:  # FAILED may come as 200 or as 4xx (the contract cannot say which)
