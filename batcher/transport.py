@@ -103,17 +103,21 @@ class Transport:
         timeout: float | None = None,
     ) -> Answer:
         """Send one request and read the whole answer (at most ``max_bytes``)."""
-        kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
-        if json_body is not None:
-            kwargs["json"] = json_body
-        if timeout is not None:
-            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
         try:
-            async with self.session.request(method, url, **kwargs) as resp:
+            async with self.session.request(
+                method,
+                url,
+                headers=headers,
+                allow_redirects=False,
+                json=json_body,  # None: no body (aiohttp's default)
+                # The session's own timeouts (what aiohttp uses when none is given), or these.
+                timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
                 declared = resp.content_length
                 # Content-Length counts the bytes on the wire: trust it for the cap only when
                 # the answer is not compressed (aiohttp inflates as it reads).
-                identity = resp.headers.get("Content-Encoding", "identity").lower() == "identity"
+                encoding = resp.headers.get("Content-Encoding")
+                identity = encoding is None or encoding.lower() == "identity"
                 if identity and declared is not None and declared <= max_bytes:
                     body = await resp.read()  # the usual case: a small JSON answer, one read
                 else:
