@@ -100,11 +100,13 @@ class AppendLog:
         """Write one complete line (ending in a newline) now, in one ``os.write``."""
         if self._fd < 0:
             raise OSError(f"{self.path} is closed")
-        view = memoryview(data)
-        while view:
+        written = os.write(self._fd, data)
+        if written < len(data):
             # A regular file takes the whole buffer in one write; the loop only matters on a
             # short write (disk full), where the repair on the next open cleans up.
-            view = view[os.write(self._fd, view) :]
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self._fd, view) :]
         self._written += 1
         self.lines_written += 1
 
