@@ -23,13 +23,11 @@ from rich.logging import RichHandler
 
 from .cli_inspect import add_report_parser, add_status_parser, main_report, main_status
 from .clock import SystemClock
-from .config import Settings, with_paths
-from .download import prepare_out_dir
+from .config import Settings
 from .dryrun import DryRunReport, dry_run, render_dry_run
-from .engine import ExitCode, RunResult, run_batch
+from .engine import ExitCode, RunResult, preflight, run_batch
 from .errors import BatcherError, ConfigError, LedgerLockedError
-from .ledger import check_ledger_path, utc_iso
-from .manifest import check_manifest_paths
+from .ledger import utc_iso
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
 from .settings_load import load_settings
 from .summary import render_summary
@@ -220,13 +218,10 @@ async def _emulated(settings: Settings, manifests: list[Path]) -> AsyncIterator[
             raise ConfigError(
                 f"unknown option {name!r}", key="emulator", fix=f"use one of: {', '.join(known)}"
             )
-    # What would stop the run before its first request is checked before the emulator starts,
-    # which makes its folder beside the ledger: a mistyped manifest name leaves nothing behind.
-    check_manifest_paths(manifests)
-    paths = with_paths(settings, manifests)
-    assert paths.ledger.path is not None and paths.output.out_dir is not None
-    check_ledger_path(paths.ledger.path)
-    prepare_out_dir(paths.output.out_dir)
+    # Checked before the emulator starts, which makes its folder beside the ledger: a mistyped
+    # manifest name leaves nothing behind (run_batch checks the same again, for library users).
+    paths = preflight(settings, manifests)
+    assert paths.ledger.path is not None
     if options.get("state_dir") is None:
         options["state_dir"] = str(paths.ledger.path.parent / "emulator")
     try:

@@ -127,11 +127,8 @@ def _extension(url: str | None, content_type: str) -> str:
     return _BY_TYPE.get(content_type.split(";")[0].strip().lower(), ".bin")
 
 
-OUT_FIX = "give --out (or output.out_dir in the config) a folder you can write"
-
-
-def out_dir_problem(out_dir: Path) -> str | None:
-    """Why outputs could not be written under ``out_dir``, or None; creates nothing (a dry run).
+def _out_dir_problem(out_dir: Path) -> str | None:
+    """Why outputs could not be written under ``out_dir``, or None; creates nothing.
     The nearest folder that exists must be a folder this process may write in."""
     here = Path(os.path.abspath(out_dir))
     while not os.path.lexists(here) and here.parent != here:
@@ -143,11 +140,12 @@ def out_dir_problem(out_dir: Path) -> str | None:
     return None
 
 
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create ``out_dir`` and write and remove a file in it, before anything is paid for: a folder
-    that cannot take the outputs is found now, not after the first jobs were paid for."""
-    problem = out_dir_problem(out_dir)
-    if problem is None:
+def check_out_dir(out_dir: Path, *, create: bool) -> None:
+    """Raise ConfigError if outputs cannot be written under ``out_dir``, before anything is paid
+    for. With ``create``, the folder is made and a file written and removed in it; without (a dry
+    run, which writes nothing), only the nearest existing folder is looked at."""
+    problem = _out_dir_problem(out_dir)
+    if problem is None and create:
         probe = os.path.join(out_dir, f".batcher-probe.{os.getpid()}")
         try:
             os.makedirs(out_dir, exist_ok=True)
@@ -157,7 +155,7 @@ def prepare_out_dir(out_dir: Path) -> None:
         except OSError as exc:
             problem = f"cannot write outputs under {out_dir}: {exc.strerror}"
     if problem is not None:
-        raise ConfigError(problem, fix=OUT_FIX)
+        raise ConfigError(problem, fix="give --out (or output.out_dir in the config) a folder you can write")
 
 
 class OutputSaver:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Settings, with_paths
-from .download import OUT_FIX, out_dir_problem
-from .errors import ConfigError, RowError
+from .download import check_out_dir
+from .errors import RowError
 from .ledger import check_ledger_path, read_records
 from .manifest import check_manifest_paths, read_manifests
 from .state import LedgerState, Next
@@ -45,8 +45,8 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
     settings = with_paths(settings, list(manifests))
     if settings.ledger.path is not None:
         check_ledger_path(settings.ledger.path)
-    if settings.output.out_dir is not None and (problem := out_dir_problem(settings.output.out_dir)):
-        raise ConfigError(problem, fix=OUT_FIX)
+    if settings.output.out_dir is not None:
+        check_out_dir(settings.output.out_dir, create=False)
     report = DryRunReport(ledger=settings.ledger.path)
     state = LedgerState()
     if settings.ledger.path is not None:

@@ -24,7 +24,7 @@ from .actions import Actions, DownloadTask
 from .api import SegmindAPI
 from .clock import Clock, SystemClock
 from .config import Settings, with_paths
-from .download import OutputSaver, prepare_out_dir, sync_outputs
+from .download import OutputSaver, check_out_dir, sync_outputs
 from .durations import DurationModel
 from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
@@ -108,11 +108,8 @@ async def run_batch(
     """Run (or resume) the manifests' jobs. Raises UsageError/LedgerError before doing anything."""
     clock = clock or SystemClock()
     rng = rng or random.Random()
-    check_manifest_paths(manifests)
-    settings = with_paths(settings, list(manifests))
-    assert settings.ledger.path is not None and settings.output.out_dir is not None
-    check_ledger_path(settings.ledger.path)
-    prepare_out_dir(settings.output.out_dir)
+    settings = preflight(settings, manifests)
+    assert settings.ledger.path is not None
     ledger = Ledger.open(settings.ledger.path)
     try:
         state = LedgerState()
@@ -155,6 +152,18 @@ async def run_batch(
         return result
     finally:
         ledger.close()
+
+
+def preflight(settings: Settings, manifests: Sequence[Path]) -> Settings:
+    """The settings with the ledger and output paths filled in, once what would stop the run
+    before its first request is ruled out: a missing manifest, a ledger path that is not a file,
+    an output folder that cannot take a file (made now). Raises UsageError/LedgerError."""
+    check_manifest_paths(manifests)
+    settings = with_paths(settings, list(manifests))
+    assert settings.ledger.path is not None and settings.output.out_dir is not None
+    check_ledger_path(settings.ledger.path)
+    check_out_dir(settings.output.out_dir, create=True)
+    return settings
 
 
 def estimate_rows(manifests: Sequence[Path]) -> int | None:

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Control characters (C0, DEL, C1): what no URL, path or id may hold raw, and what a message
+#: must not print raw (ANSI escapes).
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 #: Local image files larger than this are refused (they travel inline, as data: URIs).
 MAX_LOCAL_IMAGE_BYTES = 20 * 1024 * 1024
@@ -114,7 +116,7 @@ def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
     if scheme in ("http", "https"):
         if not host:
             raise InputProblem(name, f"URL has no host: {ref[:80]!r}", "give a full http(s) URL")
-        if bad := _CONTROL.search(ref):
+        if bad := CONTROL.search(ref):
             char = bad.group()
             what = "a line break" if char in "\r\n" else f"the control character U+{ord(char):04X}"
             raise InputProblem(
@@ -138,7 +140,7 @@ def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
         path = base_dir / path
     # Path.is_file() swallows only ENOENT-like errors: a 5,000-character "path" raises ENAMETOOLONG
     # and an unreadable folder EACCES, so both are caught here and reported as this row's problem.
-    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", ref if len(ref) <= 200 else f"{ref[:200]}...")
+    shown = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", ref if len(ref) <= 200 else f"{ref[:200]}...")
     try:
         mode, size = (info := path.stat()).st_mode, info.st_size
     except (FileNotFoundError, NotADirectoryError):

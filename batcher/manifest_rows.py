@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .inputs import InputProblem
+from .inputs import CONTROL, InputProblem
 from .manifest_formats import RawRow
 from .workflows import Workflow, WorkflowRegistry
 
@@ -27,7 +27,6 @@ MAX_ID_LENGTH = 128
 #: ``claim(job_id, explicit)`` records an id as taken, or raises :class:`Refused` if it already is.
 Claim = Callable[[str, bool], None]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _INT_TEXT = re.compile(r"[+-]?[0-9]+\Z")
 _RESERVED = ("id", "workflow")
@@ -182,7 +181,7 @@ def _explicit_id(value: object) -> str:
         raise Refused("id", "is empty", "give a non-empty id, or leave the id out")
     if len(text) > MAX_ID_LENGTH:
         raise Refused("id", f"is {len(text)} characters long", f"keep ids to {MAX_ID_LENGTH} characters")
-    if bad := _CONTROL.search(text) or _SURROGATE.search(text):
+    if bad := CONTROL.search(text) or _SURROGATE.search(text):
         raise Refused(
             "id", f"contains the control character U+{ord(bad.group()):04X}", "use printable characters"
         )

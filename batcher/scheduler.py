@@ -136,9 +136,8 @@ class PendingQueue:
         return job
 
     def _room(self) -> None:
-        space = self._space
-        if space is not None and not space.done():
-            space.set_result(None)
+        if self._space is not None:
+            _resolve(self._space)
 
     def close(self) -> None:
         self.closed = True
@@ -224,9 +223,8 @@ class Scheduler:
 
     def wake(self) -> None:
         self._woken = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     @property
     def pressure(self) -> float:

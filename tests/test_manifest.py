@@ -154,6 +154,11 @@ JSONL_ROW_ERRORS = [
         '{"input_image": "a\\u0000.png"}',
         "input_image: local file cannot be read: embedded null byte (give an existing image file or a URL)",
     ),
+    (  # a C1 control (U+009B is a terminal's CSI), as ids and the status text define them
+        '{"input_image": "https://example.com/a\\u009b.png"}',
+        "input_image: URL contains the control character U+009B at character 22"
+        " (give one URL, on one line; percent-encode anything else (%0A))",
+    ),
     (  # what a CSV quote left open makes of two rows
         '{"input_image": "https://example.com/a.png\\n2,https://example.com/b.png"}',
         "input_image: URL contains a line break at character 26"
