@@ -299,6 +299,12 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``batcher`` command (the console script, ``python -m batcher``): the process's exit code.
+
+    Once a run is over, SIGINT and SIGTERM stay ignored until the process exits: the summary prints
+    whole, and a signal after it cannot turn the run's exit code into 130 or 143. A caller in the
+    same process that wants its handlers back saves and restores them itself.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "emulator":
@@ -311,18 +317,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_report(args)
     args.display = make_display(_progress_mode(args), sys.stderr)
     _setup_logging(args, args.display)
-    handlers = [(signum, signal.getsignal(signum)) for signum in (signal.SIGINT, signal.SIGTERM)]
-    try:
-        return _main_run(args)
-    finally:
-        for signum, handler in handlers:  # _run replaces them for its shutdown
-            signal.signal(signum, handler)
+    return _main_run(args)
+
+
+def _run_is_over() -> None:
+    """From here until the process exits, its exit code is the run's: SIGINT and SIGTERM are ignored.
+    (Restoring the handlers when main returned let a SIGTERM after the summary end it with 143.)"""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _main_run(args: argparse.Namespace) -> int:
     try:
         result = anyio.run(_run, args)
     except BaseException as raised:
+        _run_is_over()
         exc = _unwrap(raised)
         if isinstance(exc, LedgerLockedError):
             print(f"batcher: {exc}", file=sys.stderr)
@@ -337,8 +346,7 @@ def _main_run(args: argparse.Namespace) -> int:
             )
             return ExitCode.INTERRUPTED
         raise
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)  # the run is over: let the summary print whole
+    _run_is_over()
     if result is None:
         print(
             "batcher: stopped at once by a second signal; the ledger has every step:"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -315,6 +318,49 @@ async def test_two_ctrl_c_on_an_embedded_emulator_exit_130_without_a_traceback(t
             code = await proc.wait()
     assert code == 130, rest
     assert not any("Traceback" in line or "RuntimeError" in line for line in rest), rest
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_after_the_summary_leaves_the_exit_code_alone(tmp_path: Path, signum: int) -> None:
+    """main restored the default handlers when it returned: a SIGTERM after the summary ended the
+    process with 143 (killed), a SIGINT with 120, instead of the run's exit code 0.
+
+    The signal is sent at a known moment without a sleep: stdout is a one-page pipe the test fills
+    first, and the summary (long, for its long ledger and output paths) sits in the process's stdout
+    buffer until the interpreter flushes it on the way out, after main returned. That write blocks
+    on the full pipe; once the test has read the filler and one byte of the summary, the rest of
+    the summary is still being written: the process is exiting, and the signal lands there."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    (tmp_path / "c.yaml").write_text("emulator:\n  render: placeholder\n  duration_median: 0\n")
+    deep = Path(*(letter * 250 for letter in "abcdefghijk"))  # a summary of about 5.7 KB
+    (tmp_path / deep).mkdir(parents=True)
+    env = _env()
+    env.pop("PYTHONUNBUFFERED", None)  # the summary must wait in the buffer for the exit
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(write_end, False)
+    filler = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            filler += os.write(write_end, b"x" * 4096)
+    os.set_blocking(write_end, True)
+    command = [*run_command(), "--emulator", "--config", "c.yaml", "--poll-interval", "0.1"]
+    command[command.index("l.jsonl")] = str(deep / "l.jsonl")
+    command[command.index("out")] = str(deep / "out")
+    with (tmp_path / "stderr").open("wb") as stderr:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=write_end, stderr=stderr)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        assert len(pipe.read(filler)) == filler  # the pipe holds the filler only: one read takes it
+        out = pipe.read(1)  # the summary's first byte: the process is writing it on its way out
+        proc.send_signal(signum)
+        out += pipe.readall()
+    code = proc.wait(timeout=60)
+    assert out.startswith(b"This run: 1 completed"), out[:200]
+    assert code == 0, (tmp_path / "stderr").read_text()
+    # Longer than the pipe, or the test would not know the process was still writing it; shorter
+    # than the stdout buffer, or it would have been written before main returned.
+    assert 4096 < len(out) < 8192, len(out)
 
 
 @pytest.mark.anyio
