@@ -25,6 +25,10 @@ from .errors import ConfigError
 
 #: What no API key holds: an HTTP header cannot carry line breaks, and keys are printable ASCII.
 _NOT_KEY = re.compile(r"[^\x21-\x7e]")
+#: The shortest API key accepted. Error texts are redacted by blanking every occurrence of the key,
+#: so a key of a character or two would blank letters all over them ("a" every a), and a Segmind
+#: key is far longer ("SG_" and 16 or more hex digits): a shorter one is a paste gone wrong.
+MIN_KEY_LENGTH = 8
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
 
 
@@ -262,6 +266,13 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
             f"the key contains {what or f'the character U+{ord(char):04X}'} (the key is not shown)",
             "copy the key again: one word of printable ASCII",
         )
+    length = len(s.api.api_key)
+    need(
+        length == 0 or length >= MIN_KEY_LENGTH,  # no key at all: the run says where to put one
+        "api.api_key",
+        f"the key is too short: {length} of at least {MIN_KEY_LENGTH} characters (the key is not shown)",
+        "copy the whole key again: Segmind keys are much longer",
+    )
     need(s.api.max_connections >= 1, "api.max_connections", "must be at least 1", "e.g. 32")
     need(s.api.connect_timeout > 0, "api.connect_timeout", "must be positive", "give seconds, e.g. 10")
     need(s.api.read_timeout > 0, "api.read_timeout", "must be positive", "give seconds, e.g. 60")

@@ -94,6 +94,11 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             {"m.jsonl": "{}\n", "c.yaml": 'api:\n  api_key: "sk-MISSHAPEN\\nKEY-42"\n'},
             "c.yaml:2: api.api_key: the key contains a line break (the key is not shown)",
         ),
+        (  # redaction blanks the key wherever it appears: a 1-character key blanked every such letter
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  api_key: MISSHAP\n"},
+            "c.yaml:2: api.api_key: the key is too short: 7 of at least 8 characters (the key is not shown)",
+        ),
         (
             ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
             {"m.jsonl": "{}\n", "c.yaml": "emulator:\n  sed: 3\n"},
@@ -138,7 +143,7 @@ def test_a_usage_mistake_is_one_clear_line_and_exit_2(
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "MISSHAPEN" not in proc.stderr  # a key in the wrong shape is still a key
+    assert "MISSHAP" not in proc.stderr  # a key in the wrong shape is still a key
     # Nothing was made: no ledger, no outputs folder, no emulator folder.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
 
