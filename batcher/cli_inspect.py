@@ -19,7 +19,7 @@ from typing import Any
 from .errors import BatcherError
 from .report import GALLERY_CAP, build_report
 from .status import ledger_status
-from .status_text import render_status_text, status_json
+from .status_text import plural, render_status_text, status_json
 from .workflows import load_workflows
 
 EXIT_OK = 0
@@ -119,7 +119,8 @@ def main_report(args: argparse.Namespace) -> int:
         return _fail(exc)
     except OSError as exc:
         return _fail(f"cannot write report {out}: {exc.strerror}")
-    shown = f"{info.shown:,} of {info.completed:,} completed jobs in the gallery"
-    missing = f"; {info.missing:,} files not found" if info.missing else ""
-    print(f"Report written to {info.path} ({info.bytes / 1e6:.1f} MB): {info.jobs:,} jobs, {shown}{missing}")
+    shown = f"{info.shown:,} of {plural(info.completed, 'completed job')} in the gallery"
+    missing = f"; {plural(info.missing, 'file')} not found" if info.missing else ""
+    jobs = plural(info.jobs, "job")
+    print(f"Report written to {info.path} ({info.bytes / 1e6:.1f} MB): {jobs}, {shown}{missing}")
     return EXIT_OK

@@ -19,6 +19,7 @@ from .errors import RowError
 from .ledger import check_ledger_path, read_records
 from .manifest import check_manifest_paths, read_manifests
 from .state import LedgerState, Next
+from .status_text import plural
 from .workflows import WorkflowRegistry
 
 log = logging.getLogger("batcher")
@@ -85,16 +86,19 @@ _KNOWN = {
 
 def render_dry_run(report: DryRunReport) -> str:
     lines = [
-        f"Dry run: {report.rows} rows, {sum(report.jobs.values())} valid jobs, {report.invalid} invalid."
+        f"Dry run: {plural(report.rows, 'row')}, {plural(sum(report.jobs.values()), 'valid job')}, "
+        f"{report.invalid:,} invalid."
     ]
     for name, n in sorted(report.jobs.items()):
-        lines.append(f"  {name}: {n} jobs, {report.to_submit.get(name, 0)} to submit")
+        lines.append(f"  {name}: {plural(n, 'job')}, {report.to_submit.get(name, 0):,} to submit")
     if report.known:
         known = ", ".join(f"{n} {_KNOWN.get(k, k)}" for k, n in sorted(report.known.items()))
         lines.append(f"Already in the ledger ({report.ledger}): {known}")
     total = sum(report.to_submit.values())
     cost = f"${report.cost_usd:,.2f}"
     if report.unpriced:
-        cost += f" plus {report.unpriced} jobs of workflows with no known price"
-    lines.append(f"Would submit {total} jobs, estimated cost {cost} at list prices. Nothing was sent.")
+        cost += f" plus {plural(report.unpriced, 'job')} of workflows with no known price"
+    lines.append(
+        f"Would submit {plural(total, 'job')}, estimated cost {cost} at list prices. Nothing was sent."
+    )
     return "\n".join(lines)

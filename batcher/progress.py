@@ -34,7 +34,7 @@ from rich.text import Text
 
 from .clock import Clock
 from .stats import RunStats
-from .status_text import human_duration, money
+from .status_text import human_duration, money, plural
 
 MODES = ("auto", "rich", "plain", "json", "quiet")
 #: Seconds between updates when the caller does not say: a terminal redraws often; a log line
@@ -189,7 +189,7 @@ def format_plain_line(snap: Snapshot, rates: Rates | None = None) -> str:
     ]
     if snap.total is not None:
         parts.append(f"ETA {human_duration(eta)}")
-    spend = f"spent {money(snap.spend_usd)} on {snap.submitted:,} submissions"
+    spend = f"spent {money(snap.spend_usd)} on {plural(snap.submitted, 'submission')}"
     if snap.credits is not None:
         spend += f", credits left {money(snap.credits)}"
     parts.append(spend)
@@ -256,7 +256,7 @@ def rich_panel(snap: Snapshot, rates: Rates | None = None) -> RenderableType:
     if snap.total is not None:
         pace += f" · ETA {human_duration(eta)}"
     grid.add_row("Pace", f"{pace} · elapsed {human_duration(snap.elapsed)}")
-    spend = f"{money(snap.spend_usd)} for {snap.submitted:,} submissions"
+    spend = f"{money(snap.spend_usd)} for {plural(snap.submitted, 'submission')}"
     if snap.credits is not None:
         spend += f" · credits left {money(snap.credits)}"
     grid.add_row("Spend", spend)

@@ -150,7 +150,7 @@ def duration_svg(values: Sequence[float]) -> str:
         parts.append(
             f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{max(bar - 2, 1):.1f}" '
             f'height="{bar_h:.1f}" rx="2">'
-            f"<title>{esc(span)}: {count} jobs</title></rect>"
+            f"<title>{esc(span)}: {plural(count, 'job')}</title></rect>"
         )
     step = max(1, math.ceil(n / 8))
     for i in range(0, n + 1, step):
@@ -175,16 +175,15 @@ def duration_svg(values: Sequence[float]) -> str:
 def _tiles(report: StatusReport) -> str:
     done = report.by_state.get("completed", 0)
     share = f"{100 * done / report.jobs:.1f}% of jobs" if report.jobs else "no jobs yet"
-    spend_note = f"{report.submissions:,} billed submissions"
+    spend_note = plural(report.submissions, "billed submission")
     if report.unpriced_submissions:
         spend_note += f", {report.unpriced_submissions:,} at an unknown price"
-    runs = len(report.runs)
     tiles = [
-        ("Jobs", f"{report.jobs:,}", f"{report.lines:,} ledger lines"),
+        ("Jobs", f"{report.jobs:,}", plural(report.lines, "ledger line")),
         ("Completed", f"{done:,}", share),
         ("Failed", f"{report.failed_jobs:,}", plural(len(report.failures), "distinct reason")),
         ("Spend", money(report.spend_usd), spend_note),
-        ("Active time", human_duration(report.active_seconds), f"{runs} run" + ("" if runs == 1 else "s")),
+        ("Active time", human_duration(report.active_seconds), plural(len(report.runs), "run")),
         ("Next run", f"{report.next_run_total:,}", "known jobs left to run"),
     ]
     cells = "".join(
@@ -222,8 +221,9 @@ def _spend_table(report: StatusReport) -> str:
     note = ""
     if report.unknown_outcomes:
         note = (
-            f'<p class="muted">{report.unknown_outcomes:,} POSTs had an unknown outcome: the provider '
-            "may have billed them without giving a request id.</p>"
+            f'<p class="muted">{plural(report.unknown_outcomes, "POST")} had an unknown outcome: the '
+            f"provider may have billed {'it' if report.unknown_outcomes == 1 else 'them'} without giving "
+            "a request id.</p>"
         )
     return (
         '<table><thead><tr><th>Workflow</th><th class="num">Billed submissions</th><th class="num">Price</th>'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .engine import ExitCode, RunResult
+from .status_text import plural
 
 
 def _money(usd: float) -> str:
@@ -19,11 +20,11 @@ def render_summary(result: RunResult) -> str:
     if done_now == 0 and not st.left and not st.in_flight and not st.invalid and not result.interrupted:
         total = sum(result.earlier.values())
         if total and total_completed == total:
-            lines.append(f"Nothing to do: all {total} jobs are already complete.")
+            lines.append(f"Nothing to do: every job is already complete ({plural(total, 'job')}).")
         elif total:
             rest = ", ".join(f"{n} {k}" for k, n in sorted(result.earlier.items()) if k != "completed")
             lines.append(
-                f"Nothing to do: {total_completed} of {total} jobs complete; {rest} "
+                f"Nothing to do: {total_completed:,} of {plural(total, 'job')} complete; {rest} "
                 "(use --retry-failed to run those again)."
             )
         else:
@@ -31,7 +32,7 @@ def render_summary(result: RunResult) -> str:
     else:
         parts = [f"{n} {k}" for k, n in sorted(states.items())]
         if st.invalid:
-            parts.append(f"{st.invalid} invalid rows")
+            parts.append(plural(st.invalid, "invalid row"))
         if st.in_flight:
             parts.append(f"{st.in_flight} still in flight (re-attached next run)")
         if st.left:
@@ -42,24 +43,25 @@ def render_summary(result: RunResult) -> str:
             lines.append(f"From earlier runs: {earlier}")
     req = st.requests
     lines.append(
-        f"Submitted {st.submitted} jobs ({_money(st.spend_usd)} at list prices); "
-        f"{req['submit']} submit and {req['poll']} poll requests, {st.throttled} rate-limited (429); "
+        f"Submitted {plural(st.submitted, 'job')} ({_money(st.spend_usd)} at list prices); "
+        f"{req['submit']:,} submit and {plural(req['poll'], 'poll request')}, "
+        f"{st.throttled:,} rate-limited (429); "
         f"{result.seconds:.1f} s"
     )
     if st.attached or st.downloads_resumed:
         lines.append(
-            f"Resumed: {st.attached} jobs re-attached by poll_url (not paid again), "
-            f"{st.downloads_resumed} downloads retried"
+            f"Resumed: {plural(st.attached, 'job')} re-attached by poll_url (not paid again), "
+            f"{plural(st.downloads_resumed, 'download')} retried"
         )
     if st.outputs_refetched:
         lines.append(
-            f"Recovered: {st.outputs_refetched} completed jobs' files were missing or short after a "
-            "run that did not end in order; fetched again (not paid again)"
+            f"Recovered: the files of {plural(st.outputs_refetched, 'completed job')} were missing or "
+            "short after a run that did not end in order; fetched again (not paid again)"
         )
     if st.resubmitted_unknown or st.unknown_outcomes:
         lines.append(
-            f"Outcome unknown: {st.unknown_outcomes} POSTs got no clear answer this run and "
-            f"{st.resubmitted_unknown} jobs from an interrupted POST were sent again; "
+            f"Outcome unknown: {plural(st.unknown_outcomes, 'POST')} got no clear answer this run and "
+            f"{plural(st.resubmitted_unknown, 'job')} from an interrupted POST had to be sent again; "
             "each may have been billed twice"
         )
     if st.credits is not None:

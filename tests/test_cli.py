@@ -16,6 +16,7 @@ import pytest
 from anyio.abc import Process
 
 from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.status_text import plural
 
 from .support import API_KEY, cli_env, ledger_lines, run_command, sketch_rows, stderr_lines, write_jsonl
 
@@ -223,7 +224,7 @@ async def test_kill_9_between_submitting_and_submitted_resubmits_once_and_counts
             done = await _resume(tmp_path, emu.base_url)
         stats = emu.stats()
     assert done.returncode == 0, done.stderr.decode()
-    assert b"1 jobs from an interrupted POST were sent again" in done.stdout
+    assert b"1 job from an interrupted POST had to be sent again" in done.stdout
     # The killed POST reached the server (it was only slow), so that one input was paid twice.
     assert stats["inputs_submitted_more_than_once"] <= 1
     assert stats["submissions"] <= 4
@@ -273,7 +274,7 @@ async def test_sigterm_during_a_burst_exits_130_and_the_next_run_re_attaches(tmp
         stats = emu.stats()
     assert done.returncode == 0, done.stderr.decode()
     assert stats["submissions"] == 10 and stats["inputs_submitted_more_than_once"] == 0
-    assert f"{len(posted)} jobs re-attached".encode() in done.stdout
+    assert f"{plural(len(posted), 'job')} re-attached".encode() in done.stdout
 
 
 @pytest.mark.anyio

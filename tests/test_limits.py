@@ -117,3 +117,19 @@ def test_dry_run_counts_jobs_and_cost_and_sends_nothing(tmp_path: Path, registry
     assert not (tmp_path / "ledger.jsonl").exists() and settings.ledger.path is None
     report.known.update({"nothing": 2, "attach": 1})  # read as "2 nothing", "1 attach"
     assert "): 1 to re-attach, 2 done" in render_dry_run(report)
+
+
+@pytest.mark.parametrize(("n", "jobs", "rows"), [(1, "1 job", "1 row"), (2, "2 jobs", "2 rows")])
+def test_dry_run_counts_are_singular_for_one(
+    tmp_path: Path, registry: WorkflowRegistry, n: int, jobs: str, rows: str
+) -> None:
+    settings = settings_for("http://127.0.0.1:9", tmp_path)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(n))
+    lines = render_dry_run(dry_run(settings, [manifest], registry)).splitlines()
+    assert lines[0] == f"Dry run: {rows}, {n} valid {jobs.split()[1]}, 0 invalid."
+    assert lines[1] == f"  sketch: {jobs}, {n} to submit"
+    assert lines[-1].startswith(f"Would submit {jobs}, estimated cost $")
+    raw = [{"id": f"raw-{i}", "workflow": "66cec9a38aeef98f887211f1-v2", "input": {"x": i}} for i in range(n)]
+    manifest = write_jsonl(tmp_path / "raw.jsonl", raw)
+    text = render_dry_run(dry_run(settings, [manifest], registry))
+    assert f"estimated cost $0.00 plus {jobs} of workflows with no known price" in text

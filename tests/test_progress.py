@@ -119,6 +119,15 @@ def test_the_plain_line_leaves_out_what_is_not_known() -> None:
     )
 
 
+@pytest.mark.parametrize(("n", "words"), [(1, "1 submission"), (2, "2 submissions")])
+def test_the_plain_line_and_the_panel_count_one_submission_in_the_singular(n: int, words: str) -> None:
+    snap = _snap(submitted=n, spend_usd=0.1 * n, credits=None)
+    assert f"| spent ${0.1 * n:.2f} on {words} |" in format_plain_line(snap)
+    console = Console(record=True, width=110, file=io.StringIO(), color_system=None)
+    console.print(rich_panel(snap))
+    assert f"${0.1 * n:.2f} for {words}" in console.export_text()
+
+
 @pytest.mark.parametrize(
     ("total", "done", "per_s", "eta"),
     [

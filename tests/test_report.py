@@ -203,6 +203,43 @@ def test_failures_are_grouped_and_in_flight_jobs_listed_after_the_gallery(run_di
 
 
 @pytest.mark.parametrize(
+    ("n", "submissions", "runs", "jobs", "posts"),
+    [
+        (
+            1,
+            "1 billed submission",
+            "1 run",
+            "1 job",
+            "1 POST had an unknown outcome: the provider may have billed it ",
+        ),
+        (
+            2,
+            "2 billed submissions",
+            "2 runs",
+            "2 jobs",
+            "2 POSTs had an unknown outcome: the provider may have billed them ",
+        ),
+    ],
+)
+def test_the_page_counts_one_in_the_singular(
+    tmp_path: Path, n: int, submissions: str, runs: str, jobs: str, posts: str
+) -> None:
+    b = LedgerBuilder()
+    for i in range(n):  # a run each: one job completed in 30 s, one POST with no clear answer
+        b.tick(60).run().tick(1).submit(
+            f"job-{i}", "sketch", {"input_image": f"https://img.example.com/{i}.jpg"}
+        )
+        b.tick(30).generated(f"job-{i}").tick(1).completed(f"job-{i}", {"image": f"out/job-{i}.png"})
+        b.tick(1).submitting(f"lost-{i}", "sketch", {"input_image": "https://img.example.com/x.jpg"})
+        b.tick(60).line(f"lost-{i}", "submit_unknown", error="HTTP 502")
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f">{submissions}<" in page and f">{runs}<" in page  # the tiles' notes
+    assert f": {jobs}</title>" in page  # the duration histogram's bar
+    assert posts in page
+
+
+@pytest.mark.parametrize(
     ("values", "width", "counts", "overflow"),
     [
         ([1.0, 2.0, 3.0], 0.5, (0, 0, 1, 0, 1, 0, 1), False),
@@ -236,7 +273,7 @@ def test_cli_report_writes_report_html_beside_the_ledger(
     assert (run_dir / "report.html").is_file()
     out = capsys.readouterr().out
     assert out.startswith(f"Report written to {run_dir / 'report.html'} (")
-    assert "12 jobs, 10 of 10 completed jobs in the gallery; 1 files not found" in out
+    assert "12 jobs, 10 of 10 completed jobs in the gallery; 1 file not found" in out
 
 
 @pytest.mark.parametrize(
