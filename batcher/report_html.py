@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .report_css import CSS
 from .status import StatusReport
-from .status_text import human_duration, money, plural, price
+from .status_text import human_duration, money, plural, price, utc_time
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
@@ -371,8 +371,8 @@ def render_page(page: Page) -> str:
     report = page.status
     span = ""
     if report.first_ts and report.last_ts:
-        first, last = (ts.replace("T", " ")[:16] for ts in (report.first_ts, report.last_ts))
-        span = f"{esc(first)} → {esc(last)} UTC · "
+        first, last = (utc_time(ts, seconds=False) for ts in (report.first_ts, report.last_ts))
+        span = f"{esc(first)} → {esc(last)} · "
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

@@ -8,6 +8,7 @@ characters before it reaches a terminal.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from .status import StatusReport
@@ -66,8 +67,22 @@ def _next_words(step: str, report: StatusReport) -> str:
     return _NEXT_WORDS.get(step, step)
 
 
-def _short_ts(ts: str | None) -> str:
-    return clean(ts.replace("T", " ")[:19] + " UTC") if ts else "-"
+def utc_time(ts: str | None, *, seconds: bool = True) -> str:
+    """A ledger time as ``2026-11-21 00:00:00 UTC`` (to the minute without ``seconds``); ``-`` for none.
+
+    The ledger writes UTC. A time a hand edit left unreadable is shown as it is, escaped and cut, and
+    said not to be one: ``'yesterday' (not a time)`` (it was shown as ``yesterday UTC``).
+    """
+    if not ts:
+        return "-"
+    try:
+        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        if when.tzinfo is not None:
+            when = when.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
+        return clean(repr(ts if len(ts) <= 32 else ts[:31] + "…")) + " (not a time)"
+    text = when.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+    return (text if seconds else text[:16]) + " UTC"
 
 
 def render_status_text(report: StatusReport) -> str:
@@ -76,7 +91,7 @@ def render_status_text(report: StatusReport) -> str:
     rows: dict[str, list[tuple[str, str, str]]] = {}  # heading -> (label, number, note)
     active = report.active_seconds
     head.append(("Ledger", clean(report.ledger)))
-    span = f", {_short_ts(report.first_ts)} to {_short_ts(report.last_ts)}" if report.first_ts else ""
+    span = f", {utc_time(report.first_ts)} to {utc_time(report.last_ts)}" if report.first_ts else ""
     active_note = f" (active {human_duration(active)})" if active else ""
     head.append(("Lines", f"{report.lines:,} in {plural(len(report.runs), 'run')}{span}{active_note}"))
     head.append(("Jobs", f"{report.jobs:,}"))
@@ -120,7 +135,7 @@ def render_status_text(report: StatusReport) -> str:
         for f in report.in_flight:
             out.append(
                 f"  {clean(f.job_id):<{ids}}  {clean(f.workflow or '?'):<{wfs}}  "
-                f"submitted {_short_ts(f.submitted_ts)}  age {human_duration(f.age_seconds)}"
+                f"submitted {utc_time(f.submitted_ts)}  age {human_duration(f.age_seconds)}"
             )
     if report.failed_jobs:
         reasons = plural(len(report.failures), "reason")

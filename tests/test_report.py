@@ -240,6 +240,26 @@ def test_the_page_counts_one_in_the_singular(
 
 
 @pytest.mark.parametrize(
+    ("ts", "shown"),
+    [
+        ("2026-11-21T00:01:00Z", "2026-11-21 00:01 UTC"),
+        ("yesterday", "&#x27;yesterday&#x27; (not a time)"),  # it read "yesterday UTC"
+    ],
+)
+def test_the_page_header_shows_the_ledgers_span_in_utc(tmp_path: Path, ts: str, shown: str) -> None:
+    b = (
+        LedgerBuilder()
+        .run()
+        .tick(30)
+        .submit("sketch-a", "sketch", {"input_image": "https://img.example.com/a.jpg"})
+    )
+    b.records[-1]["ts"] = ts
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f'<p class="muted">2026-11-21 00:00 UTC → {shown} · ledger <code>' in page
+
+
+@pytest.mark.parametrize(
     ("values", "width", "counts", "overflow"),
     [
         ([1.0, 2.0, 3.0], 0.5, (0, 0, 1, 0, 1, 0, 1), False),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,37 @@ def test_the_text_has_every_section_with_its_numbers_in_one_column(tmp_path: Pat
         "  /data/jobs.jsonl:7  title: is missing or empty (give title)",
     ):
         assert expected in lines, expected
+
+
+@pytest.mark.parametrize(
+    ("ts", "shown"),
+    [
+        ("yesterday", "'yesterday' (not a time)"),
+        ("bad", "'bad' (not a time)"),
+        (5, "-"),  # not text: the line has no time
+        ("", "-"),
+        ("2026-11-21T05:00:00+05:00", "2026-11-21 00:00:00 UTC"),  # another offset, shown in UTC
+        ("2026-11-21T00:00:07", "2026-11-21 00:00:07 UTC"),  # no offset: the ledger's times are UTC
+        ("0001-01-01T00:00:00+05:00", "'0001-01-01T00:00:00+05:00' (not a time)"),  # before year 1 in UTC
+        ("\x1b]0;pwned\x07" + "9" * 40, "'\\x1b]0;pwned\\x07" + "9" * 21 + "…' (not a time)"),  # escaped, cut
+    ],
+)
+def test_a_hand_edited_time_is_shown_as_it_is_never_as_a_utc_time(
+    tmp_path: Path, ts: object, shown: str
+) -> None:
+    """A ``ts`` that is not a time was shown with UTC after it ("yesterday UTC", "bad UTC"), and one
+    with another offset as if it were UTC (05:00:00 UTC for 00:00:00 UTC)."""
+    b = LedgerBuilder().run().submit("sketch-a", "sketch", IMG)
+    for record in b.records[1:]:
+        record["ts"] = ts
+    lines = render_status_text(_status(tmp_path, b, now=T0)).splitlines()
+    assert lines[-1].startswith(f"  sketch-a  sketch  submitted {shown}  age "), lines
+    last = shown if isinstance(ts, str) else "2026-11-21 00:00:00 UTC"  # else the run line's
+    assert lines[1].startswith(f"Lines     3 in 1 run, 2026-11-21 00:00:00 UTC to {last}"), lines
+    text = "\n".join(lines)
+    assert "\x1b" not in text and "\x07" not in text
+    for word in re.findall(r"(\S+) UTC", text):  # "UTC" follows a time, and nothing else
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", word), word
 
 
 def test_json_is_plain_data_with_every_number(tmp_path: Path) -> None:
