@@ -22,6 +22,14 @@ from urllib.parse import urlsplit
 #: must not print raw (ANSI escapes).
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
+#: The usual image input, accepted without a full parse: http(s), a plain host name (letters,
+#: digits, dots, hyphens) with an optional port, and no spaces or control characters. Everything
+#: this matches, the full check accepts unchanged; anything else gets the full check.
+_PLAIN_URL = re.compile(
+    r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:[/?#][^\x00-\x20\x7f-\x9f]*)?\Z",
+    re.IGNORECASE,
+)
+
 #: Local image files larger than this are refused (they travel inline, as data: URIs).
 MAX_LOCAL_IMAGE_BYTES = 20 * 1024 * 1024
 
@@ -107,6 +115,8 @@ def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
     if not isinstance(value, str):
         raise InputProblem(name, f"must be a URL, not {type(value).__name__}", "give an http(s) URL")
     ref = value.strip()
+    if _PLAIN_URL.match(ref):
+        return ref
     try:
         parts = urlsplit(ref)
         scheme = parts.scheme.lower()
@@ -167,7 +177,7 @@ def materialize(
     out = dict(inputs)
     for spec in specs:
         value = out.get(spec.name)
-        if spec.type != "image" or not isinstance(value, str):
+        if spec.type != "image" or not isinstance(value, str) or _PLAIN_URL.match(value):
             continue
         if urlsplit(value).scheme.lower() in ("http", "https", "data"):
             continue
@@ -188,7 +198,7 @@ def preview_inputs(inputs: Mapping[str, Any], base_dir: Path | None, limit: int 
     out: dict[str, Any] = {}
     for name, value in inputs.items():
         if isinstance(value, str):
-            scheme = urlsplit(value).scheme.lower()
+            scheme = "http" if _PLAIN_URL.match(value) else urlsplit(value).scheme.lower()
             if scheme == "data":
                 head = value.split(",", 1)[0]
                 out[name] = f"{head},… ({len(value)} characters)"

@@ -156,6 +156,17 @@ class Transport:
                     raise UnsafeOutputError(
                         f"{_describe(url)} is {declared} bytes, over the {max_bytes}-byte cap"
                     )
+                encoding = resp.headers.get("Content-Encoding")
+                if (
+                    declared is not None
+                    and declared <= chunk_size
+                    and (encoding is None or encoding.lower() == "identity")
+                ):
+                    # The usual output (an image of a few KB to a chunk): one read, one sink call.
+                    body = await resp.read()  # declared <= max_bytes, checked above
+                    if body:
+                        await sink(body)
+                    return Streamed(resp.status, resp.content_type, len(body), hdrs)
                 size = 0
                 async for chunk in resp.content.iter_chunked(chunk_size):
                     size += len(chunk)

@@ -260,9 +260,11 @@ async def test_a_poll_answer_that_is_not_json_or_of_the_wrong_shape_does_not_cra
     assert not (tmp_path / "x.png").exists()
 
 
-async def test_a_compressed_answer_cannot_slip_past_the_size_cap() -> None:
+@pytest.mark.parametrize("how", ["request", "stream"])
+async def test_a_compressed_answer_cannot_slip_past_the_size_cap(how: str) -> None:
     """Content-Length counts the compressed bytes: a 1 KB gzip body that inflates to 1 MB must
-    still hit a 64 KB cap (the transport inflates answers as it reads them)."""
+    still hit a 64 KB cap (the transport inflates answers as it reads them), for an API answer
+    and for an output download (whose small answers are read in one go)."""
     bomb = gzip.compress(b"{" + b" " * (1024 * 1024) + b"}")
 
     async def answer(request: web.Request) -> web.Response:
@@ -280,8 +282,17 @@ async def test_a_compressed_answer_cannot_slip_past_the_size_cap() -> None:
         async with Transport() as transport:
             url = f"http://127.0.0.1:{runner.addresses[0][1]}/status"
             assert len(bomb) < 64 * 1024
+            got: list[bytes] = []
+
+            async def sink(chunk: bytes) -> None:
+                got.append(chunk)
+
             with pytest.raises(UnsafeOutputError):
-                await transport.request("GET", url, max_bytes=64 * 1024)
+                if how == "request":
+                    await transport.request("GET", url, max_bytes=64 * 1024)
+                else:
+                    await transport.stream(url, sink, max_bytes=64 * 1024, chunk_size=64 * 1024)
+            assert sum(map(len, got)) <= 64 * 1024
     finally:
         await runner.cleanup()
 
