@@ -38,6 +38,20 @@ from .transport import Answer, Streamed, Transport
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _REQUEST_ID = re.compile(r"^[0-9a-zA-Z_-]{8,128}$")
 _CREDITS = re.compile(r"balance\s*\$?\s*(-?[\d.]+).*?required\s*\$?\s*(-?[\d.]+)", re.IGNORECASE | re.DOTALL)
+#: How deep a failure reason is read before the rest is shown as "...".
+_MAX_REASON_DEPTH = 8
+#: What :func:`_loads` returns for a body that is not JSON (JSON's own null is None).
+_NOT_JSON = object()
+
+
+def _loads(body: bytes | str) -> Any:
+    """The provider's JSON, or ``_NOT_JSON``. An answer nested deeper than the parser's
+    recursion limit (``[[[[...``: a few KB) raises RecursionError, not ValueError; it is no
+    more JSON we can use than a body that is not JSON at all."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
 
 
 @dataclass(frozen=True)
@@ -193,10 +207,7 @@ class SegmindAPI:
         """A non-200 poll answer whose JSON body says ``"status": "FAILED"``, if it is one."""
         if answer.status == 200 or not 400 <= answer.status < 500 or answer.status in (401, 403, 404, 429):
             return None
-        try:
-            data = json.loads(answer.body)
-        except ValueError:
-            return None
+        data = _loads(answer.body)
         if isinstance(data, dict) and str(data.get("status", "")).upper() == "FAILED":
             return data
         return None
@@ -204,20 +215,16 @@ class SegmindAPI:
     def _json_or_raise(self, answer: Answer, *, job_id: str, call: str) -> dict[str, Any]:
         if answer.status != 200:
             raise self._error_for(answer, job_id=job_id, call=call)
-        try:
-            data = json.loads(answer.body)
-        except ValueError:
-            raise BadResponse(f"{call} answer is not JSON", status=200, job_id=job_id) from None
+        data = _loads(answer.body)
+        if data is _NOT_JSON:
+            raise BadResponse(f"{call} answer is not JSON", status=200, job_id=job_id)
         if not isinstance(data, dict):
             raise BadResponse(f"{call} answer is not a JSON object", status=200, job_id=job_id)
         return data
 
     def _message(self, answer: Answer) -> str:
         text = ""
-        try:
-            data = json.loads(answer.body)
-        except ValueError:
-            data = None
+        data = _loads(answer.body)
         if isinstance(data, dict):
             for key in ("error", "message", "detail", "error_message"):
                 if data.get(key):
@@ -266,16 +273,23 @@ class SegmindAPI:
         return text or "the provider reported FAILED without a reason"
 
 
-def _flatten(value: Any) -> str:
-    """A failure reason as one line: strings, objects and ``[{"model":..,"error":..}]`` lists."""
+def _flatten(value: Any, depth: int = 0) -> str:
+    """A failure reason as one line: strings, objects and ``[{"model":..,"error":..}]`` lists.
+    Read :data:`_MAX_REASON_DEPTH` levels deep; what nests deeper is "..." (a hostile answer
+    nested a few hundred levels would otherwise exhaust the stack)."""
     if isinstance(value, str):
         return value.strip()
+    if depth >= _MAX_REASON_DEPTH and isinstance(value, list | dict):
+        return "..."
     if isinstance(value, list):
-        return "; ".join(filter(None, (_flatten(v) for v in value)))
+        return "; ".join(filter(None, (_flatten(v, depth + 1) for v in value)))
     if isinstance(value, dict):
         if "error" in value:
             model = value.get("model")
-            inner = _flatten(value["error"])
+            inner = _flatten(value["error"], depth + 1)
             return f"{model}: {inner}" if model else inner
-        return json.dumps(value, ensure_ascii=False)  # cut by the caller, after redaction
+        try:
+            return json.dumps(value, ensure_ascii=False)  # cut by the caller, after redaction
+        except RecursionError:
+            return "an object nested too deeply to show"
     return str(value)

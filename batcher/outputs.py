@@ -71,7 +71,7 @@ def parse_outputs_capped(output: Any) -> tuple[list[OutputRef], bool]:
             return [], False
         try:
             parsed = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's limit
             parsed = stripped  # a bare URL or text, not JSON
         output = parsed
     found = _Found()

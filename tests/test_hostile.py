@@ -26,7 +26,7 @@ from batcher.outputs import MAX_OUTPUTS, OutputRef
 from batcher.transport import Transport
 from batcher.workflows import WorkflowRegistry
 
-from .support import API_KEY, SPEED, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+from .support import API_KEY, SPEED, last_status, ledger_lines, run, settings_for, sketch_rows, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
@@ -353,3 +353,45 @@ async def test_outputs_past_the_cap_are_named_in_the_ledger_and_a_warning(
     assert generated["outputs_cut_at"] == MAX_OUTPUTS == len(generated["outputs"])
     assert len(list((tmp_path / "out").iterdir())) == MAX_OUTPUTS
     assert f"more than {MAX_OUTPUTS} outputs; only the first {MAX_OUTPUTS} are saved" in caplog.text
+
+
+_DEEP = 100_000  # far past the JSON parser's recursion limit
+_NESTED = 500  # within it, but deep enough to exhaust the stack of a recursive reader
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + '"why"' + "]" * depth
+
+
+DEEP_ANSWERS = [  # (call, status, body, the job's last status)
+    ("poll", 200, "[" * _DEEP, "failed"),
+    ("poll", 200, '{"status": "FAILED", "error": ' + _nested(_NESTED) + "}", "failed"),
+    ("poll", 200, json.dumps({"status": "COMPLETED", "output": "[" * _DEEP}), "completed"),
+    ("submit", 400, '{"error": ' + _nested(_NESTED) + "}", "failed"),
+    ("submit", 400, "[" * _DEEP, "failed"),
+]
+
+
+@pytest.mark.parametrize(
+    "answer", DEEP_ANSWERS, ids=["poll", "failed-reason", "output", "400-reason", "400-body"]
+)
+async def test_an_answer_nested_past_the_stack_is_not_json_not_a_crash(
+    tmp_path: Path, registry: WorkflowRegistry, answer: tuple[str, int, str, str]
+) -> None:
+    """A few KB of ``[[[[`` raised RecursionError (not ValueError) from the JSON parser, and a
+    reason nested a few hundred levels exhausted the stack of the reader that flattens it: the
+    worker died and the whole run ended in a traceback. Such an answer is no JSON we can use."""
+    call, status, body, final = answer
+    failed = (200, "application/json", '{"status": "FAILED"}')
+    if call == "submit":
+        hostile = Hostile([failed], refuse=(status, "application/json", body))
+    else:
+        hostile = Hostile([(status, "application/json", body)])
+    runner, base = await _serve(hostile)
+    try:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        result = await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
+    finally:
+        await runner.cleanup()
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": final}
+    assert result.exit_code is (ExitCode.OK if final == "completed" else ExitCode.FAILED)
