@@ -86,6 +86,12 @@ def origin(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
 
 
+def _has_userinfo(url: str) -> bool:
+    """Whether ``url`` names a user (``user:pass@host``)."""
+    parts = urlsplit(url)
+    return "@" in parts.netloc
+
+
 def redact(text: str, secret: str) -> str:
     """``text`` with ``secret`` blanked out (an error body could echo the key back)."""
     if secret and secret in text:
@@ -118,11 +124,18 @@ class SegmindAPI:
     def may_receive_key(self, url: str) -> bool:
         if url.startswith(self._base_slash):
             return True  # the API's own origin, spelled as configured (every poll_url, usually)
-        return origin(url) in self._allowed
+        return origin(url) in self._allowed and not _has_userinfo(url)
 
     def _check_origin(self, url: str) -> None:
         """Raise ForeignHostError unless ``url`` may receive the API key."""
         if not self.may_receive_key(url):
+            if _has_userinfo(url):
+                # aiohttp cannot send both (it raised ValueError, which ended the run), and a
+                # URL carrying someone's password is not one to add our key to.
+                raise ForeignHostError(
+                    "refusing to send the API key to a URL that holds a user name or password"
+                    " (user:pass@host)"
+                )
             host = origin(url)[1] or url[:60]
             raise ForeignHostError(
                 f"refusing to send the API key to {host}: it is not the API host"

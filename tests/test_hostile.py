@@ -395,3 +395,31 @@ async def test_an_answer_nested_past_the_stack_is_not_json_not_a_crash(
         await runner.cleanup()
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": final}
     assert result.exit_code is (ExitCode.OK if final == "completed" else ExitCode.FAILED)
+
+
+class PollUrlWithUser(Hostile):
+    """Hands out a poll_url on the API's own origin with ``user:pass@`` in it."""
+
+    async def submit(self, request: web.Request) -> web.Response:
+        rid = hashlib.md5(await request.read()).hexdigest()
+        url = request.url.origin()
+        poll_url = f"http://someone:hunter2@{url.host}:{url.port}/workflows/request/{rid}"
+        return web.json_response({"request_id": rid, "poll_url": poll_url, "status": "QUEUED"})
+
+
+async def test_a_poll_url_holding_a_password_is_refused_not_a_crash(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The host is the API's, so the key was sent, and aiohttp refused to send both our header
+    and the URL's user:pass (ValueError): the worker died and the run ended in a traceback."""
+    hostile = PollUrlWithUser([(200, "application/json", '{"status": "COMPLETED", "output": ""}')])
+    runner, base = await _serve(hostile)
+    try:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        result = await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
+    finally:
+        await runner.cleanup()
+    assert hostile.polls == 0
+    [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "failed"]
+    assert "holds a user name or password" in failed["error"] and "hunter2" not in failed["error"]
+    assert result.exit_code is ExitCode.FAILED
