@@ -204,6 +204,10 @@ def _map(exc: BaseException, url: str) -> BaseException:
         return ConnectError(f"cannot connect to {where}: {exc.os_error.strerror or exc.os_error}")
     if isinstance(exc, aiohttp.InvalidURL):
         return ConnectError(f"invalid URL {where}")
+    if isinstance(exc, UnicodeError):
+        # getaddrinfo cannot encode the host name (an empty label, or one over 63 characters):
+        # raised before anything is sent, as a failed DNS lookup would be.
+        return ConnectError(f"cannot connect to {where}: the host name cannot be looked up")
     if isinstance(
         exc,
         aiohttp.ServerDisconnectedError

@@ -423,3 +423,23 @@ async def test_a_poll_url_holding_a_password_is_refused_not_a_crash(
     [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "failed"]
     assert "holds a user name or password" in failed["error"] and "hunter2" not in failed["error"]
     assert result.exit_code is ExitCode.FAILED
+
+
+@pytest.mark.parametrize("host", ["a..b.example", "x" * 64 + ".example"], ids=["empty-label", "long-label"])
+async def test_an_output_host_that_cannot_be_looked_up_is_a_failed_download_not_a_crash(
+    tmp_path: Path, registry: WorkflowRegistry, host: str
+) -> None:
+    """getaddrinfo raises UnicodeError (not OSError) for a host name with an empty label or one
+    over 63 characters; it left the transport unmapped, killed the download worker and ended
+    the run in a traceback, with the job paid for and its output never recorded as failed."""
+    answer = json.dumps({"status": "COMPLETED", "output": [f"https://{host}/x.png"]})
+    runner, base = await _serve(Hostile([(200, "application/json", answer)]))
+    try:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        settings = settings_for(base, tmp_path, **{"retry.max_attempts": 2})
+        result = await run(settings, [manifest], registry, ScaledClock(SPEED))
+    finally:
+        await runner.cleanup()
+    [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
+    assert "cannot be looked up" in failed["error"]
+    assert result.exit_code is ExitCode.FAILED
