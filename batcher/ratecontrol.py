@@ -161,15 +161,23 @@ class AdaptiveRate:
         # successes since the last 429) step just under it; far above it (a 429 again soon, or
         # several in a row) cut hard, as a search down from an overshoot should.
         bound = self._rate if self._streak == 1 else self._rate / self._margin
-        if self._ceiling is None:
-            self.learned = bound if self.learned is None else min(self.learned, bound)
         near = self._since_throttle >= NEAR_LIMIT_SUCCESSES and self._streak == 1
+        if self._ceiling is None:
+            learned = bound if self.learned is None else min(self.learned, bound)
+            if not near:
+                # A 429 again soon after the last: the bound is still above the limit (a server's
+                # burst let us run fast for a while). Tighten it a little each time, not to the cut.
+                learned = min(learned, bound * TIGHTEN)
+            if self.learned is not None and self._streak > 1:
+                # Refused again with no success since the last 429: the request sent after the
+                # pause was refused whatever our rate (an incident, a limit lowered for a while).
+                # The rate is cut deeper each time, but the bound steps down only a little: it
+                # followed the cut rate down (50 a minute to 6 in four 429s), and the probe above
+                # it climbs back 0.02% a request, so the run crawled for the rest of its life.
+                learned = max(learned, self.learned * TIGHTEN)
+            self.learned = learned
         cut = self._margin**2 if near else HARD_CUT**self._streak
         self._rate = max(self._floor, bound * cut)
-        if not near and self.learned is not None and self._ceiling is None:
-            # A 429 again soon after the last: the bound is still above the limit (a server's
-            # burst let us run fast for a while). Tighten it a little each time, not to the cut.
-            self.learned = min(self.learned, bound * TIGHTEN)
         self._since_throttle = 0
         if retry_after is None:
             wait = full_jitter(self._streak, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)

@@ -114,3 +114,28 @@ def test_successes_below_the_target_rate_do_not_raise_it() -> None:
         rate.acquire(now)
         rate.on_success(now)
     assert rate.rate > 2.0
+
+
+@pytest.mark.parametrize("tell", [True, False], ids=["headers", "no-headers"])
+def test_a_burst_of_429s_does_not_leave_the_run_slow_for_good(tell: bool) -> None:
+    """A provider answering only 429s for half a minute (an incident, or its limit lowered for
+    a while) drove the learned bound down with the cut rate, from 50 a minute to 6 in four 429s;
+    the probe above the bound then climbed 0.02% a request, and the run crawled at about 40
+    requests in 5 minutes instead of 250 for the rest of its life."""
+    limit = 50 / 60
+    server = Bucket(limit, burst=50)
+    rate = AdaptiveRate(limit, rng=random.Random(1))
+    now, done_late = 0.0, 0
+    while now < 3600.0:
+        now += rate.wait_time(now)
+        rate.acquire(now)
+        if 600.0 <= now < 630.0:  # the incident: everything refused, come back in 2 s
+            rate.on_throttled(now, 2.0 if tell else None, now)
+            continue
+        ok, reset = server.allow(now)
+        if ok:
+            rate.on_success(now)
+            done_late += now >= 3000.0
+        else:
+            rate.on_throttled(now, reset if tell else None, now)
+    assert done_late >= 0.9 * limit * 600  # the last ten minutes: back near the limit
