@@ -10,7 +10,7 @@ answer                on submit                            on poll
                                                            FAILED: ``failed`` (not retryable)
 400 (422)             ``failed``, not retryable            retry (a poll has no input to reject)
 401 / 403             stop the run (exit 3)                stop the run (exit 3)
-404                   stop submitting (exit 3)             ``expired``
+404                   stop submitting (exit 3)             retry, bounded; then ``expired``
 406                   stop submitting, keep polling (3)    retry
 429                   pause the whole run, retry the job   pause the whole run, poll again
 5xx, timeout, reset   outcome unknown: ``submit_unknown``, retry with backoff, bounded; then
@@ -244,6 +244,12 @@ class Actions:
             self._throttled(job, exc, "poll")
             return
         except NotFound as exc:
+            # Records are kept for days: a single 404 may be a replica that has not seen a new
+            # request yet. Only a 404 that persists through the retries means the record is gone.
+            job.errors += 1
+            if job.errors < self.settings.retry.max_attempts:
+                self.sched.schedule(job, "poll", self.clock.monotonic() + self._backoff(job))
+                return
             self._event(job, "expired", error=f"the provider no longer knows this request ({exc})")
             self._end(job, "expired")
             return

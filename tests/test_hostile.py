@@ -443,3 +443,24 @@ async def test_an_output_host_that_cannot_be_looked_up_is_a_failed_download_not_
     [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
     assert "cannot be looked up" in failed["error"]
     assert result.exit_code is ExitCode.FAILED
+
+
+async def test_a_poll_that_404s_once_does_not_lose_a_paid_job(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A 404 on a poll was taken at once for an expired record (records are kept for days): a
+    job submitted a second earlier, whose poll_url 404'd once (a replica that had not seen it
+    yet), was 'expired', its output never fetched, and only --retry-failed (paying again) could
+    run it. A 404 is now retried like other poll errors before the record counts as gone."""
+    done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
+    hostile = Hostile(
+        [(404, "application/json", '{"error": "Request not found"}'), (200, "application/json", done)]
+    )
+    runner, base = await _serve(hostile)
+    try:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        result = await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
+    finally:
+        await runner.cleanup()
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
+    assert result.exit_code is ExitCode.OK
