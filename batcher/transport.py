@@ -15,10 +15,14 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from .errors import ConnectError, ConnectionLost, RequestTimeout, TransportError, UnsafeOutputError
 
 USER_AGENT = "batcher/0.1 (+https://github.com/batcher)"
+#: Redirects an output download follows (a CDN's or a storage bucket's), at most.
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 @dataclass(frozen=True)
@@ -146,38 +150,68 @@ class Transport:
         kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        first = url
         try:
-            async with self.session.get(url, **kwargs) as resp:
-                hdrs = resp.headers
-                if resp.status != 200:
-                    return Streamed(resp.status, resp.content_type, 0, hdrs)
-                declared = resp.content_length
-                if declared is not None and declared > max_bytes:
-                    raise UnsafeOutputError(
-                        f"{_describe(url)} is {declared} bytes, over the {max_bytes}-byte cap"
-                    )
-                encoding = resp.headers.get("Content-Encoding")
-                if (
-                    declared is not None
-                    and declared <= chunk_size
-                    and (encoding is None or encoding.lower() == "identity")
-                ):
-                    # The usual output (an image of a few KB to a chunk): one read, one sink call.
-                    body = await resp.read()  # declared <= max_bytes, checked above
-                    if body:
-                        await sink(body)
-                    return Streamed(resp.status, resp.content_type, len(body), hdrs)
-                size = 0
-                async for chunk in resp.content.iter_chunked(chunk_size):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise UnsafeOutputError(f"{_describe(url)} is over the {max_bytes}-byte cap")
-                    await sink(chunk)
-                return Streamed(resp.status, resp.content_type, size, hdrs)
+            for hop in range(MAX_REDIRECTS + 1):
+                async with self.session.get(url, **kwargs) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.status in _REDIRECTS and location and hop < MAX_REDIRECTS:
+                        # Followed by hand: only to http(s), and headers go to the first origin only.
+                        try:
+                            nxt = resp.url.join(URL(location))
+                        except ValueError:
+                            raise UnsafeOutputError(
+                                f"{_describe(first)} redirects to an invalid URL"
+                            ) from None
+                        if nxt.scheme not in ("http", "https"):
+                            raise UnsafeOutputError(
+                                f"{_describe(first)} redirects to a '{nxt.scheme}:' URL; refused"
+                            )
+                        if nxt.origin() != resp.url.origin():
+                            kwargs["headers"] = None
+                        url = str(nxt)
+                        continue
+                    return await self._deliver(resp, url, sink, max_bytes=max_bytes, chunk_size=chunk_size)
+            raise AssertionError("unreachable: the last hop returns")  # pragma: no cover
         except UnsafeOutputError:
             raise
         except Exception as exc:
             raise _map(exc, url) from exc
+
+    async def _deliver(
+        self,
+        resp: aiohttp.ClientResponse,
+        url: str,
+        sink: Callable[[bytes], Awaitable[None]],
+        *,
+        max_bytes: int,
+        chunk_size: int,
+    ) -> Streamed:
+        """Hand a (final) answer's body to ``sink``: see :meth:`stream`."""
+        hdrs = resp.headers
+        if resp.status != 200:
+            return Streamed(resp.status, resp.content_type, 0, hdrs)
+        declared = resp.content_length
+        if declared is not None and declared > max_bytes:
+            raise UnsafeOutputError(f"{_describe(url)} is {declared} bytes, over the {max_bytes}-byte cap")
+        encoding = resp.headers.get("Content-Encoding")
+        if (
+            declared is not None
+            and declared <= chunk_size
+            and (encoding is None or encoding.lower() == "identity")
+        ):
+            # The usual output (an image of a few KB to a chunk): one read, one sink call.
+            body = await resp.read()  # declared <= max_bytes, checked above
+            if body:
+                await sink(body)
+            return Streamed(resp.status, resp.content_type, len(body), hdrs)
+        size = 0
+        async for chunk in resp.content.iter_chunked(chunk_size):
+            size += len(chunk)
+            if size > max_bytes:
+                raise UnsafeOutputError(f"{_describe(url)} is over the {max_bytes}-byte cap")
+            await sink(chunk)
+        return Streamed(resp.status, resp.content_type, size, hdrs)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int, url: str) -> bytes:

@@ -464,3 +464,53 @@ async def test_a_poll_that_404s_once_does_not_lose_a_paid_job(
         await runner.cleanup()
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
     assert result.exit_code is ExitCode.OK
+
+
+class Redirecting(Hostile):
+    """Its output answers 302 to ``target`` (another server's URL, or another scheme)."""
+
+    def __init__(self, target: str) -> None:
+        done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
+        super().__init__([(200, "application/json", done)])
+        self.target = target
+
+    async def output(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(self.target)
+
+
+class Storage(Hostile):
+    """Serves outputs and notes the credentials each request carried."""
+
+    credentials: list[str]
+
+    async def output(self, request: web.Request) -> web.Response:
+        self.credentials = [*getattr(self, "credentials", []), request.headers.get("x-api-key", "")]
+        return await super().output(request)
+
+
+@pytest.mark.parametrize(
+    ("target", "final"), [("CDN/out/a.png", "completed"), ("file:///etc/passwd", "download_failed")]
+)
+async def test_an_output_behind_a_redirect_is_fetched_without_credentials(
+    tmp_path: Path, registry: WorkflowRegistry, target: str, final: str
+) -> None:
+    """Downloads did not follow redirects at all: an output a storage host or CDN answered with
+    a 302 failed 'HTTP 302' on every try of every run, paid for and never saved. Now up to 5 are
+    followed by hand, to http(s) only, with no credentials (downloads never carry them)."""
+    cdn = Storage([])
+    cdn_runner, cdn_base = await _serve(cdn)
+    runner, base = await _serve(Redirecting(target.replace("CDN", cdn_base)))
+    try:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        settings = settings_for(base, tmp_path, **{"retry.max_attempts": 2})
+        await run(settings, [manifest], registry, ScaledClock(SPEED))
+    finally:
+        await runner.cleanup()
+        await cdn_runner.cleanup()
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": final}
+    if final == "completed":
+        assert (tmp_path / "out" / "sketch-0000.png").read_bytes() == b"\x89PNG fake"
+        assert cdn.credentials == [""]
+    else:
+        [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == final]
+        assert "redirects to a 'file:' URL" in failed["error"] and failed["retryable"] is False
