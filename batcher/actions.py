@@ -298,6 +298,7 @@ class Actions:
                     len(refs),
                 )
             self.sched.finish(job)
+            self.stats.downloading += 1
             self.downloads.put(DownloadTask(job.job_id, job.workflow, refs))
         elif result.status == "FAILED":
             self.durations.observe(job.workflow, job.last_unfinished, elapsed)
@@ -341,6 +342,7 @@ class Actions:
                     outputs=[r.to_json() for r in task.refs],
                 )
                 self.stats.outcomes["download_failed"] += 1
+                self.stats.downloading -= 1
                 log.warning("%s: %s", task.job_id, exc)
                 return
             if not task.refs:
@@ -349,4 +351,5 @@ class Actions:
                 task.job_id, "completed", self.clock.wall(), outputs=[o.to_json() for o in saved]
             )
             self.stats.outcomes["completed"] += 1
+            self.stats.downloading -= 1
             return

@@ -361,7 +361,7 @@ class _Run:
             code = ExitCode.INTERRUPTED
         elif self.sched.stopped_by_provider:
             code = ExitCode.PROVIDER
-        elif bad or st.invalid or st.left or st.in_flight:
+        elif bad or st.invalid or st.left or st.in_flight or st.downloading:
             code = ExitCode.FAILED
         else:
             code = ExitCode.OK

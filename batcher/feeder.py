@@ -81,6 +81,7 @@ class Feeder:
             elif step is Next.DOWNLOAD:
                 refs = tuple(OutputRef.from_json(o) for o in js.outputs or [] if isinstance(o, dict))
                 self.stats.downloads_resumed += 1
+                self.stats.downloading += 1
                 downloads.put(DownloadTask(job_id, js.workflow or "?", refs))
         for item in read_manifests(self.manifests, self.registry):
             if isinstance(item, RowError):

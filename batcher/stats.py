@@ -32,6 +32,9 @@ class RunStats:
     #: Jobs re-attached from the ledger (a poll_url was known) and downloads resumed.
     attached: int = 0
     downloads_resumed: int = 0
+    #: Jobs whose outputs were handed to the download workers and not yet saved or given up on
+    #: (at the end of a run: cut short by --max-runtime or a signal; downloaded next run).
+    downloading: int = 0
     #: Completed jobs whose saved files were missing after a crash, fetched again.
     outputs_refetched: int = 0
     #: Jobs left for a later run (submissions stopped early).

@@ -17,7 +17,8 @@ def render_summary(result: RunResult) -> str:
     lines = []
     states = dict(st.outcomes)
     total_completed = states.get("completed", 0) + result.earlier.get("completed", 0)
-    if done_now == 0 and not st.left and not st.in_flight and not st.invalid and not result.interrupted:
+    idle = not (st.left or st.in_flight or st.downloading or st.invalid or result.interrupted)
+    if done_now == 0 and idle:
         total = sum(result.earlier.values())
         if total and total_completed == total:
             lines.append(f"Nothing to do: every job is already complete ({plural(total, 'job')}).")
@@ -35,6 +36,8 @@ def render_summary(result: RunResult) -> str:
             parts.append(plural(st.invalid, "invalid row"))
         if st.in_flight:
             parts.append(f"{st.in_flight} still in flight (re-attached next run)")
+        if st.downloading:
+            parts.append(f"{st.downloading} not yet downloaded (next run fetches them, not paid again)")
         if st.left:
             parts.append(f"{st.left} not started")
         lines.append("This run: " + (", ".join(parts) if parts else "no jobs finished"))

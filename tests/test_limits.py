@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import anyio
 import pytest
+from aiohttp import web
 
 from batcher.clock import ScaledClock
 from batcher.config import Settings
 from batcher.dryrun import dry_run, render_dry_run
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
+from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, blog_rows, run, settings_for, sketch_rows, write_jsonl
+from .support import SPEED, blog_rows, last_status, run, settings_for, sketch_rows, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
@@ -79,6 +83,52 @@ async def test_max_runtime_ends_the_run_at_the_deadline_and_saves_in_flight_jobs
         result = await run(settings, [manifest], registry, clock)
         assert emu.stats()["submissions"] == 3
     assert result.stats.in_flight == 3 and result.exit_code is ExitCode.FAILED
+
+
+async def test_max_runtime_cutting_a_download_short_is_not_a_success(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A job the provider finished whose output was still downloading at the deadline: the run
+    must not exit 0 or say there was nothing to do; the next run saves it without a new POST."""
+    release, fetching, posts = anyio.Event(), anyio.Event(), []
+
+    async def submit(request: web.Request) -> web.Response:
+        posts.append(1)
+        url = f"{request.url.origin()}/workflows/request/{'a' * 32}"
+        return web.json_response({"request_id": "a" * 32, "poll_url": url, "status": "QUEUED"})
+
+    async def poll(request: web.Request) -> web.Response:
+        out = [{"keyname": "image", "value": {"data": f"{request.url.origin()}/out/a.png", "type": "image"}}]
+        return web.json_response({"status": "COMPLETED", "output": json.dumps(out)})
+
+    async def output(request: web.Request) -> web.Response:
+        fetching.set()
+        await release.wait()  # the CDN is slow: the deadline comes first
+        return web.Response(body=b"\x89PNG fake", content_type="image/png")
+
+    app = web.Application()
+    app.router.add_post("/workflows/{wf}", submit)
+    app.router.add_get("/workflows/request/{rid}", poll)
+    app.router.add_get("/out/{name}", output)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    try:
+        settings = settings_for(base, tmp_path, **{"limits.max_runtime": 30.0})
+        first = await run(settings, [manifest], registry, ScaledClock(SPEED))
+        assert fetching.is_set() and last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "generated"}
+        release.set()
+        second = await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert first.exit_code is ExitCode.FAILED
+    assert "1 not yet downloaded" in render_summary(first)
+    assert "Nothing to do" not in render_summary(first)
+    assert second.exit_code is ExitCode.OK and second.stats.outcomes == {"completed": 1}
+    assert len(posts) == 1
 
 
 async def test_a_high_failure_rate_halts_submissions(tmp_path: Path, registry: WorkflowRegistry) -> None:
