@@ -31,7 +31,7 @@ from .ledger import utc_iso
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
 from .settings_load import load_settings
 from .summary import render_summary
-from .workflows import load_workflows
+from .workflows import WorkflowRegistry, load_workflows
 
 log = logging.getLogger("batcher")
 
@@ -203,7 +203,9 @@ def _progress_mode(args: argparse.Namespace) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _emulated(settings: Settings, manifests: list[Path]) -> AsyncIterator[Settings]:
+async def _emulated(
+    settings: Settings, manifests: list[Path], registry: WorkflowRegistry
+) -> AsyncIterator[Settings]:
     """The settings pointed at an in-process emulator, for as long as the block runs.
 
     The emulator remembers its requests in ``<ledger folder>/emulator`` (unless ``emulator:``
@@ -220,7 +222,7 @@ async def _emulated(settings: Settings, manifests: list[Path]) -> AsyncIterator[
             )
     # Checked before the emulator starts, which makes its folder beside the ledger: a mistyped
     # manifest name leaves nothing behind (run_batch checks the same again, for library users).
-    paths = preflight(settings, manifests)
+    paths = preflight(settings, manifests, registry)
     assert paths.ledger.path is not None
     if options.get("state_dir") is None:
         options["state_dir"] = str(paths.ledger.path.parent / "emulator")
@@ -275,7 +277,7 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
         tg.start_soon(on_signals, tg.cancel_scope)
         async with contextlib.AsyncExitStack() as stack:
             if args.emulator:
-                settings = await stack.enter_async_context(_emulated(settings, args.manifests))
+                settings = await stack.enter_async_context(_emulated(settings, args.manifests, registry))
             elif not settings.api.api_key:
                 raise ConfigError(
                     "no API key",

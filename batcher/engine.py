@@ -30,7 +30,7 @@ from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
 from .ledger import Ledger, check_ledger_path
-from .manifest import check_manifest_paths
+from .manifest import read_manifests
 from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
 from .progress import Snapshot, snapshot_from
 from .ratecontrol import AdaptiveRate, RateController
@@ -108,7 +108,7 @@ async def run_batch(
     """Run (or resume) the manifests' jobs. Raises UsageError/LedgerError before doing anything."""
     clock = clock or SystemClock()
     rng = rng or random.Random()
-    settings = preflight(settings, manifests)
+    settings = preflight(settings, manifests, registry)
     assert settings.ledger.path is not None
     ledger = Ledger.open(settings.ledger.path)
     try:
@@ -154,11 +154,17 @@ async def run_batch(
         ledger.close()
 
 
-def preflight(settings: Settings, manifests: Sequence[Path]) -> Settings:
+def preflight(settings: Settings, manifests: Sequence[Path], registry: WorkflowRegistry) -> Settings:
     """The settings with the ledger and output paths filled in, once what would stop the run
-    before its first request is ruled out: a missing manifest, a ledger path that is not a file,
-    an output folder that cannot take a file (made now). Raises UsageError/LedgerError."""
-    check_manifest_paths(manifests)
+    before its first request is ruled out: a missing manifest, or one refused as a whole (no
+    rows, a CSV without a header: found by reading up to its first row, before the ledger
+    records a run of it), a ledger path that is not a file, an output folder that cannot take
+    a file (made now). Raises UsageError/LedgerError."""
+    rows = read_manifests(manifests, registry)  # checks the paths first
+    try:
+        next(rows, None)
+    finally:
+        rows.close()
     settings = with_paths(settings, list(manifests))
     assert settings.ledger.path is not None and settings.output.out_dir is not None
     check_ledger_path(settings.ledger.path)

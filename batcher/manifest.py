@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import chain
@@ -110,7 +110,9 @@ def read_manifest(path: Path, registry: WorkflowRegistry) -> Iterator[JobSpec | 
     return read_manifests([path], registry)
 
 
-def read_manifests(paths: Sequence[Path], registry: WorkflowRegistry) -> Iterator[JobSpec | RowError]:
+def read_manifests(
+    paths: Sequence[Path], registry: WorkflowRegistry
+) -> Generator[JobSpec | RowError, None, None]:
     """Jobs and row errors of several manifests, in order; ids are unique across all of them.
 
     A generator: nothing is read until it is iterated. Every whole-file problem raises

@@ -422,6 +422,25 @@ async def test_a_ledger_for_another_manifest_is_refused_unless_forced(
     assert forced.exit_code is ExitCode.OK and again.exit_code is ExitCode.OK
 
 
+async def test_a_manifest_refused_as_a_whole_leaves_no_run_in_the_ledger(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A manifest with no rows (here a CSV with only its header) is a usage error: nothing is
+    sent, and the ledger must not record a run of it, or the right manifest is refused next."""
+    from batcher.errors import ManifestError
+
+    clock = ScaledClock(SPEED)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("id,workflow,input_image\n", encoding="utf-8")
+    right = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        with pytest.raises(ManifestError, match="has no rows"):
+            await run(settings_for(emu.base_url, tmp_path), [wrong], registry, clock)
+        assert ledger_lines(tmp_path / "ledger.jsonl") == []
+        result = await run(settings_for(emu.base_url, tmp_path), [right], registry, clock)
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 1}
+
+
 async def test_changed_workflow_settings_are_detected(tmp_path: Path, registry: WorkflowRegistry) -> None:
     from batcher.errors import LedgerMismatchError
 
