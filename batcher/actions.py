@@ -30,6 +30,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from .api import SegmindAPI
 from .backoff import full_jitter
 from .clock import Clock
@@ -165,6 +167,15 @@ class Actions:
             self._not_sent(job, exc)
         except (RemoteError, TransportError) as exc:
             self._unknown(job, exc)
+        except anyio.get_cancelled_exc_class():
+            # The run stopped (a signal, --max-runtime) before the answer came: the outcome is
+            # unknown, as after a 5xx, and the next run sends it again (or fails it, per
+            # ledger.unknown_submit). It is not a job in flight that the next run re-attaches.
+            self._event(job, "submit_unknown", error="the run stopped before the answer came", retryable=True)
+            self.stats.unknown_outcomes += 1
+            self.stats.cut_submits += 1
+            self.sched.finish(job)
+            raise
         else:
             self.sched.rate.on_success(self.clock.monotonic())
             # Safe from kill -9 once written; on disk with the next POST's sync or within a second.

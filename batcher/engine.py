@@ -367,7 +367,7 @@ class _Run:
             code = ExitCode.INTERRUPTED
         elif self.sched.stopped_by_provider:
             code = ExitCode.PROVIDER
-        elif bad or st.invalid or st.left or st.in_flight or st.downloading:
+        elif bad or st.invalid or st.left or st.in_flight or st.downloading or st.cut_submits:
             code = ExitCode.FAILED
         else:
             code = ExitCode.OK

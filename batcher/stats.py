@@ -26,6 +26,8 @@ class RunStats:
     committed_usd: float = 0.0
     #: POSTs whose outcome is unknown (5xx, timeouts, broken connections).
     unknown_outcomes: int = 0
+    #: Of those, POSTs cut off by the run's stop (a signal, --max-runtime) before their answer.
+    cut_submits: int = 0
     #: Requests sent, by kind, and 429s received.
     requests: Counter[str] = field(default_factory=Counter)
     throttled: int = 0

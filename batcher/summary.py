@@ -17,7 +17,9 @@ def render_summary(result: RunResult) -> str:
     lines = []
     states = dict(st.outcomes)
     total_completed = states.get("completed", 0) + result.earlier.get("completed", 0)
-    idle = not (st.left or st.in_flight or st.downloading or st.invalid or result.interrupted)
+    idle = not (
+        st.left or st.in_flight or st.downloading or st.cut_submits or st.invalid or result.interrupted
+    )
     if done_now == 0 and idle:
         total = sum(result.earlier.values())
         if total and total_completed == total:
@@ -36,6 +38,8 @@ def render_summary(result: RunResult) -> str:
             parts.append(plural(st.invalid, "invalid row"))
         if st.in_flight:
             parts.append(f"{st.in_flight} still in flight (re-attached next run)")
+        if st.cut_submits:
+            parts.append(f"{plural(st.cut_submits, 'POST')} cut off by the stop (outcome unknown)")
         if st.downloading:
             parts.append(f"{st.downloading} not yet downloaded (next run fetches them, not paid again)")
         if st.left:

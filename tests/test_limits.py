@@ -131,6 +131,27 @@ async def test_max_runtime_cutting_a_download_short_is_not_a_success(
     assert len(posts) == 1
 
 
+async def test_a_post_cut_off_by_the_deadline_is_an_unknown_outcome_not_a_job_in_flight(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A POST still unanswered when the run stops has no poll_url: the next run cannot re-attach
+    it, it sends it again. The summary and the ledger must say so, not "still in flight"."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    config = EmulatorConfig(render="placeholder", duration_median=1.0, slow_rate=1.0, slow_seconds=3600.0)
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"limits.max_runtime": 30.0})
+        first = await run(settings, [manifest], registry, clock)
+        emu.state.reconfigure(slow_rate=0.0)
+        second = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+    text = render_summary(first)
+    assert first.exit_code is ExitCode.FAILED and first.stats.in_flight == 0
+    assert "1 POST cut off by the stop (outcome unknown)" in text and "in flight" not in text
+    assert first.stats.unknown_outcomes == 1
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
+    assert second.stats.resubmitted_unknown == 1 and second.exit_code is ExitCode.OK
+
+
 async def test_a_high_failure_rate_halts_submissions(tmp_path: Path, registry: WorkflowRegistry) -> None:
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(40))
