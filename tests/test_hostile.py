@@ -20,7 +20,7 @@ from batcher.api import SegmindAPI
 from batcher.clock import ScaledClock, SystemClock
 from batcher.config import ApiSettings
 from batcher.download import SPILL, DownloadFailed, OutputSaver, safe_name
-from batcher.engine import ExitCode
+from batcher.engine import ExitCode, RunResult
 from batcher.errors import UnsafeOutputError
 from batcher.outputs import MAX_OUTPUTS, OutputRef
 from batcher.transport import Transport
@@ -219,6 +219,19 @@ async def _serve(hostile: Hostile) -> Any:
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
+async def _one_job(
+    hostile: Hostile, tmp_path: Path, registry: WorkflowRegistry, **overrides: Any
+) -> RunResult:
+    """Run one sketch job against ``hostile``, served on a real socket, to the run's end."""
+    runner, base = await _serve(hostile)
+    try:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        settings = settings_for(base, tmp_path, **overrides)
+        return await run(settings, [manifest], registry, ScaledClock(SPEED))
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_poll_answer_that_is_not_json_or_of_the_wrong_shape_does_not_crash_the_run(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -244,13 +257,7 @@ async def test_a_poll_answer_that_is_not_json_or_of_the_wrong_shape_does_not_cra
             (200, "application/json", completed),
         ]
     )
-    runner, base = await _serve(hostile)
-    try:
-        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-        settings = settings_for(base, tmp_path, **{"retry.max_attempts": 10})
-        result = await run(settings, [manifest], registry, ScaledClock(SPEED))
-    finally:
-        await runner.cleanup()
+    result = await _one_job(hostile, tmp_path, registry, **{"retry.max_attempts": 10})
     lines = ledger_lines(tmp_path / "ledger.jsonl")
     assert [r["remote_status"] for r in lines if r["status"] == "polled"] == ["SOMETHING_NEW"]
     [final] = [r for r in lines if r["status"] in ("completed", "download_failed", "failed")]
@@ -325,12 +332,7 @@ async def test_a_key_echoed_by_the_provider_is_redacted_before_any_cut(
         hostile = Hostile([failed], refuse=(status, ctype, body))
     else:
         hostile = Hostile([(status, ctype, body), failed])
-    runner, base = await _serve(hostile)
-    try:
-        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-        await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
-    finally:
-        await runner.cleanup()
+    await _one_job(hostile, tmp_path, registry)
     text = (tmp_path / "ledger.jsonl").read_text()
     assert "xxxxxxxx" in text.lower()  # the provider's text is there
     assert API_KEY[:6] not in text and API_KEY[:6].upper() not in text
@@ -387,12 +389,7 @@ async def test_an_answer_nested_past_the_stack_is_not_json_not_a_crash(
         hostile = Hostile([failed], refuse=(status, "application/json", body))
     else:
         hostile = Hostile([(status, "application/json", body)])
-    runner, base = await _serve(hostile)
-    try:
-        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-        result = await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
-    finally:
-        await runner.cleanup()
+    result = await _one_job(hostile, tmp_path, registry)
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": final}
     assert result.exit_code is (ExitCode.OK if final == "completed" else ExitCode.FAILED)
 
@@ -413,12 +410,7 @@ async def test_a_poll_url_holding_a_password_is_refused_not_a_crash(
     """The host is the API's, so the key was sent, and aiohttp refused to send both our header
     and the URL's user:pass (ValueError): the worker died and the run ended in a traceback."""
     hostile = PollUrlWithUser([(200, "application/json", '{"status": "COMPLETED", "output": ""}')])
-    runner, base = await _serve(hostile)
-    try:
-        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-        result = await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
-    finally:
-        await runner.cleanup()
+    result = await _one_job(hostile, tmp_path, registry)
     assert hostile.polls == 0
     [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "failed"]
     assert "holds a user name or password" in failed["error"] and "hunter2" not in failed["error"]
@@ -433,13 +425,8 @@ async def test_an_output_host_that_cannot_be_looked_up_is_a_failed_download_not_
     over 63 characters; it left the transport unmapped, killed the download worker and ended
     the run in a traceback, with the job paid for and its output never recorded as failed."""
     answer = json.dumps({"status": "COMPLETED", "output": [f"https://{host}/x.png"]})
-    runner, base = await _serve(Hostile([(200, "application/json", answer)]))
-    try:
-        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-        settings = settings_for(base, tmp_path, **{"retry.max_attempts": 2})
-        result = await run(settings, [manifest], registry, ScaledClock(SPEED))
-    finally:
-        await runner.cleanup()
+    hostile = Hostile([(200, "application/json", answer)])
+    result = await _one_job(hostile, tmp_path, registry, **{"retry.max_attempts": 2})
     [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
     assert "cannot be looked up" in failed["error"]
     assert result.exit_code is ExitCode.FAILED
@@ -456,12 +443,7 @@ async def test_a_poll_that_404s_once_does_not_lose_a_paid_job(
     hostile = Hostile(
         [(404, "application/json", '{"error": "Request not found"}'), (200, "application/json", done)]
     )
-    runner, base = await _serve(hostile)
-    try:
-        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-        result = await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
-    finally:
-        await runner.cleanup()
+    result = await _one_job(hostile, tmp_path, registry)
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
     assert result.exit_code is ExitCode.OK
 
@@ -499,13 +481,10 @@ async def test_an_output_behind_a_redirect_is_fetched_without_credentials(
     followed by hand, to http(s) only, with no credentials (downloads never carry them)."""
     cdn = Storage([])
     cdn_runner, cdn_base = await _serve(cdn)
-    runner, base = await _serve(Redirecting(target.replace("CDN", cdn_base)))
     try:
-        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-        settings = settings_for(base, tmp_path, **{"retry.max_attempts": 2})
-        await run(settings, [manifest], registry, ScaledClock(SPEED))
+        hostile = Redirecting(target.replace("CDN", cdn_base))
+        await _one_job(hostile, tmp_path, registry, **{"retry.max_attempts": 2})
     finally:
-        await runner.cleanup()
         await cdn_runner.cleanup()
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": final}
     if final == "completed":
