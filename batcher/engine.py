@@ -358,7 +358,8 @@ class _Run:
     def _result(self) -> RunResult:
         st = self.stats
         st.left += len(self.sched.unsent)
-        st.in_flight = self.sched.in_flight
+        st.resends_waiting = self.sched.resends_waiting()
+        st.in_flight = self.sched.in_flight - st.resends_waiting
         st.stop_reason = self.sched.stop_submitting
         seconds = self.clock.monotonic() - st.started
         bad = sum(n for k, n in st.outcomes.items() if k != "completed")
@@ -367,7 +368,15 @@ class _Run:
             code = ExitCode.INTERRUPTED
         elif self.sched.stopped_by_provider:
             code = ExitCode.PROVIDER
-        elif bad or st.invalid or st.left or st.in_flight or st.downloading or st.cut_submits:
+        elif (
+            bad
+            or st.invalid
+            or st.left
+            or st.in_flight
+            or st.resends_waiting
+            or st.downloading
+            or st.cut_submits
+        ):
             code = ExitCode.FAILED
         else:
             code = ExitCode.OK

@@ -234,6 +234,11 @@ class Scheduler:
     def next_due(self) -> float | None:
         return self._heap[0].at if self._heap else None
 
+    def resends_waiting(self) -> int:
+        """Jobs waiting in the heap to send their POST again (after a 429, a 5xx, a lost answer):
+        counted in flight, but with no poll_url, so a later run sends them, not re-attaches them."""
+        return sum(1 for timed in self._heap if timed.job.next_action == "submit")
+
     async def submits_idle(self) -> None:
         """Wait until no POST is in progress (used to let them land on shutdown)."""
         if self._active["submit"] == 0:

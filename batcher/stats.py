@@ -34,6 +34,9 @@ class RunStats:
     #: Jobs re-attached from the ledger (a poll_url was known) and downloads resumed.
     attached: int = 0
     downloads_resumed: int = 0
+    #: Jobs waiting to send their POST again when the run ended (after a 429, a 5xx or a lost
+    #: answer): no poll_url, so the next run sends them (not counted in ``in_flight``).
+    resends_waiting: int = 0
     #: Jobs whose outputs were handed to the download workers and not yet saved or given up on
     #: (at the end of a run: cut short by --max-runtime or a signal; downloaded next run).
     downloading: int = 0

@@ -18,7 +18,13 @@ def render_summary(result: RunResult) -> str:
     states = dict(st.outcomes)
     total_completed = states.get("completed", 0) + result.earlier.get("completed", 0)
     idle = not (
-        st.left or st.in_flight or st.downloading or st.cut_submits or st.invalid or result.interrupted
+        st.left
+        or st.in_flight
+        or st.resends_waiting
+        or st.downloading
+        or st.cut_submits
+        or st.invalid
+        or result.interrupted
     )
     if done_now == 0 and idle:
         total = sum(result.earlier.values())
@@ -38,6 +44,10 @@ def render_summary(result: RunResult) -> str:
             parts.append(plural(st.invalid, "invalid row"))
         if st.in_flight:
             parts.append(f"{st.in_flight} still in flight (re-attached next run)")
+        if st.resends_waiting:
+            parts.append(
+                f"{plural(st.resends_waiting, 'job')} waiting to send the POST again (sent next run)"
+            )
         if st.cut_submits:
             parts.append(f"{plural(st.cut_submits, 'POST')} cut off by the stop (outcome unknown)")
         if st.downloading:

@@ -204,3 +204,22 @@ def test_dry_run_counts_are_singular_for_one(
     manifest = write_jsonl(tmp_path / "raw.jsonl", raw)
     text = render_dry_run(dry_run(settings, [manifest], registry))
     assert f"estimated cost $0.00 plus {jobs} of workflows with no known price" in text
+
+
+async def test_a_job_waiting_to_resend_its_post_is_not_called_in_flight(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A job backing off after a 5xx on its POST when the run stops has no poll_url: the next run
+    sends it again, it does not re-attach it. The summary must not call it "in flight"."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    config = EmulatorConfig(render="placeholder", duration_median=1.0, error_rate=1.0)
+    async with run_emulator(config, clock=clock) as emu:
+        overrides = {"limits.max_runtime": 30.0, "retry.base_delay": 600.0, "retry.max_delay": 600.0}
+        first = await run(settings_for(emu.base_url, tmp_path, **overrides), [manifest], registry, clock)
+        posts = emu.stats()["api_requests"]
+    text = render_summary(first)
+    assert posts >= 1 and first.stats.unknown_outcomes >= 1
+    assert first.stats.in_flight == 0 and first.stats.resends_waiting == 1
+    assert "1 job waiting to send the POST again (sent next run)" in text and "in flight" not in text
+    assert first.exit_code is ExitCode.FAILED
