@@ -368,15 +368,7 @@ class _Run:
             code = ExitCode.INTERRUPTED
         elif self.sched.stopped_by_provider:
             code = ExitCode.PROVIDER
-        elif (
-            bad
-            or st.invalid
-            or st.left
-            or st.in_flight
-            or st.resends_waiting
-            or st.downloading
-            or st.cut_submits
-        ):
+        elif bad or st.invalid or st.carried_over():
             code = ExitCode.FAILED
         else:
             code = ExitCode.OK

@@ -52,3 +52,8 @@ class RunStats:
 
     def finished(self) -> int:
         return sum(self.outcomes.values())
+
+    def carried_over(self) -> int:
+        """Jobs this run leaves for the next: not started, in flight, waiting to send the POST
+        again, cut off mid-POST, or not yet downloaded (each makes the run's exit code 1)."""
+        return self.left + self.in_flight + self.resends_waiting + self.cut_submits + self.downloading

@@ -17,15 +17,7 @@ def render_summary(result: RunResult) -> str:
     lines = []
     states = dict(st.outcomes)
     total_completed = states.get("completed", 0) + result.earlier.get("completed", 0)
-    idle = not (
-        st.left
-        or st.in_flight
-        or st.resends_waiting
-        or st.downloading
-        or st.cut_submits
-        or st.invalid
-        or result.interrupted
-    )
+    idle = not (st.carried_over() or st.invalid or result.interrupted)
     if done_now == 0 and idle:
         total = sum(result.earlier.values())
         if total and total_completed == total:
