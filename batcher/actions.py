@@ -145,6 +145,10 @@ class Actions:
             self._event(job, "failed", error=f"cannot read local input file: {exc.strerror}", retryable=False)
             self._end(job, "failed")
             return
+        if job.post_unknown:
+            # Counted when it is sent, not when it was queued: a guard may stop it before that.
+            job.post_unknown = False
+            self.stats.resubmitted_unknown += 1
         self._event(
             job,
             "submitting",

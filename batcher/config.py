@@ -89,7 +89,8 @@ UNKNOWN_SUBMIT_CHOICES = ("resubmit", "fail")
 class LedgerSettings:
     #: Unset: ``runs/<first manifest's name>/ledger.jsonl``.
     path: Path | None = None
-    #: A job whose POST outcome is unknown (``submitting`` without ``submitted``): "resubmit" or "fail".
+    #: A job with a POST of unknown outcome and no ``submitted`` since (``JobState.post_unknown``):
+    #: "resubmit" or "fail".
     unknown_submit: str = "resubmit"
     #: Use a ledger written for other manifests or workflow settings anyway.
     force: bool = False

@@ -65,7 +65,7 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
         step = known.next_step(retry_failed=settings.retry_failed) if known else Next.SUBMIT
         if known is not None:
             report.known[step.value] += 1
-        if step in (Next.SUBMIT, Next.UNKNOWN):
+        if step is Next.SUBMIT or (step is Next.UNKNOWN and settings.ledger.unknown_submit != "fail"):
             report.to_submit[wf.name] += 1
             if wf.price_usd is None:
                 report.unpriced += 1

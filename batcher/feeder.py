@@ -99,20 +99,25 @@ class Feeder:
             if self.sched.stop_submitting:
                 self.stats.left += 1
                 continue
-            if step is Next.UNKNOWN:
-                if self.settings.ledger.unknown_submit == "fail":
-                    self.ledger.event(
-                        item.job_id,
-                        "failed",
-                        self.clock.wall(),
-                        retryable=False,
-                        error="an earlier POST's outcome is unknown and ledger.unknown_submit is 'fail'",
-                    )
-                    self.stats.outcomes["failed"] += 1
-                    continue
-                self.stats.resubmitted_unknown += 1
+            if step is Next.UNKNOWN and self.settings.ledger.unknown_submit == "fail":
+                self.ledger.event(
+                    item.job_id,
+                    "failed",
+                    self.clock.wall(),
+                    retryable=False,
+                    error="an earlier POST's outcome is unknown and ledger.unknown_submit is 'fail'",
+                )
+                self.stats.outcomes["failed"] += 1
+                continue
             wf = item.workflow
-            job = Job(item.job_id, wf.name, wf.price_usd, workflow_id=wf.workflow_id, spec=item)
+            job = Job(
+                item.job_id,
+                wf.name,
+                wf.price_usd,
+                workflow_id=wf.workflow_id,
+                spec=item,
+                post_unknown=step is Next.UNKNOWN,
+            )
             if not await self.sched.pending.put(job):
                 self.stats.left += 1
         self.sched.pending.close()

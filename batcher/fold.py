@@ -1,10 +1,11 @@
 """One streaming pass over a ledger, keeping only what ``status`` and ``report`` need.
 
 Leaner than :class:`~batcher.state.LedgerState` on purpose: per job it keeps the last status, the
-workflow, whether a ``poll_url`` is known, the retry flag, the last error and the time of the last
-``submitted``; strings that repeat (statuses, workflow names) are shared, so a million-line ledger
-folds in seconds and tens of megabytes (``bench/status_speed.py``). The fields mirror what
-``LedgerState.apply`` keeps, so ``status`` and ``run`` agree on every job's state.
+workflow, whether a ``poll_url`` is known, the retry flag, whether a POST's outcome is unknown, the
+last error and the time of the last ``submitted``; strings that repeat (statuses, workflow names)
+are shared, so a million-line ledger folds in seconds and tens of megabytes
+(``bench/status_speed.py``). The fields mirror what ``LedgerState.apply`` keeps, so ``status`` and
+``run`` agree on every job's state.
 """
 
 from __future__ import annotations
@@ -50,13 +51,15 @@ class RunSpan:
 class JobFacts:
     """What the fold keeps of one job."""
 
-    __slots__ = ("error", "poll", "retryable", "status", "submitted_ts", "workflow")
+    __slots__ = ("error", "poll", "post_unknown", "retryable", "status", "submitted_ts", "workflow")
 
     def __init__(self) -> None:
         self.status = ""
         self.workflow: str | None = None
         self.poll = False
         self.retryable = False
+        #: As ``JobState.post_unknown``: a POST that may have been billed, no ``submitted`` since.
+        self.post_unknown = False
         self.error: object = None
         self.submitted_ts: str | None = None
 
@@ -74,6 +77,7 @@ class LedgerFold:
         self.first_ts: str | None = None
         self.last_ts: str | None = None
         self.submitted: Counter[str | None] = Counter()
+        #: POSTs of unknown outcome: ``submit_unknown`` lines, and POSTs a killed run left unanswered.
         self.unknown_outcomes = 0
         self.invalid: list[InvalidRow] = []
         self.invalid_total = 0
@@ -83,6 +87,8 @@ class LedgerFold:
         self.unknown_submit = LedgerSettings.unknown_submit
         self._run: list[Any] | None = None  # [started, last_ts, lines, submissions]
         self._shared: dict[str, str] = {}
+        #: Jobs whose last line is ``submitting`` (as ``LedgerState.posting``).
+        self._posting: set[str] = set()
 
     def apply(self, rec: Mapping[str, Any]) -> None:
         self.lines += 1
@@ -96,6 +102,11 @@ class LedgerFold:
         status = rec.get("status")
         job_id = rec.get("job_id")
         if job_id is None and status == "run":
+            # A new process: the POSTs the last one left without an answer are of unknown outcome.
+            for posted in self._posting:
+                self.jobs[posted].post_unknown = True
+            self.unknown_outcomes += len(self._posting)
+            self._posting.clear()
             self._close_run()
             self._run = [ts, ts, 1, 0]
             settings = rec.get("settings")
@@ -128,16 +139,24 @@ class LedgerFold:
         if isinstance(workflow, str):
             job.workflow = shared.setdefault(workflow, workflow)
         if status == "submitting":
+            if job_id in self._posting:  # a POST before it never got an answer line
+                job.post_unknown = True
+                self.unknown_outcomes += 1
+            self._posting.add(job_id)
             job.poll = False
             job.error = None
-        elif status == "submitted":
+        else:
+            self._posting.discard(job_id)
+        if status == "submitted":
             job.poll = bool(rec.get("poll_url"))
+            job.post_unknown = False
             job.submitted_ts = ts
             self.submitted[job.workflow] += 1
             if run is not None:
                 run[3] += 1
         elif status == "submit_unknown":
             self.unknown_outcomes += 1
+            job.post_unknown = True
         elif status == "generated" and self.durations is not None and ts and job.submitted_ts:
             start, end = parse_iso(job.submitted_ts), parse_iso(ts)
             if start is not None and end is not None and end >= start:

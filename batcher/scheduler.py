@@ -78,6 +78,9 @@ class Job:
     sent_at: float = 0.0
     #: Re-attached from the ledger (submitted by an earlier run), not submitted by this one.
     attached: bool = False
+    #: An earlier run's POST of it got no clear answer: its first POST here is counted as sent
+    #: again (``RunStats.resubmitted_unknown``), as it may be billed twice.
+    post_unknown: bool = False
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

@@ -50,6 +50,11 @@ class JobState:
     retryable: bool = False
     submits: int = 0
     unknown: int = 0
+    #: A POST of this job may have been accepted (and billed) with no ``submitted`` since: a
+    #: ``submit_unknown``, or a ``submitting`` whose process died before the answer. Cleared only
+    #: by a ``submitted``: a later 429, a refused connection or a give-up says nothing about that
+    #: POST, so sending the job again may still pay for it twice.
+    post_unknown: bool = False
     first_ts: str | None = None
     submitted_ts: str | None = None
     last_ts: str | None = None
@@ -79,16 +84,20 @@ class JobState:
         if s in NEEDS_DOWNLOAD:
             return Next.DOWNLOAD
         if s == "expired" or (s == "failed" and not self.retryable):
-            return Next.SUBMIT if retry_failed else Next.NOTHING
+            if not retry_failed:
+                return Next.NOTHING
+            # --retry-failed sends it again; a POST of unknown outcome still goes by
+            # ledger.unknown_submit (and is counted as sent again).
+            return Next.UNKNOWN if self.post_unknown and not self.poll_url else Next.SUBMIT
         if self.poll_url:
             # A poll_url known since the last POST: that job is polled, never POSTed again,
             # whatever else the ledger says after it.
             return Next.ATTACH
-        if s in UNKNOWN_OUTCOME:
+        if s in UNKNOWN_OUTCOME or self.post_unknown:
+            # Also a job that gave up after unknown outcomes (``failed``, retryable), or was
+            # deferred (a 429, no connection) on its way to sending such a POST again.
             return Next.UNKNOWN
-        return (
-            Next.SUBMIT
-        )  # deferred, a retryable failure before a poll_url, or a status a newer batcher wrote
+        return Next.SUBMIT  # deferred, a retryable failure before a poll_url, or a newer status
 
 
 @dataclass
@@ -98,6 +107,9 @@ class LedgerState:
     lines: int = 0
     #: Lines up to the last ``run_end``: the outputs those runs saved were flushed to disk.
     synced_upto: int = 0
+    #: Jobs whose last line is ``submitting``: a POST on the wire, or cut off by a kill if a
+    #: ``run`` line comes next.
+    posting: set[str] = field(default_factory=set)
 
     def apply(self, rec: Mapping[str, Any]) -> None:
         """Fold one ledger record into the state."""
@@ -106,6 +118,10 @@ class LedgerState:
         job_id = rec.get("job_id")
         if status == "run" and job_id is None:
             self.runs.append(dict(rec))
+            # A new process: the POSTs the last one left without an answer are of unknown outcome.
+            for posted in self.posting:
+                self.jobs[posted].post_unknown = True
+            self.posting.clear()
             return
         if status == "run_end" and job_id is None:
             self.synced_upto = self.lines
@@ -121,17 +137,24 @@ class LedgerState:
         if isinstance(rec.get("workflow"), str):
             job.workflow = rec["workflow"]
         if status == "submitting":
+            if job_id in self.posting:  # a POST before it never got an answer line
+                job.post_unknown = True
+            self.posting.add(job_id)
             job.submits += 1
             job.request_id = job.poll_url = None
             job.outputs = None
             job.error = None
-        elif status == "submit_unknown":
+        else:
+            self.posting.discard(job_id)
+        if status == "submit_unknown":
             job.unknown += 1
+            job.post_unknown = True
             job.error = rec.get("error")
         elif status == "submitted":
             job.request_id = rec.get("request_id")
             job.poll_url = rec.get("poll_url")
             job.submitted_ts = ts
+            job.post_unknown = False
         elif status in ("generated", "completed", "download_failed"):
             outputs = rec.get("outputs")
             if isinstance(outputs, list):

@@ -70,6 +70,7 @@ class FailureGroup:
 
     message: str
     count: int
+    #: Of those, the jobs the next run tries again (not counting ``--retry-failed``).
     retryable: int
     statuses: tuple[str, ...]
     examples: tuple[str, ...]
@@ -145,14 +146,16 @@ def summarize(
 ) -> StatusReport:
     """The report of a finished fold. ``now`` is a POSIX time (ledger times are wall-clock)."""
     by_state: Counter[str] = Counter()
-    kinds: Counter[tuple[str, bool, bool]] = Counter()
+    kinds: Counter[tuple[str, bool, bool, bool]] = Counter()
     in_flight: list[tuple[str, str, JobFacts]] = []
     groups: dict[str, list[Any]] = {}
     normalised: dict[object, str] = {}
     failed = 0
+    # A retryable failure whose POST's outcome is unknown is failed for good next run, not retried.
+    fail_unknown = fold.unknown_submit == "fail"
     for job_id, job in fold.jobs.items():
         by_state[job.status] += 1
-        kinds[(job.status, job.retryable, job.poll)] += 1
+        kinds[(job.status, job.retryable, job.poll, job.post_unknown)] += 1
         if job.status in IN_FLIGHT:
             # ISO times in one format sort as text; jobs without one go last.
             in_flight.append((job.submitted_ts or "~", job_id, job))
@@ -165,15 +168,15 @@ def summarize(
             if group is None:
                 group = groups[key] = [0, 0, set(), []]
             group[0] += 1
-            group[1] += job.retryable
+            group[1] += job.retryable and not (fail_unknown and job.post_unknown and not job.poll)
             group[2].add(job.status)
             if len(group[3]) < 3:
                 group[3].append(job_id)
     next_run: Counter[str] = Counter()
-    for (status, retryable, poll), n in kinds.items():
-        step = JobState(status=status, retryable=retryable, poll_url="known" if poll else None).next_step(
-            retry_failed=retry_failed
-        )
+    for (status, retryable, poll, post_unknown), n in kinds.items():
+        step = JobState(
+            status=status, retryable=retryable, poll_url="known" if poll else None, post_unknown=post_unknown
+        ).next_step(retry_failed=retry_failed)
         if step is not Next.NOTHING:
             next_run[step.value] += n
     oldest = heapq.nsmallest(IN_FLIGHT_CAP, in_flight, key=lambda item: (item[0], item[1]))

@@ -70,8 +70,8 @@ def render_summary(result: RunResult) -> str:
     if st.resubmitted_unknown or st.unknown_outcomes:
         lines.append(
             f"Outcome unknown: {plural(st.unknown_outcomes, 'POST')} got no clear answer this run and "
-            f"{plural(st.resubmitted_unknown, 'job')} from an interrupted POST had to be sent again; "
-            "each may have been billed twice"
+            f"{plural(st.resubmitted_unknown, 'job')} with an earlier POST of unknown outcome had to be "
+            "sent again; each may have been billed twice"
         )
     if st.credits is not None:
         lines.append(f"Provider credits remaining: {_money(st.credits)}")

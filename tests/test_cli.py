@@ -224,7 +224,7 @@ async def test_kill_9_between_submitting_and_submitted_resubmits_once_and_counts
             done = await _resume(tmp_path, emu.base_url)
         stats = emu.stats()
     assert done.returncode == 0, done.stderr.decode()
-    assert b"1 job from an interrupted POST had to be sent again" in done.stdout
+    assert b"1 job with an earlier POST of unknown outcome had to be sent again" in done.stdout
     # The killed POST reached the server (it was only slow), so that one input was paid twice.
     assert stats["inputs_submitted_more_than_once"] <= 1
     assert stats["submissions"] <= 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import socket
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from batcher.clock import ScaledClock
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
 from batcher.inputs import InputSpec
+from batcher.summary import render_summary
 from batcher.workflows import Workflow, WorkflowRegistry
 
 from .support import (
@@ -510,3 +512,67 @@ async def test_slow_answers_time_out_and_are_retried_until_done(
     assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 6
     timeouts = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if "in time" in str(r.get("error", ""))]
     assert timeouts, "some request must have timed out"
+
+
+async def test_a_job_that_gave_up_on_unknown_posts_is_counted_or_failed_when_the_next_run_meets_it(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Every POST of the job is accepted (and billed) but answered 502, until the run gives up on
+    it: ``failed``, retryable, no poll_url. Its POST's outcome is as unknown as after a kill: the
+    next run must count it as sent again (it may be billed twice), or under ``unknown_submit: fail``
+    not send it at all. It was sent again as a plain retry: uncounted, whatever the setting."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    refusing = tmp_path / "refusing"
+    refusing.mkdir()
+    async with _emulator(clock, lost_rate=1.0) as emu:  # type: ignore[attr-defined]
+        first = await run(
+            settings_for(emu.base_url, tmp_path, **{"retry.max_attempts": 2}), [manifest], registry, clock
+        )
+        assert emu.stats()["submissions"] == 2  # both POSTs accepted: billed twice already
+        shutil.copy(tmp_path / "ledger.jsonl", refusing / "ledger.jsonl")
+        emu.state.reconfigure(lost_rate=0.0)
+        failing = settings_for(emu.base_url, refusing, **{"ledger.unknown_submit": "fail"})
+        refused = await run(failing, [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 2  # not sent again
+        again = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        submissions = emu.stats()["submissions"]
+    assert first.stats.outcomes == {"failed": 1} and first.stats.unknown_outcomes == 2
+    assert last_status(tmp_path / "refusing" / "ledger.jsonl")["sketch-0000"] == "failed"
+    assert refused.stats.outcomes == {"failed": 1} and refused.stats.requests["submit"] == 0
+    assert refused.exit_code is ExitCode.FAILED
+    assert submissions == 3 and again.exit_code is ExitCode.OK
+    assert again.stats.outcomes == {"completed": 1} and again.stats.resubmitted_unknown == 1
+    assert "1 job with an earlier POST of unknown outcome had to be sent again" in render_summary(again)
+
+
+async def test_a_post_of_unknown_outcome_stays_unknown_after_a_resend_that_never_connected(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A kill left a POST unanswered; the next run's resend never connected (``deferred``, left for
+    the next run). The killed POST may still have been billed: the run after must count the job as
+    sent again, or under ``unknown_submit: fail`` not send it. It took it for a fresh submission."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    killed = {"ts": "2026-11-21T00:00:00Z", "job_id": "sketch-0000", "status": "submitting"}
+    write_jsonl(tmp_path / "ledger.jsonl", [killed])
+    with socket.socket() as sock:  # a port that was free a moment ago, now closed
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    unsent = await run(
+        settings_for(closed, tmp_path, **{"retry.max_attempts": 2}), [manifest], registry, clock
+    )
+    assert unsent.stats.outcomes == {"deferred": 1} and unsent.stats.resubmitted_unknown == 1
+    refusing = tmp_path / "refusing"
+    refusing.mkdir()
+    shutil.copy(tmp_path / "ledger.jsonl", refusing / "ledger.jsonl")
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        failing = settings_for(emu.base_url, refusing, **{"ledger.unknown_submit": "fail"})
+        refused = await run(failing, [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 0
+        again = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        submissions = emu.stats()["submissions"]
+    assert refused.stats.outcomes == {"failed": 1} and refused.stats.requests["submit"] == 0
+    assert submissions == 1 and again.stats.outcomes == {"completed": 1}
+    assert again.stats.resubmitted_unknown == 1
+    assert "1 job with an earlier POST of unknown outcome had to be sent again" in render_summary(again)

@@ -198,7 +198,24 @@ async def test_a_wave_of_submissions_dispatched_together_shares_one_fsync(tmp_pa
         (["submitting", "submitted", "failed"], {"retryable": False}, False, Next.NOTHING),
         (["submitting", "submitted", "failed"], {"retryable": False}, True, Next.SUBMIT),
         (["submitting", "submitted", "failed"], {"retryable": True}, False, Next.ATTACH),
-        (["submitting", "submit_unknown", "failed"], {"retryable": True}, False, Next.SUBMIT),
+        # A POST of unknown outcome stays unknown until a `submitted`, whatever comes between:
+        # giving up on it, a 429 or no connection on the way to sending it again, a kill ("run").
+        (["submitting", "submit_unknown", "failed"], {"retryable": True}, False, Next.UNKNOWN),
+        (
+            ["submitting", "submit_unknown", "submitting", "deferred"],
+            {"retryable": True},
+            False,
+            Next.UNKNOWN,
+        ),
+        (["submitting", "run", "submitting", "deferred"], {"retryable": True}, False, Next.UNKNOWN),
+        (["submitting", "submit_unknown", "submitting", "submitted"], {}, False, Next.ATTACH),
+        (["submitting", "submit_unknown", "submitting", "submitted", "failed"], {}, True, Next.SUBMIT),
+        (["submitting", "submit_unknown", "failed"], {"retryable": False}, False, Next.NOTHING),
+        (["submitting", "submit_unknown", "failed"], {"retryable": False}, True, Next.UNKNOWN),
+        (["submitting", "run", "failed"], {"retryable": False}, True, Next.UNKNOWN),
+        (["submitting", "failed"], {"retryable": False}, True, Next.SUBMIT),  # a 400: a definite no
+        (["submitting", "run"], {}, False, Next.UNKNOWN),
+        (["submitting", "submitting", "deferred"], {"retryable": True}, False, Next.UNKNOWN),
         (["submitting", "submitted", "expired"], {}, False, Next.NOTHING),
         (["submitting", "submitted", "expired"], {}, True, Next.SUBMIT),
     ],
@@ -208,7 +225,8 @@ def test_replay_decides_what_each_job_needs(
 ) -> None:
     state = LedgerState()
     for status in statuses:
-        rec: dict[str, object] = {"ts": "2026-11-21T00:00:00Z", "job_id": "j", "status": status}
+        job_id = None if status == "run" else "j"
+        rec: dict[str, object] = {"ts": "2026-11-21T00:00:00Z", "job_id": job_id, "status": status}
         if status == "submitted":
             rec.update(request_id="r" * 32, poll_url="http://h/workflows/request/r")
         if status == statuses[-1]:
@@ -253,6 +271,7 @@ STATUSES = [
     "expired",
     "invalid",
     "something_new",
+    "run",
 ]
 
 
@@ -267,7 +286,7 @@ def test_replay_of_any_prefix_of_any_history_is_consistent(events: list[tuple[st
     for job, status, flag in events:
         rec: dict[str, object] = {
             "ts": "2026-11-21T00:00:00Z",
-            "job_id": job,
+            "job_id": None if status == "run" else job,
             "status": status,
             "retryable": flag,
         }
@@ -282,3 +301,8 @@ def test_replay_of_any_prefix_of_any_history_is_consistent(events: list[tuple[st
                 assert step in (Next.ATTACH, Next.NOTHING), (job_id, job)
             if job.status in ("submitting", "submit_unknown") and job.poll_url is None:
                 assert step is Next.UNKNOWN
+            if job.post_unknown and job.poll_url is None:
+                # A POST that may have been billed is never sent again as a plain submission:
+                # ledger.unknown_submit decides, and the summary counts it.
+                for retry_failed in (False, True):
+                    assert job.next_step(retry_failed=retry_failed) is not Next.SUBMIT, (job_id, job)

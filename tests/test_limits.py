@@ -223,3 +223,46 @@ async def test_a_job_waiting_to_resend_its_post_is_not_called_in_flight(
     assert first.stats.in_flight == 0 and first.stats.resends_waiting == 1
     assert "1 job waiting to send the POST again (sent next run)" in text and "in flight" not in text
     assert first.exit_code is ExitCode.FAILED
+
+
+async def test_only_jobs_of_unknown_outcome_that_are_sent_again_are_counted_as_sent_again(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Two rows a killed run left mid-POST (``submitting``, no answer); the budget lets one of
+    them go out again. The summary said both "had to be sent again" (counted when queued)."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    write_jsonl(
+        tmp_path / "ledger.jsonl",
+        [
+            {"ts": "2026-11-21T00:00:00Z", "job_id": job, "status": "submitting"}
+            for job in ("sketch-0000", "sketch-0001")
+        ],
+    )
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=1.0), clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"limits.budget_usd": 1.5 * SKETCH})
+        result = await run(settings, [manifest], registry, clock)
+        submissions = emu.stats()["submissions"]
+    text = render_summary(result)
+    assert submissions == 1 and result.stats.outcomes == {"completed": 1} and result.stats.left == 1
+    assert result.stats.resubmitted_unknown == 1
+    assert "1 job with an earlier POST of unknown outcome had to be sent again" in text
+
+
+@pytest.mark.parametrize(("policy", "to_submit"), [("resubmit", 2), ("fail", 1)])
+def test_dry_run_counts_a_job_that_gave_up_on_unknown_posts_per_unknown_submit(
+    tmp_path: Path, registry: WorkflowRegistry, policy: str, to_submit: int
+) -> None:
+    """A job whose POSTs all got 502s until the run gave up (``failed``, retryable) is a POST of
+    unknown outcome: ``fail`` will not send it, so it is not in the estimate."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    lines = [("submitting", {}), ("submit_unknown", {"retryable": True}), ("failed", {"retryable": True})]
+    write_jsonl(
+        tmp_path / "ledger.jsonl",
+        [{"ts": "2026-11-21T00:00:00Z", "job_id": "sketch-0000", "status": s, **f} for s, f in lines],
+    )
+    settings = settings_for("http://127.0.0.1:9", tmp_path, **{"ledger.unknown_submit": policy})
+    report = dry_run(settings, [manifest], registry)
+    assert dict(report.known) == {"unknown": 1} and dict(report.to_submit) == {"sketch": to_submit}
+    assert report.cost_usd == pytest.approx(to_submit * SKETCH)
+    assert "1 with a POST of unknown outcome" in render_dry_run(report)

@@ -307,6 +307,7 @@ STATUSES = [
     "failed",
     "expired",
     "newer-status",
+    "run",
 ]
 
 
@@ -317,7 +318,7 @@ def _records(draw: st.DrawFn) -> list[dict[str, Any]]:
         status = draw(st.sampled_from(STATUSES))
         rec: dict[str, Any] = {
             "ts": "2026-11-21T00:00:00.000Z",
-            "job_id": draw(st.sampled_from("abcde")),
+            "job_id": None if status == "run" else draw(st.sampled_from("abcde")),
             "status": status,
         }
         if status == "submitting":
@@ -397,3 +398,48 @@ def test_the_next_run_of_an_unknown_post_follows_the_ledgers_unknown_submit_sett
     b.tick(60).run()  # a later run with the default setting: resubmit again
     report = ledger_status(b.write(tmp_path / "l.jsonl"), prices=PRICES, now=b.now)
     assert "POST outcome unknown (resubmit)" in render_status_text(report)
+
+
+@pytest.mark.parametrize(
+    ("policy", "next_words", "retried"),
+    [
+        ("resubmit", "POST outcome unknown (resubmit)", ", 1 retried next run"),
+        ("fail", "POST outcome unknown (fail: ledger.unknown_submit)", ""),
+    ],
+)
+def test_a_job_that_gave_up_on_posts_of_unknown_outcome_is_an_unknown_post_next_run(
+    tmp_path: Path, policy: str, next_words: str, retried: str
+) -> None:
+    """Its last line is a retryable ``failed``, but no POST of it was answered: the next run sends it
+    again as a POST of unknown outcome (and counts it), or fails it under ``unknown_submit: fail``.
+    Status called it a plain "submit", "retried next run" whatever the setting."""
+    b = LedgerBuilder()
+    b.line(None, "run", manifests=["/data/jobs.jsonl"], settings={"ledger": {"unknown_submit": policy}})
+    for _ in range(2):
+        b.tick(1).submitting("a", "sketch", IMG).tick(60).line(
+            "a", "submit_unknown", error="HTTP 502", retryable=True
+        )
+    b.failed("a", "gave up after 2 tries: HTTP 502", retryable=True)
+    report = _status(tmp_path, b)
+    assert dict(report.next_run) == {"attach": 0, "download": 0, "unknown": 1, "submit": 0}
+    text = render_status_text(report)
+    assert re.search(rf"\n  {re.escape(next_words)} +1(\n|$)", text)
+    assert f"  1  failed{retried}: gave up after 2 tries: HTTP 502" in text
+    assert report.failures[0].retryable == (policy == "resubmit")
+
+
+def test_a_post_a_killed_run_left_unanswered_stays_unknown_until_a_submitted(tmp_path: Path) -> None:
+    """A kill between ``submitting`` and the answer: the next run's ``run`` line is the proof. The
+    POST may have been billed (counted as of unknown outcome), and a 429 on the way to sending it
+    again does not make it a plain submission."""
+    b = LedgerBuilder().run()
+    b.tick(1).submitting("a", "sketch", IMG)
+    b.tick(60).run()  # the first run was killed mid-POST
+    b.tick(1).submitting("a", "sketch", IMG).tick(1).line("a", "deferred", error="HTTP 429", retryable=True)
+    report = _status(tmp_path, b)
+    assert report.unknown_outcomes == 1 and report.next_run["unknown"] == 1
+    assert re.search(r"\n  POST outcome unknown +1  \(may have been billed\)\n", render_status_text(report))
+    b.tick(1).submit("a", "sketch", IMG)  # answered at last: polled from now on, never re-POSTed
+    report = _status(tmp_path, b)
+    assert report.unknown_outcomes == 1 and dict(report.next_run)["attach"] == 1
+    assert report.next_run["unknown"] == 0

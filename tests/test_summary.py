@@ -42,8 +42,8 @@ def _result(n: int) -> RunResult:
                 "Resumed: 1 job re-attached by poll_url (not paid again), 1 download retried",
                 "Recovered: the files of 1 completed job were missing or short after a run that did not end "
                 "in order; fetched again (not paid again)",
-                "Outcome unknown: 1 POST got no clear answer this run and 1 job from an interrupted POST "
-                "had to be sent again; each may have been billed twice",
+                "Outcome unknown: 1 POST got no clear answer this run and 1 job with an earlier POST of "
+                "unknown outcome had to be sent again; each may have been billed twice",
             ],
         ),
         (
@@ -55,8 +55,8 @@ def _result(n: int) -> RunResult:
                 "Resumed: 2 jobs re-attached by poll_url (not paid again), 2 downloads retried",
                 "Recovered: the files of 2 completed jobs were missing or short after a run that did not end "
                 "in order; fetched again (not paid again)",
-                "Outcome unknown: 2 POSTs got no clear answer this run and 2 jobs from an interrupted POST "
-                "had to be sent again; each may have been billed twice",
+                "Outcome unknown: 2 POSTs got no clear answer this run and 2 jobs with an earlier POST of "
+                "unknown outcome had to be sent again; each may have been billed twice",
             ],
         ),
     ],
