@@ -31,8 +31,15 @@ unit: install
 
 test: lint typecheck unit
 
+# Every benchmark in turn (about 25 minutes on 2 cores; throughput alone is 18), going on past
+# one that misses its target, then exit 1 if any did. One at a time: see README, Performance.
+BENCHES := overhead memory soak status_speed manifest_memory throughput
+
 bench: install
-	$(PY) bench/run.py
+	@failed=""; for b in $(BENCHES); do \
+		echo "== bench/$$b.py"; $(PY) bench/$$b.py || failed="$$failed $$b"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "missed or failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
