@@ -198,14 +198,23 @@ class SegmindAPI:
         return PollResult(status, credits=self.credits)
 
     async def download(
-        self, url: str, sink: Callable[[bytes], Awaitable[None]], *, max_bytes: int, timeout: float
+        self,
+        url: str,
+        sink: Callable[[bytes], Awaitable[None]],
+        *,
+        max_bytes: int,
+        timeout: float,
+        min_rate: float | None = None,
     ) -> Streamed:
-        """Stream an output file to ``sink``. Never sends credentials; only http(s)."""
+        """Stream an output file to ``sink``. Never sends credentials; only http(s). It gets
+        ``timeout`` seconds, plus one for every ``min_rate`` bytes received."""
         match = _SCHEME.match(url)
         scheme = match.group(1).lower() if match else ""
         if scheme not in ("http", "https"):
             raise UnsafeOutputError(f"refusing output URL with scheme '{scheme or '(none)'}:'")
-        return await self._transport.stream(url, sink, max_bytes=max_bytes, timeout=timeout)
+        return await self._transport.stream(
+            url, sink, max_bytes=max_bytes, timeout=timeout, min_rate=min_rate
+        )
 
     # --- answers ---------------------------------------------------------------------
 

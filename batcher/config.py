@@ -30,7 +30,12 @@ class ApiSettings:
     #: Path of the submit call; ``/workflows/v2/{workflow_id}`` behaves the same.
     submit_path: str = "/workflows/{workflow_id}"
     connect_timeout: float = 10.0
+    #: Seconds of silence (no byte at all) before a request counts as lost.
     read_timeout: float = 60.0
+    #: Seconds one API request (a submit, a poll) may take in all, from when it has a connection
+    #: (waiting for one of ``max_connections`` is not counted): a host that trickles its answer
+    #: a byte at a time never trips ``read_timeout``.
+    request_timeout: float = 120.0
     max_connections: int = 32
 
 
@@ -77,7 +82,11 @@ class OutputSettings:
     #: Where output files go; unset: ``outputs/`` beside the ledger.
     out_dir: Path | None = None
     max_bytes: int = 100 * 1024 * 1024
+    #: Seconds a download may take from when it has a connection, plus one second for every
+    #: ``min_rate`` bytes received: a file arriving at ``min_rate`` bytes a second or faster is
+    #: never cut, however big; a trickle is cut after about ``timeout`` seconds.
     timeout: float = 300.0
+    min_rate: int = 64 * 1024
     concurrency: int = 4
 
 

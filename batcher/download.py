@@ -161,13 +161,17 @@ def check_out_dir(out_dir: Path, *, create: bool) -> None:
 class OutputSaver:
     """Saves outputs for a run. One per run; safe to use from many tasks."""
 
-    def __init__(self, api: SegmindAPI, out_dir: Path, *, max_bytes: int, timeout: float) -> None:
+    def __init__(
+        self, api: SegmindAPI, out_dir: Path, *, max_bytes: int, timeout: float, min_rate: float | None = None
+    ) -> None:
         self._api = api
         # Absolute, so the paths the ledger records mean the same files whichever folder a
         # later run, ``status`` or ``report`` starts in.
         self._out = os.path.abspath(out_dir)
         self._max_bytes = max_bytes
         self._timeout = timeout
+        #: Bytes a second that earn a download time past ``timeout`` (see :mod:`batcher.transport`).
+        self._min_rate = min_rate
         self._pid = os.getpid()
 
     def _target(self, stem: str, index: int, key: str, ext: str, used: set[str]) -> str:
@@ -239,7 +243,7 @@ class OutputSaver:
                 size = len(data)
             else:
                 got = await self._api.download(
-                    ref.url, sink, max_bytes=self._max_bytes, timeout=self._timeout
+                    ref.url, sink, max_bytes=self._max_bytes, timeout=self._timeout, min_rate=self._min_rate
                 )
                 if got.status != 200:
                     gone = got.status in (403, 404, 410)

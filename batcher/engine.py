@@ -281,11 +281,18 @@ class _Run:
         async with Transport(
             connect_timeout=s.api.connect_timeout,
             read_timeout=s.api.read_timeout,
+            request_timeout=s.api.request_timeout,
             max_connections=s.api.max_connections,
         ) as transport:
             api = SegmindAPI(transport, s.api, self.clock)
             assert s.output.out_dir is not None
-            saver = OutputSaver(api, s.output.out_dir, max_bytes=s.output.max_bytes, timeout=s.output.timeout)
+            saver = OutputSaver(
+                api,
+                s.output.out_dir,
+                max_bytes=s.output.max_bytes,
+                timeout=s.output.timeout,
+                min_rate=s.output.min_rate,
+            )
             actions = Actions(
                 api=api,
                 ledger=self.ledger,

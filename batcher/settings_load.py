@@ -276,6 +276,7 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
     need(s.api.max_connections >= 1, "api.max_connections", "must be at least 1", "e.g. 32")
     need(s.api.connect_timeout > 0, "api.connect_timeout", "must be positive", "give seconds, e.g. 10")
     need(s.api.read_timeout > 0, "api.read_timeout", "must be positive", "give seconds, e.g. 60")
+    need(s.api.request_timeout > 0, "api.request_timeout", "must be positive", "give seconds, e.g. 120")
     need(s.concurrency >= 1, "concurrency", f"must be at least 1, got {s.concurrency}", "e.g. 16")
     rpm = s.rate.requests_per_minute
     need(rpm is None or rpm > 0, "rate.requests_per_minute", "must be positive", "e.g. 50, or leave unset")
@@ -300,6 +301,12 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
     )
     need(s.rate.max_wait > 0, "rate.max_wait", "must be positive", "seconds, e.g. 900")
     need(s.output.timeout > 0, "output.timeout", "must be positive", "seconds, e.g. 300")
+    need(
+        s.output.min_rate >= 1,
+        "output.min_rate",
+        "must be at least 1 byte a second",
+        "bytes a second, e.g. 65536",
+    )
     need(s.output.max_bytes > 0, "output.max_bytes", "must be positive", "bytes, e.g. 104857600")
     need(s.output.concurrency >= 1, "output.concurrency", "must be at least 1", "e.g. 4")
     need(

@@ -4,6 +4,26 @@ It sends bytes and returns bytes; it knows nothing of Segmind. Every error of th
 leaves this module as one of ours (:class:`~batcher.errors.TransportError` and its children),
 raised ``from`` the original. Nothing here logs or formats headers, so credentials passed in
 ``headers`` cannot leak through this layer's messages.
+
+Timeouts. aiohttp's ``sock_read`` counts only silence between bytes, so a host that answers a
+byte every few seconds never trips it; and aiohttp's ``total`` also counts the wait for a pooled
+connection, which under load is our own queue, not the host's slowness. So the connection limit
+is a semaphore here (waiting for a slot is never timed) and every request gets an overall
+deadline from the moment it holds a slot (DNS, connect, send, headers and body):
+
+* an API call (:meth:`Transport.request`): a fixed deadline (``api.request_timeout``). Its answers
+  are a few hundred bytes of JSON: one that takes minutes is a broken or hostile host.
+* an output download (:meth:`Transport.stream`): a deadline that grows with the bytes received.
+  It starts at ``output.timeout`` and every ``min_rate`` bytes received push it back one second,
+  so a file arriving at ``min_rate`` or faster is never cut, however big (up to its size cap),
+  while a trickle is cut after about ``output.timeout``. It scales with what arrived, not with
+  the Content-Length a host declares (a hostile host could declare any size and then trickle).
+  The longest a host can hold one try of a download is ``output.timeout + max_bytes / min_rate``.
+
+Both also keep the session's connect and read (silence) timeouts; downloads used to replace them
+with a flat ``total`` that also counted the wait for a connection. A deadline that passes is a
+:class:`~batcher.errors.RequestTimeout`, like a silent host: the callers' retry paths apply (a
+POST cut by it has an unknown outcome, see :mod:`batcher.actions`).
 """
 
 from __future__ import annotations
@@ -52,7 +72,8 @@ def _describe(url: str) -> str:
 class Transport:
     """An aiohttp session with our timeouts, connection limit and exception mapping.
 
-    Use as an async context manager; one per run.
+    Use as an async context manager; one per run. ``request_timeout`` is the deadline of one
+    request once it holds one of the ``max_connections`` slots (see the module's docstring).
     """
 
     def __init__(
@@ -60,13 +81,20 @@ class Transport:
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        request_timeout: float = 120.0,
         max_connections: int = 64,
         user_agent: str = USER_AGENT,
     ) -> None:
+        # No ``total``: aiohttp's counts the wait for a pooled connection. Deadlines are ours.
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
         )
+        self._request_timeout = request_timeout
         self._max_connections = max_connections
+        #: The connection limit. A request waits here, untimed, before its deadline starts. The
+        #: connector has the same limit but never waits for it: a connection goes back to it
+        #: (synchronously) before its slot here is released.
+        self._slots = asyncio.Semaphore(max_connections)
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
 
@@ -106,31 +134,39 @@ class Transport:
         max_bytes: int = 16 * 1024 * 1024,
         timeout: float | None = None,
     ) -> Answer:
-        """Send one request and read the whole answer (at most ``max_bytes``)."""
+        """Send one request and read the whole answer (at most ``max_bytes``), within
+        ``timeout`` seconds (default: the transport's ``request_timeout``) of holding a slot."""
+        limit = self._request_timeout if timeout is None else timeout
+        deadline: asyncio.Timeout | None = None
         try:
-            async with self.session.request(
-                method,
-                url,
-                headers=headers,
-                allow_redirects=False,
-                json=json_body,  # None: no body (aiohttp's default)
-                # The session's own timeouts (what aiohttp uses when none is given), or these.
-                timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
-            ) as resp:
-                declared = resp.content_length
-                # Content-Length counts the bytes on the wire: trust it for the cap only when
-                # the answer is not compressed (aiohttp inflates as it reads).
-                encoding = resp.headers.get("Content-Encoding")
-                identity = encoding is None or encoding.lower() == "identity"
-                if identity and declared is not None and declared <= max_bytes:
-                    body = await resp.read()  # the usual case: a small JSON answer, one read
-                else:
-                    body = await _read_capped(resp, max_bytes, url)
-                # aiohttp's headers are case-insensitive: lower-case keys find them.
-                return Answer(status=resp.status, headers=resp.headers, body=body)
+            async with self._slots:
+                deadline = asyncio.timeout(limit)
+                async with (
+                    deadline,
+                    self.session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        allow_redirects=False,
+                        json=json_body,  # None: no body (aiohttp's default)
+                    ) as resp,
+                ):
+                    declared = resp.content_length
+                    # Content-Length counts the bytes on the wire: trust it for the cap only when
+                    # the answer is not compressed (aiohttp inflates as it reads).
+                    encoding = resp.headers.get("Content-Encoding")
+                    identity = encoding is None or encoding.lower() == "identity"
+                    if identity and declared is not None and declared <= max_bytes:
+                        body = await resp.read()  # the usual case: a small JSON answer, one read
+                    else:
+                        body = await _read_capped(resp, max_bytes, url)
+                    # aiohttp's headers are case-insensitive: lower-case keys find them.
+                    return Answer(status=resp.status, headers=resp.headers, body=body)
         except UnsafeOutputError:
             raise
         except Exception as exc:
+            if deadline is not None and deadline.expired():
+                raise RequestTimeout(f"no complete answer from {_describe(url)} within {limit:g} s") from exc
             raise _map(exc, url) from exc
 
     async def stream(
@@ -141,41 +177,69 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         max_bytes: int,
         timeout: float | None = None,
+        min_rate: float | None = None,
         chunk_size: int = 64 * 1024,
     ) -> Streamed:
         """GET ``url`` and hand its body to ``sink`` chunk by chunk, refusing past ``max_bytes``.
 
-        A non-200 answer is returned with ``size == 0`` and nothing passed to ``sink``.
+        The whole download, redirects included, must end within ``timeout`` seconds (default:
+        the transport's ``request_timeout``) of holding a slot, plus one second for every
+        ``min_rate`` bytes received (None: no extension). A non-200 answer is returned with
+        ``size == 0`` and nothing passed to ``sink``.
         """
         kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
-        if timeout is not None:
-            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        base = self._request_timeout if timeout is None else timeout
         first = url
+        deadline: asyncio.Timeout | None = None
+        started = 0.0
+        received = 0
+
+        def progress(n: int) -> None:
+            # Every min_rate bytes earn one more second (see the module's docstring).
+            nonlocal received
+            received += n
+            if min_rate is not None and deadline is not None and not deadline.expired():
+                deadline.reschedule(started + base + received / min_rate)
+
         try:
-            for hop in range(MAX_REDIRECTS + 1):
-                async with self.session.get(url, **kwargs) as resp:
-                    location = resp.headers.get("Location")
-                    if resp.status in _REDIRECTS and location and hop < MAX_REDIRECTS:
-                        # Followed by hand: only to http(s), and headers go to the first origin only.
-                        try:
-                            nxt = resp.url.join(URL(location))
-                        except ValueError:
-                            raise UnsafeOutputError(
-                                f"{_describe(first)} redirects to an invalid URL"
-                            ) from None
-                        if nxt.scheme not in ("http", "https"):
-                            raise UnsafeOutputError(
-                                f"{_describe(first)} redirects to a '{nxt.scheme}:' URL; refused"
+            # One slot for every hop: each hop's connection is released before the next.
+            async with self._slots:
+                started = asyncio.get_running_loop().time()
+                deadline = asyncio.timeout(base)
+                async with deadline:
+                    for hop in range(MAX_REDIRECTS + 1):
+                        async with self.session.get(url, **kwargs) as resp:
+                            location = resp.headers.get("Location")
+                            if resp.status in _REDIRECTS and location and hop < MAX_REDIRECTS:
+                                # Followed by hand: only to http(s), and headers go to the first
+                                # origin only.
+                                try:
+                                    nxt = resp.url.join(URL(location))
+                                except ValueError:
+                                    raise UnsafeOutputError(
+                                        f"{_describe(first)} redirects to an invalid URL"
+                                    ) from None
+                                if nxt.scheme not in ("http", "https"):
+                                    raise UnsafeOutputError(
+                                        f"{_describe(first)} redirects to a '{nxt.scheme}:' URL; refused"
+                                    )
+                                if nxt.origin() != resp.url.origin():
+                                    kwargs["headers"] = None
+                                url = str(nxt)
+                                continue
+                            return await self._deliver(
+                                resp, url, sink, progress, max_bytes=max_bytes, chunk_size=chunk_size
                             )
-                        if nxt.origin() != resp.url.origin():
-                            kwargs["headers"] = None
-                        url = str(nxt)
-                        continue
-                    return await self._deliver(resp, url, sink, max_bytes=max_bytes, chunk_size=chunk_size)
             raise AssertionError("unreachable: the last hop returns")  # pragma: no cover
         except UnsafeOutputError:
             raise
         except Exception as exc:
+            if deadline is not None and deadline.expired():
+                elapsed = asyncio.get_running_loop().time() - started
+                allowed = f"{base:g} s" + (f", plus 1 s per {min_rate:g} bytes received" if min_rate else "")
+                raise RequestTimeout(
+                    f"{_describe(url)} too slow: {received} bytes in {elapsed:.1f} s (allowed: {allowed})"
+                ) from exc
             raise _map(exc, url) from exc
 
     async def _deliver(
@@ -183,11 +247,13 @@ class Transport:
         resp: aiohttp.ClientResponse,
         url: str,
         sink: Callable[[bytes], Awaitable[None]],
+        progress: Callable[[int], None],
         *,
         max_bytes: int,
         chunk_size: int,
     ) -> Streamed:
-        """Hand a (final) answer's body to ``sink``: see :meth:`stream`."""
+        """Hand a (final) answer's body to ``sink``, telling ``progress`` each chunk's size: see
+        :meth:`stream`."""
         hdrs = resp.headers
         if resp.status != 200:
             return Streamed(resp.status, resp.content_type, 0, hdrs)
@@ -210,6 +276,7 @@ class Transport:
             size += len(chunk)
             if size > max_bytes:
                 raise UnsafeOutputError(f"{_describe(url)} is over the {max_bytes}-byte cap")
+            progress(len(chunk))
             await sink(chunk)
         return Streamed(resp.status, resp.content_type, size, hdrs)
 

@@ -133,6 +133,16 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             {"m.jsonl": "{}\n", "c.yaml": "output:\n  timeout: 0\n"},
             "c.yaml:2: output.timeout: must be positive",
         ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  request_timeout: -1\n"},
+            "c.yaml:2: api.request_timeout: must be positive",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "output:\n  timeout: 60\n  min_rate: 0\n"},
+            "c.yaml:3: output.min_rate: must be at least 1 byte a second",
+        ),
     ],
 )
 def test_a_usage_mistake_is_one_clear_line_and_exit_2(

@@ -493,3 +493,202 @@ async def test_an_output_behind_a_redirect_is_fetched_without_credentials(
     else:
         [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == final]
         assert "redirects to a 'file:' URL" in failed["error"] and failed["retryable"] is False
+
+
+#: A trickle: one byte this often (real seconds), far inside the read timeout (20 s in tests).
+TRICKLE_EVERY = 0.05
+#: Bytes of padding before a trickled answer is complete: 20 s of trickle, so that a client
+#: without an overall deadline gets the whole answer (and the tests below fail on it).
+TRICKLE_PAD = 400
+
+
+class Trickling(Hostile):
+    """Sends the first answer of one kind (``what``: submit, poll or output), or every one with
+    ``always``, a byte every TRICKLE_EVERY seconds: never silent long enough for a read timeout.
+    ``cut`` notes, for each trickled answer, whether the client hung up before it was complete."""
+
+    def __init__(self, what: str, *, always: bool = False, body: bytes = b"") -> None:
+        done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
+        super().__init__([(200, "application/json", done)])
+        self.what, self.always, self.body = what, always, body
+        self.seen: dict[str, int] = {}
+        self.cut: list[bool] = []
+        self.posts = 0
+
+    def _trickles(self, what: str) -> bool:
+        self.seen[what] = self.seen.get(what, 0) + 1
+        return what == self.what and (self.always or self.seen[what] == 1)
+
+    async def _trickle(self, request: web.Request, answer: web.Response, pad: int) -> web.StreamResponse:
+        """``answer``'s body after ``pad`` spaces (JSON allows them), a byte at a time."""
+        assert isinstance(answer.body, bytes)
+        data = b" " * pad + answer.body
+        resp = web.StreamResponse(status=answer.status, headers={"Content-Type": answer.content_type})
+        resp.content_length = len(data)
+        await resp.prepare(request)
+        try:
+            for i in range(len(data)):
+                await resp.write(data[i : i + 1])
+                await anyio.sleep(TRICKLE_EVERY)
+            await resp.write_eof()
+        except anyio.get_cancelled_exc_class():
+            self.cut.append(True)
+            raise
+        except ConnectionError:  # the client hung up
+            self.cut.append(True)
+            return resp
+        self.cut.append(False)
+        return resp
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        self.posts += 1
+        answer = await super().submit(request)
+        return await self._trickle(request, answer, TRICKLE_PAD) if self._trickles("submit") else answer
+
+    async def poll(self, request: web.Request) -> web.StreamResponse:
+        answer = await super().poll(request)
+        return await self._trickle(request, answer, TRICKLE_PAD) if self._trickles("poll") else answer
+
+    async def output(self, request: web.Request) -> web.StreamResponse:
+        if self._trickles("output"):
+            return await self._trickle(request, web.Response(body=self.body, content_type="image/png"), 0)
+        return web.Response(body=self.body, content_type="image/png")
+
+
+@pytest.mark.parametrize("what", ["submit", "poll"])
+async def test_an_api_answer_that_trickles_is_cut_at_the_request_deadline_and_retried(
+    tmp_path: Path, registry: WorkflowRegistry, what: str
+) -> None:
+    """A host answering a byte every 50 ms never trips the read timeout (silence), and the session
+    had no overall one: the POST or poll held its worker (and the job its slot) for as long as the
+    host liked. Now ``api.request_timeout`` cuts it; it is a timeout like any other: a poll is
+    retried, and a POST's outcome is unknown (recorded and counted, then sent again)."""
+    hostile = Trickling(what, body=b"\x89PNG fake")
+    result = await _one_job(hostile, tmp_path, registry, **{"api.request_timeout": 1.0})
+    assert hostile.cut == [True]  # the client hung up on the trickle, before its answer ended
+    lines = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r.get("job_id")]
+    statuses = [r["status"] for r in lines]
+    if what == "submit":
+        assert statuses == [
+            "submitting",
+            "submit_unknown",
+            "submitting",
+            "submitted",
+            "generated",
+            "completed",
+        ]
+        assert "within 1 s" in lines[1]["error"] and lines[1]["retryable"] is True
+        assert result.stats.unknown_outcomes == 1 and hostile.posts == 2  # sent twice, not silently
+    else:
+        assert statuses == ["submitting", "submitted", "generated", "completed"]
+        assert hostile.posts == 1
+    assert (tmp_path / "out" / "sketch-0000.png").read_bytes() == b"\x89PNG fake"
+    assert result.exit_code is ExitCode.OK
+
+
+async def test_an_output_that_trickles_is_cut_and_the_job_ends_as_a_retryable_download_failure(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A 100 KB output sent a byte every 50 ms: every byte received pushes the deadline back by
+    1/min_rate of a second (a microsecond), so it is cut after about ``output.timeout``, not
+    kept alive by its trickle; each try is cut, and the job ends ``download_failed`` (retryable:
+    the next run fetches it again), the error saying how slow the host was."""
+    hostile = Trickling("output", always=True, body=bytes(100_000))
+    result = await _one_job(hostile, tmp_path, registry, **{"output.timeout": 1.0, "retry.max_attempts": 2})
+    assert hostile.cut == [True, True]
+    [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
+    assert "too slow" in failed["error"] and failed["retryable"] is True
+    assert result.exit_code is ExitCode.FAILED
+    assert not list((tmp_path / "out").glob("sketch-0000*"))
+
+
+class Steady(Hostile):
+    """Serves a big output at a steady ``rate`` bytes a second, in 16 KiB pieces."""
+
+    def __init__(self, data: bytes, rate: float) -> None:
+        done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
+        super().__init__([(200, "application/json", done)])
+        self.data, self.rate = data, rate
+
+    async def output(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        resp.content_length = len(self.data)
+        await resp.prepare(request)
+        piece = 16 * 1024
+        for i in range(0, len(self.data), piece):
+            await resp.write(self.data[i : i + piece])
+            await anyio.sleep(piece / self.rate)
+        await resp.write_eof()
+        return resp
+
+
+async def test_a_big_output_that_keeps_flowing_is_not_cut_by_the_download_deadline(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """``output.timeout`` was a flat limit on a whole download: an output bigger than the
+    timeout times the link's speed was cut on every try of every run, paid for and never saved.
+    A download now earns a second for every ``output.min_rate`` bytes received: this one (1.5 MiB
+    at 640 KiB/s, about 2.4 s, against a 0.5 s timeout and a 256 KiB/s minimum) completes."""
+    data = hashlib.sha256(b"big").digest() * (1536 * 1024 // 32)
+    hostile = Steady(data, rate=640 * 1024)
+    result = await _one_job(
+        hostile,
+        tmp_path,
+        registry,
+        **{"output.timeout": 0.5, "output.min_rate": 256 * 1024, "retry.max_attempts": 2},
+    )
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
+    assert (tmp_path / "out" / "sketch-0000.png").read_bytes() == data
+    assert result.exit_code is ExitCode.OK
+
+
+@pytest.mark.parametrize("how", ["request", "stream"])
+async def test_waiting_for_a_connection_does_not_count_against_the_deadline(how: str) -> None:
+    """One connection, two requests: the second waits for the first (held 1 s by the server)
+    longer than its own 0.3 s deadline, and still succeeds: the deadline starts when a request
+    has its connection. (aiohttp's ``total`` and ``connect`` timeouts count that wait.)"""
+    order: list[str] = []
+    arrived = anyio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        order.append("slow in")
+        arrived.set()
+        await anyio.sleep(1.0)
+        order.append("slow out")
+        return web.Response(body=b"slow")
+
+    async def fast(request: web.Request) -> web.Response:
+        order.append("fast in")
+        return web.Response(body=b"fast")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/fast", fast)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    got: dict[str, bytes] = {}
+    try:
+        async with Transport(max_connections=1, connect_timeout=0.3) as transport:
+
+            async def fetch(path: str, deadline: float) -> None:
+                if how == "request":
+                    got[path] = (await transport.request("GET", base + path, timeout=deadline)).body
+                else:
+                    chunks: list[bytes] = []
+
+                    async def sink(chunk: bytes) -> None:
+                        chunks.append(chunk)
+
+                    await transport.stream(base + path, sink, max_bytes=100, timeout=deadline)
+                    got[path] = b"".join(chunks)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fetch, "/slow", 10.0)
+                await arrived.wait()  # the one connection is taken
+                tg.start_soon(fetch, "/fast", 0.3)
+    finally:
+        await runner.cleanup()
+    assert got == {"/slow": b"slow", "/fast": b"fast"}
+    assert order == ["slow in", "slow out", "fast in"]  # it did wait for the connection
