@@ -1,6 +1,8 @@
 """``batcher run --dry-run``: validate every row, count what would run and what it would cost.
 
 Sends nothing and writes nothing; reads the ledger without taking its lock (a run may hold it).
+A ledger the run would refuse (written for other manifests or workflow settings) is refused here
+too, with the same error, unless ``--force``.
 Streams the manifests, so a million rows cost memory only for the ledger's jobs and the set of ids
 seen (for duplicate detection).
 """
@@ -53,6 +55,10 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
     if settings.ledger.path is not None:
         for record in read_records(settings.ledger.path):
             state.apply(record)
+        if not settings.ledger.force:
+            names = [str(p.resolve()) for p in manifests]
+            fingerprints = {wf.name: wf.fingerprint() for wf in registry}
+            state.compatible(names, fingerprints, ledger=str(settings.ledger.path))
     for item in read_manifests(manifests, registry):
         report.rows += 1
         if isinstance(item, RowError):

@@ -190,6 +190,34 @@ def test_dry_run_counts_jobs_and_cost_and_sends_nothing(tmp_path: Path, registry
     assert "): 1 to re-attach, 2 done" in render_dry_run(report)
 
 
+async def test_dry_run_refuses_a_ledger_the_run_would_refuse(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A dry run previews the run: a ledger written for another manifest, or for other workflow
+    settings, is refused by both (it said "would submit" while the run exited 2), unless forced."""
+    from batcher.errors import LedgerMismatchError
+    from batcher.workflows import Workflow
+
+    clock = ScaledClock(SPEED)
+    nightly = write_jsonl(tmp_path / "nightly.jsonl", sketch_rows(2))
+    other = write_jsonl(tmp_path / "other.jsonl", sketch_rows(2, start=2))
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=1.0), clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path)
+        assert (await run(settings, [nightly], registry, clock)).exit_code is ExitCode.OK
+    write_jsonl(nightly, sketch_rows(1, start=4), append=True)
+    assert dict(dry_run(settings, [nightly], registry).to_submit) == {"sketch": 1}
+    with pytest.raises(LedgerMismatchError, match=r"written for manifest\(s\) .*nightly\.jsonl.*--force"):
+        dry_run(settings, [other], registry)
+    sketch = registry.get("sketch")
+    assert sketch is not None
+    bumped = Workflow(name="sketch", workflow_id="66cec9a38aeef98f887211f1-v2", inputs=sketch.inputs)
+    changed = WorkflowRegistry([bumped, *(wf for wf in registry if wf.name != "sketch")])
+    with pytest.raises(LedgerMismatchError, match=r"different settings for workflow.*sketch"):
+        dry_run(settings, [nightly], changed)
+    forced = settings_for(emu.base_url, tmp_path, **{"ledger.force": True})
+    assert dict(dry_run(forced, [other], registry).to_submit) == {"sketch": 2}
+
+
 @pytest.mark.parametrize(("n", "jobs", "rows"), [(1, "1 job", "1 row"), (2, "2 jobs", "2 rows")])
 def test_dry_run_counts_are_singular_for_one(
     tmp_path: Path, registry: WorkflowRegistry, n: int, jobs: str, rows: str
