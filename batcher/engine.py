@@ -331,11 +331,20 @@ class _Run:
 
     async def _end_run(self) -> None:
         """Flush this run's output files to disk (one syncfs, not an fsync per file), then
-        say so in the ledger: the next run checks the files of runs without ``run_end``."""
+        say so in the ledger: the next run checks the files of runs without ``run_end``. The
+        line also says why submissions stopped and how many jobs were left unstarted: rows the
+        ledger has no other line for, which ``batcher status`` could not see otherwise."""
         assert self.s.output.out_dir is not None
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(sync_outputs, self.s.output.out_dir)
-            self.ledger.event(None, "run_end", self.clock.wall(), outputs_synced=True)
+            self.ledger.event(
+                None,
+                "run_end",
+                self.clock.wall(),
+                outputs_synced=True,
+                not_started=self.stats.left + len(self.sched.unsent),
+                stop_reason=self.sched.stop_submitting,
+            )
             await self.ledger.sync()
 
     async def _window(self, deadline: float, scope: anyio.CancelScope) -> None:

@@ -81,6 +81,10 @@ class LedgerFold:
         self.unknown_outcomes = 0
         self.invalid: list[InvalidRow] = []
         self.invalid_total = 0
+        #: The last run's ``run_end``: jobs it left unstarted (rows with no line of their own
+        #: when it never got to them) and why it stopped submitting, if it did.
+        self.not_started = 0
+        self.stop_reason: str | None = None
         self.durations: list[float] | None = [] if durations else None
         self.runs: list[RunSpan] = []
         #: The last run's ``ledger.unknown_submit``: what a POST of unknown outcome gets next.
@@ -117,6 +121,7 @@ class LedgerFold:
             )
             self.invalid = []  # only the last run's invalid rows are news
             self.invalid_total = 0
+            self.not_started, self.stop_reason = 0, None
             return
         run = self._run
         if run is not None:
@@ -126,6 +131,10 @@ class LedgerFold:
         if job_id is None:
             if status == "invalid":
                 self._add_invalid(rec)
+            elif status == "run_end":
+                left = rec.get("not_started")
+                self.not_started = left if isinstance(left, int) and not isinstance(left, bool) else 0
+                self.stop_reason = _str_or_none(rec.get("stop_reason"))
             return
         if not isinstance(job_id, str) or not isinstance(status, str):
             return

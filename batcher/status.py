@@ -112,6 +112,9 @@ class StatusReport:
     unknown_outcomes: int = 0
     #: What the next run does with a POST of unknown outcome (the last run's setting).
     unknown_submit: str = LedgerSettings.unknown_submit
+    #: Jobs the last run left unstarted (the next run submits them) and why it stopped submitting.
+    not_started: int = 0
+    stop_reason: str | None = None
 
     @property
     def submissions(self) -> int:
@@ -212,6 +215,8 @@ def summarize(
         runs=tuple(fold.runs),
         unknown_outcomes=fold.unknown_outcomes,
         unknown_submit=fold.unknown_submit,
+        not_started=fold.not_started,
+        stop_reason=fold.stop_reason,
     )
 
 

@@ -443,3 +443,35 @@ def test_a_post_a_killed_run_left_unanswered_stays_unknown_until_a_submitted(tmp
     report = _status(tmp_path, b)
     assert report.unknown_outcomes == 1 and dict(report.next_run)["attach"] == 1
     assert report.next_run["unknown"] == 0
+
+
+@pytest.mark.anyio
+async def test_the_morning_after_a_run_stopped_early_says_what_it_left_unstarted(tmp_path: Path) -> None:
+    """Rows a run never got to (here, past its --budget) have no ledger line of their own, so
+    status said "0 known jobs would run" and every job 100% completed: the run's ``run_end``
+    now says how many it left and why, and status shows it until a run leaves none."""
+    from batcher.clock import ScaledClock
+    from batcher.emulator import EmulatorConfig, run_emulator
+    from batcher.workflows import load_workflows
+
+    from .support import SPEED, run, settings_for, sketch_rows, write_jsonl
+
+    registry = load_workflows()
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(5))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=1.0), clock=clock) as emu:
+        budget = settings_for(emu.base_url, tmp_path, **{"limits.budget_usd": 0.25})
+        first = await run(budget, [manifest], registry, clock)
+        assert first.stats.left == 3
+        report = ledger_status(ledger, prices=PRICES, now=T0)
+        assert report.by_state == {"completed": 2} and report.next_run_total == 0
+        assert report.not_started == 3 and (report.stop_reason or "").startswith("budget:")
+        text = render_status_text(report)
+        assert "Last run  stopped submitting: budget: " in text
+        assert text.endswith("; 3 jobs not started (the next run submits them)")
+        assert status_json(report)["last_run"] == {"not_started": 3, "stop_reason": report.stop_reason}
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+    report = ledger_status(ledger, prices=PRICES, now=T0)
+    assert report.not_started == 0 and report.stop_reason is None
+    assert "Last run" not in render_status_text(report)
