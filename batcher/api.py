@@ -37,7 +37,10 @@ from .transport import Answer, Streamed, Transport
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _REQUEST_ID = re.compile(r"^[0-9a-zA-Z_-]{8,128}$")
-_CREDITS = re.compile(r"balance\s*\$?\s*(-?[\d.]+).*?required\s*\$?\s*(-?[\d.]+)", re.IGNORECASE | re.DOTALL)
+#: "Balance $X, required $Y": a number is digits with an optional fraction, so a sentence's full
+#: stop after it ("Balance $0.05.") is not read as part of it.
+_AMOUNT = r"\s*\$?\s*(-?\d+(?:\.\d+)?)"
+_CREDITS = re.compile(rf"balance{_AMOUNT}.*?required{_AMOUNT}", re.IGNORECASE | re.DOTALL)
 #: How deep a failure reason is read before the rest is shown as "...".
 _MAX_REASON_DEPTH = 8
 #: What :func:`_loads` returns for a body that is not JSON (JSON's own null is None).

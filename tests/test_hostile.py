@@ -394,6 +394,24 @@ async def test_an_answer_nested_past_the_stack_is_not_json_not_a_crash(
     assert result.exit_code is (ExitCode.OK if final == "completed" else ExitCode.FAILED)
 
 
+@pytest.mark.parametrize(
+    "message",
+    ["Insufficient credits. Balance $0.05. Required $0.10.", "Insufficient credits. Balance $.. required $."],
+    ids=["full-stops", "no-digits"],
+)
+async def test_a_406_whose_amounts_end_a_sentence_stops_the_run_not_crashes_it(
+    tmp_path: Path, registry: WorkflowRegistry, message: str
+) -> None:
+    """The balance and the amount required were read as ``[\\d.]+``, so "Balance $0.05." gave
+    "0.05." and float() raised ValueError: the request worker died and the run ended in a
+    traceback instead of stopping its submissions with exit 3 and the provider's message."""
+    hostile = Hostile([], refuse=(406, "application/json", json.dumps({"error": message})))
+    result = await _one_job(hostile, tmp_path, registry)
+    assert result.exit_code is ExitCode.PROVIDER
+    assert message in (result.stats.stop_reason or "")
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "deferred"}
+
+
 class PollUrlWithUser(Hostile):
     """Hands out a poll_url on the API's own origin with ``user:pass@`` in it."""
 
