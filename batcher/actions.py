@@ -6,7 +6,8 @@ The classification follows ``../shared/segmind-api.md``:
 answer                on submit                            on poll
 ====================  ===================================  =====================================
 200                   ``submitted`` (poll_url, durable)    QUEUED/PROCESSING/other: poll again;
-                                                           COMPLETED: ``generated``, download;
+                                                           COMPLETED: ``generated``, download
+                                                           (no output named: poll again, bounded);
                                                            FAILED: ``failed`` (not retryable)
 400 (422)             ``failed``, not retryable            retry (a poll has no input to reject)
 401 / 403             stop the run (exit 3)                stop the run (exit 3)
@@ -288,11 +289,15 @@ class Actions:
         if result.credits is not None:
             self.stats.credits = result.credits
         job.polls += 1
-        job.errors = 0
+        empty = result.status == "COMPLETED" and not result.outputs
+        if not empty:
+            job.errors = 0
         elapsed = now - (job.submitted_at if job.submitted_at is not None else now)
         if job.polls == 1 and not job.attached:
             self.polls.first_polled(job.workflow, result.status in ("COMPLETED", "FAILED"))
-        if result.status == "COMPLETED":
+        if empty:
+            self._completed_empty(job)
+        elif result.status == "COMPLETED":
             self.durations.observe(job.workflow, job.last_unfinished, elapsed)
             refs = tuple(result.outputs)
             cut = {"outputs_cut_at": len(refs)} if result.outputs_cut else {}
@@ -327,6 +332,20 @@ class Actions:
                 self._event(job, "polled", remote_status=result.status)
             job.last_remote = result.status
             self.sched.schedule(job, "poll", now + self.polls.next_delay(job.workflow, elapsed, job.polls))
+
+    def _completed_empty(self, job: Job) -> None:
+        """COMPLETED, with no output in the answer (``""``, missing, or entries without data):
+        paid for, and nothing to save; the output may not be filled in yet. Polled again with
+        backoff, a bounded number of times, like a poll error; then ``failed``, retryable: the
+        next run polls it again and never pays for it twice. Never ``completed`` with nothing."""
+        job.errors += 1
+        error = "the provider reported COMPLETED with no output"
+        if job.errors >= self.settings.retry.max_attempts:
+            self._event(job, "failed", error=f"{error} ({job.errors} polls)", retryable=True)
+            self._end(job, "failed")
+            log.warning("%s: %s", job.job_id, error)
+        else:
+            self.sched.schedule(job, "poll", self.clock.monotonic() + self._backoff(job))
 
     # --- download ------------------------------------------------------------------
 

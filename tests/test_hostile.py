@@ -466,6 +466,47 @@ async def test_a_poll_that_404s_once_does_not_lose_a_paid_job(
     assert result.exit_code is ExitCode.OK
 
 
+NO_OUTPUT = {  # COMPLETED answers that name nothing to save
+    "empty": {"status": "COMPLETED", "output": ""},
+    "missing": {"status": "COMPLETED"},
+    "flat-empty": {"status": "COMPLETED", "output": json.dumps({"image_output": ""})},
+    "entry-empty": {
+        "status": "COMPLETED",
+        "output": json.dumps([{"keyname": "image", "value": {"data": "", "type": "image"}}]),
+    },
+}
+
+
+@pytest.mark.parametrize("answer", list(NO_OUTPUT))
+async def test_a_completed_answer_with_no_output_does_not_complete_the_job(
+    tmp_path: Path, registry: WorkflowRegistry, answer: str
+) -> None:
+    """A COMPLETED answer naming no output was recorded 'completed' with no file, and the run
+    exited 0 ("every job completed"): paid for, nothing saved, and nothing left to say so but a
+    log line. Now it is polled again, a bounded number of times, then failed, retryable (the
+    next run polls it again; it is never sent again)."""
+    hostile = Hostile([(200, "application/json", json.dumps(NO_OUTPUT[answer]))])
+    result = await _one_job(hostile, tmp_path, registry, **{"retry.max_attempts": 3})
+    assert hostile.polls == 3
+    lines = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r.get("job_id")]
+    assert [r["status"] for r in lines] == ["submitting", "submitted", "failed"]
+    assert "COMPLETED with no output" in lines[-1]["error"] and lines[-1]["retryable"] is True
+    assert result.exit_code is ExitCode.FAILED
+
+
+async def test_an_output_named_after_an_empty_completed_answer_is_saved(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
+    hostile = Hostile(
+        [(200, "application/json", json.dumps(NO_OUTPUT["empty"])), (200, "application/json", done)]
+    )
+    result = await _one_job(hostile, tmp_path, registry)
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
+    assert (tmp_path / "out" / "sketch-0000.png").read_bytes() == b"\x89PNG fake"
+    assert result.exit_code is ExitCode.OK
+
+
 class Redirecting(Hostile):
     """Its output answers 302 to ``target`` (another server's URL, or another scheme)."""
 
