@@ -252,7 +252,9 @@ class Actions:
         try:
             result = await self.api.poll(job.poll_url, job_id=job.job_id)
         except ForeignHostError as exc:
-            self._event(job, "failed", error=str(exc), retryable=False)
+            # Nothing was sent. Retryable: the job is paid for, and once the host is allowed
+            # (api.credential_hosts) the next run polls it; --retry-failed would POST it again.
+            self._event(job, "failed", error=str(exc), retryable=True)
             self._end(job, "failed")
             log.warning("%s: %s", job.job_id, exc)
             return

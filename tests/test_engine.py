@@ -346,6 +346,30 @@ async def test_a_foreign_poll_url_in_the_ledger_is_never_sent_the_key(
     assert result.exit_code is ExitCode.FAILED
 
 
+async def test_a_job_whose_poll_host_was_refused_is_re_attached_once_the_host_is_allowed(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A poll_url on a host that may not receive the key failed its job for good, though the
+    job was paid for and the error said to allow the host (api.credential_hosts): after that,
+    a run left it failed, and only --retry-failed ran it, by POSTing it again (paid twice). The
+    failure is now retryable: the next run polls the same poll_url and never POSTs it again."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        other = "http://localhost:" + emu.base_url.rsplit(":", 1)[1]
+        emu.state.reconfigure(poll_origin=other)  # poll_urls name another host
+        first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        # The user allows that host (here: by giving it as the API's address).
+        second = await run(settings_for(other, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "failed"]
+    assert "refusing to send the API key to localhost" in failed["error"] and failed["retryable"] is True
+    assert first.exit_code is ExitCode.FAILED
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
+    assert second.exit_code is ExitCode.OK
+    assert stats["submissions"] == 1
+
+
 async def test_a_post_that_never_connected_is_not_an_unknown_outcome(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
