@@ -5,7 +5,7 @@ The classification follows ``../shared/segmind-api.md``:
 ====================  ===================================  =====================================
 answer                on submit                            on poll
 ====================  ===================================  =====================================
-200                   ``submitted`` (poll_url, durable)    QUEUED/PROCESSING/other: poll again;
+200 (any 2xx)         ``submitted`` (poll_url, durable)    QUEUED/PROCESSING/other: poll again;
                                                            COMPLETED: ``generated``, download
                                                            (no output named: poll again, bounded);
                                                            FAILED: ``failed`` (not retryable)

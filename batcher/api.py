@@ -238,13 +238,15 @@ class SegmindAPI:
         return None
 
     def _json_or_raise(self, answer: Answer, *, job_id: str, call: str) -> dict[str, Any]:
-        if answer.status != 200:
+        # Any 2xx is an answer to read: a POST accepted with 201 or 202 was started (and billed),
+        # not refused, and its poll_url must be kept.
+        if not 200 <= answer.status < 300:
             raise self._error_for(answer, job_id=job_id, call=call)
         data = _loads(answer.body)
         if data is _NOT_JSON:
-            raise BadResponse(f"{call} answer is not JSON", status=200, job_id=job_id)
+            raise BadResponse(f"{call} answer is not JSON", status=answer.status, job_id=job_id)
         if not isinstance(data, dict):
-            raise BadResponse(f"{call} answer is not a JSON object", status=200, job_id=job_id)
+            raise BadResponse(f"{call} answer is not a JSON object", status=answer.status, job_id=job_id)
         return data
 
     def _message(self, answer: Answer) -> str:

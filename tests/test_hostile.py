@@ -412,6 +412,38 @@ async def test_a_406_whose_amounts_end_a_sentence_stops_the_run_not_crashes_it(
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "deferred"}
 
 
+class AcceptsWith(Hostile):
+    """Accepts every POST with another 2xx than 200 (``status``), poll_url and all."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(
+            [(200, "application/json", json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"}))]
+        )
+        self.status = status
+        self.posts = 0
+
+    async def submit(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        answer = await super().submit(request)
+        answer.set_status(self.status)
+        return answer
+
+
+@pytest.mark.parametrize("status", [201, 202])
+async def test_a_submit_accepted_with_another_2xx_is_a_submitted_job(
+    tmp_path: Path, registry: WorkflowRegistry, status: int
+) -> None:
+    """Only 200 was read as an acceptance: a 201 or 202 carrying a poll_url (what a queueing API
+    may answer) was an 'unexpected status', taken as a definite no: the job, started and
+    billed, was failed for good, its poll_url never recorded, its price taken back off the
+    run's spend, and --retry-failed would have paid for it again."""
+    hostile = AcceptsWith(status)
+    result = await _one_job(hostile, tmp_path, registry, **{"limits.budget_usd": 1.0})
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
+    assert hostile.posts == 1 and result.stats.spend_usd > 0
+    assert result.exit_code is ExitCode.OK
+
+
 class PollUrlWithUser(Hostile):
     """Hands out a poll_url on the API's own origin with ``user:pass@`` in it."""
 
