@@ -227,6 +227,15 @@ def load_settings(
     return settings
 
 
+def _fills(template: str) -> bool:
+    """Whether ``template`` can be filled in with a workflow id and nothing else."""
+    try:
+        template.format(workflow_id="x")
+    except (KeyError, IndexError, ValueError):
+        return False
+    return True
+
+
 def validate(s: Settings, origins: Origins | None = None) -> None:
     """Raise ConfigError for values that are the right type but cannot work, naming where the
     value came from (the config file and line, the command line, the environment)."""
@@ -255,6 +264,14 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
         "{workflow_id}" in s.api.submit_path,
         "api.submit_path",
         "must contain {workflow_id}",
+        "e.g. /workflows/{workflow_id}",
+    )
+    # It is appended to the base URL: without its leading slash it ran into the host name
+    # (https://api.segmind.comworkflows/...), refused only once the first job was recorded.
+    need(
+        s.api.submit_path.startswith("/") and _fills(s.api.submit_path),
+        "api.submit_path",
+        f"{s.api.submit_path!r} is not a path naming only {{workflow_id}}",
         "e.g. /workflows/{workflow_id}",
     )
     if bad := _NOT_KEY.search(s.api.api_key or ""):

@@ -133,6 +133,16 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             {"m.jsonl": "{}\n", "c.yaml": "output:\n  timeout: 0\n"},
             "c.yaml:2: output.timeout: must be positive",
         ),
+        (  # appended to the base URL, it ran into the host name; the job was recorded, then refused
+            ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  submit_path: workflows/v2/{workflow_id}\n"},
+            "c.yaml:2: api.submit_path: 'workflows/v2/{workflow_id}' is not a path naming only {workflow_id}",
+        ),
+        (  # a name it cannot fill in was a KeyError traceback at the first submit
+            ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  submit_path: /workflows/{version}/{workflow_id}\n"},
+            "c.yaml:2: api.submit_path: '/workflows/{version}/{workflow_id}' is not a path naming only",
+        ),
         (
             ["run", "m.jsonl", "--config", "c.yaml"],
             {"m.jsonl": "{}\n", "c.yaml": "api:\n  request_timeout: -1\n"},
