@@ -368,9 +368,12 @@ def output_intact(saved: dict[str, Any], bases: Sequence[Path] = ()) -> bool:
 
 def _decode_data_uri(uri: str, max_bytes: int) -> tuple[str, bytes]:
     head, _, payload = uri.partition(",")
+    meta = head[5:].split(";")
+    if "base64" in meta:
+        # MIME's base64 (RFC 2045, which data: URIs use) breaks its lines every 76 characters.
+        payload = "".join(payload.split())
     if len(payload) > max_bytes * 4 // 3 + 4:
         raise UnsafeOutputError(f"inline output is over the {max_bytes}-byte cap")
-    meta = head[5:].split(";")
     try:
         data = base64.b64decode(payload, validate=True) if "base64" in meta else unquote(payload).encode()
     except (binascii.Error, ValueError):

@@ -148,6 +148,19 @@ async def test_output_urls_with_other_schemes_are_refused(tmp_path: Path, url: s
     assert caught.value.retryable is False
 
 
+async def test_an_inline_output_in_base64_with_line_breaks_is_saved(tmp_path: Path) -> None:
+    """base64 as MIME writes it (RFC 2045, what data: URIs use; Python's encodebytes) has a line
+    break every 76 characters; the strict decoder refused it as 'not valid base64', and the
+    paid-for output was a download failure, not retried."""
+    data = bytes(range(256)) * 4
+    uri = "data:image/png;base64," + base64.encodebytes(data).decode()
+    assert "\n" in uri.rstrip()
+    async with Transport() as transport:
+        saver = await _saver(tmp_path, transport)
+        [saved] = await saver.save_all("job", [OutputRef("img", uri)])
+    assert Path(saved.path).read_bytes() == data and Path(saved.path).name == "job.png"
+
+
 async def test_an_output_over_the_memory_threshold_streams_to_disk_intact(tmp_path: Path) -> None:
     data = bytes(range(256)) * (SPILL // 256 + 4096)
     async with Transport() as transport:
