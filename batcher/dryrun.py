@@ -57,8 +57,9 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
             state.apply(record)
         if not settings.ledger.force:
             names = [str(p.resolve()) for p in manifests]
-            fingerprints = {wf.name: wf.fingerprint() for wf in registry}
-            state.compatible(names, fingerprints, ledger=str(settings.ledger.path))
+            state.compatible(
+                names, registry.fingerprints(), registry.templates(), ledger=str(settings.ledger.path)
+            )
     for item in read_manifests(manifests, registry):
         report.rows += 1
         if isinstance(item, RowError):

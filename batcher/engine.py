@@ -116,15 +116,16 @@ async def run_batch(
         durations = DurationModel()
         durations.seed_from_ledger(_tee(ledger.records(), state.apply))
         names = [str(p.resolve()) for p in manifests]
-        fingerprints = {wf.name: wf.fingerprint() for wf in registry}
+        fingerprints, templates = registry.fingerprints(), registry.templates()
         if not settings.ledger.force:
-            state.compatible(names, fingerprints, ledger=str(settings.ledger.path))
+            state.compatible(names, fingerprints, templates, ledger=str(settings.ledger.path))
         ledger.event(
             None,
             "run",
             clock.wall(),
             manifests=names,
             workflows=fingerprints,
+            templates=templates,
             settings=settings.public(),
             version=1,
         )

@@ -68,6 +68,17 @@ class Workflow:
         data = {"workflow_id": self.workflow_id, "inputs": [spec.name for spec in self.inputs]}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
+    def templates_fingerprint(self) -> str | None:
+        """Its ``compose`` templates, hashed; None if it has none. A row without an id is named
+        after the inputs it sends, and a composed input is the template filled in: change a
+        template and every such row gets a new id, so a run would pay for all of them again.
+        Kept apart from :meth:`fingerprint` so that ledgers written before it was recorded are
+        not refused."""
+        templates = {spec.name: spec.compose.template for spec in self.inputs if spec.compose}
+        if not templates:
+            return None
+        return hashlib.sha256(json.dumps(templates, sort_keys=True).encode()).hexdigest()[:16]
+
     def prepare(self, fields: Mapping[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
         """Check a row's fields and return the inputs to send; raises :class:`InputProblem`."""
         if not self.defined:
@@ -122,6 +133,15 @@ class WorkflowRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    def fingerprints(self) -> dict[str, str]:
+        """Each workflow's :meth:`Workflow.fingerprint`, by name (recorded in a ledger's ``run``)."""
+        return {wf.name: wf.fingerprint() for wf in self._by_name.values()}
+
+    def templates(self) -> dict[str, str]:
+        """Each workflow's :meth:`Workflow.templates_fingerprint`, by name, for those that compose."""
+        found = {wf.name: wf.templates_fingerprint() for wf in self._by_name.values()}
+        return {name: fp for name, fp in found.items() if fp is not None}
 
     def get(self, name_or_id: str) -> Workflow | None:
         """A workflow by manifest name or Segmind id; a raw, well-formed id gets an ad-hoc one."""

@@ -482,6 +482,88 @@ async def test_changed_workflow_settings_are_detected(tmp_path: Path, registry: 
             await run(settings_for(emu.base_url, tmp_path), [manifest], changed, clock)
 
 
+def _with_template(registry: WorkflowRegistry, name: str, template: str) -> WorkflowRegistry:
+    """``registry`` with the ``compose`` template of workflow ``name`` replaced."""
+    from dataclasses import replace
+
+    wf = registry.get(name)
+    assert wf is not None
+    inputs = tuple(
+        replace(spec, compose=replace(spec.compose, template=template)) if spec.compose else spec
+        for spec in wf.inputs
+    )
+    return WorkflowRegistry([replace(wf, inputs=inputs), *(w for w in registry if w.name != name)])
+
+
+async def test_a_changed_compose_template_is_refused_rather_than_every_row_paid_again(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Rows without an id are named after what they send, and a composed input is the template
+    filled in: a new template gave every such row a new id, and the run paid for all of them
+    again without a word. Now it is refused, unless --force."""
+    from batcher.errors import LedgerMismatchError
+
+    clock = ScaledClock(SPEED)
+    rows = [{"workflow": "blog-image", "input": row["input"]} for row in blog_rows(2)]  # no ids
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    reworded = _with_template(registry, "blog-image", "Headline: {title}\n\n{description}\n")
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        submitted = emu.stats()["submissions"]
+        with pytest.raises(
+            LedgerMismatchError, match=r"compose template of workflow\(s\) blog-image.*--force"
+        ):
+            await run(settings_for(emu.base_url, tmp_path), [manifest], reworded, clock)
+        assert emu.stats()["submissions"] == submitted
+        forced = await run(
+            settings_for(emu.base_url, tmp_path, **{"ledger.force": True}), [manifest], reworded, clock
+        )
+        again = await run(settings_for(emu.base_url, tmp_path), [manifest], reworded, clock)
+    assert forced.stats.submitted == 2  # asked for: new ids, new jobs
+    assert (
+        again.exit_code is ExitCode.OK and again.stats.submitted == 0
+    )  # the new template is the ledger's now
+
+
+async def test_editing_a_workflow_the_ledger_never_ran_does_not_refuse_it(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A sketch-only nightly was refused as "different settings" because blog-image.yaml had
+    been edited: no job in the ledger can mean another job because of it."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    blog = registry.get("blog-image")
+    assert blog is not None
+    bumped = Workflow(name="blog-image", workflow_id="66b518aa31bd2081a8de2a98-v9", inputs=blog.inputs)
+    edited = _with_template(
+        WorkflowRegistry([bumped, *(w for w in registry if w.name != "blog-image")]), "blog-image", "{title}"
+    )
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        write_jsonl(manifest, sketch_rows(1, start=1), append=True)
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], edited, clock)
+    assert result.exit_code is ExitCode.OK
+    assert result.stats.skipped == 1 and result.stats.submitted == 1
+
+
+async def test_a_ledger_from_before_templates_were_recorded_is_not_refused_for_them(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Its ``run`` lines have no ``templates``: there is nothing to compare, so it is used as before."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", blog_rows(1))
+    ledger = tmp_path / "ledger.jsonl"
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        records = ledger_lines(ledger)
+        for record in records:
+            record.pop("templates", None)
+        ledger.write_text("".join(json.dumps(r) + "\n" for r in records))
+        reworded = _with_template(registry, "blog-image", "Headline: {title}\n\n{description}\n")
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], reworded, clock)
+    assert result.exit_code is ExitCode.OK and result.stats.skipped == 1  # an explicit id: same job
+
+
 async def test_an_unknown_outcome_fails_instead_when_configured(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
