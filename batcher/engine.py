@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import shlex
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
 from .ledger import Ledger, check_ledger_path
-from .manifest import read_manifests
+from .manifest import read_manifests, without_final_line_break
 from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
 from .progress import Snapshot, snapshot_from
 from .ratecontrol import AdaptiveRate, RateController
@@ -110,6 +111,13 @@ async def run_batch(
     rng = rng or random.Random()
     settings = preflight(settings, manifests, registry)
     assert settings.ledger.path is not None
+    for path in without_final_line_break(manifests):
+        log.warning(
+            "manifest %s does not end with a line break: a row appended to it later would be joined"
+            " to its last row; add one (echo >> %s)",
+            path,
+            shlex.quote(str(path)),
+        )
     ledger = Ledger.open(settings.ledger.path)
     try:
         state = LedgerState()

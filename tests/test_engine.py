@@ -564,6 +564,23 @@ async def test_a_ledger_from_before_templates_were_recorded_is_not_refused_for_t
     assert result.exit_code is ExitCode.OK and result.stats.skipped == 1  # an explicit id: same job
 
 
+async def test_a_manifest_without_a_final_line_break_gets_a_warning_before_rows_are_appended(
+    tmp_path: Path, registry: WorkflowRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``echo row >> m.jsonl`` on such a file joins the new row to the last one; say so while
+    the file is still whole, and not for a file that ends as it should."""
+    clock = ScaledClock(SPEED)
+    whole = write_jsonl(tmp_path / "whole.jsonl", sketch_rows(1))
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(json.dumps(sketch_rows(1, start=1)[0]))  # no line break at the end
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        with caplog.at_level(logging.WARNING, logger="batcher"):
+            result = await run(settings_for(emu.base_url, tmp_path), [whole, cut], registry, clock)
+    assert result.exit_code is ExitCode.OK and result.stats.submitted == 2
+    warned = [r.getMessage() for r in caplog.records if "line break" in r.getMessage()]
+    assert len(warned) == 1 and str(cut) in warned[0] and "whole.jsonl" not in warned[0]
+
+
 async def test_an_unknown_outcome_fails_instead_when_configured(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
