@@ -8,7 +8,9 @@ answer                on submit                            on poll
 200 (any 2xx)         ``submitted`` (poll_url, durable)    QUEUED/PROCESSING/other: poll again;
                                                            COMPLETED: ``generated``, download
                                                            (no output named: poll again, bounded);
-                                                           FAILED: ``failed`` (not retryable)
+                                                           FAILED: ``failed`` (not retryable);
+                                                           unfinished after poll.give_up_after:
+                                                           ``failed`` (retryable: re-attached)
 400 (422)             ``failed``, not retryable            retry (a poll has no input to reject)
 401 / 403             stop the run (exit 3)                stop the run (exit 3)
 404                   stop submitting (exit 3)             retry, bounded; then ``expired``
@@ -59,6 +61,7 @@ from .outputs import OutputRef
 from .pollpolicy import PollPolicy
 from .scheduler import Action, Job, Scheduler
 from .stats import RunStats
+from .status_text import human_duration
 from .workflows import Workflow, WorkflowRegistry
 
 log = logging.getLogger("batcher")
@@ -192,6 +195,7 @@ class Actions:
                 self.stats.credits = sub.credits
             job.request_id, job.poll_url = sub.request_id, sub.poll_url
             job.submitted_at = self.clock.monotonic()
+            job.give_up_at = self.settings.poll.give_up_at(job.submitted_at)
             job.errors = 0
             job.spec = None  # the inputs are not needed any more; keep in-flight jobs small
             self.sched.schedule(job, "poll", job.submitted_at + self.polls.first_delay(job.workflow))
@@ -333,7 +337,27 @@ class Actions:
             if result.status not in ("QUEUED", "PROCESSING") and result.status != job.last_remote:
                 self._event(job, "polled", remote_status=result.status)
             job.last_remote = result.status
+            if now >= job.give_up_at:
+                self._give_up(job, result.status)
+                return
             self.sched.schedule(job, "poll", now + self.polls.next_delay(job.workflow, elapsed, job.polls))
+
+    def _give_up(self, job: Job, remote_status: str) -> None:
+        """Still unfinished ``poll.give_up_after`` after this run submitted or re-attached it (a
+        provider that answers PROCESSING, QUEUED or an unknown status forever): stop polling it,
+        so the run can end. Paid for: ``failed``, retryable, with its poll_url known, which the
+        next run re-attaches (with or without --retry-failed) and never POSTs again."""
+        cap = self.settings.poll.give_up_after
+        assert cap is not None
+        error = (
+            f"gave up polling: still {remote_status} after {human_duration(cap)} of polling in this run "
+            "(poll.give_up_after); it is paid for: the next run re-attaches it by its poll_url, "
+            "never POSTs it again"
+        )
+        self._event(job, "failed", error=error, retryable=True, gave_up_polling=True)
+        self.stats.gave_up_polling += 1
+        self.sched.finish(job)
+        log.warning("%s: %s", job.job_id, error)
 
     def _completed_empty(self, job: Job) -> None:
         """COMPLETED, with no output in the answer (``""``, missing, or entries without data):

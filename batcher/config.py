@@ -8,6 +8,7 @@ environment, the config file and flags (and checks them); everything after it re
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,17 @@ class PollSettings:
     #: "adaptive" times polls from learned durations and the budget (``interval`` is only the
     #: first guess); "fixed" polls every ``interval``.
     policy: str = "adaptive"
+    #: Seconds one run keeps polling a job, counted from when this run submitted or re-attached
+    #: it; a job still unfinished then (QUEUED, PROCESSING, or a status we do not know, forever)
+    #: is left for the next run, which re-attaches it by its poll_url and never POSTs it again.
+    #: ``None`` polls until the job finishes. Jobs take seconds to minutes: two hours is far past
+    #: any real one, and keeps a nightly run from blocking the next night's (flags and YAML also
+    #: take "2h", "90m").
+    give_up_after: float | None = 2 * 3600.0
+
+    def give_up_at(self, since: float) -> float:
+        """When (on the run's monotonic clock) a job polled from ``since`` is given up."""
+        return math.inf if self.give_up_after is None else since + self.give_up_after
 
 
 @dataclass(frozen=True)

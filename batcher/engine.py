@@ -71,6 +71,8 @@ class RunResult:
     ledger: Path | None = None
     out_dir: Path | None = None
     repaired_bytes: int = 0
+    #: The run's ``poll.give_up_after`` (the summary names it when jobs were given up).
+    give_up_after: float | None = None
 
 
 def make_rate(settings: Settings, rng: random.Random) -> RateController:
@@ -405,4 +407,5 @@ class _Run:
             self.interrupted,
             self.s.ledger.path,
             self.s.output.out_dir,
+            give_up_after=self.s.poll.give_up_after,
         )

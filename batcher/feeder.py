@@ -75,6 +75,8 @@ class Feeder:
                     request_id=js.request_id,
                     poll_url=js.poll_url,
                     submitted_at=now - max(0.0, now_wall - started),
+                    # Counted from now, not from its submission: each run polls it that long.
+                    give_up_at=self.settings.poll.give_up_at(now),
                 )
                 self.stats.attached += 1
                 self.sched.attach(job)

@@ -51,13 +51,24 @@ class RunSpan:
 class JobFacts:
     """What the fold keeps of one job."""
 
-    __slots__ = ("error", "poll", "post_unknown", "retryable", "status", "submitted_ts", "workflow")
+    __slots__ = (
+        "error",
+        "gave_up",
+        "poll",
+        "post_unknown",
+        "retryable",
+        "status",
+        "submitted_ts",
+        "workflow",
+    )
 
     def __init__(self) -> None:
         self.status = ""
         self.workflow: str | None = None
         self.poll = False
         self.retryable = False
+        #: Its last line is a ``failed`` that gave up polling it (``poll.give_up_after``).
+        self.gave_up = False
         #: As ``JobState.post_unknown``: a POST that may have been billed, no ``submitted`` since.
         self.post_unknown = False
         self.error: object = None
@@ -175,6 +186,7 @@ class LedgerFold:
             job.retryable = bool(rec.get("retryable", False))
         elif status != "polled":
             job.retryable = False
+        job.gave_up = status == "failed" and rec.get("gave_up_polling") is True
 
     def _add_invalid(self, rec: Mapping[str, Any]) -> None:
         self.invalid_total += 1

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class Job:
     poll_url: str | None = None
     #: clock.monotonic() when it was submitted (estimated from the ledger when re-attached).
     submitted_at: float | None = None
+    #: clock.monotonic() after which an unfinished answer ends its polling in this run
+    #: (``poll.give_up_after`` from when this run submitted or re-attached it; inf: never).
+    give_up_at: float = math.inf
     #: Seconds after submission of the last poll that found it unfinished.
     last_unfinished: float = 0.0
     polls: int = 0

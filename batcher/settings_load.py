@@ -45,7 +45,9 @@ def parse_duration(text: str) -> float | None:
 
 def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | None) -> Any:
     """``value`` as the field's type, or a ConfigError that says what was expected."""
-    if key.endswith("max_runtime") and isinstance(value, str):
+    if key == "poll.give_up_after" and value is False:
+        return None  # YAML reads ``off`` and ``no`` as false: the cap is off, as with null
+    if key.endswith(("max_runtime", "give_up_after")) and isinstance(value, str):
         seconds = parse_duration(value)
         if seconds is None:
             raise ConfigError(
@@ -302,6 +304,13 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
     need(s.poll.interval > 0, "poll.interval", "must be positive", "seconds, e.g. 7")
     first = s.poll.first_delay
     need(first is None or first >= 0, "poll.first_delay", "must not be negative", "seconds, e.g. 7")
+    cap = s.poll.give_up_after
+    need(
+        cap is None or cap > 0,
+        "poll.give_up_after",
+        f"must be positive, got {cap}",
+        'a duration such as "2h", or null (or off) to poll until each job finishes',
+    )
     need(
         s.poll.policy in ("adaptive", "fixed"),
         "poll.policy",

@@ -8,6 +8,9 @@ Ledger statuses, in the order a job meets them::
     submit_unknown    └──► expired (poll said 404: the record is gone)
     deferred (not sent: 429, stop, credits)      invalid (a bad manifest row)
 
+A ``failed`` line with ``gave_up_polling: true`` is a job still unfinished ``poll.give_up_after``
+into a run's polling of it: retryable, with its poll_url known, so it is re-attached, never POSTed.
+
 ``run`` lines (``job_id`` null) open each run with the manifests and workflow settings; a
 ``run_end`` line closes a run that ended in order, after its output files were flushed to disk.
 """

@@ -42,6 +42,9 @@ class RunStats:
     downloading: int = 0
     #: Completed jobs whose saved files were missing after a crash, fetched again.
     outputs_refetched: int = 0
+    #: Jobs still unfinished ``poll.give_up_after`` into this run's polling: no longer polled
+    #: (not counted in ``outcomes`` or ``in_flight``); the next run re-attaches them, not paid again.
+    gave_up_polling: int = 0
     #: Jobs left for a later run (submissions stopped early).
     left: int = 0
     in_flight: int = 0
@@ -54,6 +57,13 @@ class RunStats:
         return sum(self.outcomes.values())
 
     def carried_over(self) -> int:
-        """Jobs this run leaves for the next: not started, in flight, waiting to send the POST
-        again, cut off mid-POST, or not yet downloaded (each makes the run's exit code 1)."""
-        return self.left + self.in_flight + self.resends_waiting + self.cut_submits + self.downloading
+        """Jobs this run leaves for the next: not started, in flight, given up polling, waiting to
+        send the POST again, cut off mid-POST, or not yet downloaded (each makes the exit code 1)."""
+        return (
+            self.left
+            + self.in_flight
+            + self.gave_up_polling
+            + self.resends_waiting
+            + self.cut_submits
+            + self.downloading
+        )

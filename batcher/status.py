@@ -115,6 +115,9 @@ class StatusReport:
     #: Jobs the last run left unstarted (the next run submits them) and why it stopped submitting.
     not_started: int = 0
     stop_reason: str | None = None
+    #: Of the failed jobs, those a run stopped polling after ``poll.give_up_after`` while the
+    #: provider still had them unfinished: paid for, re-attached (never POSTed) by the next run.
+    gave_up_polling: int = 0
 
     @property
     def submissions(self) -> int:
@@ -154,6 +157,7 @@ def summarize(
     groups: dict[str, list[Any]] = {}
     normalised: dict[object, str] = {}
     failed = 0
+    gave_up = 0
     # A retryable failure whose POST's outcome is unknown is failed for good next run, not retried.
     fail_unknown = fold.unknown_submit == "fail"
     for job_id, job in fold.jobs.items():
@@ -164,6 +168,7 @@ def summarize(
             in_flight.append((job.submitted_ts or "~", job_id, job))
         elif job.status in FAILURE_STATUSES:
             failed += 1
+            gave_up += job.gave_up
             key = normalised.get(job.error)
             if key is None:
                 key = normalised[job.error] = normalise_error(job.error)
@@ -217,6 +222,7 @@ def summarize(
         unknown_submit=fold.unknown_submit,
         not_started=fold.not_started,
         stop_reason=fold.stop_reason,
+        gave_up_polling=gave_up,
     )
 
 

@@ -150,6 +150,12 @@ def render_status_text(report: StatusReport) -> str:
         for g in report.failures:
             retry = f", {g.retryable:,} retried next run" if g.retryable else ""
             out.append(f"  {g.count:>{count},}  {'/'.join(g.statuses)}{retry}: {clean(g.message)}")
+    if report.gave_up_polling:
+        out.append(
+            f"{'Gave up':<10}{plural(report.gave_up_polling, 'job')} still unfinished when a run stopped "
+            "polling (poll.give_up_after): paid for; the next run re-attaches them by poll_url, "
+            "never POSTs them again"
+        )
     if report.invalid_total:
         out.append(f"{'Invalid':<10}{plural(report.invalid_total, 'manifest row')} refused by the last run")
         for row in report.invalid_rows:
@@ -197,6 +203,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         },
         "failures": {
             "jobs": report.failed_jobs,
+            "gave_up_polling": report.gave_up_polling,
             "groups": [
                 {
                     "message": g.message,

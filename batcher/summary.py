@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .engine import ExitCode, RunResult
-from .status_text import plural
+from .status_text import human_duration, plural
 
 
 def _money(usd: float) -> str:
@@ -36,6 +36,10 @@ def render_summary(result: RunResult) -> str:
             parts.append(plural(st.invalid, "invalid row"))
         if st.in_flight:
             parts.append(f"{st.in_flight} still in flight (re-attached next run)")
+        if st.gave_up_polling:
+            parts.append(
+                f"{st.gave_up_polling} given up polling, unfinished (re-attached next run, not paid again)"
+            )
         if st.resends_waiting:
             parts.append(
                 f"{plural(st.resends_waiting, 'job')} waiting to send the POST again (sent next run)"
@@ -61,6 +65,13 @@ def render_summary(result: RunResult) -> str:
         lines.append(
             f"Resumed: {plural(st.attached, 'job')} re-attached by poll_url (not paid again), "
             f"{plural(st.downloads_resumed, 'download')} retried"
+        )
+    if st.gave_up_polling:
+        cap = human_duration(result.give_up_after) if result.give_up_after is not None else "the cap"
+        lines.append(
+            f"Gave up polling: {plural(st.gave_up_polling, 'job')} still not finished after {cap} of "
+            "polling in this run (poll.give_up_after); each is paid for and is re-attached by its "
+            "poll_url next run, never POSTed again"
         )
     if st.outputs_refetched:
         lines.append(
