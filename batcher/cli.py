@@ -25,9 +25,10 @@ from .cli_inspect import add_report_parser, add_status_parser, main_report, main
 from .clock import SystemClock
 from .config import Settings
 from .dryrun import DryRunReport, dry_run, render_dry_run
-from .engine import ExitCode, RunResult, preflight, run_batch
+from .engine import ExitCode, RunResult, run_batch
 from .errors import BatcherError, ConfigError, LedgerLockedError
 from .ledger import utc_iso
+from .preflight import preflight
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
 from .settings_load import load_settings
 from .summary import render_summary

@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import logging
 import random
-import shlex
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,15 +23,15 @@ import anyio
 from .actions import Actions, DownloadTask
 from .api import SegmindAPI
 from .clock import Clock, SystemClock
-from .config import Settings, with_paths
-from .download import OutputSaver, check_out_dir, sync_outputs
+from .config import Settings
+from .download import OutputSaver, sync_outputs
 from .durations import DurationModel
 from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
-from .ledger import Ledger, check_ledger_path
-from .manifest import read_manifests, without_final_line_break
+from .ledger import Ledger
 from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
+from .preflight import estimate_rows, preflight, warn_unterminated
 from .progress import Snapshot, snapshot_from
 from .ratecontrol import AdaptiveRate, RateController
 from .scheduler import Scheduler
@@ -113,13 +112,7 @@ async def run_batch(
     rng = rng or random.Random()
     settings = preflight(settings, manifests, registry)
     assert settings.ledger.path is not None
-    for path in without_final_line_break(manifests):
-        log.warning(
-            "manifest %s does not end with a line break: a row appended to it later would be joined"
-            " to its last row; add one (echo >> %s)",
-            path,
-            shlex.quote(str(path)),
-        )
+    warn_unterminated(manifests)
     ledger = Ledger.open(settings.ledger.path)
     try:
         state = LedgerState()
@@ -163,40 +156,6 @@ async def run_batch(
         return result
     finally:
         ledger.close()
-
-
-def preflight(settings: Settings, manifests: Sequence[Path], registry: WorkflowRegistry) -> Settings:
-    """The settings with the ledger and output paths filled in, once what would stop the run
-    before its first request is ruled out: a missing manifest, or one refused as a whole (no
-    rows, a CSV without a header: found by reading up to its first row, before the ledger
-    records a run of it), a ledger path that is not a file, an output folder that cannot take
-    a file (made now). Raises UsageError/LedgerError."""
-    rows = read_manifests(manifests, registry)  # checks the paths first
-    try:
-        next(rows, None)
-    finally:
-        rows.close()
-    settings = with_paths(settings, list(manifests))
-    assert settings.ledger.path is not None and settings.output.out_dir is not None
-    check_ledger_path(settings.ledger.path)
-    check_out_dir(settings.output.out_dir, create=True)
-    return settings
-
-
-def estimate_rows(manifests: Sequence[Path]) -> int | None:
-    """Rows in the manifests by counting lines (fast, no parsing), for the ETA; None for YAML."""
-    total = 0
-    for path in manifests:
-        suffix = path.suffix.lower()
-        if suffix not in (".jsonl", ".csv", ".txt"):
-            return None
-        try:
-            with path.open("rb") as fh:
-                lines = sum(1 for line in fh if line.strip() and not line.startswith(b"#"))
-        except OSError:
-            return None
-        total += lines - 1 if suffix == ".csv" else lines
-    return total
 
 
 def _tee(
