@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import io
 import json
 import random
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from PIL import Image
 
 from batcher.clock import ScaledClock
@@ -32,6 +34,19 @@ API_KEY = "sk-test-7f3a9c1e5b2d4f60"
 #: Emulator and engine share one clock running this many times faster than real time, so the
 #: provider's 7-second polls and multi-second jobs pass in a fraction of a second, consistently.
 SPEED = 40.0
+
+
+@contextlib.asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """``app`` (a stand-in server: a hostile provider, a slow CDN) on a real socket on a free
+    port of 127.0.0.1 until the block ends; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 def png_data_uri(seed: int = 0, size: tuple[int, int] = (48, 32)) -> str:

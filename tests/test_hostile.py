@@ -26,7 +26,17 @@ from batcher.outputs import MAX_OUTPUTS, OutputRef
 from batcher.transport import Transport
 from batcher.workflows import WorkflowRegistry
 
-from .support import API_KEY, SPEED, last_status, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+from .support import (
+    API_KEY,
+    SPEED,
+    last_status,
+    ledger_lines,
+    run,
+    served,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -224,25 +234,14 @@ class Hostile:
         return web.Response(body=b"\x89PNG fake", content_type="image/png")
 
 
-async def _serve(hostile: Hostile) -> Any:
-    runner = web.AppRunner(hostile.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-
 async def _one_job(
     hostile: Hostile, tmp_path: Path, registry: WorkflowRegistry, **overrides: Any
 ) -> RunResult:
     """Run one sketch job against ``hostile``, served on a real socket, to the run's end."""
-    runner, base = await _serve(hostile)
-    try:
+    async with served(hostile.app()) as base:
         manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
         settings = settings_for(base, tmp_path, **overrides)
         return await run(settings, [manifest], registry, ScaledClock(SPEED))
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_poll_answer_that_is_not_json_or_of_the_wrong_shape_does_not_crash_the_run(
@@ -294,27 +293,20 @@ async def test_a_compressed_answer_cannot_slip_past_the_size_cap(how: str) -> No
 
     app = web.Application()
     app.router.add_get("/status", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        async with Transport() as transport:
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}/status"
-            assert len(bomb) < 64 * 1024
-            got: list[bytes] = []
+    async with served(app) as base, Transport() as transport:
+        url = f"{base}/status"
+        assert len(bomb) < 64 * 1024
+        got: list[bytes] = []
 
-            async def sink(chunk: bytes) -> None:
-                got.append(chunk)
+        async def sink(chunk: bytes) -> None:
+            got.append(chunk)
 
-            with pytest.raises(UnsafeOutputError):
-                if how == "request":
-                    await transport.request("GET", url, max_bytes=64 * 1024)
-                else:
-                    await transport.stream(url, sink, max_bytes=64 * 1024, chunk_size=64 * 1024)
-            assert sum(map(len, got)) <= 64 * 1024
-    finally:
-        await runner.cleanup()
+        with pytest.raises(UnsafeOutputError):
+            if how == "request":
+                await transport.request("GET", url, max_bytes=64 * 1024)
+            else:
+                await transport.stream(url, sink, max_bytes=64 * 1024, chunk_size=64 * 1024)
+        assert sum(map(len, got)) <= 64 * 1024
 
 
 KEY_AT_A_CUT = [  # the provider's text ends in the key, just across where batcher cuts it
@@ -356,14 +348,10 @@ async def test_outputs_past_the_cap_are_named_in_the_ledger_and_a_warning(
 ) -> None:
     """They were dropped without a word (exit 0): paid for, and never fetchable afterwards."""
     urls = [f"ORIGIN/out/{i}.png" for i in range(MAX_OUTPUTS + 2)]
-    runner, base = await _serve(
-        Hostile([(200, "application/json", json.dumps({"status": "COMPLETED", "output": urls}))])
-    )
-    try:
+    hostile = Hostile([(200, "application/json", json.dumps({"status": "COMPLETED", "output": urls}))])
+    async with served(hostile.app()) as base:
         manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
         await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
-    finally:
-        await runner.cleanup()
     [generated] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "generated"]
     assert generated["outputs_cut_at"] == MAX_OUTPUTS == len(generated["outputs"])
     assert len(list((tmp_path / "out").iterdir())) == MAX_OUTPUTS
@@ -584,12 +572,9 @@ async def test_an_output_behind_a_redirect_is_fetched_without_credentials(
     a 302 failed 'HTTP 302' on every try of every run, paid for and never saved. Now up to 5 are
     followed by hand, to http(s) only, with no credentials (downloads never carry them)."""
     cdn = Storage([])
-    cdn_runner, cdn_base = await _serve(cdn)
-    try:
+    async with served(cdn.app()) as cdn_base:
         hostile = Redirecting(target.replace("CDN", cdn_base))
         await _one_job(hostile, tmp_path, registry, **{"retry.max_attempts": 2})
-    finally:
-        await cdn_runner.cleanup()
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": final}
     if final == "completed":
         assert (tmp_path / "out" / "sketch-0000.png").read_bytes() == b"\x89PNG fake"
@@ -768,31 +753,24 @@ async def test_waiting_for_a_connection_does_not_count_against_the_deadline(how:
     app = web.Application()
     app.router.add_get("/slow", slow)
     app.router.add_get("/fast", fast)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     got: dict[str, bytes] = {}
-    try:
-        async with Transport(max_connections=1, connect_timeout=0.3) as transport:
+    async with served(app) as base, Transport(max_connections=1, connect_timeout=0.3) as transport:
 
-            async def fetch(path: str, deadline: float) -> None:
-                if how == "request":
-                    got[path] = (await transport.request("GET", base + path, timeout=deadline)).body
-                else:
-                    chunks: list[bytes] = []
+        async def fetch(path: str, deadline: float) -> None:
+            if how == "request":
+                got[path] = (await transport.request("GET", base + path, timeout=deadline)).body
+            else:
+                chunks: list[bytes] = []
 
-                    async def sink(chunk: bytes) -> None:
-                        chunks.append(chunk)
+                async def sink(chunk: bytes) -> None:
+                    chunks.append(chunk)
 
-                    await transport.stream(base + path, sink, max_bytes=100, timeout=deadline)
-                    got[path] = b"".join(chunks)
+                await transport.stream(base + path, sink, max_bytes=100, timeout=deadline)
+                got[path] = b"".join(chunks)
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(fetch, "/slow", 10.0)
-                await arrived.wait()  # the one connection is taken
-                tg.start_soon(fetch, "/fast", 0.3)
-    finally:
-        await runner.cleanup()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetch, "/slow", 10.0)
+            await arrived.wait()  # the one connection is taken
+            tg.start_soon(fetch, "/fast", 0.3)
     assert got == {"/slow": b"slow", "/fast": b"fast"}
     assert order == ["slow in", "slow out", "fast in"]  # it did wait for the connection

@@ -17,7 +17,7 @@ from batcher.engine import ExitCode
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, blog_rows, last_status, run, settings_for, sketch_rows, write_jsonl
+from .support import SPEED, blog_rows, last_status, run, served, settings_for, sketch_rows, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
@@ -110,20 +110,18 @@ async def test_max_runtime_cutting_a_download_short_is_not_a_success(
     app.router.add_post("/workflows/{wf}", submit)
     app.router.add_get("/workflows/request/{rid}", poll)
     app.router.add_get("/out/{name}", output)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-    try:
-        settings = settings_for(base, tmp_path, **{"limits.max_runtime": 30.0})
-        first = await run(settings, [manifest], registry, ScaledClock(SPEED))
-        assert fetching.is_set() and last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "generated"}
-        release.set()
-        second = await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
-    finally:
-        release.set()
-        await runner.cleanup()
+    async with served(app) as base:
+        try:
+            settings = settings_for(base, tmp_path, **{"limits.max_runtime": 30.0})
+            first = await run(settings, [manifest], registry, ScaledClock(SPEED))
+            assert fetching.is_set() and last_status(tmp_path / "ledger.jsonl") == {
+                "sketch-0000": "generated"
+            }
+            release.set()
+            second = await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
+        finally:
+            release.set()  # before the server closes: it waits for the held answer to end
     assert first.exit_code is ExitCode.FAILED
     assert "1 not yet downloaded" in render_summary(first)
     assert "Nothing to do" not in render_summary(first)
