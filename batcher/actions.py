@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -38,8 +37,8 @@ import anyio
 from .api import SegmindAPI
 from .backoff import full_jitter
 from .clock import Clock
+from .collect import DownloadTask
 from .config import Settings
-from .download import DownloadFailed, OutputSaver
 from .durations import DurationModel
 from .errors import (
     AuthError,
@@ -57,7 +56,6 @@ from .errors import (
 from .handoff import Handoff
 from .inputs import materialize, preview_inputs
 from .ledger import Ledger
-from .outputs import OutputRef
 from .pollpolicy import PollPolicy
 from .scheduler import Action, Job, Scheduler
 from .stats import RunStats
@@ -65,13 +63,6 @@ from .status_text import human_duration
 from .workflows import Workflow, WorkflowRegistry
 
 log = logging.getLogger("batcher")
-
-
-@dataclass(frozen=True)
-class DownloadTask:
-    job_id: str
-    workflow: str
-    refs: tuple[OutputRef, ...]
 
 
 class Actions:
@@ -372,44 +363,3 @@ class Actions:
             log.warning("%s: %s", job.job_id, error)
         else:
             self.sched.schedule(job, "poll", self.clock.monotonic() + self._backoff(job))
-
-    # --- download ------------------------------------------------------------------
-
-    async def download_worker(self, tasks: Handoff[DownloadTask], saver: OutputSaver) -> None:
-        """Save the outputs of finished jobs as they come, recording each outcome."""
-        while (task := await tasks.get()) is not None:
-            await self._download(task, saver)
-
-    async def _download(self, task: DownloadTask, saver: OutputSaver) -> None:
-        attempt = 0
-        while True:
-            try:
-                saved = await saver.save_all(task.job_id, list(task.refs))
-            except DownloadFailed as exc:
-                attempt += 1
-                if exc.retryable and attempt < self.settings.retry.max_attempts:
-                    r = self.settings.retry
-                    await self.clock.sleep(
-                        full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)
-                    )
-                    continue
-                self.ledger.event(
-                    task.job_id,
-                    "download_failed",
-                    self.clock.wall(),
-                    error=str(exc),
-                    retryable=exc.retryable,
-                    outputs=[r.to_json() for r in task.refs],
-                )
-                self.stats.outcomes["download_failed"] += 1
-                self.stats.downloading -= 1
-                log.warning("%s: %s", task.job_id, exc)
-                return
-            if not task.refs:
-                log.warning("%s: the provider reported COMPLETED with no outputs", task.job_id)
-            self.ledger.event(
-                task.job_id, "completed", self.clock.wall(), outputs=[o.to_json() for o in saved]
-            )
-            self.stats.outcomes["completed"] += 1
-            self.stats.downloading -= 1
-            return

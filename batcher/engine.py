@@ -20,9 +20,10 @@ from typing import Any
 
 import anyio
 
-from .actions import Actions, DownloadTask
+from .actions import Actions
 from .api import SegmindAPI
 from .clock import Clock, SystemClock
+from .collect import Collector, DownloadTask
 from .config import Settings
 from .download import OutputSaver, sync_outputs
 from .durations import DurationModel
@@ -286,8 +287,11 @@ class _Run:
                 if self.progress is not None:
                     tg.start_soon(self.progress, self.snapshot)
                 async with anyio.create_task_group() as work:
+                    collector = Collector(
+                        ledger=self.ledger, stats=self.stats, retry=s.retry, clock=self.clock, rng=self.rng
+                    )
                     for _ in range(s.output.concurrency):
-                        work.start_soon(actions.download_worker, downloads, saver)
+                        work.start_soon(collector.worker, downloads, saver)
                     try:
                         async with anyio.create_task_group() as requests:
                             requests.start_soon(self.feeder.run, downloads)

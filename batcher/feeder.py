@@ -15,8 +15,8 @@ from pathlib import Path
 
 import anyio
 
-from .actions import DownloadTask
 from .clock import Clock
+from .collect import DownloadTask
 from .config import Settings
 from .download import output_intact
 from .errors import RowError

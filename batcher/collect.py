@@ -1,0 +1,84 @@
+"""Saving finished jobs' outputs: the download workers' side of a run.
+
+A job whose poll said COMPLETED (or that an earlier run left ``generated``) becomes a
+:class:`DownloadTask`. A few workers take them in turn, save every output with
+:class:`~batcher.download.OutputSaver`, try a failure that may pass again with backoff, and record
+``completed`` or ``download_failed``. A failed download is never a reason to POST again: the next
+run downloads from the same URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+from .backoff import full_jitter
+from .clock import Clock
+from .config import RetrySettings
+from .download import DownloadFailed, OutputSaver
+from .handoff import Handoff
+from .ledger import Ledger
+from .outputs import OutputRef
+from .stats import RunStats
+
+log = logging.getLogger("batcher")
+
+
+@dataclass(frozen=True)
+class DownloadTask:
+    job_id: str
+    workflow: str
+    refs: tuple[OutputRef, ...]
+
+
+class Collector:
+    """Saves the outputs of finished jobs and records each outcome."""
+
+    def __init__(
+        self, *, ledger: Ledger, stats: RunStats, retry: RetrySettings, clock: Clock, rng: random.Random
+    ) -> None:
+        self.ledger = ledger
+        self.stats = stats
+        self.retry = retry
+        self.clock = clock
+        self.rng = rng
+
+    async def worker(self, tasks: Handoff[DownloadTask], saver: OutputSaver) -> None:
+        """Save the outputs of finished jobs as they come, until ``tasks`` is closed."""
+        while (task := await tasks.get()) is not None:
+            await self._save(task, saver)
+
+    async def _save(self, task: DownloadTask, saver: OutputSaver) -> None:
+        attempt = 0
+        while True:
+            try:
+                saved = await saver.save_all(task.job_id, list(task.refs))
+            except DownloadFailed as exc:
+                attempt += 1
+                if exc.retryable and attempt < self.retry.max_attempts:
+                    r = self.retry
+                    await self.clock.sleep(
+                        full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)
+                    )
+                    continue
+                self.ledger.event(
+                    task.job_id,
+                    "download_failed",
+                    self.clock.wall(),
+                    error=str(exc),
+                    retryable=exc.retryable,
+                    outputs=[r.to_json() for r in task.refs],
+                )
+                self.stats.outcomes["download_failed"] += 1
+                self.stats.downloading -= 1
+                log.warning("%s: %s", task.job_id, exc)
+                return
+            if not task.refs:
+                log.warning("%s: the provider reported COMPLETED with no outputs", task.job_id)
+            self.ledger.event(
+                task.job_id, "completed", self.clock.wall(), outputs=[o.to_json() for o in saved]
+            )
+            self.stats.outcomes["completed"] += 1
+            self.stats.downloading -= 1
+            return
