@@ -20,6 +20,7 @@ from .download import check_out_dir
 from .errors import RowError
 from .ledger import check_ledger_path, read_records
 from .manifest import check_manifest_paths, read_manifests
+from .seams import survey
 from .state import LedgerState, Next
 from .status_text import plural
 from .workflows import WorkflowRegistry
@@ -60,7 +61,8 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
             state.compatible(
                 names, registry.fingerprints(), registry.templates(), ledger=str(settings.ledger.path)
             )
-    for item in read_manifests(manifests, registry):
+    joined = survey(manifests, state.runs).joined
+    for item in read_manifests(manifests, registry, joined):
         report.rows += 1
         if isinstance(item, RowError):
             report.invalid += 1

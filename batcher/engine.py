@@ -36,6 +36,7 @@ from .preflight import estimate_rows, preflight, warn_unterminated
 from .progress import Snapshot, snapshot_from
 from .ratecontrol import AdaptiveRate, RateController
 from .scheduler import Scheduler
+from .seams import survey
 from .state import LedgerState
 from .stats import RunStats
 from .transport import Transport
@@ -123,6 +124,7 @@ async def run_batch(
         fingerprints, templates = registry.fingerprints(), registry.templates()
         if not settings.ledger.force:
             state.compatible(names, fingerprints, templates, ledger=str(settings.ledger.path))
+        seams = survey(manifests, state.runs)
         ledger.event(
             None,
             "run",
@@ -132,6 +134,7 @@ async def run_batch(
             templates=templates,
             settings=settings.public(),
             version=1,
+            **({"seams": seams.record} if seams.record else {}),
         )
         await ledger.sync()
         if ledger.repaired_bytes:
@@ -152,6 +155,7 @@ async def run_batch(
         )
         run.progress = progress
         run.total = estimate_rows(manifests)
+        run.feeder.joined = seams.joined
         result = await run.go(interrupt or anyio.Event())
         result.repaired_bytes = ledger.repaired_bytes
         return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -25,6 +25,7 @@ from .ledger import Ledger, parse_iso, path_bases
 from .manifest import read_manifests
 from .outputs import OutputRef
 from .scheduler import Job, Scheduler
+from .seams import Seam
 from .state import FINAL_OK, JobState, LedgerState, Next
 from .stats import RunStats
 from .workflows import WorkflowRegistry
@@ -55,6 +56,8 @@ class Feeder:
         self.state = state
         self.stats = stats
         self.sched = scheduler
+        #: Lines holding two rows joined at a seam, by manifest (see :mod:`batcher.seams`).
+        self.joined: Mapping[str, Mapping[int, Seam]] = {}
         #: Final states of the manifests' jobs that earlier runs finished.
         self.earlier: Counter[str] = Counter()
 
@@ -85,7 +88,7 @@ class Feeder:
                 self.stats.downloads_resumed += 1
                 self.stats.downloading += 1
                 downloads.put(DownloadTask(job_id, js.workflow or "?", refs))
-        for item in read_manifests(self.manifests, self.registry):
+        for item in read_manifests(self.manifests, self.registry, self.joined):
             if isinstance(item, RowError):
                 self._invalid(item)
                 continue

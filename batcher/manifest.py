@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from array import array
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import chain
@@ -45,6 +45,7 @@ from .manifest_formats import (
 )
 from .manifest_rows import MAX_ID_LENGTH, Refused, job_from_row, job_id_for
 from .manifest_yaml import yaml_rows
+from .seams import Seam
 from .workflows import Workflow, WorkflowRegistry
 
 __all__ = [
@@ -130,7 +131,9 @@ def read_manifest(path: Path, registry: WorkflowRegistry) -> Iterator[JobSpec | 
 
 
 def read_manifests(
-    paths: Sequence[Path], registry: WorkflowRegistry
+    paths: Sequence[Path],
+    registry: WorkflowRegistry,
+    joined: Mapping[str, Mapping[int, Seam]] | None = None,
 ) -> Generator[JobSpec | RowError, None, None]:
     """Jobs and row errors of several manifests, in order; ids are unique across all of them.
 
@@ -141,6 +144,9 @@ def read_manifests(
     :class:`RowError`, never raised. (An I/O error while reading, or a YAML syntax error after
     the first row, comes later: the first raises ManifestError, the second is a RowError that
     says the rest of that file was not read.)
+
+    ``joined`` (from :func:`batcher.seams.survey`, by resolved path) names lines that hold two
+    rows joined at a seam: each is a RowError saying where the line break goes, not a job.
     """
     check_manifest_paths(paths)
     names = [str(p) for p in paths]
@@ -155,12 +161,25 @@ def read_manifests(
                 message, fix = _no_rows(_kind_of(path))
                 raise ManifestError(message, path=source.path, fix=fix)
             started.append((source, chain([first], rows)))
-        for source, rows in started:
+        for (source, rows), path in zip(started, paths, strict=True):
+            seams = joined.get(str(path.resolve())) if joined else None
             for row in rows:
-                if isinstance(row, BadRow):
+                if seams and row.line in seams:
+                    yield _joined(seams[row.line], source.path)
+                elif isinstance(row, BadRow):
                     yield RowError(row.message, path=source.path, line=row.line, field=row.field, fix=row.fix)
                 else:
                     yield _job(row, source, registry, seen)
+
+
+def _joined(seam: Seam, path: str) -> RowError:
+    return RowError(
+        "holds two rows joined together: this manifest ended here without a line break when "
+        "batcher last read it, and the row appended later went on the same line",
+        path=path,
+        line=seam.line,
+        fix=f"put a line break after byte {seam.column} of this line, then run again",
+    )
 
 
 # --- one file ---------------------------------------------------------------------------------

@@ -1,0 +1,138 @@
+"""Seams: where a manifest ended without a line break when a run read it, and rows joined there.
+
+A manifest whose last row has no line break (an editor that does not add one, a script that
+writes ``row`` instead of ``row\\n``) joins that row to the next one appended (``echo ... >>``,
+the nightly case). In JSONL and CSV the joined line is usually refused, but with a message about
+the JSON or the cells, not the cause; in a ``.txt`` list of URLs it reads as one odd URL, which
+is paid for, and the appended URL never runs.
+
+So each run records in its ``run`` line, for each manifest (by resolved path), where the file
+ended without a line break: the byte offset, the line that ended there, its length and a hash
+of the bytes before the offset. The next run finds the file still holding those bytes with more
+appended right after them (no line break in between) and reports that line as two rows joined,
+saying where to put the line break. A seam stays recorded, run after run, until the file no
+longer holds it (the line break was added, or the file was rewritten). Only line-based formats
+(``.jsonl``, ``.csv``, ``.txt``) are checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Bytes before a seam that must be unchanged for it to count (enough to tell files apart).
+TAIL = 256
+_LINE_FORMATS = (".jsonl", ".csv", ".txt")
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Seam:
+    """A manifest ended at byte ``at`` without a line break, in the middle of physical line
+    ``line`` (1-based), ``column`` bytes after that line's start; ``tail`` is a hash of the
+    bytes before ``at``."""
+
+    at: int
+    line: int
+    column: int
+    tail: str
+
+    def to_json(self) -> list[Any]:
+        return [self.at, self.line, self.column, self.tail]
+
+    @classmethod
+    def from_json(cls, value: object) -> Seam | None:
+        """A recorded seam, or None for anything else (a ledger edited by hand, a newer format)."""
+        if not isinstance(value, list) or len(value) != 4:
+            return None
+        at, line, column, tail = value
+        if not all(type(n) is int and n > 0 for n in (at, line, column)) or not isinstance(tail, str):
+            return None
+        return cls(at, line, column, tail)
+
+
+@dataclass
+class Survey:
+    """What :func:`survey` found: the seams to record in this run's line, and the lines that
+    hold two rows joined, by manifest (resolved path)."""
+
+    record: dict[str, list[list[Any]]] = field(default_factory=dict)
+    joined: dict[str, dict[int, Seam]] = field(default_factory=dict)
+
+
+def _tail_hash(fh: Any, at: int) -> str:
+    start = max(0, at - TAIL)
+    fh.seek(start)
+    return hashlib.blake2b(fh.read(at - start), digest_size=8).hexdigest()
+
+
+def _open_seam(fh: Any, size: int) -> Seam | None:
+    """The seam at the end of a file that does not end with a line break, else None."""
+    if size == 0:
+        return None
+    fh.seek(size - 1)
+    if fh.read(1) in (b"\n", b"\r"):
+        return None
+    fh.seek(0)
+    lines, start, offset = 1, 0, 0
+    while chunk := fh.read(_CHUNK):
+        newlines = chunk.count(b"\n")
+        if newlines:
+            lines += newlines
+            start = offset + chunk.rindex(b"\n") + 1
+        offset += len(chunk)
+    return Seam(size, lines, size - start, _tail_hash(fh, size))
+
+
+def _still_joined(fh: Any, size: int, seam: Seam) -> bool:
+    """Whether the file still holds the bytes before ``seam`` with more appended right after."""
+    if size <= seam.at:
+        return False
+    fh.seek(seam.at)
+    if fh.read(1) in (b"\n", b"\r"):
+        return False
+    return _tail_hash(fh, seam.at) == seam.tail
+
+
+def recorded_seams(runs: Sequence[Mapping[str, Any]], name: str) -> list[Seam]:
+    """The seams of manifest ``name`` as recorded by the last run that read it."""
+    for run in reversed(runs):
+        if name in (run.get("manifests") or []):
+            found = run.get("seams")
+            values = found.get(name) if isinstance(found, dict) else None
+            seams = (Seam.from_json(v) for v in values) if isinstance(values, list) else ()
+            return [s for s in seams if s is not None]
+    return []
+
+
+def survey(manifests: Sequence[Path], runs: Sequence[Mapping[str, Any]]) -> Survey:
+    """Check the manifests against the seams earlier runs recorded (see the module notes).
+
+    Reads a few hundred bytes a seam, plus, for a manifest that now ends without a line break,
+    the whole file once (to count its lines). A file that cannot be read is left to the
+    manifest checks."""
+    found = Survey()
+    for path in manifests:
+        if path.suffix.lower() not in _LINE_FORMATS:
+            continue
+        name = str(path.resolve())
+        keep: dict[int, Seam] = {}
+        try:
+            with path.open("rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                for seam in recorded_seams(runs, name):
+                    if _still_joined(fh, size, seam):
+                        keep[seam.at] = seam
+                        found.joined.setdefault(name, {})[seam.line] = seam
+                end = _open_seam(fh, size)
+                if end is not None:
+                    keep.setdefault(end.at, end)
+        except OSError:
+            continue
+        if keep:
+            found.record[name] = [s.to_json() for _, s in sorted(keep.items())]
+    return found
