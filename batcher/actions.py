@@ -144,6 +144,9 @@ class Actions:
             # Counted when it is sent, not when it was queued: a guard may stop it before that.
             job.post_unknown = False
             self.stats.resubmitted_unknown += 1
+        # A row with its own id: a hash of what it says, so that a later edit under the same id
+        # is noticed (a row without one is named after what it sends already).
+        named = {"inputs_hash": spec.inputs_hash()} if spec.named else {}
         self._event(
             job,
             "submitting",
@@ -152,6 +155,7 @@ class Actions:
             source=spec.path,
             line=spec.line,
             inputs=preview_inputs(spec.inputs, spec.base_dir),
+            **named,
         )
         await self.ledger.sync()
         log.debug("%s: submitting recorded, POST sent", job.job_id)

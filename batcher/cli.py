@@ -359,6 +359,6 @@ def _main_run(args: argparse.Namespace) -> int:
         return ExitCode.INTERRUPTED
     if isinstance(result, DryRunReport):
         print(render_dry_run(result))
-        return ExitCode.FAILED if result.invalid else ExitCode.OK
+        return ExitCode.FAILED if result.invalid or result.edited else ExitCode.OK
     print(render_summary(result))
     return int(result.exit_code)

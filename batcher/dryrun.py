@@ -1,6 +1,8 @@
 """``batcher run --dry-run``: validate every row, count what would run and what it would cost.
 
 Sends nothing and writes nothing; reads the ledger without taking its lock (a run may hold it).
+Rows are judged as the run judges them: a row whose job the ledger has done (or polls) needs no
+local file, and a row edited under the id of a job that ran is warned about and not counted.
 A ledger the run would refuse (written for other manifests or workflow settings) is refused here
 too, with the same error, unless ``--force``.
 Streams the manifests, so a million rows cost memory only for the ledger's jobs and the set of ids
@@ -21,7 +23,7 @@ from .errors import RowError
 from .ledger import check_ledger_path, read_records
 from .manifest import check_manifest_paths, read_manifests
 from .seams import survey
-from .state import LedgerState, Next
+from .state import LedgerState, Next, sends
 from .status_text import plural
 from .workflows import WorkflowRegistry
 
@@ -32,6 +34,8 @@ log = logging.getLogger("batcher")
 class DryRunReport:
     rows: int = 0
     invalid: int = 0
+    #: Rows with their own id whose job was sent with other inputs: the run would not send them.
+    edited: int = 0
     #: Valid jobs by workflow name.
     jobs: Counter[str] = field(default_factory=Counter)
     #: Jobs the ledger already knows, by what they need next ("nothing", "attach", ...).
@@ -61,8 +65,13 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
             state.compatible(
                 names, registry.fingerprints(), registry.templates(), ledger=str(settings.ledger.path)
             )
+    retry_failed, unknown_submit = settings.retry_failed, settings.ledger.unknown_submit
+
+    def needs_files(job_id: str) -> bool:  # as the run decides it (batcher.feeder)
+        return sends(state.step(job_id, retry_failed=retry_failed), unknown_submit=unknown_submit)
+
     joined = survey(manifests, state.runs).joined
-    for item in read_manifests(manifests, registry, joined):
+    for item in read_manifests(manifests, registry, joined=joined, needs_files=needs_files):
         report.rows += 1
         if isinstance(item, RowError):
             report.invalid += 1
@@ -71,10 +80,13 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
         wf = item.workflow
         report.jobs[wf.name] += 1
         known = state.jobs.get(item.job_id)
-        step = known.next_step(retry_failed=settings.retry_failed) if known else Next.SUBMIT
+        step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
         if known is not None:
             report.known[step.value] += 1
-        if step is Next.SUBMIT or (step is Next.UNKNOWN and settings.ledger.unknown_submit != "fail"):
+            if edited := item.edited_since(known, step):
+                report.edited += 1
+                log.warning("%s", edited)
+        if sends(step, unknown_submit=unknown_submit):
             report.to_submit[wf.name] += 1
             if wf.price_usd is None:
                 report.unpriced += 1
@@ -94,9 +106,10 @@ _KNOWN = {
 
 
 def render_dry_run(report: DryRunReport) -> str:
+    edited = f", {report.edited:,} edited under the id of a job that ran (not run)" if report.edited else ""
     lines = [
         f"Dry run: {plural(report.rows, 'row')}, {plural(sum(report.jobs.values()), 'valid job')}, "
-        f"{report.invalid:,} invalid."
+        f"{report.invalid:,} invalid{edited}."
     ]
     for name, n in sorted(report.jobs.items()):
         lines.append(f"  {name}: {plural(n, 'job')}, {report.to_submit.get(name, 0):,} to submit")

@@ -310,8 +310,9 @@ class _Run:
     async def _end_run(self) -> None:
         """Flush this run's output files to disk (one syncfs, not an fsync per file), then
         say so in the ledger: the next run checks the files of runs without ``run_end``. The
-        line also says why submissions stopped and how many jobs were left unstarted: rows the
-        ledger has no other line for, which ``batcher status`` could not see otherwise."""
+        line also says why submissions stopped, how many jobs were left unstarted, and how many
+        rows were edited under the id of a job that ran: rows the ledger has no other line for,
+        which ``batcher status`` could not see otherwise."""
         assert self.s.output.out_dir is not None
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(sync_outputs, self.s.output.out_dir)
@@ -322,6 +323,7 @@ class _Run:
                 outputs_synced=True,
                 not_started=self.stats.left + len(self.sched.unsent),
                 stop_reason=self.sched.stop_submitting,
+                edited_rows=self.stats.edited,
             )
             await self.ledger.sync()
 
@@ -362,7 +364,7 @@ class _Run:
             code = ExitCode.INTERRUPTED
         elif self.sched.stopped_by_provider:
             code = ExitCode.PROVIDER
-        elif bad or st.invalid or st.carried_over():
+        elif bad or st.invalid or st.edited or st.carried_over():
             code = ExitCode.FAILED
         else:
             code = ExitCode.OK

@@ -4,6 +4,8 @@ It goes over the ledger's jobs first (re-attach those with a known ``poll_url``,
 provider finished), then streams the manifests: rows finished earlier are skipped and counted,
 rows under way are left to the first pass, bad rows are recorded as ``invalid``, and the rest are
 queued for submission through a bounded queue, so a million rows are never in memory at once.
+Only rows still to be sent need their local image files; a row with its own id whose job was sent
+with other inputs (edited in place since) is warned about, and not sent again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .manifest import read_manifests
 from .outputs import OutputRef
 from .scheduler import Job, Scheduler
 from .seams import Seam
-from .state import FINAL_OK, JobState, LedgerState, Next
+from .state import FINAL_OK, JobState, LedgerState, Next, sends
 from .stats import RunStats
 from .workflows import WorkflowRegistry
 
@@ -88,12 +90,23 @@ class Feeder:
                 self.stats.downloads_resumed += 1
                 self.stats.downloading += 1
                 downloads.put(DownloadTask(job_id, js.workflow or "?", refs))
-        for item in read_manifests(self.manifests, self.registry, self.joined):
+        unknown_submit = self.settings.ledger.unknown_submit
+        state = self.state
+
+        def needs_files(job_id: str) -> bool:
+            return sends(state.step(job_id, retry_failed=retry_failed), unknown_submit=unknown_submit)
+
+        for item in read_manifests(
+            self.manifests, self.registry, joined=self.joined, needs_files=needs_files
+        ):
             if isinstance(item, RowError):
                 self._invalid(item)
                 continue
-            known = self.state.jobs.get(item.job_id)
+            known = state.jobs.get(item.job_id)
             step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
+            if known is not None and (edited := item.edited_since(known, step)):
+                self.stats.edited += 1
+                log.warning("%s", edited)
             if step is Next.NOTHING:
                 assert known is not None
                 self.earlier[known.status] += 1

@@ -96,6 +96,8 @@ class LedgerFold:
         #: when it never got to them) and why it stopped submitting, if it did.
         self.not_started = 0
         self.stop_reason: str | None = None
+        #: The last run's rows edited under the id of a job that ran (not run by it).
+        self.edited_rows = 0
         self.durations: list[float] | None = [] if durations else None
         self.runs: list[RunSpan] = []
         #: The last run's ``ledger.unknown_submit``: what a POST of unknown outcome gets next.
@@ -132,7 +134,7 @@ class LedgerFold:
             )
             self.invalid = []  # only the last run's invalid rows are news
             self.invalid_total = 0
-            self.not_started, self.stop_reason = 0, None
+            self.not_started, self.stop_reason, self.edited_rows = 0, None, 0
             return
         run = self._run
         if run is not None:
@@ -146,6 +148,8 @@ class LedgerFold:
                 left = rec.get("not_started")
                 self.not_started = left if isinstance(left, int) and not isinstance(left, bool) else 0
                 self.stop_reason = _str_or_none(rec.get("stop_reason"))
+                edited = rec.get("edited_rows")
+                self.edited_rows = edited if isinstance(edited, int) and not isinstance(edited, bool) else 0
             return
         if not isinstance(job_id, str) or not isinstance(status, str):
             return

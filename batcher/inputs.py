@@ -1,7 +1,9 @@
 """A workflow's inputs: their specs, and checking, composing and sending one row's values.
 
 Checks are strict (a bad value is an :class:`InputProblem` naming the field and the fix) and
-cheap: a local image file is only looked at, and read just before its job is sent.
+cheap: a local image file is only looked at, and read just before its job is sent. Whether the
+file is there is checked apart from the rest (:func:`check_local_file`), and only for a job that
+is still to be sent: once a job ran, its row is that job whatever became of the file.
 """
 
 from __future__ import annotations
@@ -82,10 +84,12 @@ def compose_text(compose: Compose, fields: Mapping[str, Any]) -> str | None:
     return compose.template.format(**values)
 
 
-def check_value(spec: InputSpec, value: Any, base_dir: Path | None) -> Any:
+def check_value(spec: InputSpec, value: Any, base_dir: Path | None, *, files: bool = True) -> Any:
+    """The value to send for one input; raises :class:`InputProblem`. ``files=False`` leaves
+    out whether a local image file exists (see :func:`check_local_file`)."""
     kind = spec.type
     if kind == "image":
-        return check_image_ref(spec.name, value, base_dir)
+        return check_image_ref(spec.name, value, base_dir, files=files)
     if kind == "text":
         if not isinstance(value, str):
             raise InputProblem(spec.name, f"must be text, not {type(value).__name__}", "give a string")
@@ -110,8 +114,9 @@ def check_value(spec: InputSpec, value: Any, base_dir: Path | None) -> Any:
     return value
 
 
-def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
-    """An image input: an http(s) URL, a data: URI, or a local file path (kept as written)."""
+def check_image_ref(name: str, value: Any, base_dir: Path | None, *, files: bool = True) -> str:
+    """An image input: an http(s) URL, a data: URI, or a local file path (kept as written; with
+    ``files``, the file must be a readable image file of at most the size limit)."""
     if not isinstance(value, str):
         raise InputProblem(name, f"must be a URL, not {type(value).__name__}", "give an http(s) URL")
     ref = value.strip()
@@ -145,9 +150,34 @@ def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
             f"URL scheme '{scheme}:' is not allowed",
             "use http://, https://, data: or a local file path",
         )
+    if files:
+        check_local_file(name, ref, base_dir)
+    return ref
+
+
+def local_path(ref: str, base_dir: Path | None) -> Path | None:
+    """The file a checked image input names (relative to ``base_dir``), or None for a URL or a
+    data: URI."""
+    if _PLAIN_URL.match(ref):
+        return None
+    try:
+        scheme = urlsplit(ref).scheme.lower()
+    except ValueError:  # refused by check_image_ref already; not a path either way
+        return None
+    if scheme in ("http", "https", "data"):
+        return None
     path = Path(ref)
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
+    return path
+
+
+def check_local_file(name: str, ref: str, base_dir: Path | None) -> None:
+    """Raise :class:`InputProblem` unless the local image file ``ref`` names (checked by
+    :func:`check_image_ref`) is a regular file, small enough to send inline."""
+    path = local_path(ref, base_dir)
+    if path is None:
+        return
     # Path.is_file() swallows only ENOENT-like errors: a 5,000-character "path" raises ENAMETOOLONG
     # and an unreadable folder EACCES, so both are caught here and reported as this row's problem.
     shown = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", ref if len(ref) <= 200 else f"{ref[:200]}...")
@@ -167,7 +197,6 @@ def check_image_ref(name: str, value: Any, base_dir: Path | None) -> str:
         raise InputProblem(name, f"local path is {kind}: {shown}", "give an image file or a URL")
     if size > MAX_LOCAL_IMAGE_BYTES:
         raise InputProblem(name, f"local file is over {MAX_LOCAL_IMAGE_BYTES} bytes", "use a URL")
-    return ref
 
 
 def materialize(
@@ -177,13 +206,11 @@ def materialize(
     out = dict(inputs)
     for spec in specs:
         value = out.get(spec.name)
-        if spec.type != "image" or not isinstance(value, str) or _PLAIN_URL.match(value):
+        if spec.type != "image" or not isinstance(value, str):
             continue
-        if urlsplit(value).scheme.lower() in ("http", "https", "data"):
+        path = local_path(value, base_dir)
+        if path is None:
             continue
-        path = Path(value)
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         out[spec.name] = f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
     return out

@@ -15,7 +15,10 @@ is an 8-byte hash of its id and where it was (for duplicates: about 32 bytes a r
 million-row manifest reads in well under 100 MB.
 
 A row without an id gets :func:`job_id_for`: a hash of the workflow and the prepared inputs, so the
-same row is the same job in every run and every format, wherever it sits in the file.
+same row is the same job in every run and every format, wherever it sits in the file. A row with
+its own id keeps its input fields, hashed only when asked (:meth:`JobSpec.inputs_hash`): the
+ledger records the hash, so that a row edited in place under its old id is noticed instead of
+passing for the job that ran.
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ from .manifest_formats import (
     physical_lines,
     txt_rows,
 )
-from .manifest_rows import MAX_ID_LENGTH, Refused, job_from_row, job_id_for
+from .manifest_rows import MAX_ID_LENGTH, NeedsFiles, Refused, inputs_hash, job_from_row, job_id_for
 from .manifest_yaml import yaml_rows
 from .seams import Seam
+from .state import FINAL_OK, NOT_SENT, JobState, Next
 from .workflows import Workflow, WorkflowRegistry
 
 __all__ = [
@@ -75,6 +79,36 @@ class JobSpec:
     line: int
     #: The manifest's folder: local image paths are relative to it.
     base_dir: Path
+    #: A row with its own id: its input fields as written (CSV cells read as numbers where the
+    #: workflow takes one), for :meth:`inputs_hash`. None for a row without an id, whose
+    #: ``job_id`` is the hash of its workflow and inputs already (an edit makes a new job).
+    fields: dict[str, Any] | None = None
+
+    @property
+    def named(self) -> bool:
+        """The row gave its own id."""
+        return self.fields is not None
+
+    def inputs_hash(self) -> str:
+        """What a row with its own id says, hashed (:func:`~batcher.manifest_rows.inputs_hash`),
+        as its ``submitting`` line records it; a row without one: its id."""
+        return self.job_id if self.fields is None else inputs_hash(self.workflow, self.fields)
+
+    def edited_since(self, known: JobState, step: Next) -> str | None:
+        """A warning if this row has its own id, the ledger's job of that id was sent with other
+        inputs (the row was edited in place since), and ``step`` does not send it again: this
+        row, as it is now, is not run. None otherwise (also for a ledger that recorded no hash)."""
+        if not self.named or known.inputs_hash is None or step not in NOT_SENT:
+            return None  # checked first: hashing the inputs is the costly part
+        if not known.sent_other_inputs(self.inputs_hash()):
+            return None
+        fix = "give the row a new id to run it as it is now, paid for again; or restore its inputs"
+        if step is Next.NOTHING and known.status != FINAL_OK:
+            fix += "; or pass --retry-failed to send it again as it is now"
+        return (
+            f"{self.path}:{self.line}: id {self.job_id!r}: the ledger's job of this id was sent with "
+            f"other inputs ({known.status}); this row as it is now is not run ({fix})"
+        )
 
 
 def check_manifest_paths(paths: Sequence[Path]) -> None:
@@ -133,9 +167,16 @@ def read_manifest(path: Path, registry: WorkflowRegistry) -> Iterator[JobSpec | 
 def read_manifests(
     paths: Sequence[Path],
     registry: WorkflowRegistry,
+    *,
     joined: Mapping[str, Mapping[int, Seam]] | None = None,
+    needs_files: NeedsFiles | None = None,
 ) -> Generator[JobSpec | RowError, None, None]:
     """Jobs and row errors of several manifests, in order; ids are unique across all of them.
+
+    A row naming local image files is refused if one is missing (or unreadable, not a file, too
+    large) only when ``needs_files(job_id)`` is true, or no ``needs_files`` is given: a run
+    passes one that says whether it would still send the job (:func:`~batcher.state.sends`),
+    so a row whose job ran before is that job even after its files were moved away.
 
     A generator: nothing is read until it is iterated. Every whole-file problem raises
     :class:`ManifestError` from the first ``next()``, before any row is yielded: the paths are
@@ -169,7 +210,7 @@ def read_manifests(
                 elif isinstance(row, BadRow):
                     yield RowError(row.message, path=source.path, line=row.line, field=row.field, fix=row.fix)
                 else:
-                    yield _job(row, source, registry, seen)
+                    yield _job(row, source, registry, seen, needs_files)
 
 
 def _joined(seam: Seam, path: str) -> RowError:
@@ -235,7 +276,9 @@ def _no_rows(kind: str) -> tuple[str, str]:
     return "has no rows", "add at least one row"
 
 
-def _job(row: RawRow, source: _Source, registry: WorkflowRegistry, seen: _FirstSeen) -> JobSpec | RowError:
+def _job(
+    row: RawRow, source: _Source, registry: WorkflowRegistry, seen: _FirstSeen, needs_files: NeedsFiles | None
+) -> JobSpec | RowError:
     def claim(job_id: str, explicit: bool) -> None:
         first = seen.first(job_id, row.line, source.index)
         if first is None:
@@ -251,12 +294,12 @@ def _job(row: RawRow, source: _Source, registry: WorkflowRegistry, seen: _FirstS
         )
 
     try:
-        job_id, workflow, inputs = job_from_row(row, source.base_dir, registry, claim)
+        job_id, workflow, inputs, fields = job_from_row(row, source.base_dir, registry, claim, needs_files)
     except Refused as exc:
         return RowError(
             exc.message, path=source.path, line=row.line, field=exc.field, fix=exc.fix, job_id=exc.job_id
         )
-    return JobSpec(job_id, workflow, inputs, source.path, row.line, source.base_dir)
+    return JobSpec(job_id, workflow, inputs, source.path, row.line, source.base_dir, fields)
 
 
 # --- duplicate ids ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .inputs import CONTROL, InputProblem
+from .inputs import CONTROL, InputProblem, check_local_file
 from .manifest_formats import RawRow
 from .workflows import Workflow, WorkflowRegistry
 
@@ -26,6 +26,9 @@ MAX_ID_LENGTH = 128
 
 #: ``claim(job_id, explicit)`` records an id as taken, or raises :class:`Refused` if it already is.
 Claim = Callable[[str, bool], None]
+
+#: ``needs_files(job_id)``: False when the job will not be sent again (see :func:`job_from_row`).
+NeedsFiles = Callable[[str], bool]
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _INT_TEXT = re.compile(r"[+-]?[0-9]+\Z")
@@ -51,21 +54,41 @@ def job_id_for(workflow: Workflow, inputs: Mapping[str, Any]) -> str:
     The hash covers the workflow's Segmind id and the canonical JSON of the *prepared* inputs
     (sorted keys, compact separators, UTF-8), so it does not depend on the row's position, key
     order, format or on the friendlier fields (``title``) the inputs were composed from. A local
-    image path enters as written: the same path in two manifest folders gives the same id.
+    image path enters as written, never the file's bytes: the same path in two manifest folders
+    gives the same id, and so does a row whose file was moved away after its job ran.
     """
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(f"{workflow.workflow_id}\n{canonical}".encode())
     return digest.hexdigest()[:16]
 
 
+def inputs_hash(workflow: Workflow, fields: Mapping[str, Any]) -> str:
+    """What a row with its own id says, hashed (``inputs_hash`` in the ledger): 16 hex digits of
+    SHA-256 over the workflow's name and the row's input fields as written (canonical JSON, as
+    :func:`job_id_for`), so that a row edited in place under the id of a job that ran is told
+    from that job. What the row says, not what is sent: a local image counts by its path, never
+    its bytes (the file may have been archived), and a composed input by its fields (a changed
+    ``compose`` template or Segmind id is the ledger's concern, not an edit of the row)."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{workflow.name}\n{canonical}".encode()).hexdigest()[:16]
+
+
 def job_from_row(
-    row: RawRow, base_dir: Path, registry: WorkflowRegistry, claim: Claim
-) -> tuple[str, Workflow, dict[str, Any]]:
-    """``(job id, workflow, prepared inputs)`` for a parsed row, or :class:`Refused`.
+    row: RawRow,
+    base_dir: Path,
+    registry: WorkflowRegistry,
+    claim: Claim,
+    needs_files: NeedsFiles | None = None,
+) -> tuple[str, Workflow, dict[str, Any], dict[str, Any] | None]:
+    """``(job id, workflow, prepared inputs, fields)`` for a parsed row, or :class:`Refused`;
+    ``fields`` (the row's input fields, for :func:`inputs_hash`) only for a row with its own id.
 
     The checks run in the order a user fixes things: the row's shape, its id (an explicit id is
     claimed first, so a later row reusing it is the duplicate even if this row is invalid), the
-    workflow (named or inferred from the input names), then the inputs themselves.
+    workflow (named or inferred from the input names), then the inputs themselves, and last
+    the local image files they name. Those are looked at only if ``needs_files(job_id)`` (or
+    with no ``needs_files``): a job the ledger has finished, or whose poll_url it knows, is
+    never sent again, so its files may have been archived since.
     """
     own_id: str | None = None
     try:
@@ -87,16 +110,21 @@ def job_from_row(
         if row.text_cells:
             fields = _from_text_cells(workflow, fields)
         try:
-            inputs = workflow.prepare(fields, base_dir)
+            inputs = workflow.prepare(fields, base_dir, files=False)
+            if job_id is None:
+                job_id = job_id_for(workflow, inputs)
+            files = workflow.local_files(inputs)
+            if files and (needs_files is None or needs_files(job_id)):
+                for name, ref in files:
+                    check_local_file(name, ref, base_dir)
         except InputProblem as exc:
             raise Refused(exc.field, exc.message, exc.fix) from exc
-        if job_id is None:
-            job_id = job_id_for(workflow, inputs)
+        if own_id is None:
             claim(job_id, False)
     except Refused as exc:
         exc.job_id = own_id
         raise
-    return job_id, workflow, inputs
+    return job_id, workflow, inputs, fields if own_id is not None else None
 
 
 def _input_fields(data: dict[Any, Any]) -> dict[str, Any]:

@@ -11,6 +11,11 @@ Ledger statuses, in the order a job meets them::
 A ``failed`` line with ``gave_up_polling: true`` is a job still unfinished ``poll.give_up_after``
 into a run's polling of it: retryable, with its poll_url known, so it is re-attached, never POSTed.
 
+The ``submitting`` line of a row with its own id carries ``inputs_hash``, a hash of what the row
+says (:func:`~batcher.manifest_rows.inputs_hash`): a row edited in place under that id differs
+from it, and is warned about instead of passing for the job that ran. Kept as one int a job, and
+only for those jobs.
+
 ``run`` lines (``job_id`` null) open each run with the manifests and workflow settings; a
 ``run_end`` line closes a run that ended in order, after its output files were flushed to disk.
 """
@@ -65,6 +70,14 @@ class JobState:
     line: int | None = None
     #: The ledger line (1-based) of its ``completed`` record.
     done_line: int = 0
+    #: Its last ``submitting`` line's ``inputs_hash`` as an int (rows with their own id only;
+    #: None for the others and for ledgers written before it was recorded).
+    inputs_hash: int | None = None
+
+    def sent_other_inputs(self, inputs_hash: str) -> bool:
+        """True when its last POST recorded inputs other than those ``inputs_hash`` stands for
+        (:meth:`~batcher.manifest.JobSpec.inputs_hash`); False when nothing was recorded."""
+        return self.inputs_hash is not None and self.inputs_hash != _hash_int(inputs_hash)
 
     def outputs_lost(self) -> bool:
         """Its saved files did not survive (a crash before they reached the disk): make it need
@@ -103,6 +116,26 @@ class JobState:
         return Next.SUBMIT  # deferred, a retryable failure before a poll_url, or a newer status
 
 
+#: Steps at which a run does not POST the job (it is done, or polled and downloaded).
+NOT_SENT = frozenset({Next.NOTHING, Next.ATTACH, Next.DOWNLOAD})
+
+
+def sends(step: Next, *, unknown_submit: str) -> bool:
+    """Whether a run POSTs a job at this step (``ledger.unknown_submit`` fails a POST of
+    unknown outcome instead of sending it again)."""
+    return step is Next.SUBMIT or (step is Next.UNKNOWN and unknown_submit != "fail")
+
+
+def _hash_int(value: object) -> int | None:
+    """An ``inputs_hash`` (16 hex digits) as an int, or None if it is not one."""
+    if not isinstance(value, str) or len(value) != 16:
+        return None
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
+
 @dataclass
 class LedgerState:
     jobs: dict[str, JobState] = field(default_factory=dict)
@@ -113,6 +146,11 @@ class LedgerState:
     #: Jobs whose last line is ``submitting``: a POST on the wire, or cut off by a kill if a
     #: ``run`` line comes next.
     posting: set[str] = field(default_factory=set)
+
+    def step(self, job_id: str, *, retry_failed: bool) -> Next:
+        """What the job of this id needs from a run (a job the ledger does not know: SUBMIT)."""
+        known = self.jobs.get(job_id)
+        return known.next_step(retry_failed=retry_failed) if known is not None else Next.SUBMIT
 
     def apply(self, rec: Mapping[str, Any]) -> None:
         """Fold one ledger record into the state."""
@@ -144,6 +182,7 @@ class LedgerState:
                 job.post_unknown = True
             self.posting.add(job_id)
             job.submits += 1
+            job.inputs_hash = _hash_int(rec.get("inputs_hash"))
             job.request_id = job.poll_url = None
             job.outputs = None
             job.error = None

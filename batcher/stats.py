@@ -17,6 +17,9 @@ class RunStats:
     skipped: int = 0
     #: Rows of the manifests that were invalid.
     invalid: int = 0
+    #: Rows with their own id whose job was sent with other inputs (edited in place since): not
+    #: run again; each makes the exit code 1.
+    edited: int = 0
     #: Jobs whose earlier POST had an unknown outcome, submitted again (maybe paid twice).
     resubmitted_unknown: int = 0
     #: POSTs answered 200 in this run, and what they cost by the workflow prices.

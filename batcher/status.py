@@ -115,6 +115,8 @@ class StatusReport:
     #: Jobs the last run left unstarted (the next run submits them) and why it stopped submitting.
     not_started: int = 0
     stop_reason: str | None = None
+    #: Rows the last run did not run because their id is that of a job sent with other inputs.
+    edited_rows: int = 0
     #: Of the failed jobs, those a run stopped polling after ``poll.give_up_after`` while the
     #: provider still had them unfinished: paid for, re-attached (never POSTed) by the next run.
     gave_up_polling: int = 0
@@ -222,6 +224,7 @@ def summarize(
         unknown_submit=fold.unknown_submit,
         not_started=fold.not_started,
         stop_reason=fold.stop_reason,
+        edited_rows=fold.edited_rows,
         gave_up_polling=gave_up,
     )
 

@@ -119,12 +119,17 @@ def render_status_text(report: StatusReport) -> str:
     flag = " with --retry-failed" if report.retry_failed else ""
     head.append(("Next run", f"{plural(report.next_run_total, 'known job')} would run{flag}"))
     rows["Next run"] = [(_next_words(step, report), f"{n:,}", "") for step, n in report.next_run.items() if n]
-    if report.not_started or report.stop_reason:
-        why = f"stopped submitting: {clean(report.stop_reason)}" if report.stop_reason else ""
+    if report.not_started or report.stop_reason or report.edited_rows:
+        said = [f"stopped submitting: {clean(report.stop_reason)}"] if report.stop_reason else []
         if report.not_started:
-            left = f"{plural(report.not_started, 'job')} not started (the next run submits them)"
-            why = f"{why}; {left}" if why else left
-        head.append(("Last run", why))
+            said.append(f"{plural(report.not_started, 'job')} not started (the next run submits them)")
+        if edited := report.edited_rows:
+            whose, them = ("its job", "it") if edited == 1 else ("their jobs", "them")
+            said.append(
+                f"{plural(edited, 'row')} edited since {whose} ran (same id, other inputs): not run; "
+                f"the run's warnings name {them} (a new id runs a row as it is now)"
+            )
+        head.append(("Last run", "; ".join(said)))
     width = min(40, max((len(label) for section in rows.values() for label, _, _ in section), default=0))
     number = max((len(n) for section in rows.values() for _, n, _ in section), default=0)
     out: list[str] = []
@@ -187,7 +192,11 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         },
         "next_run": {"total": report.next_run_total, "retry_failed": report.retry_failed, **report.next_run},
         "unknown_submit": report.unknown_submit,
-        "last_run": {"not_started": report.not_started, "stop_reason": report.stop_reason},
+        "last_run": {
+            "not_started": report.not_started,
+            "stop_reason": report.stop_reason,
+            "edited_rows": report.edited_rows,
+        },
         "in_flight": {
             "total": report.in_flight_total,
             "oldest": [

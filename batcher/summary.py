@@ -17,7 +17,7 @@ def render_summary(result: RunResult) -> str:
     lines = []
     states = dict(st.outcomes)
     total_completed = states.get("completed", 0) + result.earlier.get("completed", 0)
-    idle = not (st.carried_over() or st.invalid or result.interrupted)
+    idle = not (st.carried_over() or st.invalid or st.edited or result.interrupted)
     if done_now == 0 and idle:
         total = sum(result.earlier.values())
         if total and total_completed == total:
@@ -34,6 +34,8 @@ def render_summary(result: RunResult) -> str:
         parts = [f"{n} {k}" for k, n in sorted(states.items())]
         if st.invalid:
             parts.append(plural(st.invalid, "invalid row"))
+        if st.edited:
+            parts.append(f"{plural(st.edited, 'edited row')} not run")
         if st.in_flight:
             parts.append(f"{st.in_flight} still in flight (re-attached next run)")
         if st.gave_up_polling:
@@ -83,6 +85,12 @@ def render_summary(result: RunResult) -> str:
             f"Outcome unknown: {plural(st.unknown_outcomes, 'POST')} got no clear answer this run and "
             f"{plural(st.resubmitted_unknown, 'job')} with an earlier POST of unknown outcome had to be "
             "sent again; each may have been billed twice"
+        )
+    if st.edited:
+        what = "row has the id of a job" if st.edited == 1 else "rows have the ids of jobs"
+        lines.append(
+            f"Edited: {st.edited:,} {what} that ran with other inputs; not run again (see the "
+            "warnings above: a new id runs a row as it is now, and is paid for)"
         )
     if st.credits is not None:
         lines.append(f"Provider credits remaining: {_money(st.credits)}")

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .inputs import Compose, InputProblem, InputSpec, check_value, compose_text
+from .inputs import Compose, InputProblem, InputSpec, check_value, compose_text, local_path
 
 #: A Segmind workflow id: 24 hex digits, then ``-v`` and a version number. ``\Z``, not ``$``: ``$``
 #: also matches before a trailing newline, and ``\d`` would accept non-ASCII digits.
@@ -79,8 +79,12 @@ class Workflow:
             return None
         return hashlib.sha256(json.dumps(templates, sort_keys=True).encode()).hexdigest()[:16]
 
-    def prepare(self, fields: Mapping[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
-        """Check a row's fields and return the inputs to send; raises :class:`InputProblem`."""
+    def prepare(
+        self, fields: Mapping[str, Any], base_dir: Path | None = None, *, files: bool = True
+    ) -> dict[str, Any]:
+        """Check a row's fields and return the inputs to send; raises :class:`InputProblem`.
+        ``files=False`` leaves out whether local image files exist (:meth:`local_files` lists
+        them, :func:`~batcher.inputs.check_local_file` checks one)."""
         if not self.defined:
             if not fields:
                 raise InputProblem("input", "is empty", "give the workflow's inputs as an object")
@@ -114,8 +118,18 @@ class Workflow:
                         hint = f" or {' + '.join(spec.compose.required)}"
                     raise InputProblem(spec.name, "is missing or empty", f"give {spec.name}{hint}")
                 continue
-            out[spec.name] = check_value(spec, value, base_dir)
+            out[spec.name] = check_value(spec, value, base_dir, files=files)
         return out
+
+    def local_files(self, inputs: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(input name, path as written)`` of each local image file in prepared inputs."""
+        return [
+            (spec.name, value)
+            for spec in self.inputs
+            if spec.type == "image"
+            and isinstance(value := inputs.get(spec.name), str)
+            and local_path(value, None) is not None
+        ]
 
 
 class WorkflowRegistry:

@@ -470,7 +470,11 @@ async def test_the_morning_after_a_run_stopped_early_says_what_it_left_unstarted
         text = render_status_text(report)
         assert "Last run  stopped submitting: budget: " in text
         assert text.endswith("; 3 jobs not started (the next run submits them)")
-        assert status_json(report)["last_run"] == {"not_started": 3, "stop_reason": report.stop_reason}
+        assert status_json(report)["last_run"] == {
+            "not_started": 3,
+            "stop_reason": report.stop_reason,
+            "edited_rows": 0,
+        }
         await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
     report = ledger_status(ledger, prices=PRICES, now=T0)
     assert report.not_started == 0 and report.stop_reason is None

@@ -1,0 +1,244 @@
+"""What a nightly cron user meets in an appended-to manifest: input files archived after their jobs
+ran, and rows edited in place under the same id.
+
+Real sockets against the emulator, through :func:`run_batch` (shared :class:`ScaledClock`) or the
+command line (a subprocess), as a user runs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from batcher.clock import ScaledClock
+from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.engine import ExitCode
+from batcher.status import ledger_status
+from batcher.status_text import render_status_text
+from batcher.summary import render_summary
+from batcher.workflows import WorkflowRegistry
+
+from .support import SPEED, cli_env, ledger_lines, png_data_uri, run, settings_for, write_jsonl
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"duration_median": 3.0, "duration_spread": 0.4, "render": "placeholder"}
+CLI_FAST = ["--poll-interval", "0.1", "--rate-limit", "60000"]
+
+
+def _png(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(png_data_uri(seed).split(",", 1)[1]))
+
+
+def _local_rows(folder: Path) -> list[dict[str, Any]]:
+    """Three sketch rows naming local files under ``folder`` (relative to the manifest): one
+    without an id (its id is the hash of its inputs), two with ids."""
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        _png(folder / name, i)
+    rel = folder.name
+    return [
+        {"input_image": f"{rel}/a.png"},
+        {"id": "b", "workflow": "sketch", "input": {"input_image": f"{rel}/b.png"}},
+        {"id": "c", "input_image": f"./{rel}/c.png"},
+    ]
+
+
+def _loud(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """batcher's warnings and errors."""
+    return [r.getMessage() for r in caplog.records if r.name == "batcher" and r.levelno >= logging.WARNING]
+
+
+def _cli(*args: str, cwd: Path, base_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batcher", *args],
+        cwd=cwd,
+        env=cli_env(base_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# --- local input files archived after their jobs ran ------------------------------------------------
+
+
+async def test_rows_whose_jobs_completed_are_skipped_quietly_after_their_local_files_are_archived(
+    tmp_path: Path, registry: WorkflowRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Done rows need their files no more (with or without an id: none counts as an edit), while a
+    row still to submit whose file is missing is still refused with the clear message."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", _local_rows(tmp_path / "imgs"))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(EmulatorConfig(**FAST), clock=clock) as emu:  # type: ignore[arg-type]
+        first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert first.exit_code is ExitCode.OK and first.stats.outcomes == {"completed": 3}
+        shutil.move(tmp_path / "imgs", tmp_path / "archive")
+        lines_before = len(ledger_lines(ledger))
+        with caplog.at_level(logging.WARNING, logger="batcher"):
+            second = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 3
+        assert _loud(caplog) == []
+        assert second.exit_code is ExitCode.OK
+        assert second.stats.invalid == 0 and second.stats.skipped == 3 and second.stats.submitted == 0
+        assert render_summary(second).startswith("Nothing to do: every job is already complete (3 jobs).")
+        statuses = [r["status"] for r in ledger_lines(ledger)[lines_before:]]
+        assert statuses == ["run", "run_end"]  # no invalid line
+        # Tonight's new row names a file that is not there: it still has to be sent, so it is refused.
+        write_jsonl(manifest, [{"id": "d", "input_image": "imgs/d.png"}], append=True)
+        third = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 3
+    assert third.exit_code is ExitCode.FAILED
+    assert third.stats.invalid == 1 and third.stats.skipped == 3
+    invalid = [r for r in ledger_lines(ledger) if r["status"] == "invalid"]
+    assert [(r["row_id"], r["line"], r["field"]) for r in invalid] == [("d", 4, "input_image")]
+    assert invalid[0]["error"] == "local file not found: imgs/d.png"
+
+
+async def test_a_job_in_flight_is_re_attached_after_its_local_file_is_archived(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A job whose poll_url is known is only polled and downloaded, never sent again: its row
+    needs no file either."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", _local_rows(tmp_path / "imgs")[1:2])
+    stuck = EmulatorConfig(render="placeholder", duration_median=1e7, duration_spread=0.0)
+    async with run_emulator(stuck, clock=clock) as emu:
+        first = await run(
+            settings_for(emu.base_url, tmp_path, **{"poll.give_up_after": 30.0}), [manifest], registry, clock
+        )
+        assert first.stats.gave_up_polling == 1
+        shutil.move(tmp_path / "imgs", tmp_path / "archive")
+        emu.state.reconfigure(duration_median=1.0)
+        second = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 1
+    assert second.exit_code is ExitCode.OK and second.stats.invalid == 0
+    assert second.stats.attached == 1 and second.stats.outcomes == {"completed": 1}
+
+
+async def test_dry_run_and_status_agree_with_the_run_after_local_files_are_archived(tmp_path: Path) -> None:
+    """``--dry-run`` counts the archived rows as done (exit 0, no invalid row), the run does too,
+    and ``batcher status`` shows no invalid row afterwards."""
+    write_jsonl(tmp_path / "m.jsonl", _local_rows(tmp_path / "imgs"))
+    common = ["m.jsonl", "--ledger", "l.jsonl", "--out", "out"]
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1)) as emu:
+        first = await anyio.to_thread.run_sync(
+            lambda: _cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
+        )
+        assert first.returncode == 0, first.stderr
+        shutil.move(tmp_path / "imgs", tmp_path / "archive")
+        dry = await anyio.to_thread.run_sync(lambda: _cli("run", *common, "--dry-run", cwd=tmp_path))
+        again = await anyio.to_thread.run_sync(
+            lambda: _cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
+        )
+        assert emu.stats()["submissions"] == 3
+    assert dry.returncode == 0, dry.stderr
+    assert "3 valid jobs, 0 invalid" in dry.stdout and "3 done" in dry.stdout
+    assert "Would submit 0 jobs" in dry.stdout
+    assert again.returncode == 0, again.stderr
+    assert "not found" not in again.stderr
+    status = _cli("status", "l.jsonl", cwd=tmp_path)
+    assert status.returncode == 0 and "Invalid" not in status.stdout
+
+
+# --- rows edited in place under the same id -----------------------------------------------------------
+
+
+def _edit_rows() -> list[dict[str, Any]]:
+    return [
+        {"id": "cat", "workflow": "sketch", "input": {"input_image": png_data_uri(1)}},
+        {"id": "dog", "workflow": "sketch", "input": {"input_image": png_data_uri(2)}},
+        {"input_image": png_data_uri(3)},  # no id: its id is the hash of its inputs
+    ]
+
+
+async def test_a_row_edited_under_the_same_id_is_not_run_again_but_warned_about_every_run(
+    tmp_path: Path, registry: WorkflowRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same id, other input: not paid for again, one warning per row and run naming the file,
+    line, id and fix, counted in the summary (exit 1). An edited row without an id is simply a new
+    job. A ledger written before the inputs' hash was recorded has nothing to compare: no warning."""
+    clock = ScaledClock(SPEED)
+    rows = _edit_rows()
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(EmulatorConfig(**FAST), clock=clock) as emu:  # type: ignore[arg-type]
+        first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert first.exit_code is ExitCode.OK
+        rows[1]["input"]["input_image"] = png_data_uri(20)  # the typo fixed, the id kept
+        rows[2]["input_image"] = png_data_uri(30)
+        write_jsonl(manifest, rows)
+        results = []
+        for _ in range(2):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="batcher"):
+                results.append(await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock))
+            warned = _loud(caplog)
+            assert len(warned) == 1, warned
+            assert warned[0].startswith(f"{manifest}:2: id 'dog': ")
+            assert "other inputs" in warned[0] and "give the row a new id" in warned[0]
+        assert emu.stats()["submissions"] == 4  # the id-less edit is a new job; 'dog' is not sent again
+        second, third = results
+        # A ledger from before the hash was recorded: nothing to compare, nothing said.
+        records = ledger_lines(ledger)
+        for rec in records:
+            rec.pop("inputs_hash", None)
+        ledger.write_text("".join(json.dumps(r) + "\n" for r in records))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="batcher"):
+            old = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert _loud(caplog) == []
+    assert second.stats.submitted == 1 and second.stats.edited == 1 and second.stats.skipped == 2
+    assert second.exit_code is ExitCode.FAILED
+    summary = render_summary(second)
+    assert "1 edited row not run" in summary
+    assert "Edited: 1 row has the id of a job that ran with other inputs" in summary
+    assert third.stats.submitted == 0 and third.stats.edited == 1 and third.exit_code is ExitCode.FAILED
+    assert "Nothing to do" not in render_summary(third)
+    assert old.exit_code is ExitCode.OK and old.stats.edited == 0 and old.stats.skipped == 3
+
+
+async def test_status_and_dry_run_show_rows_edited_under_the_same_id(tmp_path: Path) -> None:
+    """The morning after: ``batcher status`` says the last run left an edited row alone, and
+    ``--dry-run`` warns about it as the run does (exit 1)."""
+    write_jsonl(tmp_path / "m.jsonl", _edit_rows())
+    common = ["m.jsonl", "--ledger", "l.jsonl", "--out", "out"]
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1)) as emu:
+        first = await anyio.to_thread.run_sync(
+            lambda: _cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
+        )
+        assert first.returncode == 0, first.stderr
+        rows = _edit_rows()
+        rows[0]["input"]["input_image"] = png_data_uri(10)
+        write_jsonl(tmp_path / "m.jsonl", rows)
+        dry = await anyio.to_thread.run_sync(lambda: _cli("run", *common, "--dry-run", cwd=tmp_path))
+        again = await anyio.to_thread.run_sync(
+            lambda: _cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
+        )
+        assert emu.stats()["submissions"] == 3
+    assert dry.returncode == 1
+    assert "m.jsonl:1: id 'cat': " in dry.stderr and "1 edited" in dry.stdout
+    assert "Would submit 0 jobs" in dry.stdout
+    assert again.returncode == 1 and "m.jsonl:1: id 'cat': " in again.stderr
+    assert "Edited: 1 row" in again.stdout
+    status = _cli("status", "l.jsonl", cwd=tmp_path)
+    assert status.returncode == 0
+    assert "1 row edited since its job ran" in status.stdout
+    assert (
+        json.loads(_cli("status", "l.jsonl", "--json", cwd=tmp_path).stdout)["last_run"]["edited_rows"] == 1
+    )
+    report = ledger_status(tmp_path / "l.jsonl", prices={}, now=time.time())
+    assert report.edited_rows == 1 and report.invalid_total == 0  # an edited row is not an invalid one
+    assert "1 row edited since its job ran" in render_status_text(report)
