@@ -24,7 +24,6 @@ passing for the job that ran.
 from __future__ import annotations
 
 import hashlib
-import os
 from array import array
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -139,24 +138,6 @@ def check_manifest_paths(paths: Sequence[Path]) -> None:
         if key in seen:
             raise ManifestError("is given twice", path=where, fix="give each manifest once")
         seen.add(key)
-
-
-def without_final_line_break(paths: Sequence[Path]) -> list[Path]:
-    """The manifests whose last byte is not a line break. A row appended to one later (``echo
-    ... >> m.jsonl``, the nightly case) joins its last row: in JSONL or CSV the joined line is
-    refused, in a list of URLs it may even read as one odd URL. So the run warns in advance."""
-    found = []
-    for path in paths:
-        try:
-            with path.open("rb") as fh:
-                if fh.seek(0, os.SEEK_END) == 0:
-                    continue
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) not in (b"\n", b"\r"):
-                    found.append(path)
-        except OSError:
-            continue  # not readable: the manifest check says so
-    return found
 
 
 def read_manifest(path: Path, registry: WorkflowRegistry) -> Iterator[JobSpec | RowError]:

@@ -13,7 +13,8 @@ from pathlib import Path
 from .config import Settings, with_paths
 from .download import check_out_dir
 from .ledger import check_ledger_path
-from .manifest import read_manifests, without_final_line_break
+from .manifest import read_manifests
+from .seams import without_final_line_break
 from .workflows import WorkflowRegistry
 
 log = logging.getLogger("batcher")
@@ -55,7 +56,7 @@ def estimate_rows(manifests: Sequence[Path]) -> int | None:
 
 def warn_unterminated(manifests: Sequence[Path]) -> None:
     """Log a warning for each manifest that does not end with a line break (see
-    :func:`~batcher.manifest.without_final_line_break`)."""
+    :func:`~batcher.seams.without_final_line_break`)."""
     for path in without_final_line_break(manifests):
         log.warning(
             "manifest %s does not end with a line break: a row appended to it later would be joined"

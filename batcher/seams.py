@@ -98,6 +98,24 @@ def _still_joined(fh: Any, size: int, seam: Seam) -> bool:
     return _tail_hash(fh, seam.at) == seam.tail
 
 
+def without_final_line_break(paths: Sequence[Path]) -> list[Path]:
+    """The manifests whose last byte is not a line break. A row appended to one later (``echo
+    ... >> m.jsonl``, the nightly case) joins its last row: in JSONL or CSV the joined line is
+    refused, in a list of URLs it may even read as one odd URL. So the run warns in advance."""
+    found = []
+    for path in paths:
+        try:
+            with path.open("rb") as fh:
+                if fh.seek(0, os.SEEK_END) == 0:
+                    continue
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) not in (b"\n", b"\r"):
+                    found.append(path)
+        except OSError:
+            continue  # not readable: the manifest check says so
+    return found
+
+
 def recorded_seams(runs: Sequence[Mapping[str, Any]], name: str) -> list[Seam]:
     """The seams of manifest ``name`` as recorded by the last run that read it."""
     for run in reversed(runs):
