@@ -5,12 +5,12 @@ The classification follows ``../shared/segmind-api.md``:
 ====================  ===================================  =====================================
 answer                on submit                            on poll
 ====================  ===================================  =====================================
-200 (any 2xx)         ``submitted`` (poll_url, durable)    QUEUED/PROCESSING/other: poll again;
-                                                           COMPLETED: ``generated``, download
-                                                           (no output named: poll again, bounded);
-                                                           FAILED: ``failed`` (not retryable);
-                                                           unfinished after poll.give_up_after:
-                                                           ``failed`` (retryable: re-attached)
+200 (any 2xx)         ``submitted`` (poll_url, durable);   QUEUED/PROCESSING/other: poll again;
+                      no poll_url/request_id: an error     COMPLETED: ``generated``, download
+                      it spells out (FAILED, ``error``,    (no output named: poll again, bounded);
+                      a code) is that refusal (a 400       FAILED: ``failed`` (not retryable);
+                      without a code); anything else is    unfinished after poll.give_up_after:
+                      an unknown outcome, as a 5xx         ``failed`` (retryable: re-attached)
 400 (422)             ``failed``, not retryable            retry (a poll has no input to reject)
 401 / 403             stop the run (exit 3)                stop the run (exit 3)
 404                   stop submitting (exit 3)             retry, bounded; then ``expired``

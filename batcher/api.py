@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ _AMOUNT = r"\s*\$?\s*(-?\d+(?:\.\d+)?)"
 _CREDITS = re.compile(rf"balance{_AMOUNT}.*?required{_AMOUNT}", re.IGNORECASE | re.DOTALL)
 #: How deep a failure reason is read before the rest is shown as "...".
 _MAX_REASON_DEPTH = 8
+#: A submit answer's ``status`` that says the request failed (the poll's FAILED; ERROR as some
+#: gateways spell it).
+_FAILED = frozenset({"FAILED", "ERROR"})
+#: Where an error answer sent with a 2xx may name the HTTP status it stands for.
+_CODE_KEYS = ("status", "status_code", "statusCode", "code")
 #: What :func:`_loads` returns for a body that is not JSON (JSON's own null is None).
 _NOT_JSON = object()
 
@@ -170,6 +176,10 @@ class SegmindAPI:
             request_id = None
         if not isinstance(poll_url, str) or not poll_url.strip():
             if request_id is None:
+                refused = self._refusal(answer, data, job_id=job_id)
+                if refused is not None:
+                    raise refused
+                # Nothing says it failed: it may have been queued (and billed) all the same.
                 raise BadResponse(
                     "submit answer has neither poll_url nor request_id", status=answer.status, job_id=job_id
                 )
@@ -222,10 +232,17 @@ class SegmindAPI:
     # --- answers ---------------------------------------------------------------------
 
     def _note_credits(self, answer: Answer) -> None:
+        """Keep the balance an answer's ``x-remaining-credits`` gives, if it is a finite number.
+        Python's float() also reads "nan", "inf" and "1e999" (infinite): none is a balance, and
+        a NaN shown as credits left (or written as JSON progress, where NaN is not JSON) misleads,
+        so such a value is ignored, as a missing header is. A negative balance is kept: a provider
+        that charges jobs as they finish can leave an account overdrawn (the emulator does)."""
         raw = answer.headers.get("x-remaining-credits")
         if raw is not None:
             with contextlib.suppress(ValueError):
-                self.credits = float(raw)
+                value = float(raw)
+                if math.isfinite(value):
+                    self.credits = value
 
     @staticmethod
     def _failed_body(answer: Answer) -> dict[str, Any] | None:
@@ -266,10 +283,39 @@ class SegmindAPI:
         # Redact, then cut: a cut through the key would leave a prefix no redaction matches.
         return redact(text, self._settings.api_key)[:500]
 
-    def _error_for(self, answer: Answer, *, job_id: str, call: str) -> RemoteError:
-        status = answer.status
+    def _refusal(self, answer: Answer, data: Mapping[str, Any], *, job_id: str) -> RemoteError | None:
+        """The error a 2xx submit answer spells out, if it says in so many words that the request
+        failed (``"status": "FAILED"``, an ``error``/``error_message``, or an HTTP error code in
+        its body) and carries neither poll_url nor request_id: no request was queued that could
+        ever be polled or billed.
+        It is read as the error answer it would have been: a code it names (``"code": 406``) is
+        classified like that HTTP status (a 5xx stays an unknown outcome, as a real one does);
+        without one, the provider's insufficient-credits message is its 406, anything else a
+        400 (the job fails, not retried: sending it again is never silent). None for any other
+        answer: a 2xx that is merely unreadable stays a POST of unknown outcome."""
+        status = data.get("status")
+        failed = isinstance(status, str) and status.strip().upper() in _FAILED
+        code = next(
+            (v for key in _CODE_KEYS if type(v := data.get(key)) is int and 400 <= v <= 599),
+            None,
+        )
+        if not failed and code is None and not any(data.get(key) for key in ("error", "error_message")):
+            return None
+        named = f", code {code} in its body" if code is not None else ""
+        if code is None:
+            msg = self._message(answer)
+            code = 406 if _CREDITS.search(msg) or "insufficient credits" in msg.lower() else 400
+        text = f"HTTP {answer.status} on submit, an error answer without a poll_url{named}"
+        return self._error_for(answer, job_id=job_id, call="submit", status=code, text=text)
+
+    def _error_for(
+        self, answer: Answer, *, job_id: str, call: str, status: int | None = None, text: str | None = None
+    ) -> RemoteError:
+        """The error an answer means: by its HTTP status, or by ``status`` when given (a 2xx
+        error answer's), with ``text`` before the provider's message."""
+        status = answer.status if status is None else status
         msg = self._message(answer)
-        text = f"HTTP {status} on {call}: {msg}"
+        text = f"{text or f'HTTP {status} on {call}'}: {msg}"
         if status == 429:
             wait = server_wait(answer.headers, now=self._clock.wall(), cap=86400.0)
             return RateLimited(text, retry_after=wait, job_id=job_id)

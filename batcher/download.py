@@ -37,7 +37,7 @@ import anyio
 
 from .api import SegmindAPI
 from .errors import BatcherError, ConfigError, RemoteError, TransportError, UnsafeOutputError
-from .outputs import OutputRef
+from .outputs import OutputRef, is_data_uri
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _EXTENSIONS = {
@@ -46,6 +46,7 @@ _EXTENSIONS = {
     ".jpeg",
     ".webp",
     ".gif",
+    ".avif",
     ".bmp",
     ".tif",
     ".tiff",
@@ -66,7 +67,9 @@ _BY_TYPE = {
     "image/jpeg": ".jpg",
     "image/webp": ".webp",
     "image/gif": ".gif",
+    "image/avif": ".avif",
     "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
     "text/plain": ".txt",
     "application/json": ".json",
 }
@@ -117,7 +120,7 @@ class SavedOutput:
 
 
 def _extension(url: str | None, content_type: str) -> str:
-    if url and not url.startswith("data:"):
+    if url and not is_data_uri(url):
         path = url.split("?", 1)[0].split("#", 1)[0]
         name = path[path.find("//") + 2 :] if "//" in path else path
         name = name.rsplit("/", 1)[-1] if "/" in name else ""  # the host is not a file name
@@ -232,12 +235,20 @@ class OutputSaver:
                 buffer.clear()
 
         try:
+            if ref.url is None and ref.inline is not None:
+                # Read back from the ledger, which keeps no inline bytes; a job with a poll_url
+                # is polled again for them instead (see feeder), so this one has none.
+                raise DownloadFailed(
+                    f"{ref.key}: an inline output ({ref.inline}) is not kept in the ledger, and this"
+                    " job has no poll_url to ask the provider for it again",
+                    retryable=False,
+                )
             if ref.url is None:
                 content_type = "text/plain"
                 data = (ref.text or "").encode()
                 await sink(data)
                 size = len(data)
-            elif ref.url.startswith("data:"):
+            elif is_data_uri(ref.url):
                 content_type, data = _decode_data_uri(ref.url, self._max_bytes)
                 await sink(data)
                 size = len(data)
@@ -268,7 +279,7 @@ class OutputSaver:
             with contextlib.suppress(OSError):
                 os.unlink(part)
             raise
-        url = ref.url if ref.url and not ref.url.startswith("data:") else None
+        url = ref.url if ref.url and not is_data_uri(ref.url) else None
         return SavedOutput(ref.key, url, target, digest.hexdigest(), size)
 
 

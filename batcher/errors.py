@@ -13,7 +13,7 @@
     ├── RemoteError                the provider answered, and said no
     │   ├── RateLimited            429; ``retry_after`` seconds when the answer said
     │   ├── ServerError            5xx (or a gateway's HTML page)
-    │   ├── BadRequest             400: this input is wrong for the workflow
+    │   ├── BadRequest             400 (or a 2xx error answer with no poll_url): this input is wrong
     │   ├── AuthError              401/403: every request will fail
     │   ├── NotFound               404: unknown workflow (submit) or expired request (poll)
     │   ├── InsufficientCredits    406: credits, spend limit or content type
@@ -163,7 +163,8 @@ class ServerError(RemoteError):
 
 
 class BadRequest(RemoteError):
-    """400: the input is invalid for this workflow. The job fails; retrying cannot help."""
+    """400: the input is invalid for this workflow (also a 2xx answer that says the request failed
+    and gives no poll_url, naming no other code). The job fails; retrying cannot help."""
 
 
 class AuthError(RemoteError):

@@ -71,6 +71,13 @@ class Feeder:
         for job_id, js in self.state.jobs.items():
             step = js.next_step(retry_failed=retry_failed)
             wf = self.registry.get(js.workflow or "") if js.workflow else None
+            refs: tuple[OutputRef, ...] = ()
+            if step is Next.DOWNLOAD:
+                refs = tuple(OutputRef.from_json(o) for o in js.outputs or [] if isinstance(o, dict))
+                if js.poll_url and any(ref.inline is not None for ref in refs):
+                    # The ledger keeps no inline output's bytes: the job's poll answer has them
+                    # (a poll, free; never a POST).
+                    step = Next.ATTACH
             if step is Next.ATTACH and js.poll_url:
                 started = parse_iso(js.submitted_ts or "") or now_wall
                 job = Job(
@@ -86,7 +93,6 @@ class Feeder:
                 self.stats.attached += 1
                 self.sched.attach(job)
             elif step is Next.DOWNLOAD:
-                refs = tuple(OutputRef.from_json(o) for o in js.outputs or [] if isinstance(o, dict))
                 self.stats.downloads_resumed += 1
                 self.stats.downloading += 1
                 downloads.put(DownloadTask(job_id, js.workflow or "?", refs))

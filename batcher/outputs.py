@@ -3,13 +3,18 @@
 Seen shapes (``../shared/segmind-api.md``): a JSON *string* holding a list of
 ``{"keyname": ..., "value": {"data": url, "type": "image"}}`` entries (current), a JSON string
 holding a flat object ``{"image_output": url}`` (older), or the same already parsed. Values may
-also be bare strings, nested lists or objects. Every URL found is an output to download; every
-other scalar value (a workflow's text output, say) is kept as text.
+also be bare strings, nested lists or objects. Every URL found is an output to download; a
+string of bare base64 whose bytes are an image or a video (some workflows return their image so,
+without a ``data:`` prefix) becomes a ``data:`` URI of that type; every other scalar value (a
+workflow's text output, say) is kept as text.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,17 +27,29 @@ MAX_OUTPUTS = 1000
 
 @dataclass(frozen=True)
 class OutputRef:
-    """One output of a job: a URL to fetch, or a text value to save as it is."""
+    """One output of a job: a URL to fetch (a ``data:`` URI holds its bytes), or a text value to
+    save as it is. ``inline`` is set on an inline output read back from the ledger, which keeps
+    its type and size but not its bytes (:meth:`to_json`): its MIME type."""
 
     key: str
     url: str | None = None
     text: str | None = None
     kind: str = ""
+    inline: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The ledger's record of it. An inline output's bytes are not written there: a
+        multi-megabyte line would cost every reader of the ledger (``status`` reads it all) and
+        is past what a ledger line may be (:data:`~batcher.appendlog.MAX_LINE`); a run that
+        needs them again polls the job again, which is free."""
         data: dict[str, Any] = {"key": self.key}
-        if self.url is not None:
+        if self.url is not None and is_data_uri(self.url):
+            data["inline"] = data_uri_type(self.url)
+            data["chars"] = len(self.url)
+        elif self.url is not None:
             data["url"] = self.url
+        elif self.inline is not None:
+            data["inline"] = self.inline
         if self.text is not None:
             data["text"] = self.text
         if self.kind:
@@ -41,12 +58,85 @@ class OutputRef:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OutputRef:
+        url, inline = data.get("url"), data.get("inline")
         return cls(
             key=str(data.get("key", "output")),
-            url=data.get("url"),
+            url=url,
             text=data.get("text"),
             kind=str(data.get("type", "")),
+            inline=str(inline) if inline is not None and url is None else None,
         )
+
+
+def is_data_uri(url: str) -> bool:
+    """Whether ``url`` is a ``data:`` URI (an output that carries its own bytes)."""
+    return url[:5].lower() == "data:"
+
+
+def data_uri_type(uri: str) -> str:
+    """The MIME type a ``data:`` URI names (``text/plain`` when it names none, as RFC 2397 says)."""
+    head = uri[5 : uri.find(",", 0, 256)] if "," in uri[:256] else uri[5:256]
+    return head.split(";", 1)[0].strip().lower() or "text/plain"
+
+
+# --- bare base64 --------------------------------------------------------------------------
+
+#: Base64 without whitespace, padding optional: the standard alphabet, or the URL-safe one.
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_BASE64_URLSAFE = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+#: Base64 characters decoded to look at a value's first bytes (12 bytes: every signature below).
+_HEAD = 16
+
+
+def sniff_media(head: bytes) -> str | None:
+    """The MIME type of an image or video that starts with ``head``, or None: PNG, JPEG, GIF,
+    WebP, and the ISO media files (MP4, QuickTime, AVIF) by their ``ftyp`` box."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "image/avif"
+        return "video/quicktime" if brand == b"qt  " else "video/mp4"
+    return None
+
+
+def base64_media(text: str) -> str | None:
+    """``text`` as a ``data:`` URI if it is bare base64 (whitespace and MIME's line breaks
+    allowed, the standard or URL-safe alphabet, padding optional) of an image or video, as
+    :func:`sniff_media` knows them; else None. The signature is what tells: a caption that
+    happens to be valid base64 ("Tree", "Sunset") does not decode to a PNG's first bytes, so it
+    stays text. Only the first bytes are decoded here; the whole is decoded when saved, after
+    its size is checked against ``output.max_bytes``."""
+    head = "".join(text[: _HEAD * 8].split())[:_HEAD]
+    if len(head) < _HEAD:
+        return None  # 12 bytes or fewer: no image or video is that small
+    try:
+        first = base64.b64decode(head, altchars=b"-_" if "-" in head or "_" in head else None, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    mime = sniff_media(first)
+    if mime is None:
+        return None
+    compact = "".join(text.split())
+    urlsafe = "-" in compact or "_" in compact
+    if not (_BASE64_URLSAFE if urlsafe else _BASE64).fullmatch(compact):
+        return None  # not base64 after all (or the two alphabets mixed)
+    data = compact.rstrip("=")
+    if len(data) % 4 == 1 or (len(data) != len(compact) and len(compact) % 4):
+        return None  # no base64 is that long, or its padding is wrong
+    if urlsafe:
+        data = data.translate(_TO_STANDARD)
+    return f"data:{mime};base64,{data}{'=' * (-len(data) % 4)}"
+
+
+_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 def _looks_like_url(text: str) -> bool:
@@ -100,7 +190,8 @@ def _walk(node: Any, key: str, found: _Found, depth: int) -> None:
         if _looks_like_url(node.strip()):
             found.add(OutputRef(key=key, url=node.strip()))
         elif node.strip():
-            found.add(OutputRef(key=key, text=node))
+            uri = base64_media(node)
+            found.add(OutputRef(key=key, url=uri) if uri is not None else OutputRef(key=key, text=node))
         return
     if isinstance(node, bool) or node is None:
         return

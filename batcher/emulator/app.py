@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -134,6 +135,11 @@ async def submit(request: web.Request, call: ApiCall) -> web.StreamResponse:
     except InputError as exc:
         return json_error(400, exc.message)
 
+    if call.faults.failed_submit:
+        # Refused in a 200: nothing queued, nothing billed, and no poll_url to follow.
+        state.events["failed_submit"] += 1
+        return web.json_response({"status": FAILED, "error": "Workflow could not be started for this input"})
+
     now = state.clock.monotonic()
     balance = state.store.balance(now)
     if balance is not None and balance < workflow.price:
@@ -180,7 +186,7 @@ async def poll(request: web.Request, call: ApiCall) -> web.StreamResponse:
     if status == FAILED:
         return web.json_response(job.failure(), status=state.config.failed_http_status)
     if status == COMPLETED:
-        return web.json_response({"status": COMPLETED, "output": _output(request, state.config, job)})
+        return web.json_response({"status": COMPLETED, "output": await _output(request, state.config, job)})
     if call.faults.odd_status:
         return web.json_response({"status": "STARTING"})
     if status == QUEUED:
@@ -188,10 +194,24 @@ async def poll(request: web.Request, call: ApiCall) -> web.StreamResponse:
     return web.json_response({"status": status, "output": ""})
 
 
-def _output(request: web.Request, config: EmulatorConfig, job: Job) -> Any:
-    """The ``output`` field in the configured shape: a JSON string (list or flat), or parsed."""
+async def _output(request: web.Request, config: EmulatorConfig, job: Job) -> Any:
+    """The ``output`` field in the configured shape: a JSON string (list, flat or base64), or
+    parsed. ``base64`` puts each file's bytes in the answer, as bare base64 (no ``data:``)."""
     origin = _origin(request, config.output_host)
     outputs = job.render.outputs if job.render is not None else ()
+    if config.output_shape == "base64":
+        datas = [
+            await anyio.to_thread.run_sync(out.path.read_bytes) if out.path is not None else out.data
+            for out in outputs
+        ]
+        entries = [
+            {
+                "keyname": job.workflow.output_key,
+                "value": {"data": base64.b64encode(data).decode(), "type": "image"},
+            }
+            for data in datas
+        ]
+        return json.dumps(entries)
     urls = [f"{origin}/outputs/{job.request_id}/{out.name}" for out in outputs]
     if config.output_shape == "flat":
         return json.dumps({"image_output": urls[0] if urls else ""})

@@ -105,6 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("drop-rate", "connection closed without an answer"),
         ("drop-accept-share", "of dropped submits, the share accepted first"),
         ("odd-status-rate", "polls of unfinished jobs answered with an undocumented status"),
+        ("failed-submit-rate", "submits refused with a 200 saying FAILED and no poll_url (not billed)"),
         ("fail-rate", "jobs that end FAILED"),
     ):
         name = flag.replace("-", "_")
@@ -145,6 +146,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     jobs.add_argument("--workers", type=int, default=None, help="server-side workers (default unbounded)")
     jobs.add_argument(
         "--credits", type=float, default=None, help="starting balance in USD (default unlimited)"
+    )
+    jobs.add_argument(
+        "--credits-header",
+        default=None,
+        help="send this x-remaining-credits value instead of the balance (e.g. nan), to test clients",
     )
     jobs.add_argument("--record-ttl", type=float, default=None, help="seconds a finished job stays pollable")
     jobs.add_argument("--output-ttl", type=float, default=None, help="seconds output files stay downloadable")

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 
 RATE_HEADERS = ("retry-after-seconds", "retry-after-date", "reset-at-utc", "none")
 DURATION_SHAPES = ("lognormal", "bimodal")
-OUTPUT_SHAPES = ("list", "flat", "parsed")
+OUTPUT_SHAPES = ("list", "flat", "parsed", "base64")
 RENDER_MODES = ("real", "placeholder")
 ERROR_SHAPES = ("string", "object", "list", "mixed")
 
@@ -27,6 +27,7 @@ _RATES = (
     "drop_accept_share",
     "fail_rate",
     "odd_status_rate",
+    "failed_submit_rate",
     "bimodal_long_share",
 )
 _NON_NEGATIVE = (
@@ -76,6 +77,9 @@ class EmulatorConfig:
     drop_accept_share: float = 0.5
     #: Share of polls of an unfinished job that report an undocumented status ("STARTING").
     odd_status_rate: float = 0.0
+    #: Share of valid submits refused with a 200 whose body says FAILED, with an error and no
+    #: poll_url or request_id: nothing is queued or billed.
+    failed_submit_rate: float = 0.0
 
     # --- jobs (drawn from seed, canonical input and how often that input came before) ------
     #: Share of jobs that end FAILED.
@@ -104,7 +108,13 @@ class EmulatorConfig:
     #: Seconds after a job ends before its output files answer 404.
     output_ttl: float | None = None
 
+    #: Send this exact ``x-remaining-credits`` value instead of the balance ("nan", "inf",
+    #: "-1", "lots"), on every JSON answer, to test what a client makes of it.
+    credits_header: str | None = None
+
     # --- outputs --------------------------------------------------------------------------
+    #: ``list`` (current), ``flat`` (older), ``parsed`` (list, not a JSON string), or ``base64``
+    #: (list, each image as bare base64 with no ``data:`` prefix, as some workflows answer).
     output_shape: str = "list"
     #: "real" renders with Pillow; "placeholder" serves one small fixed PNG (for big benchmarks).
     render: str = "real"
@@ -169,6 +179,10 @@ class EmulatorConfig:
                 _bad(name, value, f"use one of: {', '.join(choices)}")
         if self.workers is not None and self.workers < 1:
             _bad("workers", self.workers, "give 1 or more, or leave it unset for no limit")
+        if self.credits_header is not None and (
+            not self.credits_header.isprintable() or not self.credits_header.isascii()
+        ):
+            _bad("credits_header", self.credits_header, "give printable ASCII text, such as nan or 12.5")
         if self.credits is not None and not self.credits >= 0.0:
             _bad("credits", self.credits, "give a balance in USD, 0 or more, or leave it unset")
         if not 200 <= self.failed_http_status <= 599:

@@ -125,6 +125,8 @@ class RequestFaults:
     lost: bool = False
     #: For a poll of an unfinished job: report an undocumented status.
     odd_status: bool = False
+    #: For a valid submit: refuse it with a 200 whose body says FAILED (nothing queued).
+    failed_submit: bool = False
 
 
 def draw_request_faults(config: EmulatorConfig, sequence: int) -> RequestFaults:
@@ -133,7 +135,8 @@ def draw_request_faults(config: EmulatorConfig, sequence: int) -> RequestFaults:
     Every draw is made whatever the rates, so changing one rate never shifts another's draws.
     """
     rng = seeded(config.seed, "request", sequence)
-    u_drop, u_accept, u_error, u_code, u_slow, u_lost, u_odd = (rng.random() for _ in range(7))
+    # Drawn in this order for ever: a new fault's draw goes last, so older ones keep theirs.
+    u_drop, u_accept, u_error, u_code, u_slow, u_lost, u_odd, u_failed = (rng.random() for _ in range(8))
     return RequestFaults(
         drop=u_drop < config.drop_rate,
         drop_after_accept=u_accept < config.drop_accept_share,
@@ -141,6 +144,7 @@ def draw_request_faults(config: EmulatorConfig, sequence: int) -> RequestFaults:
         slow=u_slow < config.slow_rate,
         lost=u_lost < config.lost_rate,
         odd_status=u_odd < config.odd_status_rate,
+        failed_submit=u_failed < config.failed_submit_rate,
     )
 
 

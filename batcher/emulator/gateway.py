@@ -114,10 +114,14 @@ def api_route(kind: str, handler: ApiHandler) -> Handler:
 
 
 def _answer(state: EmulatorState, kind: str, response: web.StreamResponse) -> web.StreamResponse:
-    """Count the answer and, once the caller is known, tell it its balance (JSON answers only)."""
+    """Count the answer and, once the caller is known, tell it its balance (JSON answers only),
+    or what ``credits_header`` says instead."""
     balance = state.store.balance(state.clock.monotonic())
-    if balance is not None and response.status != 401 and response.content_type == "application/json":
-        response.headers["x-remaining-credits"] = f"{balance:.4f}"
+    told = state.config.credits_header
+    if told is None and balance is not None:
+        told = f"{balance:.4f}"
+    if told is not None and response.status != 401 and response.content_type == "application/json":
+        response.headers["x-remaining-credits"] = told
     state.record(kind, response.status)
     return response
 

@@ -110,6 +110,8 @@ class EmulatorState:
             "server_errors": self.events["server_error"],
             # Submits accepted but answered 502, and connections closed without an answer.
             "lost_responses": self.events["lost"],
+            # Valid submits refused with a 200 saying FAILED and no poll_url (nothing queued).
+            "failed_submits": self.events["failed_submit"],
             "dropped_connections": self.events["dropped"],
             "dropped_after_accept": self.events["dropped_after_accept"],
             "slow_responses": self.events["slow"],

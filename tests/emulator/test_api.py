@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -99,6 +100,20 @@ async def test_output_shapes(shape: str) -> None:
             ]
             url = entries[0]["value"]["data"]
         assert url == f"{api.base}/outputs/{answer['request_id']}/sketch_output.png"
+
+
+async def test_the_base64_shape_puts_each_image_in_the_answer_as_bare_base64() -> None:
+    """Some workflows answer with the image itself, base64 without a ``data:`` prefix."""
+    async with serve(EmulatorConfig(render="placeholder", output_shape="base64")) as api:
+        answer = await api.queued(SKETCH, sketch_input())
+        body = await api.finish(answer["request_id"])
+        [entry] = json.loads(body["output"])
+        assert entry["keyname"] == "sketch_output" and entry["value"]["type"] == "image"
+        data = entry["value"]["data"]
+        assert not data.startswith(("data:", "http"))
+        served = await api.request("GET", f"{api.base}/outputs/{answer['request_id']}/sketch_output.png")
+        assert base64.b64decode(data, validate=True) == served.body
+        assert served.body.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 async def test_outputs_download_without_credentials_and_the_stats_catch_a_leak() -> None:
@@ -214,6 +229,15 @@ async def test_406_when_the_balance_cannot_pay_and_the_balance_header_on_answers
         assert cheap.status == 200
         await api.finish(cheap.json()["request_id"])
         assert api.emu.stats()["charged_usd"] == pytest.approx(0.4363 + 0.1006)
+
+
+@pytest.mark.parametrize("credits", [None, 5.0])
+async def test_credits_header_replaces_the_balance_header_on_json_answers(credits: float | None) -> None:
+    config = EmulatorConfig(render="placeholder", credits=credits, credits_header="nan")
+    async with serve(config) as api:
+        assert (await api.submit(SKETCH, sketch_input())).headers["x-remaining-credits"] == "nan"
+        assert (await api.submit(SKETCH, {})).headers["x-remaining-credits"] == "nan"  # a 400
+        assert "x-remaining-credits" not in (await api.submit(SKETCH, sketch_input(), key=None)).headers
 
 
 async def test_no_balance_header_when_credits_are_unlimited() -> None:
@@ -344,6 +368,7 @@ async def test_stats_count_requests_submissions_per_input_and_money() -> None:
         assert set(stats) >= {
             "rate_limited",
             "lost_responses",
+            "failed_submits",
             "dropped_connections",
             "server_errors",
             "output_downloads",

@@ -54,6 +54,8 @@ def test_config_is_frozen() -> None:
         ({"api_key": " "}, "api_key", "non-empty"),
         ({"output_host": "http://x/"}, "output_host", "bare hostname"),
         ({"failed_http_status": 99}, "failed_http_status", "422"),
+        ({"failed_submit_rate": 2.0}, "failed_submit_rate", "between 0 and 1"),
+        ({"credits_header": "1\r\nx-evil: 1"}, "credits_header", "printable ASCII"),
         ({"poll_origin": "other-host.test:1234"}, "poll_origin", "scheme://host[:port]"),
         ({"poll_origin": "ftp://other-host.test"}, "poll_origin", "scheme://host[:port]"),
         ({"poll_origin": "http://other-host.test/api"}, "poll_origin", "scheme://host[:port]"),

@@ -86,6 +86,19 @@ async def test_a_lost_submit_is_accepted_and_billed_but_answered_502() -> None:
         assert stats["charged_usd"] == pytest.approx(0.4363)
 
 
+async def test_a_failed_submit_is_a_200_saying_failed_with_no_poll_url_and_nothing_billed() -> None:
+    config = EmulatorConfig(failed_submit_rate=1.0, credits=5.0, render="placeholder", duration_median=0.0)
+    async with serve(config) as api:
+        reply = await api.submit(BLOG, BODY)
+        assert reply.status == 200
+        body = reply.json()
+        assert body["status"] == "FAILED" and body["error"]
+        assert not {"poll_url", "request_id"} & set(body)
+        assert (await api.submit(SKETCH, {})).status == 400  # an invalid input is still a 400
+        stats = api.emu.stats()
+        assert (stats["failed_submits"], stats["submissions"], stats["charged_usd"]) == (1, 0, 0.0)
+
+
 async def test_a_slow_answer_arrives_after_slow_seconds_of_the_clock() -> None:
     async with serve(EmulatorConfig(slow_rate=1.0, slow_seconds=45.0, render="placeholder")) as api:
         before = api.clock.monotonic()

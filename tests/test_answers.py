@@ -1,0 +1,343 @@
+"""Edge cases in what the provider answers, end to end over real sockets: an output that is bare
+base64, an ``x-remaining-credits`` that is not a number, and a 2xx submit answer that is an error."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from batcher.api import SegmindAPI
+from batcher.clock import ScaledClock, SystemClock
+from batcher.config import ApiSettings
+from batcher.download import DownloadFailed, OutputSaver
+from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.engine import ExitCode, RunResult
+from batcher.outputs import OutputRef, parse_outputs
+from batcher.progress import snapshot_from, snapshot_json
+from batcher.summary import render_summary
+from batcher.transport import Transport
+from batcher.workflows import WorkflowRegistry
+
+from .support import (
+    API_KEY,
+    SPEED,
+    last_status,
+    ledger_lines,
+    run,
+    served,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"duration_median": 3.0, "duration_spread": 0.4, "render": "placeholder"}
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 3
+
+
+def _emulator(clock: ScaledClock, **changes: Any) -> Any:
+    return run_emulator(EmulatorConfig(**{**FAST, **changes}), clock=clock)
+
+
+# --- 1. an output that is bare base64 ---------------------------------------------------------
+
+ENCODINGS = {
+    "standard": lambda raw: base64.b64encode(raw).decode(),
+    "MIME line breaks": lambda raw: base64.encodebytes(raw).decode(),
+    "URL-safe, no padding": lambda raw: base64.urlsafe_b64encode(raw).decode().rstrip("="),
+}
+MEDIA = [  # (the bytes a workflow sent, their type, how they were encoded)
+    (PNG, "image/png", "standard"),
+    (b"\xff\xd8\xff\xe0" + bytes(300), "image/jpeg", "MIME line breaks"),
+    (b"GIF89a\xff\xfe" + bytes(40), "image/gif", "URL-safe, no padding"),
+    (b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(30), "image/webp", "standard"),
+    (b"\x00\x00\x00\x20ftypisom" + bytes(50), "video/mp4", "URL-safe, no padding"),
+    (b"\x00\x00\x00\x14ftypqt  " + bytes(50), "video/quicktime", "standard"),
+    (b"\x00\x00\x00\x1cftypavif" + bytes(50), "image/avif", "MIME line breaks"),
+]
+
+TEXTS = [  # outputs that must stay text, whatever base64 they happen to be
+    "Tree",
+    "Sunset",
+    "A lighthouse at dusk",
+    "abcdefghijklmnopqrstuvwxyz012345",  # valid base64 of 24 bytes that are no image
+    base64.b64encode(b"a caption, encoded").decode(),
+    base64.b64encode(PNG).decode()[:40] + "!not base64!",  # a PNG's start, then not base64
+    base64.b64encode(PNG).decode()[:40] + "-+" + base64.b64encode(PNG).decode()[42:80],  # two alphabets
+    base64.b64encode(PNG).decode()[:41],  # 41 characters: no base64 is that long
+    "iVBORw0KGgo=",  # a PNG's signature and nothing else: too short to be an image
+]
+
+
+def test_only_base64_that_decodes_to_an_image_or_video_becomes_an_inline_file() -> None:
+    """A bare base64 string (a workflow's image, sent without a ``data:`` prefix) was saved as a
+    .txt file of base64. It is now an inline output of the type its first bytes say, in whatever
+    form it came (line breaks, URL-safe, no padding); anything that does not decode to a known
+    image or video signature stays text, so a caption is never taken for a file."""
+    for raw, mime, encoding in MEDIA:
+        sent = ENCODINGS[encoding](raw)
+        name = f"{mime}, {encoding}"
+        [ref] = parse_outputs(json.dumps([{"keyname": "img", "value": {"data": sent, "type": "image"}}]))
+        assert ref.url is not None and ref.text is None, name
+        head, _, payload = ref.url.partition(",")
+        assert head == f"data:{mime};base64", name
+        assert base64.b64decode(payload, validate=True) == raw, name
+        assert parse_outputs(sent) == [OutputRef("output", url=ref.url)], name  # bare, as the whole output
+    for text in TEXTS:
+        assert parse_outputs(json.dumps({"caption": text})) == [OutputRef("caption", text=text)], text
+
+
+async def test_a_bare_base64_image_is_saved_as_the_image_and_the_ledger_keeps_no_base64(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The emulator answers with the image as bare base64 (``output_shape: base64``): the file
+    saved is the PNG the emulator rendered, named ``.png``; the ``generated`` line records the
+    output's type and size, not its megabytes of base64 (a ledger line holds a record, not a file)."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    async with _emulator(clock, output_shape="base64") as emu:
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        [job] = list(emu.state.store)[:1]
+        assert job.render is not None
+        rendered = job.render.outputs[0].data
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 2}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sketch-0000.png", "sketch-0001.png"]
+    assert (tmp_path / "out" / "sketch-0000.png").read_bytes() == rendered
+    lines = ledger_lines(tmp_path / "ledger.jsonl")
+    generated = [r for r in lines if r["status"] == "generated"]
+    assert [o["inline"] for r in generated for o in r["outputs"]] == ["image/png", "image/png"]
+    assert all(o["chars"] > len(rendered) for r in generated for o in r["outputs"])
+    encoded = base64.b64encode(rendered).decode()
+    assert encoded[:40] not in (tmp_path / "ledger.jsonl").read_text()
+
+
+async def test_a_run_killed_before_saving_an_inline_output_polls_the_job_again_for_it(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The ledger keeps no inline bytes, so a job left ``generated`` (killed before its file was
+    saved) is polled again by its poll_url, which is free, and never POSTed again."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    ledger = tmp_path / "ledger.jsonl"
+    async with _emulator(clock, output_shape="base64") as emu:
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        saved = tmp_path / "out" / "sketch-0000.png"
+        good = saved.read_bytes()
+        # As if killed between the provider's COMPLETED and the file reaching its name.
+        kept = [r for r in ledger_lines(ledger) if r["status"] not in ("completed", "run_end")]
+        ledger.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        saved.unlink()
+        before = emu.stats()
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        after = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 1}
+    assert result.stats.attached == 1 and after["submissions"] == before["submissions"] == 1
+    assert after["requests"]["poll"]["200"] == before["requests"]["poll"]["200"] + 1
+    assert saved.read_bytes() == good and last_status(ledger)["sketch-0000"] == "completed"
+
+
+async def test_a_bare_base64_output_over_the_size_cap_is_refused_not_saved(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """``output.max_bytes`` holds for an image sent inline as for one fetched by URL (it was
+    saved whatever its size, as text)."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _emulator(clock, output_shape="base64") as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"output.max_bytes": 64})
+        result = await run(settings, [manifest], registry, clock)
+    assert result.stats.outcomes == {"download_failed": 1}
+    [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
+    assert "64-byte cap" in failed["error"] and failed["retryable"] is False
+    assert not list((tmp_path / "out").iterdir())
+
+
+async def test_an_inline_output_read_back_without_its_bytes_and_no_poll_url_fails_clearly(
+    tmp_path: Path,
+) -> None:
+    """An inline output from the ledger (type, no bytes) cannot be saved from it; a job without a
+    poll_url to ask again (a hand-edited ledger) gets a failure that says so, not an empty file."""
+    ref = OutputRef.from_json(
+        OutputRef("img", "data:image/png;base64," + base64.b64encode(PNG).decode()).to_json()
+    )
+    assert (ref.url, ref.inline) == (None, "image/png")
+    async with Transport() as transport:
+        api_settings = ApiSettings(base_url="https://api.segmind.com", api_key=API_KEY)
+        saver = OutputSaver(
+            SegmindAPI(transport, api_settings, SystemClock()), tmp_path, max_bytes=10**6, timeout=5
+        )
+        with pytest.raises(DownloadFailed, match="not kept in the ledger") as caught:
+            await saver.save_all("job", [ref])
+    assert caught.value.retryable is False and not list(tmp_path.iterdir())
+
+
+# --- 2. x-remaining-credits that is not a number -------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["nan", "NaN", "inf", "-Infinity", "1e999"])
+async def test_remaining_credits_that_are_not_a_finite_number_are_ignored(
+    tmp_path: Path, registry: WorkflowRegistry, header: str
+) -> None:
+    """float() reads "nan", "inf" and "1e999" (infinite): they were taken as the balance, shown
+    as "credits remaining: $nan" and written as NaN in ``--progress json`` (which is no JSON).
+    They are ignored now, as a missing header is."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _emulator(clock, credits_header=header) as emu:
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+    assert result.exit_code is ExitCode.OK and result.stats.credits is None
+    assert "credits remaining" not in render_summary(result)
+    progress = snapshot_json(snapshot_from(result.stats, now=result.stats.started + 1.0))
+    assert json.loads(json.dumps(progress, allow_nan=False))["credits"] is None
+
+
+# --- 3. a 2xx submit answer that is an error -------------------------------------------------
+
+
+@pytest.mark.parametrize("unknown_submit", ["resubmit", "fail"])
+async def test_a_200_submit_answer_saying_failed_fails_the_job_once_and_nothing_is_sent_again(
+    tmp_path: Path, registry: WorkflowRegistry, unknown_submit: str
+) -> None:
+    """A 200 whose body says FAILED, with an error and no poll_url or request_id, queued nothing:
+    it was taken for a POST of unknown outcome, sent again in the same run (each time possibly
+    billed) and by every later run, or failed as unknown under ``ledger.unknown_submit: fail``.
+    Now the job fails with the provider's message, not retryable, as after a 400; nothing is
+    counted as spent; the next run leaves it; ``--retry-failed`` sends it as a new job."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    ledger = tmp_path / "ledger.jsonl"
+    async with _emulator(clock, failed_submit_rate=1.0) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"ledger.unknown_submit": unknown_submit})
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.FAILED and result.stats.outcomes == {"failed": 3}
+    assert result.stats.unknown_outcomes == 0 and result.stats.committed_usd == pytest.approx(0.0)
+    assert stats["requests"]["submit"] == {"200": 3} and stats["failed_submits"] == 3
+    lines = ledger_lines(ledger)
+    assert not [r for r in lines if r["status"] == "submit_unknown"]
+    failed = [r for r in lines if r["status"] == "failed"]
+    assert len(failed) == 3 and all(r["retryable"] is False for r in failed)
+    assert all(
+        "Workflow could not be started" in r["error"] and "HTTP 200 on submit" in r["error"] for r in failed
+    )
+
+    async with _emulator(clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"ledger.unknown_submit": unknown_submit})
+        again = await run(settings, [manifest], registry, clock)
+        assert emu.stats()["requests"].get("submit") is None
+        retried = await run(
+            settings_for(
+                emu.base_url, tmp_path, retry_failed=True, **{"ledger.unknown_submit": unknown_submit}
+            ),
+            [manifest],
+            registry,
+            clock,
+        )
+    assert again.earlier["failed"] == 3 and again.stats.resubmitted_unknown == 0
+    assert retried.exit_code is ExitCode.OK and retried.stats.outcomes == {"completed": 3}
+    assert retried.stats.resubmitted_unknown == 0
+
+
+class OneAnswer:
+    """A provider that answers every POST with one fixed answer and counts them (a real server)."""
+
+    def __init__(self, body: str, status: int = 200, ctype: str = "application/json") -> None:
+        self.body, self.status, self.ctype = body, status, ctype
+        self.posts = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/workflows/{wf}", self.submit)
+        return app
+
+    async def submit(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        return web.Response(status=self.status, content_type=self.ctype, text=self.body)
+
+
+async def _post_one(
+    body: str, tmp: Path, registry: WorkflowRegistry
+) -> tuple[RunResult, list[dict[str, Any]], int]:
+    """One sketch job against a provider that answers its POST with ``body`` (200)."""
+    tmp.mkdir()
+    provider = OneAnswer(body)
+    async with served(provider.app()) as base:
+        manifest = write_jsonl(tmp / "m.jsonl", sketch_rows(2))
+        settings = settings_for(
+            base, tmp, concurrency=1, **{"retry.max_attempts": 2, "retry.base_delay": 0.01}
+        )
+        result = await run(settings, [manifest], registry, ScaledClock(SPEED))
+    return result, ledger_lines(tmp / "ledger.jsonl"), provider.posts
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome", "says"),
+    [
+        ('{"error": "invalid input"}', "failed", "invalid input"),
+        (
+            '{"status": "FAILED", "error_message": [{"model": "flux", "error": "nsfw"}]}',
+            "failed",
+            "flux: nsfw",
+        ),
+        ('{"status": "error", "error": {"detail": "bad seed"}}', "failed", "bad seed"),
+        ('{"status": 400, "message": "Invalid input: seed"}', "failed", "Invalid input: seed"),
+        (
+            '{"error": "Insufficient credits. Balance $0.05, required $0.10"}',
+            "credits",
+            "Insufficient credits",
+        ),
+        ('{"error": "Forbidden", "code": 403}', "key", "Forbidden"),
+    ],
+    ids=["error", "failed-list", "error-object", "code-400", "credits", "code-403"],
+)
+async def test_a_200_submit_answer_that_is_an_error_is_the_refusal_it_spells_out(
+    tmp_path: Path, registry: WorkflowRegistry, body: str, outcome: str, says: str
+) -> None:
+    """An explicit error in a 200 with no poll_url is read as the error answer it would have been:
+    a bad input fails that job (not retried, not an unknown outcome); the provider's
+    insufficient-credits message stops submitting as its 406 does; a code it names (403) is
+    that status's refusal (the key: the run stops)."""
+    result, lines, posts = await _post_one(body, tmp_path / "run", registry)
+    assert result.stats.unknown_outcomes == 0 and not [r for r in lines if r["status"] == "submit_unknown"]
+    assert result.stats.committed_usd == pytest.approx(0.0)
+    last = {r["job_id"]: r for r in lines if r.get("job_id")}
+    if outcome == "failed":
+        assert posts == 2 and result.exit_code is ExitCode.FAILED
+        assert all(
+            r["status"] == "failed" and r["retryable"] is False and says in r["error"] for r in last.values()
+        )
+    else:
+        assert posts == 1 and result.exit_code is ExitCode.PROVIDER
+        assert says in (result.stats.stop_reason or "")
+        assert last["sketch-0000"]["status"] == "deferred" and "sketch-0001" not in last
+
+
+async def test_a_200_submit_answer_without_a_poll_url_or_an_explicit_error_stays_an_unknown_outcome(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The safe default holds: a 2xx that is unreadable, or lacks a poll_url without saying it
+    failed, may have queued (and billed) the job: ``submit_unknown``, sent again, counted. A
+    sibling answer that does say FAILED is a refusal: one POST, no unknown outcome."""
+    for i, body in enumerate(
+        [
+            '{"message": "Request queued", "status": "QUEUED"}',
+            '{"status": "QUEUED", "error": null, "error_message": ""}',
+            '{"status": 500, "message": "oops"}',
+            "<html>OK</html>",
+            '{"status": "FAILED", "error": "upstream timed out", "code": 504}',  # a 5xx stays unknown
+        ]
+    ):
+        result, lines, posts = await _post_one(body, tmp_path / f"unknown-{i}", registry)
+        assert result.stats.unknown_outcomes == 4 and posts == 4, body  # 2 jobs x 2 tries
+        assert all(r["retryable"] is True for r in lines if r["status"] == "failed"), body
+    result, lines, posts = await _post_one('{"status": "FAILED"}', tmp_path / "explicit", registry)
+    assert result.stats.unknown_outcomes == 0 and posts == 2
+    assert all(
+        "without a reason" in r["error"] or "FAILED" in r["error"] for r in lines if r["status"] == "failed"
+    )
