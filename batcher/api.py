@@ -33,6 +33,7 @@ from .errors import (
     UnexpectedStatus,
     UnsafeOutputError,
 )
+from .netpolicy import in_clear_off_machine
 from .outputs import OutputRef, parse_outputs_capped
 from .transport import Answer, Streamed, Transport
 
@@ -116,8 +117,14 @@ class SegmindAPI:
         self._settings = settings
         self._clock = clock
         self._base = settings.base_url.rstrip("/")
-        self._base_slash = self._base + "/"
-        self._allowed = {origin(self._base)}
+        self._insecure_ok = settings.allow_insecure_http
+        # The settings loader refuses a plain-http base off this machine without the opt-in;
+        # settings built by hand are held to the same rule here: no request to such a base
+        # gets the key (its fast path never matches, and its origin is not allowed).
+        base_ok = self._insecure_ok or not in_clear_off_machine(self._base)
+        self._base_slash = self._base + "/" if base_ok else "\0"
+        self._allowed = {origin(self._base)} if base_ok else set()
+        # Listed hosts get the key over https only.
         self._allowed.update(("https", host.lower(), 443) for host in settings.credential_hosts)
         #: The last ``x-remaining-credits`` seen, if any.
         self.credits: float | None = None
@@ -131,13 +138,24 @@ class SegmindAPI:
     # --- credentials ------------------------------------------------------------------
 
     def may_receive_key(self, url: str) -> bool:
+        """Whether a request to ``url`` may carry the API key: the API's origin and
+        ``credential_hosts`` (https), and plain http only to this machine's loopback unless
+        ``allow_insecure_http``."""
         if url.startswith(self._base_slash):
             return True  # the API's own origin, spelled as configured (every poll_url, usually)
+        if not self._insecure_ok and in_clear_off_machine(url):
+            return False
         return origin(url) in self._allowed and not _has_userinfo(url)
 
     def _check_origin(self, url: str) -> None:
         """Raise ForeignHostError unless ``url`` may receive the API key."""
         if not self.may_receive_key(url):
+            if not self._insecure_ok and in_clear_off_machine(url):
+                raise ForeignHostError(
+                    f"refusing to send the API key over plain http to {origin(url)[1] or url[:60]}:"
+                    " it would cross the network unencrypted (use https, or set"
+                    " api.allow_insecure_http: true for an emulator on a network you trust)"
+                )
             if _has_userinfo(url):
                 # aiohttp cannot send both (it raised ValueError, which ended the run), and a
                 # URL carrying someone's password is not one to add our key to.

@@ -248,7 +248,12 @@ def _interrupted(signum: int, frame: object) -> None:
 
 async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
     """The run's result; None if a second signal stopped it at once (the ledger has every step)."""
-    settings = load_settings(config_path=args.config, env=os.environ, overrides=_overrides(args))
+    overrides = _overrides(args)
+    if args.emulator:
+        # Everything is on this machine: no proxy, whatever HTTPS_PROXY says (and one batcher
+        # cannot use does not stop the demo).
+        overrides["api.proxy"] = False
+    settings = load_settings(config_path=args.config, env=os.environ, overrides=overrides)
     registry = load_workflows(settings.jobs_dir)
     if args.dry_run:
         return dry_run(settings, args.manifests, registry)

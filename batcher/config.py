@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .netpolicy import shown
 from .workflows import DEFAULT_JOBS_DIR
 
 DEFAULT_API_BASE = "https://api.segmind.com"
@@ -28,6 +29,19 @@ class ApiSettings:
     api_key: str = field(default="", repr=False)
     #: Hosts besides the base URL's that may receive the key (https only).
     credential_hosts: tuple[str, ...] = ()
+    #: Accept an ``http://`` base URL on a host that is not this machine's loopback, and send
+    #: the key to it in clear: for an emulator on another machine or in a container, on a
+    #: network you trust. Off, plain http is refused unless the host is 127.0.0.0/8, ::1 or
+    #: localhost (where the emulator and the tests run).
+    allow_insecure_http: bool = False
+    #: The proxy https requests go through (``http://[user:pass@]host:port``); None: none.
+    #: :func:`~batcher.settings_load.load_settings` takes it from HTTPS_PROXY (or https_proxy)
+    #: when neither the config nor a flag sets it; ``false`` there means none, whatever the
+    #: environment says. Plain http never goes through it (see :mod:`batcher.netpolicy`).
+    proxy: str | None = field(default=None, repr=False)  # its password must not reach a log
+    #: Hosts https requests reach without the proxy (NO_PROXY's rules: a name, a ``.domain``
+    #: suffix, ``host:port``, ``*``); taken from NO_PROXY (or no_proxy) when not set.
+    no_proxy: tuple[str, ...] = ()
     #: Path of the submit call; ``/workflows/v2/{workflow_id}`` behaves the same.
     submit_path: str = "/workflows/{workflow_id}"
     connect_timeout: float = 10.0
@@ -154,6 +168,8 @@ class Settings:
         """The settings as JSON-able data, without the API key (for the ledger and reports)."""
         data: dict[str, Any] = _to_plain(self)
         data["api"].pop("api_key", None)
+        if self.api.proxy:
+            data["api"]["proxy"] = shown(self.api.proxy)  # its password stays out of the ledger
         return data
 
 

@@ -258,6 +258,8 @@ class _Run:
             read_timeout=s.api.read_timeout,
             request_timeout=s.api.request_timeout,
             max_connections=s.api.max_connections,
+            proxy=s.api.proxy,
+            no_proxy=s.api.no_proxy,
         ) as transport:
             api = SegmindAPI(transport, s.api, self.clock)
             assert s.output.out_dir is not None

@@ -22,6 +22,14 @@ import yaml
 
 from .config import UNKNOWN_SUBMIT_CHOICES, Settings
 from .errors import ConfigError
+from .netpolicy import (
+    in_clear_off_machine,
+    no_proxy_from_environment,
+    normalize_proxy,
+    proxy_from_environment,
+    proxy_problem,
+    split_hosts,
+)
 
 #: What no API key holds: an HTTP header cannot carry line breaks, and keys are printable ASCII.
 _NOT_KEY = re.compile(r"[^\x21-\x7e]")
@@ -47,6 +55,10 @@ def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | N
     """``value`` as the field's type, or a ConfigError that says what was expected."""
     if key == "poll.give_up_after" and value is False:
         return None  # YAML reads ``off`` and ``no`` as false: the cap is off, as with null
+    if key == "api.proxy" and value is False:
+        return ""  # no proxy, whatever the environment says (null leaves it to the environment)
+    if key == "api.no_proxy" and isinstance(value, str):
+        return split_hosts([value])  # NO_PROXY's comma-separated form
     if key.endswith(("max_runtime", "give_up_after")) and isinstance(value, str):
         seconds = parse_duration(value)
         if seconds is None:
@@ -197,15 +209,17 @@ def load_settings(
     """Merge defaults, environment, config file and flag ``overrides`` (dotted keys), then validate."""
     settings = Settings()
     env = env or {}
-    api_changes: dict[str, Any] = {}
-    if env.get("SEGMIND_API_KEY"):
-        api_changes["api_key"] = env["SEGMIND_API_KEY"].strip()
-    if env.get("SEGMIND_API_BASE"):
-        api_changes["base_url"] = env["SEGMIND_API_BASE"].strip()
     origins: Origins = {}
-    settings = _apply(
-        settings, {"api": api_changes}, source="environment", prefix="", lines={}, origins=origins
-    )
+    for variable, key in (("SEGMIND_API_KEY", "api_key"), ("SEGMIND_API_BASE", "base_url")):
+        if env.get(variable):
+            settings = _apply(
+                settings,
+                {"api": {key: env[variable].strip()}},
+                source=f"environment variable {variable}",
+                prefix="",
+                lines={},
+                origins=origins,
+            )
     if config_path is not None:
         data, lines = read_config_file(config_path)
         settings = _apply(settings, data, source=str(config_path), prefix="", lines=lines, origins=origins)
@@ -224,9 +238,27 @@ def load_settings(
         settings = dataclasses.replace(
             settings, api=dataclasses.replace(settings.api, api_key=settings.api.api_key.strip())
         )
+    settings = _with_proxy(settings, env, origins)
     validate(settings, origins)
     assert isinstance(settings, Settings)
     return settings
+
+
+def _with_proxy(settings: Settings, env: Mapping[str, str], origins: Origins) -> Settings:
+    """``api.proxy`` and ``api.no_proxy`` as the run uses them: from the environment
+    (HTTPS_PROXY, NO_PROXY and their lower-case forms) where the config and flags leave them
+    unset; the proxy URL with its scheme (``proxy:3128`` is ``http://proxy:3128``), and None
+    for none."""
+    api = settings.api
+    proxy = api.proxy
+    if proxy is None:
+        found = proxy_from_environment(env)
+        if found is not None:
+            variable, proxy = found
+            origins["api.proxy"] = (f"environment variable {variable}", None)
+    no_proxy = split_hosts(api.no_proxy) if "api.no_proxy" in origins else no_proxy_from_environment(env)
+    proxy = normalize_proxy(proxy) if proxy else None
+    return dataclasses.replace(settings, api=dataclasses.replace(api, proxy=proxy, no_proxy=no_proxy))
 
 
 def _fills(template: str) -> bool:
@@ -262,6 +294,20 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
         f"{s.api.base_url!r} is not an http(s) URL",
         "e.g. https://api.segmind.com",
     )
+    need(
+        s.api.allow_insecure_http or not in_clear_off_machine(s.api.base_url),
+        "api.base_url",
+        f"plain http to {parts.hostname} would send the API key across the network unencrypted",
+        "use https://; for an emulator on another machine or in a container, on a network you"
+        " trust, set api.allow_insecure_http: true in the config",
+    )
+    if s.api.proxy is not None and (problem := proxy_problem(s.api.proxy)):
+        need(
+            False,
+            "api.proxy",
+            problem,
+            "give http://host:port or http://user:password@host:port; api.proxy: false for none",
+        )
     need(
         "{workflow_id}" in s.api.submit_path,
         "api.submit_path",

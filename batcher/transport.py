@@ -24,12 +24,21 @@ Both also keep the session's connect and read (silence) timeouts; downloads used
 with a flat ``total`` that also counted the wait for a connection. A deadline that passes is a
 :class:`~batcher.errors.RequestTimeout`, like a silent host: the callers' retry paths apply (a
 POST cut by it has an unknown outcome, see :mod:`batcher.actions`).
+
+Proxies. aiohttp's ``trust_env`` would read HTTP(S)_PROXY, and send plain http through a proxy
+(key and all), and also read ``~/.netrc`` and attach its passwords. So it stays off, and the
+proxy is chosen here, per request, by :func:`batcher.netpolicy.route`: https only (the proxy sees
+a ``CONNECT host:port``), never plain http, never loopback, not the ``no_proxy`` hosts. The choice
+is made once per origin and remembered: a request pays one dict lookup for it, and nothing when
+no proxy is set. A proxy that cannot be reached, refuses the tunnel or closes before opening it
+is a :class:`~batcher.errors.ConnectError` naming the proxy (without its password): nothing
+reached the host.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -38,6 +47,7 @@ import aiohttp
 from yarl import URL
 
 from .errors import ConnectError, ConnectionLost, RequestTimeout, TransportError, UnsafeOutputError
+from .netpolicy import normalize_proxy, route, shown
 
 USER_AGENT = "batcher/0.1 (+https://github.com/batcher)"
 #: Redirects an output download follows (a CDN's or a storage bucket's), at most.
@@ -69,6 +79,11 @@ def _describe(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+#: Origins whose route is remembered, at most (output hosts vary; a hostile answer could name
+#: many): past it the memory starts again.
+_MAX_ROUTES = 1024
+
+
 class Transport:
     """An aiohttp session with our timeouts, connection limit and exception mapping.
 
@@ -84,6 +99,8 @@ class Transport:
         request_timeout: float = 120.0,
         max_connections: int = 64,
         user_agent: str = USER_AGENT,
+        proxy: str | None = None,
+        no_proxy: Sequence[str] = (),
     ) -> None:
         # No ``total``: aiohttp's counts the wait for a pooled connection. Deadlines are ours.
         self._timeout = aiohttp.ClientTimeout(
@@ -97,6 +114,13 @@ class Transport:
         self._slots = asyncio.Semaphore(max_connections)
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        #: The proxy for https (see the module's docstring), parsed once; None: every request
+        #: goes direct, with no lookup at all.
+        self._proxy_text = normalize_proxy(proxy) if proxy else None
+        self._proxy = URL(self._proxy_text) if self._proxy_text else None
+        self._no_proxy = tuple(no_proxy)
+        #: ``scheme://authority`` → the proxy for it, or None (direct).
+        self._routes: dict[str, URL | None] = {}
 
     async def __aenter__(self) -> Transport:
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections)
@@ -124,6 +148,23 @@ class Transport:
             raise RuntimeError("Transport used outside 'async with'")
         return self._session
 
+    def proxy_for(self, url: str) -> URL | None:
+        """The proxy a request to ``url`` goes through, or None (direct); decided once per
+        origin (:func:`batcher.netpolicy.route`)."""
+        if self._proxy is None:
+            return None
+        end = url.find("/", 8)  # past "https://": the origin ends at the path
+        key = url if end < 0 else url[:end]
+        try:
+            return self._routes[key]
+        except KeyError:
+            pass
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes.clear()
+        chosen = route(url, self._proxy_text, self._no_proxy)
+        proxy = self._routes[key] = None if chosen is None else self._proxy
+        return proxy
+
     async def request(
         self,
         method: str,
@@ -138,6 +179,7 @@ class Transport:
         ``timeout`` seconds (default: the transport's ``request_timeout``) of holding a slot."""
         limit = self._request_timeout if timeout is None else timeout
         deadline: asyncio.Timeout | None = None
+        proxy = None if self._proxy is None else self.proxy_for(url)
         try:
             async with self._slots:
                 deadline = asyncio.timeout(limit)
@@ -149,6 +191,7 @@ class Transport:
                         headers=headers,
                         allow_redirects=False,
                         json=json_body,  # None: no body (aiohttp's default)
+                        proxy=proxy,
                     ) as resp,
                 ):
                     declared = resp.content_length
@@ -166,8 +209,10 @@ class Transport:
             raise
         except Exception as exc:
             if deadline is not None and deadline.expired():
-                raise RequestTimeout(f"no complete answer from {_describe(url)} within {limit:g} s") from exc
-            raise _map(exc, url) from exc
+                raise RequestTimeout(
+                    f"no complete answer from {_describe(url)} within {limit:g} s{_via(proxy)}"
+                ) from exc
+            raise _map(exc, url, proxy) from exc
 
     async def stream(
         self,
@@ -193,6 +238,7 @@ class Transport:
         deadline: asyncio.Timeout | None = None
         started = 0.0
         received = 0
+        proxy: URL | None = None
 
         def progress(n: int) -> None:
             # Every min_rate bytes earn one more second (see the module's docstring).
@@ -208,7 +254,8 @@ class Transport:
                 deadline = asyncio.timeout(base)
                 async with deadline:
                     for hop in range(MAX_REDIRECTS + 1):
-                        async with self.session.get(url, **kwargs) as resp:
+                        proxy = None if self._proxy is None else self.proxy_for(url)
+                        async with self.session.get(url, proxy=proxy, **kwargs) as resp:
                             location = resp.headers.get("Location")
                             if resp.status in _REDIRECTS and location and hop < MAX_REDIRECTS:
                                 # Followed by hand: only to http(s), and headers go to the first
@@ -238,9 +285,10 @@ class Transport:
                 elapsed = asyncio.get_running_loop().time() - started
                 allowed = f"{base:g} s" + (f", plus 1 s per {min_rate:g} bytes received" if min_rate else "")
                 raise RequestTimeout(
-                    f"{_describe(url)} too slow: {received} bytes in {elapsed:.1f} s (allowed: {allowed})"
+                    f"{_describe(url)} too slow: {received} bytes in {elapsed:.1f} s"
+                    f" (allowed: {allowed}){_via(proxy)}"
                 ) from exc
-            raise _map(exc, url) from exc
+            raise _map(exc, url, proxy) from exc
 
     async def _deliver(
         self,
@@ -292,17 +340,44 @@ async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int, url: str) -
     return b"".join(chunks)
 
 
-def _map(exc: BaseException, url: str) -> BaseException:
+def _via(proxy: URL | None) -> str:
+    """What a message about a proxied request adds: the proxy, its password hidden."""
+    return "" if proxy is None else f" (through the proxy {shown(str(proxy))})"
+
+
+def _reason(error: OSError) -> str:
+    """Why a connection failed, never empty (a reset carries no text)."""
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _in_tunnel_setup(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while aiohttp asked the proxy for a tunnel (``CONNECT``), before
+    anything was sent to the host. Read from the traceback, on the error path only: aiohttp
+    raises the same ServerDisconnectedError there as for a host that hangs up on a request."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_create_proxy_connection":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _map(exc: BaseException, url: str, proxy: URL | None = None) -> BaseException:
     """One of our errors for one of aiohttp's (or asyncio's). Cancellation passes through."""
     where = _describe(url)
+    via = _via(proxy)
     if isinstance(exc, asyncio.CancelledError):
         return exc
     if isinstance(exc, TransportError):
         return exc
+    if proxy is not None:
+        mapped = _map_proxy(exc, url, proxy)
+        if mapped is not None:
+            return mapped
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return RequestTimeout(f"no answer from {where} in time")
+        return RequestTimeout(f"no answer from {where} in time{via}")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectError(f"cannot connect to {where}: {exc.os_error.strerror or exc.os_error}")
+        return ConnectError(f"cannot connect to {where}{via}: {_reason(exc.os_error)}")
     if isinstance(exc, aiohttp.InvalidURL):
         return ConnectError(f"invalid URL {where}")
     if isinstance(exc, UnicodeError):
@@ -317,10 +392,31 @@ def _map(exc: BaseException, url: str) -> BaseException:
         | aiohttp.ClientResponseError
         | ConnectionError,
     ):
-        return ConnectionLost(f"connection to {where} broke: {type(exc).__name__}")
+        return ConnectionLost(f"connection to {where} broke{via}: {type(exc).__name__}")
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return TransportError(f"request to {where} failed: {type(exc).__name__}")
+        return TransportError(f"request to {where} failed{via}: {type(exc).__name__}")
     return exc
+
+
+def _map_proxy(exc: BaseException, url: str, proxy: URL) -> ConnectError | None:
+    """A ConnectError for a proxy that failed before the tunnel was open (nothing reached the
+    host), naming the proxy without its password; None for any other error."""
+    who = f"the proxy {shown(str(proxy))}"
+    target = URL(url)
+    host = f"{target.host}:{target.port}"
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return ConnectError(f"cannot connect to {who}: {_reason(exc.os_error)} (for {host})")
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        hint = " (check the user name and password in the proxy URL)" if exc.status == 407 else ""
+        reason = str(exc.message)[:100]
+        return ConnectError(f"{who} refused a tunnel to {host}: HTTP {exc.status} {reason}{hint}")
+    if (
+        isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+        and not isinstance(exc, aiohttp.ClientConnectorError)  # the tunnel is open: TLS failed
+        and _in_tunnel_setup(exc)
+    ):
+        return ConnectError(f"{who} closed the connection instead of opening a tunnel to {host}")
+    return None
 
 
 async def fetch_bytes(url: str, *, max_bytes: int, timeout: float = 30.0) -> tuple[int, bytes]:

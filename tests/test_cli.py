@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,18 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             {"m.jsonl": "{}\n", "c.yaml": "output:\n  timeout: 60\n  min_rate: 0\n"},
             "c.yaml:3: output.min_rate: must be at least 1 byte a second",
         ),
+        (  # the key would have crossed the network in clear
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  base_url: http://emulator.lan:8787\n"},
+            "c.yaml:2: api.base_url: plain http to emulator.lan would send the API key across the network"
+            " unencrypted (use https://; for an emulator on another machine or in a container, on a"
+            " network you trust, set api.allow_insecure_http: true in the config)",
+        ),
+        (  # its password is not shown
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  proxy: socks5://me:MISSHAPEN@proxy.corp:1080\n"},
+            "c.yaml:2: api.proxy: 'socks5://***@proxy.corp:1080' is not an http(s) proxy URL",
+        ),
     ],
 )
 def test_a_usage_mistake_is_one_clear_line_and_exit_2(
@@ -183,6 +196,41 @@ def test_no_api_key_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None
         check=False,
     )
     assert proc.returncode == 2 and "SEGMIND_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_plain_http_api_base_in_the_environment_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    """SEGMIND_API_BASE=http://... to a host that is not this machine: the key would have
+    crossed the network in clear. Refused before anything is made or sent, with the fix."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    proc = _cli("run", "m.jsonl", cwd=tmp_path, base_url="http://api.segmind.com")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        "environment variable SEGMIND_API_BASE: api.base_url: plain http to api.segmind.com would send"
+        " the API key across the network unencrypted (use https://;"
+    ) in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+
+
+def test_an_embedded_emulator_run_goes_direct_whatever_proxies_the_environment_names(
+    tmp_path: Path,
+) -> None:
+    """``make demo`` for someone behind a proxy: HTTP_PROXY and ALL_PROXY point at a port where
+    nothing listens (a request sent there would fail) and HTTPS_PROXY names a SOCKS proxy, which
+    batcher cannot use and would refuse for a real run. The emulator is on this machine: the run
+    completes."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    (tmp_path / "c.yaml").write_text("emulator:\n  render: placeholder\n  duration_median: 0\n")
+    with socket.socket() as sock:  # a port that was free a moment ago, now closed
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = _env()
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        env[name] = closed
+    env["HTTPS_PROXY"] = env["https_proxy"] = "socks5://proxy.corp:1080"
+    command = [*run_command(), "--emulator", "--config", "c.yaml", *FAST_ARGS]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "This run: 2 completed" in proc.stdout
 
 
 @pytest.mark.anyio

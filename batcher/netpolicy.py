@@ -1,0 +1,132 @@
+"""What the network may see of a request: pure rules, no network library.
+
+Two rules keep the API key off the wire in clear:
+
+* **Plain http only to this machine.** An http request carries the key in clear, so it may go
+  only to a loopback host (127.0.0.0/8, ::1, ``localhost``: the emulator), unless the user says
+  the network is trusted (``api.allow_insecure_http``: an emulator on another machine or in a
+  container).
+* **A proxy for https only.** Through a proxy an https request is a ``CONNECT host:port``: the
+  proxy relays TLS bytes and sees nothing else. A plain http request through a proxy would be
+  handed to it whole, key included, so plain http always goes direct, whatever ``HTTP_PROXY``
+  says. Loopback hosts go direct too (a proxy cannot reach this machine's loopback).
+
+A proxy URL may hold a user name and password (``http://user:pass@proxy:3128``): :func:`shown`
+is the only way one is printed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
+
+# Not in typeshed, but in urllib.request since Python 3.0 (what urlopen uses for no_proxy).
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+#: The schemes of proxy URLs aiohttp can use (a SOCKS proxy would need another library).
+PROXY_SCHEMES = ("http", "https")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP literal, brackets allowed) is this machine's loopback."""
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1
+    return addr.is_loopback
+
+
+def in_clear_off_machine(url: str) -> bool:
+    """Whether a request to ``url`` would cross the network unencrypted (plain http to a host
+    that is not loopback)."""
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "http" and not is_loopback(parts.hostname or "")
+
+
+def shown(url: str) -> str:
+    """``url`` as it may be printed: a user name and password become ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def normalize_proxy(text: str) -> str:
+    """A proxy URL as given, with ``http://`` added when it names no scheme (``proxy:3128``, as
+    curl reads it)."""
+    text = text.strip()
+    return text if "://" in text else f"http://{text}"
+
+
+def proxy_problem(url: str) -> str | None:
+    """Why ``url`` cannot be used as a proxy, or None. Never quotes its credentials."""
+    parts = urlsplit(url)
+    what = shown(url)
+    if parts.scheme.lower() not in PROXY_SCHEMES:
+        return f"{what!r} is not an http(s) proxy URL (SOCKS proxies are not supported)"
+    try:
+        parts.port  # noqa: B018 (raises for a port out of range or not a number)
+    except ValueError:
+        return f"{what!r} has an invalid port"
+    if not parts.hostname:
+        return f"{what!r} names no host"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"{what!r} has a path; a proxy URL is scheme://host:port"
+    return None
+
+
+def proxy_from_environment(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(variable, value)`` of the https proxy the environment names, or None. The lower-case
+    variable wins, as in curl and urllib; an empty one means no proxy."""
+    for name in ("https_proxy", "HTTPS_PROXY"):
+        if name in env:
+            value = env[name].strip()
+            return (name, value) if value else None
+    return None
+
+
+def no_proxy_from_environment(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The hosts NO_PROXY (or no_proxy, which wins) lists."""
+    for name in ("no_proxy", "NO_PROXY"):
+        if name in env:
+            return split_hosts([env[name]])
+    return ()
+
+
+def split_hosts(items: Sequence[str]) -> tuple[str, ...]:
+    """Host entries, each item possibly a comma-separated list (NO_PROXY's form)."""
+    return tuple(h.strip() for item in items for h in item.split(",") if h.strip())
+
+
+def route(url: str, proxy: str | None, no_proxy: Sequence[str]) -> str | None:
+    """The proxy a request to ``url`` goes through, or None for a direct connection.
+
+    Only https goes through ``proxy``; loopback hosts and those ``no_proxy`` matches (a name,
+    a ``.domain`` suffix, ``host:port``, or ``*`` for all: NO_PROXY's rules as urllib reads
+    them) go direct.
+    """
+    if proxy is None:
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme.lower() != "https" or not host or is_loopback(host):
+        return None
+    try:
+        port = parts.port or 443
+    except ValueError:
+        return None  # aiohttp refuses the URL itself
+    if no_proxy and (
+        "*" in no_proxy or proxy_bypass_environment(f"{host}:{port}", {"no": ",".join(no_proxy)})
+    ):
+        return None
+    return proxy
