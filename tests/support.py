@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 from aiohttp import web
 from PIL import Image
 
@@ -150,15 +151,43 @@ def cli_env(base_url: str | None = None) -> dict[str, str]:
     return env
 
 
-async def stderr_lines(process: Any) -> Any:
-    """The process's stderr, line by line, as it comes (event-driven: no polling, no sleeps)."""
-    assert process.stderr is not None
-    buffer = b""
-    async for chunk in process.stderr:
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            yield line.decode()
+class StderrLines:
+    """A process's stderr, line by line, as it comes (event-driven: no polling, no sleeps).
+
+    One reader a process, kept for the whole test: a test that stops reading at a line and reads
+    on later gets the lines that came in the same chunk as that one. (A generator a call lost
+    them with its buffer: "stopped at once" arriving with "second signal" was never seen.)"""
+
+    def __init__(self, process: Any) -> None:
+        assert process.stderr is not None
+        self._stream = process.stderr
+        self._buffer = b""
+
+    def __aiter__(self) -> StderrLines:
+        return self
+
+    async def __anext__(self) -> str:
+        while b"\n" not in self._buffer:
+            try:
+                self._buffer += await self._stream.receive()
+            except anyio.EndOfStream:
+                raise StopAsyncIteration from None
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    async def wait_for(self, needle: str, count: int = 1) -> None:
+        """Read until ``needle`` has appeared on ``count`` lines."""
+        seen = 0
+        async for line in self:
+            if needle in line:
+                seen += 1
+                if seen >= count:
+                    return
+        raise AssertionError(f"process ended before printing {needle!r} x{count}")
+
+    async def rest(self) -> list[str]:
+        """Every line still to come, until the process closes its stderr."""
+        return [line async for line in self]
 
 
 class Bucket:

@@ -17,7 +17,7 @@ import pytest
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.ledger import Ledger, read_records
 
-from .support import blog_rows, cli_env, run_command, sketch_rows, stderr_lines, write_jsonl
+from .support import StderrLines, blog_rows, cli_env, run_command, sketch_rows, write_jsonl
 
 SEED = 20261121
 JOBS = 240
@@ -72,7 +72,7 @@ async def test_chaos_with_repeated_sigkills_ends_exactly_once_and_pays_twice_onl
                 seen = 0
                 finished = True
                 with anyio.fail_after(120):
-                    async for line in stderr_lines(process):
+                    async for line in StderrLines(process):
                         if "submitting recorded" in line or "submitted as request" in line:
                             seen += 1
                             if seen >= target:

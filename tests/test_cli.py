@@ -19,7 +19,7 @@ from anyio.abc import Process
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.status_text import plural
 
-from .support import API_KEY, cli_env, ledger_lines, run_command, sketch_rows, stderr_lines, write_jsonl
+from .support import API_KEY, StderrLines, cli_env, ledger_lines, run_command, sketch_rows, write_jsonl
 
 _env = cli_env
 
@@ -264,16 +264,6 @@ async def _resume(tmp_path: Path, base_url: str) -> subprocess.CompletedProcess[
     return await anyio.run_process(run_command(*FAST_ARGS), cwd=tmp_path, env=_env(base_url), check=False)
 
 
-async def _wait_for(process: Process, needle: str, count: int = 1) -> None:
-    seen = 0
-    async for line in stderr_lines(process):
-        if needle in line:
-            seen += 1
-            if seen >= count:
-                return
-    raise AssertionError(f"process ended before printing {needle!r} x{count}")
-
-
 @pytest.mark.anyio
 async def test_kill_9_between_submitting_and_submitted_resubmits_once_and_counts_it(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
@@ -281,8 +271,9 @@ async def test_kill_9_between_submitting_and_submitted_resubmits_once_and_counts
     async with run_emulator(config) as emu:
         proc = await _start(tmp_path, emu.base_url, "--concurrency", "1")
         async with proc:
+            lines = StderrLines(proc)
             with anyio.fail_after(30):
-                await _wait_for(proc, "POST sent")  # the ledger says submitting; no answer yet
+                await lines.wait_for("POST sent")  # the ledger says submitting; no answer yet
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
         statuses = [r["status"] for r in ledger_lines(tmp_path / "l.jsonl")]
@@ -305,8 +296,9 @@ async def test_kill_9_after_submitted_re_attaches_and_never_posts_again(tmp_path
     async with run_emulator(config) as emu:
         proc = await _start(tmp_path, emu.base_url, "--concurrency", "6")
         async with proc:
+            lines = StderrLines(proc)
             with anyio.fail_after(30):
-                await _wait_for(proc, "submitted", count=6)
+                await lines.wait_for("submitted", count=6)
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
         submitted_before = emu.stats()["submissions"]
@@ -327,8 +319,9 @@ async def test_sigterm_during_a_burst_exits_130_and_the_next_run_re_attaches(tmp
     async with run_emulator(config) as emu:
         proc = await _start(tmp_path, emu.base_url, "--concurrency", "10")
         async with proc:
+            lines = StderrLines(proc)
             with anyio.fail_after(30):
-                await _wait_for(proc, "submitted", count=4)
+                await lines.wait_for("submitted", count=4)
             proc.send_signal(signal.SIGTERM)
             with anyio.fail_after(2.0):  # the brief: exit 130 within 2 seconds
                 code = await proc.wait()
@@ -355,16 +348,17 @@ async def test_signals_during_a_slow_shutdown_exit_130_without_a_traceback(tmp_p
     async with run_emulator(config) as emu:
         proc = await _start(tmp_path, emu.base_url, "--concurrency", "4")
         async with proc:
+            lines = StderrLines(proc)
             with anyio.fail_after(30):
-                await _wait_for(proc, "submitting recorded")  # a POST is on the wire, and hangs
+                await lines.wait_for("submitting recorded")  # a POST is on the wire, and hangs
                 proc.send_signal(signal.SIGTERM)
-                await _wait_for(proc, "SIGTERM received")
+                await lines.wait_for("SIGTERM received")
                 proc.send_signal(signal.SIGTERM)
-                await _wait_for(proc, "second signal")
+                await lines.wait_for("second signal")
                 for _ in range(3):
                     proc.send_signal(signal.SIGTERM)
             with anyio.fail_after(10):
-                rest = [line async for line in stderr_lines(proc)]
+                rest = await lines.rest()
                 code = await proc.wait()
     assert code == 130, rest
     assert not any("Traceback" in line for line in rest), rest
@@ -382,13 +376,14 @@ async def test_two_ctrl_c_on_an_embedded_emulator_exit_130_without_a_traceback(t
         run_command("-v", "--emulator", "--config", "c.yaml", *FAST_ARGS), cwd=tmp_path, env=env
     )
     async with proc:
+        lines = StderrLines(proc)
         with anyio.fail_after(30):
-            await _wait_for(proc, "submitted as request", count=4)  # renders and polls under way
+            await lines.wait_for("submitted as request", count=4)  # renders and polls under way
             proc.send_signal(signal.SIGINT)
-            await _wait_for(proc, "SIGINT received")
+            await lines.wait_for("SIGINT received")
             proc.send_signal(signal.SIGINT)
         with anyio.fail_after(10):
-            rest = [line async for line in stderr_lines(proc)]
+            rest = await lines.rest()
             code = await proc.wait()
     assert code == 130, rest
     assert not any("Traceback" in line or "RuntimeError" in line for line in rest), rest
