@@ -31,6 +31,7 @@ from .ledger import utc_iso
 from .preflight import preflight
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
 from .settings_load import load_settings
+from .signals import stop_on_signals
 from .summary import render_summary
 from .workflows import WorkflowRegistry, load_workflows
 
@@ -242,10 +243,6 @@ async def _emulated(
         yield dataclasses.replace(settings, api=api)
 
 
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
     """The run's result; None if a second signal stopped it at once (the ledger has every step)."""
     overrides = _overrides(args)
@@ -258,29 +255,10 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
     if args.dry_run:
         return dry_run(settings, args.manifests, registry)
     interrupt = anyio.Event()
-
-    async def on_signals(scope: anyio.CancelScope) -> None:
-        try:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    if interrupt.is_set():
-                        log.warning("second signal: stopping now")
-                        scope.cancel()
-                        return
-                    name = signal.Signals(signum).name
-                    log.warning("%s received: stopping submissions, saving state", name)
-                    interrupt.set()
-        finally:
-            # Closing the receiver restores the default actions, and SIGTERM's would end the
-            # process with 143 while it shuts down. From here on either signal interrupts it
-            # like Ctrl-C does (exit 130; the ledger is safe at any moment).
-            signal.signal(signal.SIGTERM, _interrupted)
-            signal.signal(signal.SIGINT, _interrupted)
-
     result: RunResult | None = None
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(on_signals, tg.cancel_scope)
+    with anyio.CancelScope() as scope:  # cancelled by a second signal: result stays None
+        stop_on_signals(interrupt, scope)
         async with contextlib.AsyncExitStack() as stack:
             if args.emulator:
                 settings = await stack.enter_async_context(_emulated(settings, args.manifests, registry))
@@ -295,7 +273,6 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
             result = await run_batch(
                 settings, args.manifests, registry=registry, interrupt=interrupt, progress=show
             )
-        tg.cancel_scope.cancel()
     return result
 
 
