@@ -47,6 +47,7 @@ from .errors import (
     ConnectError,
     ForeignHostError,
     InsufficientCredits,
+    LedgerWriteError,
     NotFound,
     RateLimited,
     RemoteError,
@@ -140,26 +141,34 @@ class Actions:
             self._event(job, "failed", error=f"cannot read local input file: {exc.strerror}", retryable=False)
             self._end(job, "failed")
             return
+        price = job.price or 0.0
+        # A row with its own id: a hash of what it says, so that a later edit under the same id
+        # is noticed (a row without one is named after what it sends already).
+        named = {"inputs_hash": spec.inputs_hash()} if spec.named else {}
+        try:
+            self.ledger.submitting(
+                job.job_id,
+                self.clock.wall(),
+                workflow=wf.name,
+                workflow_id=wf.workflow_id,
+                source=spec.path,
+                line=spec.line,
+                inputs=preview_inputs(spec.inputs, spec.base_dir),
+                **named,
+            )
+            await self.ledger.sync()
+        except (LedgerWriteError, anyio.get_cancelled_exc_class()):
+            # Not recorded (or the run stopped meanwhile): never POSTed, left for the next run.
+            self.stats.committed_usd -= price
+            self.stats.requests["submit"] -= 1
+            self.stats.left += 1
+            self.sched.finish(job)
+            raise
         if job.post_unknown:
             # Counted when it is sent, not when it was queued: a guard may stop it before that.
             job.post_unknown = False
             self.stats.resubmitted_unknown += 1
-        # A row with its own id: a hash of what it says, so that a later edit under the same id
-        # is noticed (a row without one is named after what it sends already).
-        named = {"inputs_hash": spec.inputs_hash()} if spec.named else {}
-        self._event(
-            job,
-            "submitting",
-            workflow=wf.name,
-            workflow_id=wf.workflow_id,
-            source=spec.path,
-            line=spec.line,
-            inputs=preview_inputs(spec.inputs, spec.base_dir),
-            **named,
-        )
-        await self.ledger.sync()
         log.debug("%s: submitting recorded, POST sent", job.job_id)
-        price = job.price or 0.0
         try:
             sub = await self.api.submit(wf.workflow_id, body, job_id=job.job_id)
         except (RateLimited, BadRequest, AuthError, NotFound, InsufficientCredits, UnexpectedStatus) as exc:
@@ -174,18 +183,25 @@ class Actions:
             # The run stopped (a signal, --max-runtime) before the answer came: the outcome is
             # unknown, as after a 5xx, and the next run sends it again (or fails it, per
             # ledger.unknown_submit). It is not a job in flight that the next run re-attaches.
-            self._event(job, "submit_unknown", error="the run stopped before the answer came", retryable=True)
             self.stats.unknown_outcomes += 1
             self.stats.cut_submits += 1
             self.sched.finish(job)
+            if self.ledger.failed is None:  # else its `submitting` line says as much already
+                self._event(
+                    job, "submit_unknown", error="the run stopped before the answer came", retryable=True
+                )
             raise
         else:
             self.sched.rate.on_success(self.clock.monotonic())
-            # Safe from kill -9 once written; on disk with the next POST's sync or within a second.
-            self._event(job, "submitted", request_id=sub.request_id, poll_url=sub.poll_url)
-            log.debug("%s: submitted as request %s", job.job_id, sub.request_id)
             self.stats.submitted += 1
             self.stats.spend_usd += price
+            try:
+                # Safe from kill -9 once written; on disk with the next POST's sync or within a second.
+                self._event(job, "submitted", request_id=sub.request_id, poll_url=sub.poll_url)
+            except LedgerWriteError:
+                self._unrecorded(job, sub.request_id)
+                raise
+            log.debug("%s: submitted as request %s", job.job_id, sub.request_id)
             if sub.credits is not None:
                 self.stats.credits = sub.credits
             job.request_id, job.poll_url = sub.request_id, sub.poll_url
@@ -194,6 +210,19 @@ class Actions:
             job.errors = 0
             job.spec = None  # the inputs are not needed any more; keep in-flight jobs small
             self.sched.schedule(job, "poll", job.submitted_at + self.polls.first_delay(job.workflow))
+
+    def _unrecorded(self, job: Job, request_id: str) -> None:
+        """Accepted (and billed), but the ledger failed before it took the poll_url: the next run
+        sees only the synced ``submitting`` line, so it counts this POST as of unknown outcome
+        (sent again, or failed per ledger.unknown_submit), never as a fresh job."""
+        self.stats.unrecorded += 1
+        self.sched.finish(job)
+        log.error(
+            "%s: accepted by the provider as request %s, but the ledger could not record it;"
+            " the next run counts its POST as of unknown outcome",
+            job.job_id,
+            request_id,
+        )
 
     def _refused(self, job: Job, wf: Workflow, exc: RemoteError) -> None:
         """The provider said no to a POST: the job was not started."""

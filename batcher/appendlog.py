@@ -12,11 +12,20 @@
 - **Torn tails are repaired, never propagated.** On open, after taking the lock, trailing bytes
   that do not form a complete line (a crash mid-write), or complete lines the owner does not
   accept (a power cut's zero-filled block), are cut off before anything is appended.
+- **A failed write or fsync ends the writing.** A line the disk took only part of (full, over a
+  size limit) is cut off again at once, and from then on :meth:`AppendLog.append_line` and
+  :meth:`AppendLog.sync` raise that first error: a later line that did fit must not land after a
+  torn one (the two would read as one corrupt line, both records lost), and an fsync is never
+  tried again after one failed (Linux may then report success for pages it dropped). Trailing
+  lines appended as *revocable* (nothing acts on them before a sync covers them) are cut too.
+- **A file deleted or replaced under the writer** is noticed at the next sync: its content is
+  written back at its path (or beside it), and the writing stops as after a failed write.
 - **One writer per file.** An exclusive ``flock``, released when the process dies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -95,29 +104,78 @@ class AppendLog:
         self._written = 0
         self._synced = 0
         self._syncing: anyio.Event | None = None
+        #: The first write or fsync that failed; nothing is written or synced after it.
+        self.failed: OSError | None = None
+        #: Where the file ends: after the last whole line (this process is its only writer).
+        self._end = os.fstat(fd).st_size
+        #: Where the trailing run of revocable lines begins (see :meth:`append_line`), if any.
+        self._revocable_from: int | None = None
 
-    def append_line(self, data: bytes) -> None:
-        """Write one complete line (ending in a newline) now, in one ``os.write``."""
+    def append_line(self, data: bytes, *, revocable: bool = False) -> None:
+        """Write one complete line (ending in a newline) now, in one ``os.write``.
+        Raises OSError if it cannot (and then for every later line, see the module notes).
+
+        ``revocable``: nothing acts on this line until a sync covers it (a ``submitting`` line:
+        its POST waits for that sync). If the log fails first, the trailing lines that are all
+        revocable are cut with the torn part: they record nothing that happened.
+        """
+        if self.failed is not None:
+            raise self._error(self.failed)
         if self._fd < 0:
             raise OSError(f"{self.path} is closed")
-        written = os.write(self._fd, data)
-        if written < len(data):
+        written = 0
+        try:
+            written = os.write(self._fd, data)
             # A regular file takes the whole buffer in one write; the loop only matters on a
-            # short write (disk full), where the repair on the next open cleans up.
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(self._fd, view) :]
+            # short write (a full disk or a size limit), where the next write raises.
+            while written < len(data):
+                written += os.write(self._fd, memoryview(data)[written:])
+        except OSError as exc:
+            self._fail(exc)
+            raise self._error(exc) from None
+        if not revocable:
+            self._revocable_from = None
+        elif self._revocable_from is None:
+            self._revocable_from = self._end
+        self._end += written
         self._written += 1
         self.lines_written += 1
+
+    def _error(self, exc: OSError) -> Exception:
+        """What a failed write or sync raises (an owner may name itself in a richer error)."""
+        return OSError(exc.errno, exc.strerror, str(self.path))
+
+    def _fail(self, exc: OSError) -> None:
+        """Refuse every later write and sync, and cut what follows the last line that counts:
+        the part of a line the disk took before it refused the rest, and trailing revocable
+        lines. If the cut fails too, the next open repairs a torn tail."""
+        if self.failed is None:
+            self.failed = exc
+        keep = self._end if self._revocable_from is None else self._revocable_from
+        with contextlib.suppress(OSError):
+            if os.fstat(self._fd).st_size > keep:
+                os.ftruncate(self._fd, keep)
+                self._end, self._revocable_from = keep, None
+
+    def _synced_upto(self, end: int) -> None:
+        """A sync covered the file up to ``end``: revocable lines before it may now be acted on."""
+        if self._revocable_from is not None and self._revocable_from < end:
+            self._revocable_from = end if end < self._end else None
 
     async def sync(self) -> None:
         """Wait until every line appended before this call is on disk (group commit).
 
         One fsync at a time; whoever arrives while it runs waits for it, then checks whether
-        it covered them, and if not, the first of them starts the next one.
+        it covered them, and if not, the first of them starts the next one. Raises once a
+        write or fsync has failed, even for lines synced before: whatever waits on it (a POST)
+        must not go ahead while the log can record nothing more.
         """
+        if self.failed is not None:
+            raise self._error(self.failed)
         target = self._written
         while self._synced < target:
+            if self.failed is not None:
+                raise self._error(self.failed)
             if self._syncing is not None:
                 await self._syncing.wait()
                 continue
@@ -126,27 +184,94 @@ class AppendLog:
                 # Tasks already due in this pass of the loop (the rest of a wave of
                 # submissions) append their records first, and this fsync covers them too.
                 await anyio.lowlevel.checkpoint()
-                upto = self._written
-                await anyio.to_thread.run_sync(os.fsync, self._fd)
+                if self.failed is not None:  # one of them could not
+                    raise self._error(self.failed)
+                upto, end = self._written, self._end
+                try:
+                    await anyio.to_thread.run_sync(self._fsync)
+                except OSError as exc:
+                    self._fail(exc)
+                    raise self._error(exc) from None
                 self.fsyncs += 1
                 self._synced = max(self._synced, upto)
+                self._synced_upto(end)
             finally:
                 self._syncing = None
                 done.set()
+        if self.failed is not None:  # a line appended during the fsync could not be written
+            raise self._error(self.failed)
+
+    def _fsync(self) -> None:
+        """fsync, then check that the path still names this file. Deleted or replaced under a
+        running process, it would take every line written since with it when the process ends
+        (and the next run would pay for those jobs again): its content is put back at the path
+        (or beside it, if another file took its name) and the writing stops."""
+        os.fsync(self._fd)
+        mine = os.fstat(self._fd)
+        try:
+            there = os.stat(self.path)
+        except FileNotFoundError:
+            there = None
+        if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+            return
+        raise OSError(errno.ESTALE, self._rescue(replaced=there is not None, linked=mine.st_nlink > 0))
+
+    def _rescue(self, *, replaced: bool, linked: bool) -> str:
+        """Save what this file holds where the next run finds it (or beside); say what happened."""
+        if replaced and linked:
+            return "it was moved or replaced while this run was writing it (its lines are in the moved file)"
+        what = "replaced by another file" if replaced else "deleted"
+        target = self.path.with_name(f"{self.path.name}.recovered") if replaced else self.path
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                offset, size = 0, os.fstat(self._fd).st_size
+                while offset < size:
+                    chunk = os.pread(self._fd, min(1 << 20, size - offset), offset)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(out, view) :]
+                    offset += len(chunk)
+                os.fsync(out)
+            finally:
+                os.close(out)
+        except OSError as exc:
+            return (
+                f"it was {what} while this run was writing it, and could not be saved again ({exc.strerror})"
+            )
+        if replaced:
+            return f"it was {what} while this run was writing it; its lines are saved in {target}"
+        return f"it was {what} while this run was writing it; its lines are put back"
 
     def sync_now(self) -> None:
         """Make everything appended so far durable, blocking (for synchronous callers)."""
+        if self.failed is not None:
+            raise self._error(self.failed)
         if self._synced < self._written:
-            upto = self._written
-            os.fsync(self._fd)
+            upto, end = self._written, self._end
+            try:
+                self._fsync()
+            except OSError as exc:
+                self._fail(exc)
+                raise self._error(exc) from None
             self._synced = upto
+            self._synced_upto(end)
 
     def close(self) -> None:
-        """Sync, close and release the lock. Safe to call twice."""
+        """Sync, close and release the lock. Safe to call twice. After a failed write or
+        fsync, only closes (raising nothing: the caller has that error already)."""
         if self._fd < 0:
             return
         try:
-            os.fsync(self._fd)
+            if self.failed is None:
+                try:
+                    self._fsync()
+                except OSError as exc:
+                    self._fail(exc)
+                    raise self._error(exc) from None
         finally:
             os.close(self._fd)  # closing releases the flock
             self._fd = -1

@@ -26,7 +26,7 @@ from .clock import SystemClock
 from .config import Settings
 from .dryrun import DryRunReport, dry_run, render_dry_run
 from .engine import ExitCode, RunResult, run_batch
-from .errors import BatcherError, ConfigError, LedgerLockedError
+from .errors import BatcherError, ConfigError, LedgerLockedError, LedgerWriteError
 from .ledger import utc_iso
 from .preflight import preflight
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
@@ -321,6 +321,9 @@ def _main_run(args: argparse.Namespace) -> int:
         if isinstance(exc, LedgerLockedError):
             print(f"batcher: {exc}", file=sys.stderr)
             return ExitCode.LOCKED
+        if isinstance(exc, LedgerWriteError):
+            print(f"batcher: error: {exc}", file=sys.stderr)
+            return ExitCode.LEDGER_WRITE
         if isinstance(exc, BatcherError):
             print(f"batcher: error: {exc}", file=sys.stderr)
             return ExitCode.USAGE
@@ -343,4 +346,6 @@ def _main_run(args: argparse.Namespace) -> int:
         print(render_dry_run(result))
         return ExitCode.FAILED if result.invalid or result.edited else ExitCode.OK
     print(render_summary(result))
+    if result.ledger_error is not None:
+        print(f"batcher: error: {result.ledger_error}", file=sys.stderr)
     return int(result.exit_code)

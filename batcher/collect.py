@@ -5,12 +5,18 @@ A job whose poll said COMPLETED (or that an earlier run left ``generated``) beco
 :class:`~batcher.download.OutputSaver`, try a failure that may pass again with backoff, and record
 ``completed`` or ``download_failed``. A failed download is never a reason to POST again: the next
 run downloads from the same URLs.
+
+An output that cannot be *written* (a full disk, a file size limit, the folder gone or read-only)
+is not tried again in this run: that does not pass in seconds, and each try would fetch the file
+again. It is recorded ``download_failed`` at once, retryable, and when the whole folder is at
+fault submissions stop: the run pays for no more outputs it cannot keep.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backoff import full_jitter
@@ -36,13 +42,23 @@ class Collector:
     """Saves the outputs of finished jobs and records each outcome."""
 
     def __init__(
-        self, *, ledger: Ledger, stats: RunStats, retry: RetrySettings, clock: Clock, rng: random.Random
+        self,
+        *,
+        ledger: Ledger,
+        stats: RunStats,
+        retry: RetrySettings,
+        clock: Clock,
+        rng: random.Random,
+        stop: Callable[[str], None],
     ) -> None:
         self.ledger = ledger
         self.stats = stats
         self.retry = retry
         self.clock = clock
         self.rng = rng
+        #: Stops submissions, with the reason (the scheduler's ``stop``).
+        self.stop = stop
+        self._folder_failed = False
 
     async def worker(self, tasks: Handoff[DownloadTask], saver: OutputSaver) -> None:
         """Save the outputs of finished jobs as they come, until ``tasks`` is closed."""
@@ -56,7 +72,14 @@ class Collector:
                 saved = await saver.save_all(task.job_id, list(task.refs))
             except DownloadFailed as exc:
                 attempt += 1
-                if exc.retryable and attempt < self.retry.max_attempts:
+                if exc.folder is not None and not self._folder_failed:
+                    self._folder_failed = True
+                    log.error(
+                        "%s: submissions stop; the next run downloads what is not saved (not paid again)",
+                        exc.folder,
+                    )
+                    self.stop(exc.folder)
+                if exc.retryable and not exc.local and attempt < self.retry.max_attempts:
                     r = self.retry
                     await self.clock.sleep(
                         full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)

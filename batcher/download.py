@@ -21,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import ctypes
+import errno
 import hashlib
 import os
 import re
@@ -94,11 +95,29 @@ def safe_name(text: str, *, max_len: int = 80) -> str:
 
 
 class DownloadFailed(BatcherError):
-    """An output could not be saved. ``retryable``: a later run may succeed."""
+    """An output could not be saved. ``retryable``: a later run may succeed. ``local``: it could
+    not be written under ``--out`` (trying again within seconds cannot help). ``folder``: why no
+    output can be written there now (a full disk, a size limit, a folder gone or read-only), or
+    None when only this file is affected."""
 
-    def __init__(self, message: str, *, retryable: bool, job_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        job_id: str | None = None,
+        local: bool = False,
+        folder: str | None = None,
+    ) -> None:
         super().__init__(message, job_id=job_id)
         self.retryable = retryable
+        self.local = local
+        self.folder = folder
+
+
+#: Write errors that concern the whole output folder, not one file's name.
+_FOLDER_WIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES})
+_FOLDER_WIDE |= {errno.EPERM, errno.ENOTDIR, errno.ENOENT}
 
 
 @dataclass(frozen=True)
@@ -205,10 +224,13 @@ class OutputSaver:
             except (TransportError, RemoteError) as exc:
                 raise DownloadFailed(f"{ref.key}: {exc}", retryable=True, job_id=job_id) from None
             except OSError as exc:
+                cause = f"cannot write outputs under {self._out}: {(exc.strerror or str(exc)).lower()}"
                 raise DownloadFailed(
-                    f"{ref.key}: cannot write under {self._out}: {exc.strerror}",
+                    f"{ref.key}: {cause}; the next run downloads it again (not paid again)",
                     retryable=True,
                     job_id=job_id,
+                    local=True,
+                    folder=cause if exc.errno in _FOLDER_WIDE else None,
                 ) from None
         return saved
 

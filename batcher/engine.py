@@ -27,10 +27,11 @@ from .collect import Collector, DownloadTask
 from .config import Settings
 from .download import OutputSaver, sync_outputs
 from .durations import DurationModel
+from .errors import LedgerWriteError
 from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
-from .ledger import Ledger
+from .ledger import Ledger, write_error
 from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
 from .preflight import estimate_rows, preflight, warn_unterminated
 from .progress import Snapshot, snapshot_from
@@ -57,6 +58,7 @@ class ExitCode(enum.IntEnum):
     FAILED = 1
     USAGE = 2
     PROVIDER = 3
+    LEDGER_WRITE = 74  # the ledger could not be written (disk full...): sysexits' EX_IOERR
     LOCKED = 75
     INTERRUPTED = 130
 
@@ -74,6 +76,8 @@ class RunResult:
     repaired_bytes: int = 0
     #: The run's ``poll.give_up_after`` (the summary names it when jobs were given up).
     give_up_after: float | None = None
+    #: Why the ledger could not be written, when that stopped the run (exit 74).
+    ledger_error: LedgerWriteError | None = None
 
 
 def make_rate(settings: Settings, rng: random.Random) -> RateController:
@@ -213,6 +217,8 @@ class _Run:
         )
         self.polls = polls or make_polls(settings, durations, lambda: self.sched.pressure)
         self.interrupted = False
+        #: The ledger write that failed and stopped the run at once (nothing more is recorded).
+        self.ledger_error: LedgerWriteError | None = None
         #: Set when --max-runtime ended the run with jobs still in flight.
         self.out_of_time = False
         self.deadline: float | None = None
@@ -285,29 +291,46 @@ class _Run:
             )
             self.sched.perform = actions.perform
             self.sched.on_dispatch = actions.dispatched
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch, interrupt, tg.cancel_scope)
-                tg.start_soon(self.ledger.flush_every, LEDGER_FLUSH_SECONDS, anyio.sleep)
-                if self.deadline is not None:
-                    tg.start_soon(self._window, self.deadline, tg.cancel_scope)
-                if self.progress is not None:
-                    tg.start_soon(self.progress, self.snapshot)
-                async with anyio.create_task_group() as work:
-                    collector = Collector(
-                        ledger=self.ledger, stats=self.stats, retry=s.retry, clock=self.clock, rng=self.rng
-                    )
-                    for _ in range(s.output.concurrency):
-                        work.start_soon(collector.worker, downloads, saver)
-                    try:
-                        async with anyio.create_task_group() as requests:
-                            requests.start_soon(self.feeder.run, downloads)
-                            await self.sched.run()
-                            requests.cancel_scope.cancel()  # the feeder may still be counting
-                    finally:
-                        downloads.close()  # the workers finish what is queued, then end
-                tg.cancel_scope.cancel()  # done: stop the watchers
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch, interrupt, tg.cancel_scope)
+                    tg.start_soon(self.ledger.flush_every, LEDGER_FLUSH_SECONDS, anyio.sleep)
+                    if self.deadline is not None:
+                        tg.start_soon(self._window, self.deadline, tg.cancel_scope)
+                    if self.progress is not None:
+                        tg.start_soon(self.progress, self.snapshot)
+                    async with anyio.create_task_group() as work:
+                        collector = Collector(
+                            ledger=self.ledger,
+                            stats=self.stats,
+                            retry=s.retry,
+                            clock=self.clock,
+                            rng=self.rng,
+                            stop=self.sched.stop,
+                        )
+                        for _ in range(s.output.concurrency):
+                            work.start_soon(collector.worker, downloads, saver)
+                        try:
+                            async with anyio.create_task_group() as requests:
+                                requests.start_soon(self.feeder.run, downloads)
+                                await self.sched.run()
+                                requests.cancel_scope.cancel()  # the feeder may still be counting
+                        finally:
+                            downloads.close()  # the workers finish what is queued, then end
+                    tg.cancel_scope.cancel()  # done: stop the watchers
+            except* LedgerWriteError:
+                # A write or sync failed, and the ledger takes nothing more: every task was
+                # cancelled at once. A POST on the wire was cut (its `submitting` line makes it
+                # of unknown outcome for the next run); jobs with a poll_url are re-attached.
+                self._ledger_failed()
             await self._end_run()
         return self._result()
+
+    def _ledger_failed(self) -> None:
+        failed = self.ledger.failed
+        assert failed is not None, "a LedgerWriteError comes after a failed write or sync"
+        self.ledger_error = write_error(self.ledger.path, failed)
+        self.sched.halt(f"the ledger could not be written ({(failed.strerror or '').lower()})")
 
     async def _end_run(self) -> None:
         """Flush this run's output files to disk (one syncfs, not an fsync per file), then
@@ -318,16 +341,21 @@ class _Run:
         assert self.s.output.out_dir is not None
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(sync_outputs, self.s.output.out_dir)
-            self.ledger.event(
-                None,
-                "run_end",
-                self.clock.wall(),
-                outputs_synced=True,
-                not_started=self.stats.left + len(self.sched.unsent),
-                stop_reason=self.sched.stop_submitting,
-                edited_rows=self.stats.edited,
-            )
-            await self.ledger.sync()
+            if self.ledger_error is not None:
+                return  # no run_end: the next run checks this run's files, as after a crash
+            try:
+                self.ledger.event(
+                    None,
+                    "run_end",
+                    self.clock.wall(),
+                    outputs_synced=True,
+                    not_started=self.stats.left + len(self.sched.unsent),
+                    stop_reason=self.sched.stop_submitting,
+                    edited_rows=self.stats.edited,
+                )
+                await self.ledger.sync()
+            except LedgerWriteError:
+                self._ledger_failed()
 
     async def _window(self, deadline: float, scope: anyio.CancelScope) -> None:
         """--max-runtime: at the deadline, stop everything; in-flight jobs resume next run."""
@@ -362,7 +390,9 @@ class _Run:
         seconds = self.clock.monotonic() - st.started
         bad = sum(n for k, n in st.outcomes.items() if k != "completed")
         bad += sum(n for k, n in self.feeder.earlier.items() if k != "completed")
-        if self.interrupted:
+        if self.ledger_error is not None:
+            code = ExitCode.LEDGER_WRITE
+        elif self.interrupted:
             code = ExitCode.INTERRUPTED
         elif self.sched.stopped_by_provider:
             code = ExitCode.PROVIDER
@@ -379,4 +409,5 @@ class _Run:
             self.s.ledger.path,
             self.s.output.out_dir,
             give_up_after=self.s.poll.give_up_after,
+            ledger_error=self.ledger_error,
         )

@@ -9,7 +9,8 @@
     │   ├── RowError               one manifest row: file, line, field, fix (the row is skipped)
     │   └── LedgerMismatchError    the ledger was written for another manifest or workflow settings
     ├── LedgerError                the ledger file itself cannot be used
-    │   └── LedgerLockedError      another run holds it (exit 75)
+    │   ├── LedgerLockedError      another run holds it (exit 75)
+    │   └── LedgerWriteError       a write or fsync failed mid-run: disk full, size limit (exit 74)
     ├── RemoteError                the provider answered, and said no
     │   ├── RateLimited            429; ``retry_after`` seconds when the answer said
     │   ├── ServerError            5xx (or a gateway's HTML page)
@@ -128,6 +129,11 @@ class LedgerError(BatcherError):
 
 class LedgerLockedError(LedgerError):
     """Another batcher process holds the ledger's lock."""
+
+
+class LedgerWriteError(LedgerError):
+    """The ledger could not be written or synced (a full disk, a file size limit, an I/O error,
+    the file deleted under the run). Nothing more can be recorded, so the run stops at once."""
 
 
 # --- the remote said no --------------------------------------------------------------------

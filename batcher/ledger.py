@@ -13,10 +13,14 @@ ledger adds:
   at most a second later.
 - **One run per ledger**: a second run gets :class:`~batcher.errors.LedgerLockedError` before it
   reads or writes anything.
+- **A write that fails** (a full disk, a file size limit, an I/O error) raises
+  :class:`~batcher.errors.LedgerWriteError` naming the file and the cause, then and for every
+  later line and sync (see :mod:`batcher.appendlog`): the run stops at once.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .appendlog import AppendLog, open_locked, repair_tail
-from .errors import LedgerError, LedgerLockedError
+from .errors import LedgerError, LedgerLockedError, LedgerWriteError
 
 _second: tuple[int, str] = (-1, "")
 
@@ -102,6 +106,26 @@ def check_ledger_path(path: Path) -> None:
         raise LedgerError(f"cannot open ledger {path}: it is {kind}; give --ledger a file's path")
 
 
+#: What to do about a write that failed, by errno (the rest: check the disk).
+_FIXES = {
+    errno.ENOSPC: "free some space on its disk",
+    errno.EDQUOT: "free some space, or raise the disk quota",
+    errno.EFBIG: "lift the file size limit (ulimit -f)",
+    errno.ESTALE: "leave it where it is",
+}
+
+
+def write_error(path: Path, exc: OSError) -> LedgerWriteError:
+    """The one line a user sees when the ledger cannot be written mid-run."""
+    cause = (exc.strerror or str(exc)).lower()
+    fix = _FIXES.get(exc.errno or 0, "check the disk")
+    return LedgerWriteError(
+        f"cannot write to ledger {path}: {cause}. The run stopped at once; {fix} and run the same"
+        " command again (every step the ledger recorded is kept; no job whose poll_url it holds is"
+        " paid for again)"
+    )
+
+
 class Ledger(AppendLog):
     """An open, locked ledger. Use :meth:`open`; close with :meth:`close` (or ``with``)."""
 
@@ -132,6 +156,9 @@ class Ledger(AppendLog):
             raise LedgerError(f"cannot repair ledger {path}: {exc.strerror}") from None
         return cls(path, fd, repaired)
 
+    def _error(self, exc: OSError) -> Exception:
+        return write_error(self.path, exc)
+
     def __enter__(self) -> Ledger:
         return self
 
@@ -155,6 +182,13 @@ class Ledger(AppendLog):
         does, in one call: a few lines a job)."""
         record: dict[str, Any] = {"ts": utc_iso(now), "job_id": job_id, "status": status, **fields}
         self.append_line((_ENCODER.encode(record) + "\n").encode())
+
+    def submitting(self, job_id: str, now: float, **fields: Any) -> None:
+        """Append a job's ``submitting`` line. Its POST waits for a sync to cover it, so until
+        then it is revocable: if the ledger fails first, the line is cut again, and the next
+        run sees a job never sent rather than a POST of unknown outcome."""
+        record: dict[str, Any] = {"ts": utc_iso(now), "job_id": job_id, "status": "submitting", **fields}
+        self.append_line((_ENCODER.encode(record) + "\n").encode(), revocable=True)
 
     async def flush_every(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
         """Sync whatever was appended, every ``seconds``, until cancelled (run it in a task group).

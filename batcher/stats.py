@@ -31,6 +31,10 @@ class RunStats:
     unknown_outcomes: int = 0
     #: Of those, POSTs cut off by the run's stop (a signal, --max-runtime) before their answer.
     cut_submits: int = 0
+    #: POSTs answered 200 whose poll_url the ledger failed to record (it could take no more
+    #: lines): the next run sees their ``submitting`` line only, and counts them as of unknown
+    #: outcome.
+    unrecorded: int = 0
     #: Requests sent, by kind, and 429s received.
     requests: Counter[str] = field(default_factory=Counter)
     throttled: int = 0
@@ -61,12 +65,14 @@ class RunStats:
 
     def carried_over(self) -> int:
         """Jobs this run leaves for the next: not started, in flight, given up polling, waiting to
-        send the POST again, cut off mid-POST, or not yet downloaded (each makes the exit code 1)."""
+        send the POST again, cut off mid-POST, accepted but not recorded, or not yet downloaded
+        (each makes the exit code 1)."""
         return (
             self.left
             + self.in_flight
             + self.gave_up_polling
             + self.resends_waiting
             + self.cut_submits
+            + self.unrecorded
             + self.downloading
         )

@@ -48,6 +48,11 @@ def render_summary(result: RunResult) -> str:
             )
         if st.cut_submits:
             parts.append(f"{plural(st.cut_submits, 'POST')} cut off by the stop (outcome unknown)")
+        if st.unrecorded:
+            parts.append(
+                f"{plural(st.unrecorded, 'job')} accepted but not recorded by the ledger (its POST"
+                " counts as of unknown outcome next run)"
+            )
         if st.downloading:
             parts.append(f"{st.downloading} not yet downloaded (next run fetches them, not paid again)")
         if st.left:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import resource
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batcher.errors import LedgerError, LedgerLockedError
+from batcher.appendlog import AppendLog
+from batcher.errors import LedgerError, LedgerLockedError, LedgerWriteError
 from batcher.ledger import Ledger, read_records
 from batcher.state import LedgerState, Next, replay
 
@@ -182,6 +187,100 @@ async def test_a_wave_of_submissions_dispatched_together_shares_one_fsync(tmp_pa
                 tg.start_soon(submit, i)
         assert ledger._synced == ledger._written == 16
         assert ledger.fsyncs == 1
+
+
+@contextlib.contextmanager
+def _file_size_limit(nbytes: int) -> Iterator[None]:
+    """Writes past ``nbytes`` fail in this process (RLIMIT_FSIZE: a disk that fills up; Python
+    ignores SIGXFSZ, so a write past it fails with EFBIG instead of ending the process). Only the
+    soft limit is lowered, so it can be raised back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_line_the_disk_took_only_part_of_is_cut_and_nothing_is_appended_after_it(tmp_path: Path) -> None:
+    """A full disk takes part of a line, then refuses the rest. The part is cut off at once, and
+    the ledger takes no later line (one that did fit would be glued to the torn part: one corrupt
+    line in the middle of the file, two records lost, say a poll_url, and a job paid twice)."""
+    path = tmp_path / "l.jsonl"
+    with Ledger.open(path) as ledger:
+        ledger.event("a", "submitting", 1_800_000_000.0, workflow="sketch")
+        before = path.read_bytes()
+        with _file_size_limit(len(before) + 40), pytest.raises((LedgerWriteError, OSError)):
+            ledger.event("a", "submitted", 1_800_000_000.0, request_id="r" * 32, poll_url="http://h/x")
+        assert path.read_bytes() == before  # the 40 bytes that fitted were cut off again
+        # Space again (another process freed some): still nothing lands after the failure.
+        with pytest.raises(LedgerWriteError, match=f"cannot write to ledger {path}: file too large"):
+            ledger.event("b", "submitting", 1_800_000_000.0, workflow="sketch")
+        assert path.read_bytes() == before
+    with Ledger.open(path) as reopened:
+        assert reopened.repaired_bytes == 0
+        assert [r["status"] for r in reopened.records()] == ["submitting"]
+
+
+@pytest.mark.anyio
+async def test_submitting_lines_no_sync_covered_yet_are_cut_when_the_ledger_fails(tmp_path: Path) -> None:
+    """A wave of submissions appends its ``submitting`` lines, and the disk fills up on the last:
+    their POSTs wait for a sync, so none went out, and their lines are cut too. The next run sees
+    jobs never sent (sent once, not counted as maybe billed twice, nor failed under
+    ``unknown_submit: fail``). A line a sync covered (its POST may be out) is kept."""
+    path = tmp_path / "l.jsonl"
+    now = 1_800_000_000.0
+    with Ledger.open(path) as ledger:
+        ledger.submitting("a", now, workflow="sketch")
+        await ledger.sync()  # a's POST may go out from here on
+        kept = path.read_bytes()
+        ledger.submitting("b", now, workflow="sketch")
+        ledger.submitting("c", now, workflow="sketch")
+        with _file_size_limit(path.stat().st_size + 40), pytest.raises(LedgerWriteError):
+            ledger.submitting("d", now, workflow="sketch")
+        with pytest.raises(LedgerWriteError):
+            await ledger.sync()  # b and c wait here: their POSTs never go out
+        assert path.read_bytes() == kept
+    state = replay(
+        [{"status": "run", "job_id": None}, *read_records(path), {"status": "run", "job_id": None}]
+    )
+    assert set(state.jobs) == {"a"} and state.jobs["a"].next_step(retry_failed=False) is Next.UNKNOWN
+
+
+@pytest.mark.anyio
+async def test_after_an_fsync_fails_no_line_is_taken_and_no_sync_succeeds(tmp_path: Path) -> None:
+    """An fsync that failed is never tried again (Linux may report success for the pages it
+    dropped), and every later append and sync fails: a POST waits for its ``submitting`` line's
+    sync, so none goes out once the ledger cannot be trusted. (A pipe's fsync always fails.)"""
+    import anyio
+
+    read_end, write_end = os.pipe()
+    log = AppendLog(tmp_path / "pipe", write_end, 0)
+    try:
+        failures: list[BaseException] = []
+
+        async def submit(i: int) -> None:
+            log.append_line(b'{"status":"submitting"}\n')
+            try:
+                await log.sync()
+            except OSError as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(submit, i)
+        assert len(failures) == 3  # every waiter, not only the one whose fsync failed
+        with pytest.raises(OSError):
+            log.append_line(b'{"status":"submitting"}\n')
+        assert os.read(read_end, 4096).count(b"\n") == 3  # the fourth line never went out
+        with pytest.raises(OSError):
+            await log.sync()
+        with pytest.raises(OSError):
+            log.sync_now()
+        assert log.fsyncs == 0
+    finally:
+        log.close()  # raises nothing: the caller has the error already
+        os.close(read_end)
 
 
 @pytest.mark.parametrize(
