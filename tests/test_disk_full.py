@@ -17,7 +17,7 @@ from anyio.abc import Process
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.ledger import read_records
 
-from .support import blog_rows, cli_env, run_command, sketch_rows, stderr_lines, write_jsonl
+from .support import StderrLines, blog_rows, cli_env, run_command, sketch_rows, write_jsonl
 
 FAST = ["--poll-interval", "0.1", "--rate-limit", "60000"]
 
@@ -113,21 +113,16 @@ async def _start(tmp: Path, base_url: str, *extra: str) -> Process:
     return await anyio.open_process(run_command("-v", *FAST, *extra), cwd=tmp, env=cli_env(base_url))
 
 
-async def _until_submitted(process: Process, count: int) -> None:
+async def _until_submitted(lines: StderrLines, count: int) -> None:
     """Read the run's log until ``count`` jobs have their poll_url in the ledger."""
-    seen = 0
     with anyio.fail_after(30):
-        async for line in stderr_lines(process):
-            seen += "submitted as request" in line
-            if seen == count:
-                return
-    raise AssertionError("the run ended before its jobs were submitted")
+        await lines.wait_for("submitted as request", count)
 
 
-async def _rest(process: Process) -> tuple[int, str]:
+async def _rest(process: Process, lines: StderrLines) -> tuple[int, str]:
     """Wait for the process to end; its exit code and the rest of its log."""
     with anyio.fail_after(30):
-        rest = [line async for line in stderr_lines(process)]
+        rest = await lines.rest()
         return await process.wait(), "\n".join(rest)
 
 
@@ -144,11 +139,12 @@ async def test_a_ledger_that_fills_up_with_jobs_in_flight_leaves_them_to_be_re_a
     async with run_emulator(config) as emu:
         process = await _start(tmp_path, emu.base_url, "--concurrency", "3", "--config", "c.yaml")
         async with process:
-            await _until_submitted(process, 3)
+            lines = StderrLines(process)
+            await _until_submitted(lines, 3)
             # Polls of unfinished jobs write nothing: the ledger stays as it is until they finish.
             _cap_now(process, (tmp_path / "l.jsonl").stat().st_size + 40)
             emu.state.reconfigure(duration_median=0.0)
-            code, stderr = await _rest(process)
+            code, stderr = await _rest(process, lines)
         _assert_clean(tmp_path / "l.jsonl")
         assert code == 74, stderr
         assert "cannot write to ledger l.jsonl: file too large" in _ledger_failure_line(stderr)
@@ -206,10 +202,11 @@ async def test_a_ledger_deleted_under_a_running_batch_is_put_back_and_the_run_st
     async with run_emulator(config) as emu:
         process = await _start(tmp_path, emu.base_url, "--concurrency", "3", "--config", "c.yaml")
         async with process:
-            await _until_submitted(process, 3)
+            lines = StderrLines(process)
+            await _until_submitted(lines, 3)
             (tmp_path / "l.jsonl").unlink()
             emu.state.reconfigure(duration_median=0.0)
-            code, stderr = await _rest(process)
+            code, stderr = await _rest(process, lines)
         assert code == 74, stderr
         line = _ledger_failure_line(stderr)
         assert "it was deleted while this run was writing it; its lines are put back" in line
