@@ -10,9 +10,9 @@ file is written to a hidden ``.part`` file and renamed, so a file under its name
 
 Files are not fsynced one by one (that cost more than everything else per job: see
 ``bench/overhead.py``). They survive a killed process at once; the run flushes them all with one
-``syncfs`` as it ends (:func:`sync_outputs`) and then writes ``run_end`` to the ledger. If the
-machine died before that, the next run checks those runs' files (:func:`output_intact`) and
-fetches any that did not reach the disk again, from the provider, for free.
+``syncfs`` as it ends and then writes ``run_end`` to the ledger. If the machine died before that,
+the next run checks those runs' files and fetches any that did not reach the disk again, from the
+provider, for free (both in :mod:`batcher.outfiles`).
 """
 
 from __future__ import annotations
@@ -20,14 +20,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import ctypes
 import errno
 import hashlib
 import os
 import re
-import sys
 import unicodedata
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -335,7 +332,7 @@ class _Spill:
 def _commit(part: str, data: bytes | None, target: str) -> None:
     """Write ``data`` (unless already spilled) to ``part`` and rename it to ``target``, so a file
     under its final name is complete. Not fsynced: a file survives a killed process at once and
-    reaches the disk with the next sync (see :func:`sync_outputs`)."""
+    reaches the disk with the next sync (see :func:`~batcher.outfiles.sync_outputs`)."""
     if data is not None:
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -349,54 +346,6 @@ def _commit(part: str, data: bytes | None, target: str) -> None:
         finally:
             os.close(fd)
     os.replace(part, target)
-
-
-def _syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs(2)`` (Linux): flush one filesystem, not every mounted one."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    found: Callable[[int], int] | None = getattr(libc, "syncfs", None)
-    return found
-
-
-_SYNCFS = _syncfs() if sys.platform.startswith("linux") else None
-
-
-def sync_outputs(out_dir: Path) -> None:
-    """Flush every output written under ``out_dir`` to disk: one ``syncfs`` for the whole run
-    instead of an fsync per file (or ``sync`` where there is no syncfs). Blocking; run it in
-    a thread. Until it runs, files survive a killed process but not a power cut, which is why
-    the next run checks the files of a run that did not end with it (:func:`output_intact`)."""
-    try:
-        fd = os.open(out_dir, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return  # nothing was written (no folder)
-    try:
-        if _SYNCFS is None or _SYNCFS(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
-
-def output_intact(saved: dict[str, Any], bases: Sequence[Path] = ()) -> bool:
-    """Whether a saved output (a ``completed`` record's entry) is on disk at its recorded size.
-    A relative path (recorded by an older version, relative to the folder that run started in)
-    is looked for in the current folder and then under each of ``bases``."""
-    path, size = saved.get("path"), saved.get("bytes")
-    if not isinstance(path, str) or not isinstance(size, int):
-        return True  # not ours to judge (an older or hand-edited record)
-    candidates = [path]
-    if not os.path.isabs(path):
-        candidates += [os.path.join(base, path) for base in bases]
-    for candidate in candidates:
-        try:
-            if os.stat(candidate).st_size == size:
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def _decode_data_uri(uri: str, max_bytes: int) -> tuple[str, bytes]:

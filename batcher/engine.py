@@ -25,13 +25,14 @@ from .api import SegmindAPI
 from .clock import Clock, SystemClock
 from .collect import Collector, DownloadTask
 from .config import Settings
-from .download import OutputSaver, sync_outputs
+from .download import OutputSaver
 from .durations import DurationModel
 from .errors import LedgerWriteError
 from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
 from .ledger import Ledger, write_error
+from .outfiles import sync_outputs
 from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
 from .preflight import estimate_rows, preflight, warn_unterminated
 from .progress import Snapshot, snapshot_from

@@ -20,11 +20,11 @@ import anyio
 from .clock import Clock
 from .collect import DownloadTask
 from .config import Settings
-from .download import output_intact
 from .errors import RowError
 from .handoff import Handoff
 from .ledger import Ledger, parse_iso, path_bases
 from .manifest import read_manifests
+from .outfiles import output_intact
 from .outputs import OutputRef
 from .scheduler import Job, Scheduler
 from .seams import Seam

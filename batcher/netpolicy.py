@@ -130,3 +130,29 @@ def route(url: str, proxy: str | None, no_proxy: Sequence[str]) -> str | None:
     ):
         return None
     return proxy
+
+
+#: Origins whose route is remembered, at most (output hosts vary; a hostile answer could name
+#: many): past it the memory starts again.
+MAX_ROUTES = 1024
+
+
+class Routes:
+    """Which requests go through the https ``proxy``: :func:`route`'s answer, decided once per
+    origin and remembered (a request pays one dict lookup for it)."""
+
+    def __init__(self, proxy: str, no_proxy: Sequence[str]) -> None:
+        self.proxy = proxy
+        self._no_proxy = tuple(no_proxy)
+        #: ``scheme://authority`` → whether it goes through the proxy.
+        self._known: dict[str, bool] = {}
+
+    def proxied(self, url: str) -> bool:
+        end = url.find("/", 8)  # past "https://": the origin ends at the path
+        key = url if end < 0 else url[:end]
+        known = self._known.get(key)
+        if known is None:
+            if len(self._known) >= MAX_ROUTES:
+                self._known.clear()
+            known = self._known[key] = route(url, self.proxy, self._no_proxy) is not None
+        return known

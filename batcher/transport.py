@@ -47,7 +47,7 @@ import aiohttp
 from yarl import URL
 
 from .errors import ConnectError, ConnectionLost, RequestTimeout, TransportError, UnsafeOutputError
-from .netpolicy import normalize_proxy, route, shown
+from .netpolicy import Routes, normalize_proxy, shown
 
 USER_AGENT = "batcher/0.1 (+https://github.com/batcher)"
 #: Redirects an output download follows (a CDN's or a storage bucket's), at most.
@@ -77,11 +77,6 @@ class Streamed:
 def _describe(url: str) -> str:
     """The URL without its query string (presigned URLs carry tokens there)."""
     return url.split("?", 1)[0]
-
-
-#: Origins whose route is remembered, at most (output hosts vary; a hostile answer could name
-#: many): past it the memory starts again.
-_MAX_ROUTES = 1024
 
 
 class Transport:
@@ -116,11 +111,9 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         #: The proxy for https (see the module's docstring), parsed once; None: every request
         #: goes direct, with no lookup at all.
-        self._proxy_text = normalize_proxy(proxy) if proxy else None
-        self._proxy = URL(self._proxy_text) if self._proxy_text else None
-        self._no_proxy = tuple(no_proxy)
-        #: ``scheme://authority`` → the proxy for it, or None (direct).
-        self._routes: dict[str, URL | None] = {}
+        proxy_text = normalize_proxy(proxy) if proxy else None
+        self._proxy = URL(proxy_text) if proxy_text else None
+        self._routes = Routes(proxy_text, no_proxy) if proxy_text else None
 
     async def __aenter__(self) -> Transport:
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections)
@@ -149,21 +142,11 @@ class Transport:
         return self._session
 
     def proxy_for(self, url: str) -> URL | None:
-        """The proxy a request to ``url`` goes through, or None (direct); decided once per
-        origin (:func:`batcher.netpolicy.route`)."""
-        if self._proxy is None:
+        """The proxy a request to ``url`` goes through, or None (direct): see
+        :class:`batcher.netpolicy.Routes`."""
+        if self._routes is None or not self._routes.proxied(url):
             return None
-        end = url.find("/", 8)  # past "https://": the origin ends at the path
-        key = url if end < 0 else url[:end]
-        try:
-            return self._routes[key]
-        except KeyError:
-            pass
-        if len(self._routes) >= _MAX_ROUTES:
-            self._routes.clear()
-        chosen = route(url, self._proxy_text, self._no_proxy)
-        proxy = self._routes[key] = None if chosen is None else self._proxy
-        return proxy
+        return self._proxy
 
     async def request(
         self,

@@ -1,0 +1,65 @@
+"""Saved output files on disk: flushing a run's to disk at its end, and checking an earlier one.
+
+Outputs are not fsynced one by one (:mod:`batcher.download` writes and renames them): a run ends
+with one ``syncfs`` of the output folder's filesystem, recorded by its ``run_end`` line. A run
+that did not end so (killed, a power cut) may have left files that did not reach the disk: the
+next run checks each of its recorded files (:func:`output_intact`) and downloads again the ones
+that are missing or short, never paying again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(2)`` (Linux): flush one filesystem, not every mounted one."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    found: Callable[[int], int] | None = getattr(libc, "syncfs", None)
+    return found
+
+
+_SYNCFS = _syncfs() if sys.platform.startswith("linux") else None
+
+
+def sync_outputs(out_dir: Path) -> None:
+    """Flush every output written under ``out_dir`` to disk: one ``syncfs`` for the whole run
+    instead of an fsync per file (or ``sync`` where there is no syncfs). Blocking; run it in
+    a thread. Until it runs, files survive a killed process but not a power cut, which is why
+    the next run checks the files of a run that did not end with it (:func:`output_intact`)."""
+    try:
+        fd = os.open(out_dir, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # nothing was written (no folder)
+    try:
+        if _SYNCFS is None or _SYNCFS(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def output_intact(saved: dict[str, Any], bases: Sequence[Path] = ()) -> bool:
+    """Whether a saved output (a ``completed`` record's entry) is on disk at its recorded size.
+    A relative path (recorded by an older version, relative to the folder that run started in)
+    is looked for in the current folder and then under each of ``bases``."""
+    path, size = saved.get("path"), saved.get("bytes")
+    if not isinstance(path, str) or not isinstance(size, int):
+        return True  # not ours to judge (an older or hand-edited record)
+    candidates = [path]
+    if not os.path.isabs(path):
+        candidates += [os.path.join(base, path) for base in bases]
+    for candidate in candidates:
+        try:
+            if os.stat(candidate).st_size == size:
+                return True
+        except OSError:
+            continue
+    return False
