@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import random
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
@@ -149,6 +150,19 @@ def cli_env(base_url: str | None = None) -> dict[str, str]:
         env["SEGMIND_API_BASE"] = base_url
     env["PYTHONPATH"] = str(REPO)
     return env
+
+
+def run_cli(*args: str, cwd: Path, base_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m batcher ARGS`` in ``cwd``, to the end (60 s at most): its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "batcher", *args],
+        cwd=cwd,
+        env=cli_env(base_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 class StderrLines:

@@ -19,22 +19,16 @@ from anyio.abc import Process
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.status_text import plural
 
-from .support import API_KEY, StderrLines, cli_env, ledger_lines, run_command, sketch_rows, write_jsonl
-
-_env = cli_env
-
-
-def _cli(*args: str, cwd: Path, base_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batcher", *args],
-        cwd=cwd,
-        env=_env(base_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
+from .support import (
+    API_KEY,
+    StderrLines,
+    cli_env,
+    ledger_lines,
+    run_cli,
+    run_command,
+    sketch_rows,
+    write_jsonl,
+)
 
 FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
 
@@ -173,7 +167,7 @@ def test_a_usage_mistake_is_one_clear_line_and_exit_2(
 ) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    proc = _cli(*args, cwd=tmp_path)
+    proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -184,7 +178,7 @@ def test_a_usage_mistake_is_one_clear_line_and_exit_2(
 
 def test_no_api_key_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-    env = _env()
+    env = cli_env()
     del env["SEGMIND_API_KEY"]
     proc = subprocess.run(
         [sys.executable, "-m", "batcher", "run", "m.jsonl"],
@@ -202,7 +196,7 @@ def test_a_plain_http_api_base_in_the_environment_is_refused_naming_the_variable
     """SEGMIND_API_BASE=http://... to a host that is not this machine: the key would have
     crossed the network in clear. Refused before anything is made or sent, with the fix."""
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-    proc = _cli("run", "m.jsonl", cwd=tmp_path, base_url="http://api.segmind.com")
+    proc = run_cli("run", "m.jsonl", cwd=tmp_path, base_url="http://api.segmind.com")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (
         "environment variable SEGMIND_API_BASE: api.base_url: plain http to api.segmind.com would send"
@@ -223,7 +217,7 @@ def test_an_embedded_emulator_run_goes_direct_whatever_proxies_the_environment_n
     with socket.socket() as sock:  # a port that was free a moment ago, now closed
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    env = _env()
+    env = cli_env()
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         env[name] = closed
     env["HTTPS_PROXY"] = env["https_proxy"] = "socks5://proxy.corp:1080"
@@ -246,7 +240,7 @@ async def test_a_locked_ledger_exits_75_and_writes_nothing(tmp_path: Path) -> No
             proc = await anyio.run_process(
                 [sys.executable, "-m", "batcher", "run", "m.jsonl", "--ledger", str(ledger)],
                 cwd=tmp_path,
-                env=_env(emu.base_url),
+                env=cli_env(emu.base_url),
                 check=False,
             )
             assert emu.stats()["api_requests"] == 0
@@ -256,12 +250,14 @@ async def test_a_locked_ledger_exits_75_and_writes_nothing(tmp_path: Path) -> No
 
 
 async def _start(tmp_path: Path, base_url: str, *extra: str) -> Process:
-    return await anyio.open_process(run_command("-v", *FAST_ARGS, *extra), cwd=tmp_path, env=_env(base_url))
+    return await anyio.open_process(
+        run_command("-v", *FAST_ARGS, *extra), cwd=tmp_path, env=cli_env(base_url)
+    )
 
 
 async def _resume(tmp_path: Path, base_url: str) -> subprocess.CompletedProcess[bytes]:
     """The same command again, to the end: what a user does after a crash."""
-    return await anyio.run_process(run_command(*FAST_ARGS), cwd=tmp_path, env=_env(base_url), check=False)
+    return await anyio.run_process(run_command(*FAST_ARGS), cwd=tmp_path, env=cli_env(base_url), check=False)
 
 
 @pytest.mark.anyio
@@ -371,7 +367,7 @@ async def test_two_ctrl_c_on_an_embedded_emulator_exit_130_without_a_traceback(t
     left it to the garbage collector: RuntimeError tracebacks, exit 1 (found by a helper's hunt)."""
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(4))
     (tmp_path / "c.yaml").write_text("emulator:\n  render: placeholder\n  duration_median: 3600\n")
-    env = _env()
+    env = cli_env()
     proc = await anyio.open_process(
         run_command("-v", "--emulator", "--config", "c.yaml", *FAST_ARGS), cwd=tmp_path, env=env
     )
@@ -403,7 +399,7 @@ def test_a_signal_after_the_summary_leaves_the_exit_code_alone(tmp_path: Path, s
     (tmp_path / "c.yaml").write_text("emulator:\n  render: placeholder\n  duration_median: 0\n")
     deep = Path(*(letter * 250 for letter in "abcdefghijk"))  # a summary of about 5.7 KB
     (tmp_path / deep).mkdir(parents=True)
-    env = _env()
+    env = cli_env()
     env.pop("PYTHONUNBUFFERED", None)  # the summary must wait in the buffer for the exit
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
@@ -437,11 +433,11 @@ async def test_the_api_key_appears_in_no_file_and_no_output(tmp_path: Path) -> N
     write_jsonl(tmp_path / "m.jsonl", [*sketch_rows(3), {"id": "bad", "workflow": "sketch", "input": {}}])
     async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1, error_rate=0.2)) as emu:
         done = await anyio.run_process(
-            run_command("-v", *FAST_ARGS), cwd=tmp_path, env=_env(emu.base_url), check=False
+            run_command("-v", *FAST_ARGS), cwd=tmp_path, env=cli_env(emu.base_url), check=False
         )
     assert done.returncode == 1
-    status = _cli("status", "l.jsonl", cwd=tmp_path)
-    report = _cli("report", "l.jsonl", "-o", "report.html", cwd=tmp_path)
+    status = run_cli("status", "l.jsonl", cwd=tmp_path)
+    report = run_cli("report", "l.jsonl", "-o", "report.html", cwd=tmp_path)
     assert status.returncode == 0 and report.returncode == 0, report.stderr
     assert (tmp_path / "report.html").stat().st_size > 0
     for text in (
@@ -476,7 +472,7 @@ async def test_progress_modes_for_cron_pipes_and_log_shippers(
         done = await anyio.run_process(
             [sys.executable, "-m", "batcher", "run", "m.jsonl", "--ledger", "l.jsonl", *FAST_ARGS, *flags],
             cwd=tmp_path,
-            env=_env(emu.base_url),
+            env=cli_env(emu.base_url),
             check=False,
         )
     err = done.stderr.decode()

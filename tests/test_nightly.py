@@ -11,8 +11,6 @@ import base64
 import json
 import logging
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from batcher.status_text import render_status_text
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, cli_env, ledger_lines, png_data_uri, run, settings_for, write_jsonl
+from .support import SPEED, ledger_lines, png_data_uri, run, run_cli, settings_for, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
@@ -57,18 +55,6 @@ def _local_rows(folder: Path) -> list[dict[str, Any]]:
 def _loud(caplog: pytest.LogCaptureFixture) -> list[str]:
     """batcher's warnings and errors."""
     return [r.getMessage() for r in caplog.records if r.name == "batcher" and r.levelno >= logging.WARNING]
-
-
-def _cli(*args: str, cwd: Path, base_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batcher", *args],
-        cwd=cwd,
-        env=cli_env(base_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 # --- local input files archived after their jobs ran ------------------------------------------------
@@ -135,13 +121,13 @@ async def test_dry_run_and_status_agree_with_the_run_after_local_files_are_archi
     common = ["m.jsonl", "--ledger", "l.jsonl", "--out", "out"]
     async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1)) as emu:
         first = await anyio.to_thread.run_sync(
-            lambda: _cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
+            lambda: run_cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
         )
         assert first.returncode == 0, first.stderr
         shutil.move(tmp_path / "imgs", tmp_path / "archive")
-        dry = await anyio.to_thread.run_sync(lambda: _cli("run", *common, "--dry-run", cwd=tmp_path))
+        dry = await anyio.to_thread.run_sync(lambda: run_cli("run", *common, "--dry-run", cwd=tmp_path))
         again = await anyio.to_thread.run_sync(
-            lambda: _cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
+            lambda: run_cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
         )
         assert emu.stats()["submissions"] == 3
     assert dry.returncode == 0, dry.stderr
@@ -149,7 +135,7 @@ async def test_dry_run_and_status_agree_with_the_run_after_local_files_are_archi
     assert "Would submit 0 jobs" in dry.stdout
     assert again.returncode == 0, again.stderr
     assert "not found" not in again.stderr
-    status = _cli("status", "l.jsonl", cwd=tmp_path)
+    status = run_cli("status", "l.jsonl", cwd=tmp_path)
     assert status.returncode == 0 and "Invalid" not in status.stdout
 
 
@@ -217,15 +203,15 @@ async def test_status_and_dry_run_show_rows_edited_under_the_same_id(tmp_path: P
     common = ["m.jsonl", "--ledger", "l.jsonl", "--out", "out"]
     async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.1)) as emu:
         first = await anyio.to_thread.run_sync(
-            lambda: _cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
+            lambda: run_cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
         )
         assert first.returncode == 0, first.stderr
         rows = _edit_rows()
         rows[0]["input"]["input_image"] = png_data_uri(10)
         write_jsonl(tmp_path / "m.jsonl", rows)
-        dry = await anyio.to_thread.run_sync(lambda: _cli("run", *common, "--dry-run", cwd=tmp_path))
+        dry = await anyio.to_thread.run_sync(lambda: run_cli("run", *common, "--dry-run", cwd=tmp_path))
         again = await anyio.to_thread.run_sync(
-            lambda: _cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
+            lambda: run_cli("run", *common, *CLI_FAST, cwd=tmp_path, base_url=emu.base_url)
         )
         assert emu.stats()["submissions"] == 3
     assert dry.returncode == 1
@@ -233,11 +219,12 @@ async def test_status_and_dry_run_show_rows_edited_under_the_same_id(tmp_path: P
     assert "Would submit 0 jobs" in dry.stdout
     assert again.returncode == 1 and "m.jsonl:1: id 'cat': " in again.stderr
     assert "Edited: 1 row" in again.stdout
-    status = _cli("status", "l.jsonl", cwd=tmp_path)
+    status = run_cli("status", "l.jsonl", cwd=tmp_path)
     assert status.returncode == 0
     assert "1 row edited since its job ran" in status.stdout
     assert (
-        json.loads(_cli("status", "l.jsonl", "--json", cwd=tmp_path).stdout)["last_run"]["edited_rows"] == 1
+        json.loads(run_cli("status", "l.jsonl", "--json", cwd=tmp_path).stdout)["last_run"]["edited_rows"]
+        == 1
     )
     report = ledger_status(tmp_path / "l.jsonl", prices={}, now=time.time())
     assert report.edited_rows == 1 and report.invalid_total == 0  # an edited row is not an invalid one
