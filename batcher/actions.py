@@ -328,7 +328,6 @@ class Actions:
         if empty:
             self._completed_empty(job)
         elif result.status == "COMPLETED":
-            self.durations.observe(job.workflow, job.last_unfinished, elapsed)
             refs = tuple(result.outputs)
             cut = {"outputs_cut_at": len(refs)} if result.outputs_cut else {}
             self._event(
@@ -336,8 +335,7 @@ class Actions:
                 "generated",
                 outputs=[r.to_json() for r in refs],
                 polls=job.polls,
-                finished_after=round(job.last_unfinished, 3),
-                finished_by=round(elapsed, 3),
+                **self._learn(job, elapsed),
                 **cut,
             )
             if cut:
@@ -351,7 +349,7 @@ class Actions:
             self.stats.downloading += 1
             self.downloads.put(DownloadTask(job.job_id, job.workflow, refs))
         elif result.status == "FAILED":
-            self.durations.observe(job.workflow, job.last_unfinished, elapsed)
+            self._learn(job, elapsed)
             error = f"the provider reported FAILED: {result.error}"
             self._event(job, "failed", error=error, retryable=False)
             self._end(job, "failed")
@@ -364,7 +362,20 @@ class Actions:
             if now >= job.give_up_at:
                 self._give_up(job, result.status)
                 return
-            self.sched.schedule(job, "poll", now + self.polls.next_delay(job.workflow, elapsed, job.polls))
+            # Never past the cap: the poll that finds it still unfinished there gives it up on
+            # time (a job re-attached a day old was otherwise next polled half a day later).
+            due = now + self.polls.next_delay(job.workflow, elapsed, job.polls)
+            self.sched.schedule(job, "poll", min(due, job.give_up_at))
+
+    def _learn(self, job: Job, elapsed: float) -> dict[str, float]:
+        """Teach the duration model what this poll bracketed, and return the bracket for the
+        ``generated`` line. Only a job this run submitted: a re-attached job's age spans the gap
+        between two runs, read off the wall clock (which may have been stepped, or wrong in
+        either run), so its bracket could be days too long or shorter than any real job."""
+        if job.attached:
+            return {}
+        self.durations.observe(job.workflow, job.last_unfinished, elapsed)
+        return {"finished_after": round(job.last_unfinished, 3), "finished_by": round(elapsed, 3)}
 
     def _give_up(self, job: Job, remote_status: str) -> None:
         """Still unfinished ``poll.give_up_after`` after this run submitted or re-attached it (a

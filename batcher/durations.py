@@ -15,6 +15,7 @@ run starts knowing its workflows.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -110,19 +111,36 @@ class DurationModel:
         """Learn from earlier runs' ledger lines; returns how many jobs were learned from.
 
         ``generated`` lines carry ``finished_after``/``finished_by`` (seconds since submission);
-        ``workflow`` comes from the job's ``submitting`` line.
+        ``workflow`` comes from the job's ``submitting`` line. Only a job generated in the run that
+        submitted it teaches anything: that run measured its bracket on one monotonic clock. One
+        re-attached by a later run (older ledgers recorded its bracket too) was timed across the
+        gap between two runs on the wall clock, which a clock set back or forward (or wrong in
+        either run) turns into durations shorter than any job's, or days long. Values that are
+        not finite numbers (a hand edit: ``Infinity`` is valid to Python's JSON) are skipped.
         """
-        workflow_of: dict[str, str] = {}
+        workflow_of: dict[str, tuple[str, int]] = {}
+        runs = 0
         learned = 0
         for rec in records:
             job_id, status = rec.get("job_id"), rec.get("status")
             if not isinstance(job_id, str):
+                if status == "run" and job_id is None:
+                    runs += 1
                 continue
             if status == "submitting" and isinstance(rec.get("workflow"), str):
-                workflow_of[job_id] = rec["workflow"]
+                workflow_of[job_id] = (rec["workflow"], runs)
             elif status == "generated" and job_id in workflow_of:
-                lo, hi = rec.get("finished_after"), rec.get("finished_by")
-                if isinstance(lo, int | float) and isinstance(hi, int | float) and 0 <= lo <= hi:
-                    self.observe(workflow_of.pop(job_id), float(lo), float(hi))
+                workflow, run = workflow_of.pop(job_id)
+                lo, hi = recorded_seconds(rec.get("finished_after")), recorded_seconds(rec.get("finished_by"))
+                if run == runs and lo is not None and hi is not None and lo <= hi:
+                    self.observe(workflow, lo, hi)
                     learned += 1
         return learned
+
+
+def recorded_seconds(value: object) -> float | None:
+    """A number of seconds a ledger line records: a finite number, not negative; else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -350,6 +350,9 @@ class _Run:
                     "run_end",
                     self.clock.wall(),
                     outputs_synced=True,
+                    # On the run's monotonic clock: its ts lines are wall-clock times, which an
+                    # NTP step or a resumed VM can move while it runs.
+                    seconds=round(self.clock.monotonic() - self.stats.started, 3),
                     not_started=self.stats.left + len(self.sched.unsent),
                     stop_reason=self.sched.stop_submitting,
                     edited_rows=self.stats.edited,

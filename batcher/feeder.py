@@ -22,7 +22,7 @@ from .collect import DownloadTask
 from .config import Settings
 from .errors import RowError
 from .handoff import Handoff
-from .ledger import Ledger, parse_iso, path_bases
+from .ledger import CLOCK_SLACK, Ledger, parse_iso, path_bases, utc_iso
 from .manifest import read_manifests
 from .outfiles import output_intact
 from .outputs import OutputRef
@@ -68,6 +68,8 @@ class Feeder:
         await self._check_unsynced_outputs()
         retry_failed = self.settings.retry_failed
         now_wall, now = self.clock.wall(), self.clock.monotonic()
+        #: Jobs the ledger says were submitted after this machine's current time.
+        future: list[tuple[float, str]] = []
         for job_id, js in self.state.jobs.items():
             step = js.next_step(retry_failed=retry_failed)
             wf = self.registry.get(js.workflow or "") if js.workflow else None
@@ -79,14 +81,17 @@ class Feeder:
                     # (a poll, free; never a POST).
                     step = Next.ATTACH
             if step is Next.ATTACH and js.poll_url:
-                started = parse_iso(js.submitted_ts or "") or now_wall
+                started = parse_iso(js.submitted_ts) if js.submitted_ts else None
+                if started is not None and started > now_wall + CLOCK_SLACK:
+                    future.append((started, js.submitted_ts or ""))
                 job = Job(
                     job_id,
                     js.workflow or "?",
                     wf.price_usd if wf else None,
                     request_id=js.request_id,
                     poll_url=js.poll_url,
-                    submitted_at=now - max(0.0, now_wall - started),
+                    # Polled at once, then on this run's own clock (see Job.submitted_at).
+                    submitted_at=now - self.settings.poll.interval,
                     # Counted from now, not from its submission: each run polls it that long.
                     give_up_at=self.settings.poll.give_up_at(now),
                 )
@@ -96,6 +101,16 @@ class Feeder:
                 self.stats.downloads_resumed += 1
                 self.stats.downloading += 1
                 downloads.put(DownloadTask(job_id, js.workflow or "?", refs))
+        if future:
+            log.warning(
+                "%s submitted, by the ledger, after this machine's current time (%s; up to %s):"
+                " its clock was set back since, or an earlier run's clock was ahead. They are"
+                " polled as usual; ledger times will not line up (batcher status shows no age"
+                " for them)",
+                "1 job was" if len(future) == 1 else f"{len(future):,} jobs were",
+                utc_iso(now_wall),
+                max(future)[1],
+            )
         unknown_submit = self.settings.ledger.unknown_submit
         state = self.state
 

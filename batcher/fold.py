@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings
+from .durations import recorded_seconds
 from .errors import LedgerError
 from .ledger import parse_iso, read_records
 
@@ -43,6 +44,8 @@ class RunSpan:
     """One run: from its ``run`` line to the last line before the next run."""
 
     started: str | None
+    #: How long it ran: what its ``run_end`` says (timed on the run's monotonic clock, so a clock
+    #: stepped mid-run does not make it days long); without one, its first to its last line's time.
     seconds: float | None
     lines: int
     submissions: int
@@ -78,8 +81,9 @@ class JobFacts:
 class LedgerFold:
     """A lean fold of ledger records; :meth:`apply` each record in order, then ``status.summarize``.
 
-    With ``durations=True`` it also records, for each ``generated`` line, the seconds since the
-    job's last ``submitted`` (the provider's time to produce the outputs) for the report's chart.
+    With ``durations=True`` it also records, for each ``generated`` line, the provider's time to
+    produce the outputs, for the report's chart: its ``finished_by`` (timed on the run's monotonic
+    clock), or, for a re-attached job and older ledgers, the seconds since its last ``submitted``.
     """
 
     def __init__(self, *, durations: bool = False) -> None:
@@ -102,7 +106,8 @@ class LedgerFold:
         self.runs: list[RunSpan] = []
         #: The last run's ``ledger.unknown_submit``: what a POST of unknown outcome gets next.
         self.unknown_submit = LedgerSettings.unknown_submit
-        self._run: list[Any] | None = None  # [started, last_ts, lines, submissions]
+        #: [started, last_ts, lines, submissions, seconds by its run_end (None: not known)]
+        self._run: list[Any] | None = None
         self._shared: dict[str, str] = {}
         #: Jobs whose last line is ``submitting`` (as ``LedgerState.posting``).
         self._posting: set[str] = set()
@@ -125,7 +130,7 @@ class LedgerFold:
             self.unknown_outcomes += len(self._posting)
             self._posting.clear()
             self._close_run()
-            self._run = [ts, ts, 1, 0]
+            self._run = [ts, ts, 1, 0, None]
             settings = rec.get("settings")
             ledger = settings.get("ledger") if isinstance(settings, dict) else None
             policy = ledger.get("unknown_submit") if isinstance(ledger, dict) else None
@@ -145,6 +150,8 @@ class LedgerFold:
             if status == "invalid":
                 self._add_invalid(rec)
             elif status == "run_end":
+                if run is not None:
+                    run[4] = recorded_seconds(rec.get("seconds"))
                 left = rec.get("not_started")
                 self.not_started = left if isinstance(left, int) and not isinstance(left, bool) else 0
                 self.stop_reason = _str_or_none(rec.get("stop_reason"))
@@ -181,10 +188,15 @@ class LedgerFold:
         elif status == "submit_unknown":
             self.unknown_outcomes += 1
             job.post_unknown = True
-        elif status == "generated" and self.durations is not None and ts and job.submitted_ts:
-            start, end = parse_iso(job.submitted_ts), parse_iso(ts)
-            if start is not None and end is not None and end >= start:
-                self.durations.append(end - start)
+        elif status == "generated" and self.durations is not None:
+            seconds = recorded_seconds(rec.get("finished_by"))
+            if seconds is None and ts and job.submitted_ts:
+                # A re-attached job's, or an older ledger's: the wall clock's difference.
+                start, end = parse_iso(job.submitted_ts), parse_iso(ts)
+                if start is not None and end is not None and end >= start:
+                    seconds = end - start
+            if seconds is not None:
+                self.durations.append(seconds)
         if status in _ERROR_STATUSES:
             job.error = rec.get("error")
             job.retryable = bool(rec.get("retryable", False))
@@ -210,9 +222,11 @@ class LedgerFold:
     def _close_run(self) -> None:
         if self._run is None:
             return
-        started, last, lines, submissions = self._run
-        start, end = parse_iso(started or ""), parse_iso(last or "")
-        seconds = end - start if start is not None and end is not None and end >= start else None
+        started, last, lines, submissions, seconds = self._run
+        if seconds is None:
+            # No run_end (a killed run, an older ledger): its first and last lines' times apart.
+            start, end = parse_iso(started), parse_iso(last)
+            seconds = end - start if start is not None and end is not None and end >= start else None
         self.runs.append(RunSpan(started, seconds, lines, submissions))
         self._run = None
 

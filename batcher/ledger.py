@@ -51,10 +51,39 @@ def utc_iso(posix: float) -> str:
     return f"{text}.{frac:03d}Z"
 
 
-def parse_iso(text: str) -> float | None:
+#: Seconds a ledger time may lie past the current time before it counts as "in the future" (the
+#: clock was set back since, or the line came from a machine whose clock was ahead).
+CLOCK_SLACK = 1.0
+
+
+def iso_datetime(text: object) -> datetime | None:
+    """A ledger ``ts`` as an aware datetime, or None if it is not a time.
+
+    The ledger writes UTC (``...Z``); a time without an offset (a hand edit, another tool) is
+    UTC too, never this machine's local time (that read it hours off, and differently in
+    summer). An offset (``+02:00``, a later version or another tool), a lower-case ``z``, any
+    number of fraction digits and a date alone are read as what they say.
+    """
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except (ValueError, AttributeError):
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def parse_iso(text: object) -> float | None:
+    """A ledger ``ts`` as a POSIX time (see :func:`iso_datetime`), or None if it is not a time."""
+    when = iso_datetime(text)
+    if when is None:
+        return None
+    try:
+        return when.timestamp()
+    except (OverflowError, ValueError):
         return None
 
 

@@ -333,7 +333,7 @@ def _in_flight(report: StatusReport) -> str:
         return ""
     rows = "".join(
         f"<tr><td><code>{esc(f.job_id)}</code></td><td>{esc(f.workflow or '?')}</td><td>{esc(f.status)}</td>"
-        f"<td>{esc((f.submitted_ts or '-').replace('T', ' ')[:19])}</td>"
+        f"<td>{esc(utc_time(f.submitted_ts).removesuffix(' UTC'))}</td>"
         f"<td class='num'>{esc(human_duration(f.age_seconds))}</td></tr>"
         for f in report.in_flight
     )
@@ -353,7 +353,7 @@ def _in_flight(report: StatusReport) -> str:
 def _runs(report: StatusReport) -> str:
     recent = report.runs[-20:]
     rows = "".join(
-        f"<tr><td>{esc((r.started or '-').replace('T', ' ')[:19])}</td>"
+        f"<tr><td>{esc(utc_time(r.started).removesuffix(' UTC'))}</td>"
         f"<td class='num'>{esc(human_duration(r.seconds))}</td><td class='num'>{r.submissions:,}</td>"
         f"<td class='num'>{r.lines:,}</td></tr>"
         for r in reversed(recent)

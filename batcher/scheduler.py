@@ -66,7 +66,10 @@ class Job:
     spec: JobSpec | None = None
     request_id: str | None = None
     poll_url: str | None = None
-    #: clock.monotonic() when it was submitted (estimated from the ledger when re-attached).
+    #: clock.monotonic() when it was submitted; its polls are spaced by its age since then. A
+    #: re-attached job's counts from one poll interval before this run re-attached it: its age by
+    #: the ledger is a wall-clock difference across two runs, which a stepped clock can make
+    #: negative or days too long.
     submitted_at: float | None = None
     #: clock.monotonic() after which an unfinished answer ends its polling in this run
     #: (``poll.give_up_after`` from when this run submitted or re-attached it; inf: never).

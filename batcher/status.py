@@ -11,6 +11,7 @@ renders it (as text or JSON) in :mod:`batcher.status_text`. What a job needs nex
 from __future__ import annotations
 
 import heapq
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from typing import Any
 
 from .config import LedgerSettings
 from .fold import InvalidRow, JobFacts, LedgerFold, RunSpan, fold_ledger
-from .ledger import parse_iso
+from .ledger import CLOCK_SLACK, parse_iso
 from .state import IN_FLIGHT, JobState, Next
 
 #: Final states that count as failures (the job did not produce its outputs).
@@ -155,7 +156,7 @@ def summarize(
     """The report of a finished fold. ``now`` is a POSIX time (ledger times are wall-clock)."""
     by_state: Counter[str] = Counter()
     kinds: Counter[tuple[str, bool, bool, bool]] = Counter()
-    in_flight: list[tuple[str, str, JobFacts]] = []
+    in_flight: list[tuple[str | None, str, JobFacts]] = []
     groups: dict[str, list[Any]] = {}
     normalised: dict[object, str] = {}
     failed = 0
@@ -166,8 +167,7 @@ def summarize(
         by_state[job.status] += 1
         kinds[(job.status, job.retryable, job.poll, job.post_unknown)] += 1
         if job.status in IN_FLIGHT:
-            # ISO times in one format sort as text; jobs without one go last.
-            in_flight.append((job.submitted_ts or "~", job_id, job))
+            in_flight.append((job.submitted_ts, job_id, job))
         elif job.status in FAILURE_STATUSES:
             failed += 1
             gave_up += job.gave_up
@@ -189,12 +189,16 @@ def summarize(
         ).next_step(retry_failed=retry_failed)
         if step is not Next.NOTHING:
             next_run[step.value] += n
-    oldest = heapq.nsmallest(IN_FLIGHT_CAP, in_flight, key=lambda item: (item[0], item[1]))
+    # By time, not text: a time with an offset or another number of digits sorts wrong as text.
+    # Jobs without a readable time go last.
+    oldest = heapq.nsmallest(IN_FLIGHT_CAP, in_flight, key=_by_time)
     flights = []
-    for _, job_id, job in oldest:
-        started = parse_iso(job.submitted_ts) if job.submitted_ts else None
-        age = max(0.0, now - started) if started is not None else None
-        flights.append(InFlight(job_id, job.workflow, job.status, job.submitted_ts, age))
+    for ts, job_id, job in oldest:
+        started = parse_iso(ts)
+        # A time in the future (the clock was set back since, or the line came from a machine
+        # whose clock was ahead) has no age: "0s" would pass for a job just sent.
+        age = None if started is None or started > now + CLOCK_SLACK else max(0.0, now - started)
+        flights.append(InFlight(job_id, job.workflow, job.status, ts, age))
     failures = sorted(
         (FailureGroup(msg, g[0], g[1], tuple(sorted(g[2])), tuple(g[3])) for msg, g in groups.items()),
         key=lambda f: (-f.count, f.message),
@@ -227,6 +231,11 @@ def summarize(
         edited_rows=fold.edited_rows,
         gave_up_polling=gave_up,
     )
+
+
+def _by_time(item: tuple[str | None, str, JobFacts]) -> tuple[float, str]:
+    started = parse_iso(item[0])
+    return (math.inf if started is None else started, item[1])
 
 
 def ledger_status(

@@ -8,9 +8,10 @@ characters before it reaches a terminal.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
+from .ledger import iso_datetime
 from .status import StatusReport
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -70,15 +71,18 @@ def _next_words(step: str, report: StatusReport) -> str:
 def utc_time(ts: str | None, *, seconds: bool = True) -> str:
     """A ledger time as ``2026-11-21 00:00:00 UTC`` (to the minute without ``seconds``); ``-`` for none.
 
-    The ledger writes UTC. A time a hand edit left unreadable is shown as it is, escaped and cut, and
-    said not to be one: ``'yesterday' (not a time)`` (it was shown as ``yesterday UTC``).
+    The ledger writes UTC; a time with another offset is shown in UTC, one without an offset is
+    UTC (:func:`~batcher.ledger.iso_datetime`). A time a hand edit left unreadable is shown as it
+    is, escaped and cut, and said not to be one: ``'yesterday' (not a time)`` (it was shown as
+    ``yesterday UTC``).
     """
     if not ts:
         return "-"
     try:
-        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-        if when.tzinfo is not None:
-            when = when.astimezone(UTC)
+        when = iso_datetime(ts)
+        if when is None:
+            raise ValueError(ts)
+        when = when.astimezone(UTC)
     except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         return clean(repr(ts if len(ts) <= 32 else ts[:31] + "…")) + " (not a time)"
     text = when.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")

@@ -18,7 +18,7 @@ import anyio
 from aiohttp import web
 from PIL import Image
 
-from batcher.clock import ScaledClock
+from batcher.clock import Clock
 from batcher.config import (
     ApiSettings,
     LedgerSettings,
@@ -113,10 +113,33 @@ async def run(
     settings: Settings,
     manifests: Sequence[Path],
     registry: WorkflowRegistry,
-    clock: ScaledClock,
+    clock: Clock,
     seed: int = 0,
 ) -> RunResult:
     return await run_batch(settings, manifests, registry=registry, clock=clock, rng=random.Random(seed))
+
+
+class SkewedClock:
+    """A machine whose wall clock is off: ``inner``'s time, with ``offset`` seconds added to its
+    wall time only (an NTP step, a VM resumed with a stale clock, a clock set wrong). Monotonic time
+    and sleeps are ``inner``'s, so an engine on this clock and an emulator on ``inner`` still agree
+    on how time passes, and disagree only on what time it is. ``offset`` may be changed mid-run."""
+
+    def __init__(self, inner: Clock, offset: float) -> None:
+        self.inner = inner
+        self.offset = offset
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    def wall(self) -> float:
+        return self.inner.wall() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+    def loop_delay(self, seconds: float) -> float | None:
+        return self.inner.loop_delay(seconds)
 
 
 def ledger_lines(path: Path) -> list[dict[str, Any]]:

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batcher.backoff import backoff_ceiling, full_jitter, parse_reset_at, parse_retry_after, server_wait
+from batcher.backoff import (
+    CLOCK_TOLERANCE,
+    backoff_ceiling,
+    full_jitter,
+    parse_reset_at,
+    parse_retry_after,
+    server_wait,
+)
 
 NOW = 1_800_000_000.0  # a fixed POSIX time
 
@@ -89,7 +96,15 @@ def test_parse_reset_at_reads_iso_8601(value: str, expected: float | None) -> No
             7.0,
         ),
         ({"x-rate-limit-reset-at-utc": datetime.fromtimestamp(NOW + 50, UTC).isoformat()}, 50.0),
-        ({"retry-after": "garbage", "x-rate-limit-reset-at-utc": "2000-01-01T00:00:00Z"}, 0.0),
+        # A reset time the server's own Date puts in the past: come back at once.
+        (
+            {
+                "retry-after": "garbage",
+                "x-rate-limit-reset-at-utc": "2000-01-01T00:00:00Z",
+                "date": _http_date(NOW),
+            },
+            0.0,
+        ),
         ({"retry-after": "999999"}, 600.0),
     ],
 )
@@ -97,8 +112,56 @@ def test_server_wait_prefers_retry_after_and_clamps(headers: dict[str, str], exp
     assert server_wait(headers, now=NOW, cap=600.0) == expected
 
 
-@given(st.text(max_size=40))
-def test_server_wait_never_raises_and_stays_in_bounds(text: str) -> None:
+@given(st.text(max_size=40), st.one_of(st.none(), st.text(max_size=40)))
+def test_server_wait_never_raises_and_stays_in_bounds(text: str, date: str | None) -> None:
+    """Whatever the header, and whatever the answer's Date (or none)."""
+    dated = {} if date is None else {"date": date}
     for key in ("retry-after", "x-rate-limit-reset-at-utc"):
-        wait = server_wait({key: text}, now=NOW, cap=600.0)
+        wait = server_wait({key: text, **dated}, now=NOW, cap=600.0)
         assert wait is None or 0.0 <= wait <= 600.0
+
+
+def _reset_at(posix: float) -> str:
+    return datetime.fromtimestamp(posix, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize(
+    ("skew", "wait"),
+    [
+        (-3600.0, 20.0),
+        (-600.0, 20.0),
+        (-30.0, 20.0),
+        # Date has whole seconds and left the server a moment ago: within the tolerance the local
+        # clock (to the millisecond) stays in charge, as before.
+        (-CLOCK_TOLERANCE, 20.0 + CLOCK_TOLERANCE),
+        (0.0, 20.0),
+        (0.4, 19.6),
+        (1.0 + CLOCK_TOLERANCE, 19.0 - CLOCK_TOLERANCE),
+        (30.0, 20.0),
+        (600.0, 20.0),
+        (3600.0, 20.0),
+    ],
+)
+@pytest.mark.parametrize("key", ["x-rate-limit-reset-at-utc", "retry-after"])
+def test_a_time_to_come_back_is_counted_on_the_servers_clock_when_ours_is_off(
+    skew: float, wait: float, key: str
+) -> None:
+    """The server says "come back in 20 s" as a time. On a machine whose clock is off by
+    ``skew``, that read as 20 - skew seconds (ten minutes slow: a ten-minute pause for every 429;
+    fast: no pause at all). Its Date header corrects it."""
+    when = _reset_at(NOW + 20) if key == "x-rate-limit-reset-at-utc" else _http_date(NOW + 20)
+    headers = {key: when, "date": _http_date(NOW)}
+    assert server_wait(headers, now=NOW + skew, cap=86400.0) == pytest.approx(wait)
+
+
+def test_a_time_to_come_back_long_past_with_no_date_says_nothing() -> None:
+    """Without a Date, a reset time minutes in the past most likely means our clock is fast: it
+    said "retry at once" to every 429; now it says nothing and the run backs off with jitter.
+    A delay in seconds needs no clock and is kept; a time just past is "now"."""
+    assert server_wait({"x-rate-limit-reset-at-utc": _reset_at(NOW - 600)}, now=NOW, cap=600.0) is None
+    assert server_wait({"retry-after": _http_date(NOW - 600)}, now=NOW, cap=600.0) is None
+    assert server_wait({"x-rate-limit-reset-at-utc": _reset_at(NOW - 2)}, now=NOW, cap=600.0) == 0.0
+    assert server_wait({"retry-after": "0"}, now=NOW, cap=600.0) == 0.0
+    # The first header that says something wins: a stale date gives way to the other.
+    both = {"retry-after": _http_date(NOW - 600), "x-rate-limit-reset-at-utc": _reset_at(NOW + 9)}
+    assert server_wait(both, now=NOW, cap=600.0) == pytest.approx(9.0)

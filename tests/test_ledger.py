@@ -8,6 +8,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from batcher.appendlog import AppendLog
 from batcher.errors import LedgerError, LedgerLockedError, LedgerWriteError
-from batcher.ledger import Ledger, read_records
+from batcher.ledger import Ledger, parse_iso, read_records, utc_iso
 from batcher.state import LedgerState, Next, replay
 
 
@@ -405,3 +406,44 @@ def test_replay_of_any_prefix_of_any_history_is_consistent(events: list[tuple[st
                 # ledger.unknown_submit decides, and the summary counts it.
                 for retry_failed in (False, True):
                     assert job.next_step(retry_failed=retry_failed) is not Next.SUBMIT, (job_id, job)
+
+
+#: 2026-11-21 00:00:00 UTC.
+T0 = 1_795_219_200.0
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's local time zone is UTC+9 (POSIX TZ rule: no zone files needed)."""
+    monkeypatch.setenv("TZ", "JST-9")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("ts", "posix"),
+    [
+        ("2026-11-21T00:00:00.000Z", T0),  # what the ledger writes
+        ("2026-11-21T00:00:00", T0),  # no offset: UTC, as the ledger's times are (was: local time)
+        ("2026-11-21", T0),  # a date alone: its midnight, UTC
+        ("2026-11-21T09:00:00+09:00", T0),  # an offset, as a later version or another tool may write
+        ("2026-11-21T00:00:00.000z", T0),  # a lower-case z (RFC 3339 allows it; it read as no time)
+        ("2026-11-21T00:00:00.123456Z", T0 + 0.123456),  # microseconds
+        (" 2026-11-21T00:00:00Z ", T0),  # spaces a hand edit left
+        ("yesterday", None),
+        ("2026-13-01T00:00:00Z", None),
+        ("", None),
+        ("Z", None),
+        (None, None),  # not text: a hand edit, a future version's number
+        (T0, None),
+    ],
+)
+def test_ledger_times_are_read_as_utc_whatever_the_machines_time_zone(
+    far_from_utc: None, ts: object, posix: float | None
+) -> None:
+    """A ledger time without an offset was read as this machine's local time: nine hours off here
+    (an in-flight job's age, a re-attached job's), and an hour differently in summer."""
+    assert parse_iso(ts) == (pytest.approx(posix) if posix is not None else None)
+    assert utc_iso(T0) == "2026-11-21T00:00:00.000Z"  # written in UTC whatever the zone

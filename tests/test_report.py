@@ -398,3 +398,37 @@ def test_chromium_renders_the_page_with_its_gallery_and_runs_no_ledger_script(
     assert '<div class="tile-label">Completed</div><div class="tile-value">10</div>' in dom
     assert '<div class="tile-label">Spend</div><div class="tile-value">$1.88</div>' in dom
     assert dom.count('<rect class="bar"') >= 6
+
+
+def test_job_durations_are_the_runs_own_timing_not_a_stepped_wall_clock(tmp_path: Path) -> None:
+    """A job's duration was its ``generated`` line's time minus its ``submitted`` line's: with an
+    NTP step of a day between the two, the chart showed a one-day job. The ``generated`` line's
+    ``finished_by`` (seconds on the run's monotonic clock) is used now; a line without one (an
+    older ledger, a re-attached job) still falls back to the times."""
+    b = LedgerBuilder().run()
+    b.tick(1).submit("sketch-a", "sketch", {"input_image": "https://img.example.com/a.jpg"}).tick(86400)
+    b.generated("sketch-a")
+    b.records[-1].update(finished_after=20.0, finished_by=31.5)
+    b.tick(1).completed("sketch-a", {"image": "out/a.png"})
+    b.tick(1).submit("sketch-b", "sketch", {"input_image": "https://img.example.com/b.jpg"}).tick(42)
+    b.generated("sketch-b").tick(1).completed("sketch-b", {"image": "out/b.png"})
+    b.line(None, "run_end", outputs_synced=True, seconds=120.0)
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "2 generations · median 42s" in page and "longest 42s" in page
+    assert "1d 00h" not in page  # not in the chart, nor the run's duration or the active time
+    assert page.count(">2m 00s<") == 2
+
+
+def test_the_in_flight_and_runs_tables_show_utc_for_a_time_written_with_an_offset(tmp_path: Path) -> None:
+    """The tables cut the ledger's text to 19 characters: a time written with an offset
+    (05:00:00+05:00, that is 00:00:00 UTC) showed as 05:00:00 under "Submitted (UTC)"."""
+    b = LedgerBuilder().run()
+    b.records[-1]["ts"] = "2026-11-21T05:00:00+05:00"
+    b.tick(30).submit("sketch-a", "sketch", {"input_image": "https://img.example.com/a.jpg"})
+    b.records[-1]["ts"] = "2026-11-21T05:00:30+05:00"
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<tr><td>2026-11-21 00:00:00</td>" in page  # the runs table
+    assert "<td>2026-11-21 00:00:30</td>" in page  # the in-flight table
+    assert "05:00" not in page.replace("+05:00", "")

@@ -479,3 +479,53 @@ async def test_the_morning_after_a_run_stopped_early_says_what_it_left_unstarted
     report = ledger_status(ledger, prices=PRICES, now=T0)
     assert report.not_started == 0 and report.stop_reason is None
     assert "Last run" not in render_status_text(report)
+
+
+def test_in_flight_jobs_are_ordered_by_time_whatever_format_their_time_is_written_in(tmp_path: Path) -> None:
+    """Times were sorted as text: one written with an offset (a later version, another tool)
+    went last although it was the oldest, and the list shown (the oldest 20) left it out."""
+    b = LedgerBuilder().run()
+    written = {
+        "at-0000": "2026-11-21T01:00:00+01:00",  # 00:00 UTC
+        "at-0010": "2026-11-21T00:10:00",  # no offset: UTC
+        "at-0020": "2026-11-21T00:20:00.123456Z",  # microseconds
+        "at-0030": "2026-11-21T00:30:00.000z",  # a lower-case z
+    }
+    for job_id in reversed(written):
+        b.submit(job_id, "sketch", IMG)
+        b.records[-1]["ts"] = written[job_id]
+    report = _status(tmp_path, b, now=T0 + 3600)
+    assert [f.job_id for f in report.in_flight] == list(written)
+    assert [f.age_seconds for f in report.in_flight] == pytest.approx([3600, 3000, 2400 - 0.123456, 1800])
+
+
+def test_a_job_the_ledger_says_was_submitted_in_the_future_has_no_age(tmp_path: Path) -> None:
+    """The clock was set back since the job was sent (or the ledger came from a machine whose
+    clock was ahead): its age read "0s", as if it had just been sent. Now it is unknown."""
+    b = LedgerBuilder().run().submit("sketch-a", "sketch", IMG).tick(1).submit("sketch-b", "sketch", IMG)
+    report = _status(tmp_path, b, now=T0 - 3600)
+    assert [f.age_seconds for f in report.in_flight] == [None, None]
+    line = render_status_text(report).splitlines()[-1]
+    assert line.endswith("age -"), line
+    assert status_json(report)["in_flight"]["oldest"][0]["age_seconds"] is None
+    # A second ahead is the slack for two machines' clocks: that is a job just sent.
+    assert _status(tmp_path, b, now=b.now - 0.5).in_flight[-1].age_seconds == 0.0
+
+
+@pytest.mark.parametrize("step", [2 * 86400.0, -3600.0], ids=["stepped-forward", "stepped-back"])
+def test_a_runs_duration_is_what_its_run_end_says_when_the_clock_stepped_while_it_ran(
+    tmp_path: Path, step: float
+) -> None:
+    """A run's duration was its last line's time minus its first's: an NTP step of two days
+    forward made a 90 s run "2d 00h" (and the report's active time with it); a step back made it
+    unknown. ``run_end`` now records how long the run took on its monotonic clock."""
+    b = LedgerBuilder().run().tick(10).submit("sketch-a", "sketch", IMG).tick(step)
+    b.generated("sketch-a").tick(1).completed("sketch-a", {"image": "o/a.png"})
+    b.line(None, "run_end", outputs_synced=True, seconds=90.0, not_started=0, stop_reason=None, edited_rows=0)
+    b.tick(3600).run().tick(30).line(None, "run_end", outputs_synced=True, seconds=30.5)
+    b.tick(3600).run().tick(20)  # killed: no run_end; its lines' times are all there is
+    b.submit("sketch-b", "sketch", IMG)
+    report = _status(tmp_path, b)
+    assert [r.seconds for r in report.runs] == pytest.approx([90.0, 30.5, 20.3])
+    assert report.active_seconds == pytest.approx(140.8)
+    assert "(active 2m 21s)" in render_status_text(report).splitlines()[1]

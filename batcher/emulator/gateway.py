@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from aiohttp import web
 
@@ -115,7 +116,10 @@ def api_route(kind: str, handler: ApiHandler) -> Handler:
 
 def _answer(state: EmulatorState, kind: str, response: web.StreamResponse) -> web.StreamResponse:
     """Count the answer and, once the caller is known, tell it its balance (JSON answers only),
-    or what ``credits_header`` says instead."""
+    or what ``credits_header`` says instead. Its ``Date`` is the emulator's clock, as a real
+    server's is its own (aiohttp's would be the real time, not a scaled clock's): a client reads
+    the times a 429 names against it."""
+    response.headers["Date"] = formatdate(state.clock.wall(), usegmt=True)
     balance = state.store.balance(state.clock.monotonic())
     told = state.config.credits_header
     if told is None and balance is not None:

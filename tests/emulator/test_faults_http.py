@@ -164,3 +164,17 @@ async def test_reconfiguring_a_running_emulator_takes_effect_at_once() -> None:
         await api.emu.state.store.wait_rendered(answer["request_id"])
         assert (await api.poll(answer["poll_url"])).json()["status"] == "COMPLETED"
         assert reply.status == 200
+
+
+async def test_every_api_answer_is_dated_by_the_emulators_clock() -> None:
+    """A client corrects the reset times a 429 names by the answer's Date, as it would a real
+    server's: so the Date is the emulator's clock (aiohttp's own is the real time, which a scaled
+    clock leaves behind at once)."""
+    config = EmulatorConfig(rate_limit=1, render="placeholder")
+    async with serve(config, ManualClock(start_wall=1_700_000_000.0)) as api:
+        assert isinstance(api.clock, ManualClock)
+        api.clock.advance(3600.0)
+        accepted = await api.submit(BLOG, BODY)
+        limited = await api.submit(BLOG, BODY)
+    assert (accepted.status, limited.status) == (200, 429)
+    assert accepted.headers["date"] == limited.headers["date"] == "Tue, 14 Nov 2023 23:13:20 GMT"
