@@ -33,14 +33,15 @@ from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
 from .ledger import Ledger, write_error
 from .outfiles import sync_outputs
-from .pollpolicy import AdaptivePolls, FixedInterval, PollPolicy
+from .pollpolicy import PollPolicy
 from .preflight import estimate_rows, preflight, warn_unterminated
 from .progress import Snapshot, snapshot_from
-from .ratecontrol import AdaptiveRate, RateController
+from .ratecontrol import RateController
 from .scheduler import Scheduler
 from .seams import survey
 from .state import LedgerState
 from .stats import RunStats
+from .strategies import make_polls, make_rate
 from .transport import Transport
 from .workflows import WorkflowRegistry
 
@@ -79,27 +80,6 @@ class RunResult:
     give_up_after: float | None = None
     #: Why the ledger could not be written, when that stopped the run (exit 74).
     ledger_error: LedgerWriteError | None = None
-
-
-def make_rate(settings: Settings, rng: random.Random) -> RateController:
-    r = settings.rate
-    known = r.requests_per_minute / 60.0 if r.requests_per_minute else None
-    return AdaptiveRate(
-        known or r.initial_per_minute / 60.0,
-        ceiling=known,
-        burst=r.burst,
-        backoff_base=settings.retry.base_delay,
-        backoff_cap=settings.retry.max_delay,
-        max_wait=r.max_wait,
-        rng=rng,
-    )
-
-
-def make_polls(settings: Settings, durations: DurationModel, pressure: Callable[[], float]) -> PollPolicy:
-    p = settings.poll
-    if p.policy == "fixed":
-        return FixedInterval(p.interval, p.first_delay)
-    return AdaptivePolls(durations, guess=p.first_delay or p.interval, pressure=pressure)
 
 
 async def run_batch(
