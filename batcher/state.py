@@ -63,12 +63,8 @@ class JobState:
     #: by a ``submitted``: a later 429, a refused connection or a give-up says nothing about that
     #: POST, so sending the job again may still pay for it twice.
     post_unknown: bool = False
-    first_ts: str | None = None
     submitted_ts: str | None = None
-    last_ts: str | None = None
-    source: str | None = None
-    line: int | None = None
-    #: The ledger line (1-based) of its ``completed`` record.
+    #: The ledger line (1-based) of its ``completed`` record, until a ``run_end`` follows it.
     done_line: int = 0
     #: Its last ``submitting`` line's ``inputs_hash`` as an int (rows with their own id only;
     #: None for the others and for ledgers written before it was recorded).
@@ -138,6 +134,13 @@ def _hash_int(value: object) -> int | None:
 
 @dataclass
 class LedgerState:
+    """Every job of a ledger, replayed. A run holds it for the whole run, for every job the
+    ledger ever had (a nightly ledger gains tens of thousands a night), so a job that completed
+    in a run that ended in order keeps only what the next run asks of it: its status, workflow
+    and ``inputs_hash``. Its outputs, poll_url and times (the bulk of its lines) are needed only
+    until a ``run_end`` says its files reached the disk; repeated strings (statuses, workflow
+    names) are shared."""
+
     jobs: dict[str, JobState] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     lines: int = 0
@@ -146,6 +149,9 @@ class LedgerState:
     #: Jobs whose last line is ``submitting``: a POST on the wire, or cut off by a kill if a
     #: ``run`` line comes next.
     posting: set[str] = field(default_factory=set)
+    #: Jobs that completed since the last ``run_end`` (their files may not have reached the disk).
+    _unsynced: list[JobState] = field(default_factory=list, repr=False)
+    _shared: dict[str, str] = field(default_factory=dict, repr=False)
 
     def step(self, job_id: str, *, retry_failed: bool) -> Next:
         """What the job of this id needs from a run (a job the ledger does not know: SUBMIT)."""
@@ -166,17 +172,20 @@ class LedgerState:
             return
         if status == "run_end" and job_id is None:
             self.synced_upto = self.lines
+            self._forget_synced()
             return
         if not isinstance(job_id, str) or not isinstance(status, str):
             return
+        shared = self._shared
+        status = shared.setdefault(status, status)
         ts = rec.get("ts") if isinstance(rec.get("ts"), str) else None
         job = self.jobs.get(job_id)
         if job is None:
-            job = self.jobs[job_id] = JobState(status=status, first_ts=ts)
+            job = self.jobs[job_id] = JobState(status=status)
         job.status = status
-        job.last_ts = ts
-        if isinstance(rec.get("workflow"), str):
-            job.workflow = rec["workflow"]
+        workflow = rec.get("workflow")
+        if isinstance(workflow, str):
+            job.workflow = shared.setdefault(workflow, workflow)
         if status == "submitting":
             if job_id in self.posting:  # a POST before it never got an answer line
                 job.post_unknown = True
@@ -203,14 +212,21 @@ class LedgerState:
                 job.outputs = outputs
             if status == "completed":
                 job.done_line = self.lines
+                self._unsynced.append(job)
         if status in ("failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"):
             job.error = rec.get("error")
             job.retryable = bool(rec.get("retryable", False))
         elif status not in ("polled",):
             job.retryable = False
-        if status == "invalid":
-            job.source = rec.get("source")
-            job.line = rec.get("line")
+
+    def _forget_synced(self) -> None:
+        """A ``run_end``: the files of every job completed before it are on disk, and no run
+        will fetch them again or poll those jobs: keep none of their outputs, poll_url or times."""
+        for job in self._unsynced:
+            if job.status == FINAL_OK:
+                job.outputs = job.poll_url = job.request_id = job.submitted_ts = job.error = None
+                job.done_line = 0
+        self._unsynced.clear()
 
     def compatible(
         self,
