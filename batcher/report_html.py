@@ -181,7 +181,7 @@ def _tiles(report: StatusReport) -> str:
     tiles = [
         ("Jobs", f"{report.jobs:,}", plural(report.lines, "ledger line")),
         ("Completed", f"{done:,}", share),
-        ("Failed", f"{report.failed_jobs:,}", plural(len(report.failures), "distinct reason")),
+        ("Failed", f"{report.failed_jobs:,}", plural(report.failure_reasons, "distinct reason")),
         ("Spend", money(report.spend_usd), spend_note),
         ("Active time", human_duration(report.active_seconds), plural(len(report.runs), "run")),
         ("Next run", f"{report.next_run_total:,}", "known jobs left to run"),
@@ -296,6 +296,12 @@ def _failures(page: Page) -> str:
         '<table><thead><tr><th class="num">Jobs</th><th>Status</th><th>Reason</th>'
         f'<th class="num">Retried next run</th><th>Examples</th></tr></thead><tbody>{rows}</tbody></table>'
     ]
+    unshown, unshown_jobs = report.failures_unshown
+    if unshown > 0:
+        out.append(
+            f'<p class="muted">The {len(report.failures):,} commonest of {report.failure_reasons:,} reasons; '
+            f"{plural(unshown, 'more reason')} ({plural(unshown_jobs, 'job')}) not shown.</p>"
+        )
     if page.failed:
         jobs = "".join(
             f"<tr><td><code>{esc(f.job_id)}</code></td><td>{esc(f.workflow or '?')}</td>"

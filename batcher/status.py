@@ -33,17 +33,31 @@ IN_FLIGHT_CAP = 20
 FAILURE_GROUP_CAP = 20
 MESSAGE_CAP = 300
 
-# Request ids are 32 hex digits, UUIDs appear in gateway pages, and fractional numbers are
-# retry-after seconds or timings: all differ per job and would split one reason into thousands.
+# Request ids are 32 hex digits, UUIDs appear in gateway pages, fractional numbers are
+# retry-after seconds or timings, and URLs name each job's input or output (a provider that
+# cannot fetch the inputs says so once per job, each with its own URL): all differ per job and
+# would split one reason into thousands. A URL keeps its scheme and host (which CDN failed is
+# the news); a dotted address or version (127.0.0.1, 1.2.3) is not a timing and is kept.
+_URL = re.compile(r"\b(?P<origin>https?://[^/\s?#'\"<>()\[\]]+)[/?#][^\s'\"<>()\[\]]*", re.IGNORECASE)
+_DATA_URI = re.compile(r"\bdata:[^\s'\"<>()]{16,}", re.IGNORECASE)
 _UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
 _HEX = re.compile(r"\b[0-9a-fA-F]{16,}\b")
-_DECIMAL = re.compile(r"\b\d+\.\d+\b")
+_DECIMAL = re.compile(r"(?<![\d.])\d+\.\d+(?![\d.])")
 _SPACE = re.compile(r"\s+")
 
 
+def _url_origin(match: re.Match[str]) -> str:
+    """A URL as its origin and ``/…``, keeping the punctuation that ends the sentence after it."""
+    tail = match[0][len(match[0].rstrip(":,.;!")) :]
+    return f"{match['origin']}/…{tail}"
+
+
 def normalise_error(message: object) -> str:
-    """One failure reason for many jobs: ids, hex and timings replaced, whitespace collapsed."""
+    """One failure reason for many jobs: URLs cut to their host, ids, hex and timings replaced,
+    whitespace collapsed."""
     text = str(message) if message is not None else "(no error message)"
+    text = _URL.sub(_url_origin, text)
+    text = _DATA_URI.sub("data:…", text)
     text = _UUID.sub("…", text)
     text = _HEX.sub("…", text)
     text = _DECIMAL.sub("N", text)
@@ -121,6 +135,8 @@ class StatusReport:
     #: Of the failed jobs, those a run stopped polling after ``poll.give_up_after`` while the
     #: provider still had them unfinished: paid for, re-attached (never POSTed) by the next run.
     gave_up_polling: int = 0
+    #: Distinct failure reasons, all of them (``failures`` holds the commonest few).
+    failure_reasons: int = 0
 
     @property
     def submissions(self) -> int:
@@ -134,6 +150,12 @@ class StatusReport:
     @property
     def unpriced_submissions(self) -> int:
         return sum(s.submissions for s in self.spend if s.price_usd is None)
+
+    @property
+    def failures_unshown(self) -> tuple[int, int]:
+        """Reasons beyond those in ``failures``, and how many jobs failed for them."""
+        shown_jobs = sum(g.count for g in self.failures)
+        return self.failure_reasons - len(self.failures), self.failed_jobs - shown_jobs
 
     @property
     def next_run_total(self) -> int:
@@ -230,6 +252,7 @@ def summarize(
         stop_reason=fold.stop_reason,
         edited_rows=fold.edited_rows,
         gave_up_polling=gave_up,
+        failure_reasons=len(failures),
     )
 
 

@@ -153,12 +153,20 @@ def render_status_text(report: StatusReport) -> str:
                 f"submitted {utc_time(f.submitted_ts)}  age {human_duration(f.age_seconds)}"
             )
     if report.failed_jobs:
-        reasons = plural(len(report.failures), "reason")
-        out.append(f"{'Failures':<10}{plural(report.failed_jobs, 'job')} did not complete, {reasons} shown")
+        unshown, unshown_jobs = report.failures_unshown
+        if unshown > 0:
+            reasons = (
+                f"for {plural(report.failure_reasons, 'reason')}, the {len(report.failures)} commonest shown"
+            )
+        else:
+            reasons = f"{plural(len(report.failures), 'reason')} shown"
+        out.append(f"{'Failures':<10}{plural(report.failed_jobs, 'job')} did not complete, {reasons}")
         count = max(len(f"{g.count:,}") for g in report.failures)
         for g in report.failures:
             retry = f", {g.retryable:,} retried next run" if g.retryable else ""
             out.append(f"  {g.count:>{count},}  {'/'.join(g.statuses)}{retry}: {clean(g.message)}")
+        if unshown > 0:
+            out.append(f"  ... and {plural(unshown, 'more reason')} ({plural(unshown_jobs, 'job')})")
     if report.gave_up_polling:
         out.append(
             f"{'Gave up':<10}{plural(report.gave_up_polling, 'job')} still unfinished when a run stopped "
@@ -217,6 +225,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "failures": {
             "jobs": report.failed_jobs,
             "gave_up_polling": report.gave_up_polling,
+            "reasons": report.failure_reasons,
             "groups": [
                 {
                     "message": g.message,

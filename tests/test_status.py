@@ -16,6 +16,7 @@ from batcher.cli_inspect import add_status_parser, main_status
 from batcher.errors import LedgerError
 from batcher.fold import LedgerFold
 from batcher.ledger import Ledger, read_records
+from batcher.report_html import Page, render_page
 from batcher.state import replay
 from batcher.status import IN_FLIGHT_CAP, ledger_status, normalise_error, summarize
 from batcher.status_text import human_duration, price, render_status_text, status_json
@@ -131,6 +132,75 @@ def test_failures_differing_only_in_request_ids_are_one_reason(tmp_path: Path) -
 )
 def test_error_messages_are_normalised_for_grouping(raw: str | None, normalised: str) -> None:
     assert normalise_error(raw) == normalised
+
+
+def test_failures_that_name_each_jobs_url_are_one_reason_naming_the_host(tmp_path: Path) -> None:
+    """A provider that cannot fetch the inputs says so once per job, with that job's URL: 3,000
+    such failures read as 3,000 reasons of one job each (20 shown), and an address in them was
+    cut down to "N.N" as if it were a timing. The URL keeps its origin; the rest is elided."""
+    b = LedgerBuilder().run()
+    for i in range(30):
+        job = f"sketch-{i:02d}"
+        b.tick(1).submit(job, "sketch", {"input_image": f"https://cdn.example.com/p/{i}.jpg"}).tick(5)
+        b.failed(
+            job,
+            "the provider reported FAILED: Failed to process input_image: could not fetch input_image "
+            f"from https://cdn.example.com/p/{i}.jpg?sig=a{i}b: cannot connect to "
+            f"http://10.0.0.7:8080/img/{i}.jpg (Connect call failed ('10.0.0.7', 8080)); "
+            f"input data:image/png;base64,iVBORw0KGgo{i:04d}AAAANSUhEUgAA.",
+        )
+    report = _status(tmp_path, b)
+    assert (report.failed_jobs, report.failure_reasons) == (30, 1)
+    assert report.failures[0].count == 30
+    assert report.failures[0].message == (
+        "the provider reported FAILED: Failed to process input_image: could not fetch input_image "
+        "from https://cdn.example.com/…: cannot connect to http://10.0.0.7:8080/… "
+        "(Connect call failed ('10.0.0.7', 8080)); input data:…"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("HTTP 404 from https://x.example/a/b.png.", "HTTP 404 from https://x.example/…."),
+        (
+            "no answer from http://127.0.0.1:9/p within 300 s",
+            "no answer from http://127.0.0.1:9/… within 300 s",
+        ),
+        ("see https://docs.segmind.com (api 2.1.0)", "see https://docs.segmind.com (api 2.1.0)"),
+        (
+            "CUDA out of memory. Tried to allocate 2.00 GiB (v1.2.3)",
+            "CUDA out of memory. Tried to allocate N GiB (v1.2.3)",
+        ),
+    ],
+)
+def test_urls_lose_their_path_and_dotted_numbers_that_are_not_timings_are_kept(
+    raw: str, normalised: str
+) -> None:
+    assert normalise_error(raw) == normalised
+
+
+def test_more_failure_reasons_than_are_shown_are_counted_everywhere(tmp_path: Path) -> None:
+    """With more than 20 distinct reasons, status said "20 reasons shown" (and the report's tile
+    "20 distinct reasons"): nothing told that more reasons and more failed jobs were left out."""
+    b = LedgerBuilder().run()
+    words = [f"reason {chr(ord('a') + i)}" for i in range(25)]
+    for i, word in enumerate(words):
+        for k in range(2 if i < 20 else 1):  # the 20 commonest fail twice, the last 5 once
+            job = f"job-{i:02d}-{k}"
+            b.tick(1).submit(job, "sketch", IMG).tick(5).failed(job, f"the provider reported FAILED: {word}")
+    report = _status(tmp_path, b)
+    assert (report.failed_jobs, report.failure_reasons, len(report.failures)) == (45, 25, 20)
+    lines = render_status_text(report).splitlines()
+    assert "Failures  45 jobs did not complete, for 25 reasons, the 20 commonest shown" in lines
+    assert lines[-1] == "  ... and 5 more reasons (5 jobs)"
+    data = status_json(report)
+    assert data["failures"]["reasons"] == 25 and len(data["failures"]["groups"]) == 20
+    page = render_page(
+        Page(title="t", generated="g", status=report, cards=(), completed_total=0, failed=(), durations=[])
+    )
+    assert ">25 distinct reasons<" in page
+    assert "The 20 commonest of 25 reasons; 5 more reasons (5 jobs) not shown." in page
 
 
 def test_only_the_last_runs_invalid_rows_are_shown(tmp_path: Path) -> None:
