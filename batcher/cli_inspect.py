@@ -63,7 +63,7 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
         type=int,
         default=GALLERY_CAP,
         metavar="N",
-        help=f"show at most N completed jobs in the gallery (default {GALLERY_CAP})",
+        help=f"show the N jobs that completed last in the gallery (default {GALLERY_CAP})",
     )
     return parser
 
@@ -119,7 +119,8 @@ def main_report(args: argparse.Namespace) -> int:
         return _fail(exc)
     except OSError as exc:
         return _fail(f"cannot write report {out}: {exc.strerror}")
-    shown = f"{info.shown:,} of {plural(info.completed, 'completed job')} in the gallery"
+    latest = " (the latest; --gallery N for more)" if info.shown < info.completed else ""
+    shown = f"{info.shown:,} of {plural(info.completed, 'completed job')} in the gallery{latest}"
     missing = f"; {plural(info.missing, 'file')} not found" if info.missing else ""
     jobs = plural(info.jobs, "job")
     print(f"Report written to {info.path} ({info.bytes / 1e6:.1f} MB): {jobs}, {shown}{missing}")

@@ -2,7 +2,8 @@
 
 Leaner than :class:`~batcher.state.LedgerState` on purpose: per job it keeps the last status, the
 workflow, whether a ``poll_url`` is known, the retry flag, whether a POST's outcome is unknown, the
-last error and the time of the last ``submitted``; strings that repeat (statuses, workflow names)
+last error and the time of the last ``submitted`` (for the report, also the number of its last
+line, to show the latest jobs); strings that repeat (statuses, workflow names)
 are shared, so a million-line ledger folds in seconds and tens of megabytes
 (``bench/status_speed.py``). The fields mirror what ``LedgerState.apply`` keeps, so ``status`` and
 ``run`` agree on every job's state.
@@ -57,6 +58,7 @@ class JobFacts:
     __slots__ = (
         "error",
         "gave_up",
+        "last_line",
         "poll",
         "post_unknown",
         "retryable",
@@ -76,6 +78,8 @@ class JobFacts:
         self.post_unknown = False
         self.error: object = None
         self.submitted_ts: str | None = None
+        #: The line that gave it its state (its last), when the fold tracks it (``lines=True``).
+        self.last_line = 0
 
 
 class LedgerFold:
@@ -83,10 +87,12 @@ class LedgerFold:
 
     With ``durations=True`` it also records, for each ``generated`` line, the provider's time to
     produce the outputs, for the report's chart: its ``finished_by`` (timed on the run's monotonic
-    clock), or, for a re-attached job and older ledgers, the seconds since its last ``submitted``.
+    clock), or, for a re-attached job and older ledgers, the seconds since its last ``submitted``;
+    with ``lines=True``, each job's last line number (the report shows the latest jobs).
     """
 
-    def __init__(self, *, durations: bool = False) -> None:
+    def __init__(self, *, durations: bool = False, lines: bool = False) -> None:
+        self.track_lines = lines
         self.jobs: dict[str, JobFacts] = {}
         self.lines = 0
         self.first_ts: str | None = None
@@ -166,6 +172,8 @@ class LedgerFold:
         if job is None:
             job = self.jobs[job_id] = JobFacts()
         job.status = status
+        if self.track_lines:
+            job.last_line = self.lines
         workflow = rec.get("workflow")
         if isinstance(workflow, str):
             job.workflow = shared.setdefault(workflow, workflow)
@@ -239,13 +247,13 @@ def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def fold_ledger(path: Path, *, durations: bool = False) -> LedgerFold:
+def fold_ledger(path: Path, *, durations: bool = False, lines: bool = False) -> LedgerFold:
     """Fold a ledger file in one streaming pass. Raises LedgerError if it is missing or not a ledger."""
     if not path.exists():
         raise LedgerError(f"ledger not found: {path}")
     if not path.is_file():
         raise LedgerError(f"not a ledger file: {path} (give the ledger's .jsonl file)")
-    fold = LedgerFold(durations=durations)
+    fold = LedgerFold(durations=durations, lines=lines)
     apply = fold.apply
     for rec in read_records(path):
         apply(rec)

@@ -1,8 +1,10 @@
 """``batcher report``: one self-contained HTML page about a ledger (numbers, gallery, failures, chart).
 
 Two streaming passes, so memory stays bounded however long the ledger is: the first is the
-status fold (counts, spend, failures, durations); the second collects inputs and outputs only for
-the jobs the page shows (the first ``gallery_cap`` completed jobs and the first failed ones).
+status fold (counts, spend, failures, durations, each job's last line); the second collects
+inputs and outputs only for the jobs the page shows: the latest ones (the ``gallery_cap`` jobs
+that completed last and the failed jobs that failed last, newest first: on a ledger that grows
+every night, last night's, not the first night's).
 Thumbnails are made with Pillow and embedded as data: URIs, so the page needs no network and no
 files beside it; a file that is not an image is linked by its path relative to the page.
 Like ``status``, it never takes the ledger's lock.
@@ -11,12 +13,13 @@ Like ``status``, it never takes the ledger's lock.
 from __future__ import annotations
 
 import base64
+import heapq
 import io
 import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from urllib.parse import quote, urlsplit
 
 from PIL import Image, ImageOps
 
-from .fold import fold_ledger
+from .fold import LedgerFold, fold_ledger
 from .ledger import path_bases, read_records, utc_iso
 from .report_html import Card, FailedJob, Page, Tile, render_page
 from .status import FAILURE_STATUSES, summarize
@@ -184,6 +187,12 @@ def _first_input(tiles: _Tiles, inputs: Any) -> Tile | None:
     return None
 
 
+def _latest(fold: LedgerFold, statuses: Container[str], cap: int) -> list[str]:
+    """The ``cap`` jobs in one of ``statuses`` whose last line came last, newest first."""
+    jobs = ((job.last_line, job_id) for job_id, job in fold.jobs.items() if job.status in statuses)
+    return [job_id for _, job_id in heapq.nlargest(max(0, cap), jobs)]
+
+
 def _details(ledger: Path, wanted: set[str]) -> dict[str, dict[str, Any]]:
     """Pass two: the last ``submitting`` inputs and ``completed`` outputs of the wanted jobs."""
     found: dict[str, dict[str, Any]] = {}
@@ -215,11 +224,11 @@ def build_report(
 ) -> ReportInfo:
     """Write the report for ``ledger`` to ``out_html`` (replaced atomically). Raises LedgerError."""
     now = time.time() if now is None else now
-    fold = fold_ledger(ledger, durations=True)
+    fold = fold_ledger(ledger, durations=True, lines=True)
     status = summarize(fold, ledger=str(ledger), prices=prices, now=now, retry_failed=retry_failed)
-    completed = [job_id for job_id, job in fold.jobs.items() if job.status == "completed"]
-    shown = completed[: max(0, gallery_cap)]
-    failed_ids = [job_id for job_id, job in fold.jobs.items() if job.status in FAILURE_STATUSES][:FAILED_CAP]
+    completed = status.by_state.get("completed", 0)
+    shown = _latest(fold, ("completed",), gallery_cap)
+    failed_ids = _latest(fold, FAILURE_STATUSES, FAILED_CAP)
     details = _details(ledger, set(shown) | set(failed_ids))
 
     page_dir = out_html.resolve().parent
@@ -258,7 +267,7 @@ def build_report(
         generated=utc_iso(now).replace("T", " ")[:19] + " UTC",
         status=status,
         cards=tuple(cards),
-        completed_total=len(completed),
+        completed_total=completed,
         failed=failed,
         durations=fold.durations or [],
     )
@@ -273,7 +282,7 @@ def build_report(
     return ReportInfo(
         path=out_html,
         jobs=status.jobs,
-        completed=len(completed),
+        completed=completed,
         shown=len(cards),
         thumbnails=tiles.thumbs.made,
         missing=tiles.missing,

@@ -276,8 +276,9 @@ def _gallery(page: Page) -> str:
     note = ""
     if page.completed_total > len(page.cards):
         note = (
-            f'<p class="muted">Showing the first {len(page.cards):,} of {page.completed_total:,} '
-            "completed jobs (in ledger order).</p>"
+            f'<p class="muted">Showing the {len(page.cards):,} latest of {page.completed_total:,} '
+            "completed jobs, newest first. <code>batcher report --gallery N</code> shows the latest N "
+            "(every one adds its thumbnails to the page); all of them are in the output folder.</p>"
         )
     return f'{note}<div class="gallery">{"".join(cards)}</div>'
 
@@ -310,8 +311,9 @@ def _failures(page: Page) -> str:
             for f in page.failed
         )
         more = report.failed_jobs - len(page.failed)
+        which = f" (latest {len(page.failed):,}, newest first; {more:,} more)" if more > 0 else ""
         out.append(
-            f"<h3>Failed jobs{f' (first {len(page.failed):,}; {more:,} more)' if more > 0 else ''}</h3>"
+            f"<h3>Failed jobs{which}</h3>"
             "<table><thead><tr><th>Job</th><th>Workflow</th><th>Status</th><th>Error</th><th>Input</th></tr>"
             f"</thead><tbody>{jobs}</tbody></table>"
         )

@@ -189,8 +189,45 @@ def test_a_long_ledger_shows_a_capped_gallery_and_says_so(tmp_path: Path) -> Non
     info = build_report(ledger, tmp_path / "report.html", prices=PRICES, now=0, gallery_cap=50)
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert (info.completed, info.shown) == (2_000, 50)
-    assert "Showing the first 50 of 2,000 completed jobs" in page
+    assert "Showing the 50 latest of 2,000 completed jobs, newest first." in page
+    assert "<code>batcher report --gallery N</code> shows the latest N" in page
     assert page.count('<article class="card">') == 50
+    shown = re.findall(r'<article class="card"><header><code title="([^"]+)"', page)
+    assert shown == [f"job-{i:05d}" for i in range(1_999, 1_949, -1)]
+
+
+def test_a_nightly_ledgers_report_shows_last_nights_jobs_not_the_first_nights(tmp_path: Path) -> None:
+    """The gallery showed the first completed jobs in ledger order and the failures table the
+    first failed ones: on a ledger that gains jobs every night, the morning-after report showed
+    the first night's forever. It shows the jobs that reached their state last, newest first; a
+    job that failed one night and completed the next is in the gallery, not among the failures."""
+    b = LedgerBuilder().run()
+    for i in range(120):  # night one: 120 completed, 120 failed (more than the failures table holds)
+        b.tick(1).submit(f"old-{i:03d}", "sketch", {"input_image": f"https://img.example.com/{i}.jpg"})
+        b.tick(30).generated(f"old-{i:03d}").tick(1).completed(f"old-{i:03d}", {"image": f"out/old-{i}.png"})
+        b.tick(1).submit(f"oldbad-{i:03d}", "sketch", {"input_image": f"https://img.example.com/b{i}.jpg"})
+        b.tick(5).failed(f"oldbad-{i:03d}", "the provider reported FAILED: NSFW", retryable=i == 0)
+    b.line(None, "run_end", outputs_synced=True).tick(86_400).run()
+    for i in range(5):  # night two: 5 new jobs completed, 2 failed, and old-bad-000 retried and done
+        b.tick(1).submit(f"new-{i}", "sketch", {"input_image": f"https://img.example.com/n{i}.jpg"})
+        b.tick(30).generated(f"new-{i}").tick(1).completed(f"new-{i}", {"image": f"out/new-{i}.png"})
+    b.tick(1).submit("oldbad-000", "sketch", {"input_image": "https://img.example.com/b0.jpg"})
+    b.tick(30).generated("oldbad-000").tick(1).completed("oldbad-000", {"image": "out/oldbad-000.png"})
+    for i in range(2):
+        b.tick(1).submit(f"newbad-{i}", "sketch", {"input_image": f"https://img.example.com/nb{i}.jpg"})
+        b.tick(5).failed(f"newbad-{i}", "the provider reported FAILED: NSFW")
+    ledger = b.write(tmp_path / "ledger.jsonl")
+    info = build_report(ledger, tmp_path / "report.html", prices=PRICES, now=0, gallery_cap=8)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    gallery = page[page.index('id="gallery"') : page.index('id="failures"')]
+    shown = re.findall(r'<article class="card"><header><code title="([^"]+)"', gallery)
+    assert shown == ["oldbad-000", "new-4", "new-3", "new-2", "new-1", "new-0", "old-119", "old-118"]
+    assert (info.completed, info.shown) == (126, 8)
+    failures = page[page.index('id="failures"') :]
+    listed = re.findall(r"<tr><td><code>([^<]+)</code></td><td>sketch</td>", failures)
+    assert listed[:3] == ["newbad-1", "newbad-0", "oldbad-119"]
+    assert len(listed) == 100 and "oldbad-000" not in listed
+    assert "Failed jobs (latest 100, newest first; 21 more)" in failures
 
 
 def test_failures_are_grouped_and_in_flight_jobs_listed_after_the_gallery(run_dir: Path) -> None:
@@ -294,6 +331,14 @@ def test_cli_report_writes_report_html_beside_the_ledger(
     out = capsys.readouterr().out
     assert out.startswith(f"Report written to {run_dir / 'report.html'} (")
     assert "12 jobs, 10 of 10 completed jobs in the gallery; 1 file not found" in out
+
+
+def test_cli_report_says_the_gallery_holds_the_latest_jobs_and_how_to_see_more(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main_report(_cli([str(run_dir / "ledger.jsonl"), "--gallery", "3"])) == 0
+    out = capsys.readouterr().out
+    assert "12 jobs, 3 of 10 completed jobs in the gallery (the latest; --gallery N for more)" in out
 
 
 @pytest.mark.parametrize(
