@@ -114,7 +114,7 @@ def render_dry_run(report: DryRunReport) -> str:
     for name, n in sorted(report.jobs.items()):
         lines.append(f"  {name}: {plural(n, 'job')}, {report.to_submit.get(name, 0):,} to submit")
     if report.known:
-        known = ", ".join(f"{n} {_KNOWN.get(k, k)}" for k, n in sorted(report.known.items()))
+        known = ", ".join(f"{n:,} {_KNOWN.get(k, k)}" for k, n in sorted(report.known.items()))
         lines.append(f"Already in the ledger ({report.ledger}): {known}")
     total = sum(report.to_submit.values())
     cost = f"${report.cost_usd:,.2f}"

@@ -23,7 +23,7 @@ def render_summary(result: RunResult) -> str:
         if total and total_completed == total:
             lines.append(f"Nothing to do: every job is already complete ({plural(total, 'job')}).")
         elif total:
-            rest = ", ".join(f"{n} {k}" for k, n in sorted(result.earlier.items()) if k != "completed")
+            rest = ", ".join(f"{n:,} {k}" for k, n in sorted(result.earlier.items()) if k != "completed")
             lines.append(
                 f"Nothing to do: {total_completed:,} of {plural(total, 'job')} complete; {rest} "
                 "(use --retry-failed to run those again)."
@@ -31,16 +31,16 @@ def render_summary(result: RunResult) -> str:
         else:
             lines.append("Nothing to do: the manifest has no jobs.")
     else:
-        parts = [f"{n} {k}" for k, n in sorted(states.items())]
+        parts = [f"{n:,} {k}" for k, n in sorted(states.items())]
         if st.invalid:
             parts.append(plural(st.invalid, "invalid row"))
         if st.edited:
             parts.append(f"{plural(st.edited, 'edited row')} not run")
         if st.in_flight:
-            parts.append(f"{st.in_flight} still in flight (re-attached next run)")
+            parts.append(f"{st.in_flight:,} still in flight (re-attached next run)")
         if st.gave_up_polling:
             parts.append(
-                f"{st.gave_up_polling} given up polling, unfinished (re-attached next run, not paid again)"
+                f"{st.gave_up_polling:,} given up polling, unfinished (re-attached next run, not paid again)"
             )
         if st.resends_waiting:
             parts.append(
@@ -54,12 +54,12 @@ def render_summary(result: RunResult) -> str:
                 " counts as of unknown outcome next run)"
             )
         if st.downloading:
-            parts.append(f"{st.downloading} not yet downloaded (next run fetches them, not paid again)")
+            parts.append(f"{st.downloading:,} not yet downloaded (next run fetches them, not paid again)")
         if st.left:
-            parts.append(f"{st.left} not started")
+            parts.append(f"{st.left:,} not started")
         lines.append("This run: " + (", ".join(parts) if parts else "no jobs finished"))
         if result.earlier:
-            earlier = ", ".join(f"{n} {k}" for k, n in sorted(result.earlier.items()))
+            earlier = ", ".join(f"{n:,} {k}" for k, n in sorted(result.earlier.items()))
             lines.append(f"From earlier runs: {earlier}")
     req = st.requests
     lines.append(

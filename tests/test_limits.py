@@ -11,7 +11,7 @@ from aiohttp import web
 
 from batcher.clock import ScaledClock
 from batcher.config import Settings
-from batcher.dryrun import dry_run, render_dry_run
+from batcher.dryrun import DryRunReport, dry_run, render_dry_run
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
 from batcher.summary import render_summary
@@ -186,6 +186,15 @@ def test_dry_run_counts_jobs_and_cost_and_sends_nothing(tmp_path: Path, registry
     assert not (tmp_path / "ledger.jsonl").exists() and settings.ledger.path is None
     report.known.update({"nothing": 2, "attach": 1})  # read as "2 nothing", "1 attach"
     assert "): 1 to re-attach, 2 done" in render_dry_run(report)
+
+
+def test_a_big_ledgers_dry_run_counts_have_thousands_separators(tmp_path: Path) -> None:
+    """It read "Already in the ledger (...): 50000 done" under "Would submit 1,000 jobs"."""
+    report = DryRunReport(ledger=tmp_path / "l.jsonl")
+    report.known.update({"nothing": 50_000, "attach": 1_200})
+    assert f"Already in the ledger ({tmp_path / 'l.jsonl'}): 1,200 to re-attach, 50,000 done" in (
+        render_dry_run(report).splitlines()
+    )
 
 
 async def test_dry_run_refuses_a_ledger_the_run_would_refuse(

@@ -85,3 +85,28 @@ def test_counts_of_one_are_singular_and_others_plural(n: int, expected: list[str
 def test_nothing_to_do_counts_the_jobs_in_singular_and_plural(earlier: Counter[str], expected: str) -> None:
     result = RunResult(ExitCode.OK, RunStats(), earlier=earlier, ledger=Path("l.jsonl"), out_dir=Path("o"))
     assert render_summary(result).splitlines()[0] == expected
+
+
+def test_the_counts_of_a_big_run_have_thousands_separators() -> None:
+    """A 50,000-job nightly summary read "This run: 29597 completed ... From earlier runs: 21403
+    completed" beside "Submitted 29,577 jobs": every count is grouped the same way."""
+    stats = RunStats(
+        outcomes=Counter(completed=29_597, failed=1_234), in_flight=2_048, downloading=1_500, left=12_000
+    )
+    result = RunResult(
+        ExitCode.FAILED,
+        stats,
+        earlier=Counter(completed=21_403, expired=1_001),
+        ledger=Path("l.jsonl"),
+        out_dir=Path("o"),
+    )
+    lines = render_summary(result).splitlines()
+    assert lines[0] == (
+        "This run: 29,597 completed, 1,234 failed, 2,048 still in flight (re-attached next run), "
+        "1,500 not yet downloaded (next run fetches them, not paid again), 12,000 not started"
+    )
+    assert lines[1] == "From earlier runs: 21,403 completed, 1,001 expired"
+    idle = RunResult(ExitCode.OK, RunStats(), earlier=Counter(completed=50_000, failed=1_500))
+    assert render_summary(idle).splitlines()[0] == (
+        "Nothing to do: 50,000 of 51,500 jobs complete; 1,500 failed (use --retry-failed to run those again)."
+    )
