@@ -22,12 +22,11 @@ from .download import check_out_dir
 from .errors import RowError
 from .ledger import check_ledger_path, read_records
 from .manifest import check_manifest_paths, read_manifests
+from .rowlog import ROW_MESSAGES, RowLog
 from .seams import survey
 from .state import LedgerState, Next, sends
 from .status_text import plural
 from .workflows import WorkflowRegistry
-
-log = logging.getLogger("batcher")
 
 
 @dataclass
@@ -71,11 +70,20 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
         return sends(state.step(job_id, retry_failed=retry_failed), unknown_submit=unknown_submit)
 
     joined = survey(manifests, state.runs).joined
+    say_invalid = RowLog(
+        logging.ERROR,
+        f"more invalid rows follow, not named here (the first {ROW_MESSAGES} are); counted below",
+    )
+    say_edited = RowLog(
+        logging.WARNING,
+        f"more rows edited under the id of a job that ran follow, not named here (the first "
+        f"{ROW_MESSAGES} are); counted below",
+    )
     for item in read_manifests(manifests, registry, joined=joined, needs_files=needs_files):
         report.rows += 1
         if isinstance(item, RowError):
             report.invalid += 1
-            log.error("%s", item)
+            say_invalid(item)
             continue
         wf = item.workflow
         report.jobs[wf.name] += 1
@@ -85,7 +93,7 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
             report.known[step.value] += 1
             if edited := item.edited_since(known, step):
                 report.edited += 1
-                log.warning("%s", edited)
+                say_edited(edited)
         if sends(step, unknown_submit=unknown_submit):
             report.to_submit[wf.name] += 1
             if wf.price_usd is None:

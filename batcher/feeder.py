@@ -26,6 +26,7 @@ from .ledger import CLOCK_SLACK, Ledger, parse_iso, path_bases, utc_iso
 from .manifest import read_manifests
 from .outfiles import output_intact
 from .outputs import OutputRef
+from .rowlog import ROW_MESSAGES, RowLog
 from .scheduler import Job, Scheduler
 from .seams import Seam
 from .state import FINAL_OK, JobState, LedgerState, Next, sends
@@ -62,6 +63,17 @@ class Feeder:
         self.joined: Mapping[str, Mapping[int, Seam]] = {}
         #: Final states of the manifests' jobs that earlier runs finished.
         self.earlier: Counter[str] = Counter()
+        self._say_invalid = RowLog(
+            logging.ERROR,
+            f"more invalid rows follow, not named here (the first {ROW_MESSAGES} are): the summary "
+            "counts them, the ledger has an 'invalid' line for each, and `batcher status` lists "
+            "the first ones with their fixes",
+        )
+        self._say_edited = RowLog(
+            logging.WARNING,
+            f"more rows edited under the id of a job that ran follow, not named here (the first "
+            f"{ROW_MESSAGES} are); the summary counts them",
+        )
 
     async def run(self, downloads: Handoff[DownloadTask]) -> None:
         """Ledger work first (re-attach, download), then manifest rows, lazily."""
@@ -127,7 +139,7 @@ class Feeder:
             step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
             if known is not None and (edited := item.edited_since(known, step)):
                 self.stats.edited += 1
-                log.warning("%s", edited)
+                self._say_edited(edited)
             if step is Next.NOTHING:
                 assert known is not None
                 self.earlier[known.status] += 1
@@ -204,4 +216,4 @@ class Feeder:
             error=err.reason,
             fix=err.fix,
         )
-        log.error("%s", err)
+        self._say_invalid(err)

@@ -229,3 +229,58 @@ async def test_status_and_dry_run_show_rows_edited_under_the_same_id(tmp_path: P
     report = ledger_status(tmp_path / "l.jsonl", prices={}, now=time.time())
     assert report.edited_rows == 1 and report.invalid_total == 0  # an edited row is not an invalid one
     assert "1 row edited since its job ran" in render_status_text(report)
+
+
+# --- many bad or edited rows ------------------------------------------------------------------------
+
+
+async def test_many_bad_or_edited_rows_are_named_up_to_50_then_counted(
+    tmp_path: Path, registry: WorkflowRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A manifest whose rows are all bad (a misspelt CSV header) named every one of them in the
+    log: 50,000 identical lines in the cron log every night, and as many from --dry-run; so did
+    rows edited under the id of a job that ran. The first 50 of each kind are named, then one line
+    says more follow; the summary, the dry run and the ledger still count every one."""
+    from batcher.dryrun import dry_run
+
+    clock = ScaledClock(SPEED)
+    good = [
+        {
+            "id": f"e{i:02d}",
+            "workflow": "sketch",
+            "input": {"input_image": f"https://img.example.com/{i}.jpg"},
+        }
+        for i in range(60)
+    ]
+    bad = [{"id": f"x{i:02d}", "workflow": "sketch", "input": {"input_image": "ftp://x"}} for i in range(70)]
+    manifest = write_jsonl(tmp_path / "m.jsonl", [*good, *bad])
+    ledger = tmp_path / "ledger.jsonl"
+
+    def said(text: str) -> int:
+        return sum(text in message for message in _loud(caplog))
+
+    async with run_emulator(EmulatorConfig(**FAST), clock=clock) as emu:  # type: ignore[arg-type]
+        with caplog.at_level(logging.WARNING, logger="batcher"):
+            first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert first.stats.invalid == 70 and first.stats.outcomes["completed"] == 60
+        assert said("ftp") == 50 and said("more invalid rows follow") == 1
+        assert sum(r["status"] == "invalid" for r in ledger_lines(ledger)) == 70
+
+        for row in good:  # every good row edited in place under its id
+            row["input"]["input_image"] += "?v=2"
+        write_jsonl(manifest, [*good, *bad])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="batcher"):
+            second = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert second.stats.edited == 60 and second.stats.submitted == 0
+        assert said("the ledger's job of this id was sent with other inputs") == 50
+        assert said("more rows edited under the id of a job that ran follow") == 1
+        assert said("ftp") == 50 and said("more invalid rows follow") == 1
+
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="batcher"):
+            report = dry_run(settings_for(emu.base_url, tmp_path), [manifest], registry)
+    assert (report.invalid, report.edited) == (70, 60)
+    assert said("ftp") == 50 and said("more invalid rows follow") == 1
+    assert said("other inputs") == 50 and said("more rows edited") == 1
+    assert len(_loud(caplog)) == 102
