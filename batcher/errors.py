@@ -75,6 +75,8 @@ class ConfigError(UsageError):
         if fix:
             text = f"{text} ({fix})"
         super().__init__(text)
+        #: What is wrong, without where: to say it again with a source and line an outer check knows.
+        self.problem = message
         self.source = source
         self.key = key
         self.line = line

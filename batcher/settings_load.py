@@ -59,6 +59,8 @@ def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | N
         return ""  # no proxy, whatever the environment says (null leaves it to the environment)
     if key == "api.no_proxy" and isinstance(value, str):
         return split_hosts([value])  # NO_PROXY's comma-separated form
+    if key == "api.no_proxy" and value is False:
+        return ()  # no host goes direct, whatever NO_PROXY says (as ``api.proxy: false``)
     if key.endswith(("max_runtime", "give_up_after")) and isinstance(value, str):
         seconds = parse_duration(value)
         if seconds is None:
@@ -179,6 +181,8 @@ def _apply(
     for key, value in values.items():
         full = f"{prefix}{key}"
         line = lines.get(full)
+        if full == "api.no_proxy" and value is None:
+            continue  # null, as unset: NO_PROXY from the environment (as ``api.proxy: null``)
         if key not in names:
             raise ConfigError(
                 "unknown setting",
@@ -196,8 +200,38 @@ def _apply(
             )
         else:
             changes[key] = _coerce(value, hints[key], source=source, key=full, line=line)
+            if full == "emulator":
+                changes[key] = _emulator_options(changes[key], source=source, lines=lines)
             origins[full] = (source, line)
     return dataclasses.replace(base, **changes)
+
+
+def _emulator_options(options: Mapping[str, Any], *, source: str, lines: Mapping[str, int]) -> dict[str, Any]:
+    """The ``emulator:`` section, each option coerced to its type and checked as ``batcher
+    emulator`` checks its flags, so that a mistake names the file, the line and the option like
+    any other setting's (and is found before a run makes its folders or starts the emulator)."""
+    from .emulator.config import EmulatorConfig, field_names  # loaded only for this section
+
+    hints = typing.get_type_hints(EmulatorConfig)
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        key = f"emulator.{name}"
+        if name not in field_names():
+            raise ConfigError(
+                "unknown option",
+                source=source,
+                key=key,
+                line=lines.get(key),
+                fix=f"use one of: {', '.join(field_names())}",
+            )
+        checked[name] = _coerce(value, hints[name], source=source, key=key, line=lines.get(key))
+    try:
+        EmulatorConfig(**checked)
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.problem, source=source, key=exc.key, line=lines.get(exc.key), fix=exc.fix
+        ) from None
+    return checked
 
 
 def load_settings(

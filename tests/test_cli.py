@@ -95,10 +95,25 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             {"m.jsonl": "{}\n", "c.yaml": "api:\n  api_key: MISSHAP\n"},
             "c.yaml:2: api.api_key: the key is too short: 7 of at least 8 characters (the key is not shown)",
         ),
-        (
+        (  # the embedded emulator's options name the file and line like every other setting's
             ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
             {"m.jsonl": "{}\n", "c.yaml": "emulator:\n  sed: 3\n"},
-            "emulator: unknown option 'sed' (use one of: seed,",
+            "c.yaml:2: emulator.sed: unknown option (use one of: seed,",
+        ),
+        (  # an emulator option out of range was caught only after the run made its folders
+            ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "concurrency: 4\nemulator:\n  duration_median: -3\n"},
+            "c.yaml:3: emulator.duration_median: invalid value -3.0 (give a finite number of seconds",
+        ),
+        (  # was "'>' not supported between instances of 'str' and 'float'"
+            ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "emulator:\n  rate_limit: lots\n"},
+            "c.yaml:2: emulator.rate_limit: expected a finite number, got 'lots'",
+        ),
+        (  # was a traceback (AttributeError: 'list' object has no attribute 'strip')
+            ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "emulator:\n  api_key: [MISSHAPEN]\n"},
+            "c.yaml:2: emulator.api_key: expected text, got a list (not shown)",
         ),
         (
             ["run", "m.jsonl", "--emulator", "--ledger", "/dev/null"],

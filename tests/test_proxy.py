@@ -233,6 +233,11 @@ def _load(tmp_path: Path, env: dict[str, str], config: str = "") -> Settings:
             None,
             ("a.test", "b.test", "c.test"),
         ),
+        # As the README says of api.proxy, "api.no_proxy likewise": null is the environment's,
+        # false none (both were "expected a list of text").
+        ({"NO_PROXY": "x.test"}, "api:\n  no_proxy: null\n", None, ("x.test",)),
+        ({"NO_PROXY": "x.test"}, "api:\n  no_proxy: false\n", None, ()),
+        ({"no_proxy": "x.test"}, "api:\n  no_proxy: off\n", None, ()),
     ],
 )
 def test_the_proxy_comes_from_the_config_or_else_the_environment(
