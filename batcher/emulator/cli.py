@@ -11,6 +11,7 @@ import anyio
 from ..clock import Clock, ScaledClock, SystemClock
 from ..errors import BatcherError, ConfigError, UsageError
 from .config import DURATION_SHAPES, ERROR_SHAPES, OUTPUT_SHAPES, RATE_HEADERS, RENDER_MODES, EmulatorConfig
+from .persist import remembered_port
 from .server import run_emulator
 
 _PERIODS = {
@@ -36,7 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_argument_group("where")
     where.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     where.add_argument(
-        "--port", type=int, default=8787, help="port, 0 for any free one (default %(default)s)"
+        "--port",
+        type=int,
+        default=8787,
+        help="port, 0 for any free one; with --state-dir, 0 is the port it had last time, if free"
+        " (default %(default)s)",
     )
     where.add_argument(
         "--speed", type=float, default=1.0, help="run time this many times faster (a ScaledClock), e.g. 60"
@@ -201,7 +206,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: EmulatorConfig, clock: Clock, host: str, port: int) -> None:
-    async with run_emulator(config, clock=clock, host=host, port=port) as running:
+    # --port 0 with a state_dir: the port of the last emulator on it, so that the poll_urls it
+    # handed out (which name their port) still reach the jobs it remembers.
+    again = port == 0 and config.state_dir is not None
+    if again:
+        assert config.state_dir is not None
+        port = remembered_port(config.state_dir)
+    async with run_emulator(config, clock=clock, host=host, port=port, port_fallback=again) as running:
         print(f"Segmind emulator serving at {running.base_url}", flush=True)
         print(
             f"  submit: POST {running.base_url}/workflows/<workflow id>   stats: "

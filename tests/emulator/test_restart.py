@@ -69,6 +69,31 @@ async def test_a_sigkilled_emulator_loses_no_acknowledged_request(tmp_path: Path
             assert (await api.request("GET", url)).body == placeholder_png()
 
 
+def _first_base_url(command: list[str]) -> str:
+    """Start the emulator process, read the base URL it prints, then SIGKILL it."""
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        return proc.stdout.readline().rsplit(" ", 1)[1].strip()
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_standalone_emulator_on_port_0_comes_back_on_the_port_of_its_state_dir(tmp_path: Path) -> None:
+    """``batcher emulator --port 0 --state-dir DIR`` took a new port at every start, so the
+    poll_urls an earlier one handed out (they name its port) no longer reached the jobs DIR
+    remembers; the README says it binds the port it had last time."""
+    command = [sys.executable, "-m", "batcher", "emulator", "--port", "0", "--state-dir", str(tmp_path)]
+    command += ["--render", "placeholder"]
+    first = _first_base_url(command)
+    assert _first_base_url(command) == first
+    assert remembered_port(tmp_path) == int(first.rsplit(":", 1)[1])
+
+
 async def test_the_bound_port_is_remembered(tmp_path: Path) -> None:
     config = EmulatorConfig(state_dir=str(tmp_path), render="placeholder")
     assert remembered_port(tmp_path) == 0
