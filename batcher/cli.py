@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the account's requests per minute, if known (default: learn it from 429s)",
     )
     run.add_argument(
-        "--poll-interval", type=float, metavar="SECONDS", help="seconds between polls (default 7)"
+        "--poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="the first guess of a job's duration, which polls then learn from; with poll.policy:"
+        " fixed in the config, the seconds between polls (default 7)",
     )
     run.add_argument(
         "--retry-failed",
