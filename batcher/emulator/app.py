@@ -89,7 +89,7 @@ class RenderPool:
         if state.saved is not None:
             # On disk before any poll can see it: a COMPLETED answer's files survive a crash.
             try:
-                result = await state.saved.record_render(job, result, now, state.clock)
+                result = await state.saved.record_render(job, result, now)
             except OSError as exc:
                 # Served from memory now; a restarted emulator renders it again.
                 log.error("emulator: cannot keep the render of %s on disk: %s", job.request_id, exc)

@@ -1,16 +1,29 @@
-"""``batcher emulator``: serve the emulated Segmind API standalone until Ctrl-C."""
+"""``batcher emulator``: serve the emulated Segmind API standalone until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import errno
+import math
 import re
+import signal
 import sys
 
 import anyio
 
 from ..clock import Clock, ScaledClock, SystemClock
 from ..errors import BatcherError, ConfigError, UsageError
-from .config import DURATION_SHAPES, ERROR_SHAPES, OUTPUT_SHAPES, RATE_HEADERS, RENDER_MODES, EmulatorConfig
+from .config import (
+    AUTH_HEADERS,
+    DURATION_SHAPES,
+    ERROR_SHAPES,
+    OUTPUT_SHAPES,
+    RATE_HEADERS,
+    RENDER_MODES,
+    EmulatorConfig,
+)
 from .persist import remembered_port
 from .server import run_emulator
 
@@ -30,6 +43,28 @@ def parse_rate(text: str) -> tuple[float, float]:
     return float(match.group(1)), _PERIODS[unit]
 
 
+def parse_port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}: give 1 to 65535, or 0 for any free port")
+    return port
+
+
+def parse_speed(text: str) -> float:
+    """How many times faster than real time the emulator's clock runs: a finite number above 0."""
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = math.nan
+    if not (math.isfinite(speed) and speed > 0.0):
+        raise argparse.ArgumentTypeError(f"bad speed {text!r}: give a number above 0, e.g. 60")
+    return speed
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The emulator's flags: one per :class:`EmulatorConfig` setting, plus where and how fast."""
     d = EmulatorConfig()
@@ -38,16 +73,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     where.add_argument(
         "--port",
-        type=int,
+        type=parse_port,
         default=8787,
-        help="port, 0 for any free one; with --state-dir, 0 is the port it had last time, if free"
+        help="port, 0 for any free one (with --state-dir: the one it had last time, if free)"
         " (default %(default)s)",
     )
     where.add_argument(
-        "--speed", type=float, default=1.0, help="run time this many times faster (a ScaledClock), e.g. 60"
+        "--speed",
+        type=parse_speed,
+        default=1.0,
+        help="run the emulator's clock this many times faster, e.g. 60; all its times scale: job"
+        " durations, TTLs, the rate limit's period (50/min is then 50 a real second), the waits"
+        " a 429 names (default 1)",
     )
     add("--seed", type=int, default=d.seed, help="seed of every random draw (default %(default)s)")
     add("--api-key", default=None, help="the only key accepted (default: any non-empty key)")
+    add(
+        "--auth-header",
+        choices=AUTH_HEADERS,
+        default=d.auth_header,
+        help="the header the key is read from: x-api-key, Authorization: Bearer, or either"
+        " (default %(default)s)",
+    )
     add(
         "--forbidden-key",
         action="append",
@@ -180,43 +227,76 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C. Returns the exit status (2 for a bad setting)."""
+    """Serve until Ctrl-C or SIGTERM (exit 0). Returns the exit status: 2 for a bad setting, 1
+    when it cannot serve (the port taken, the state folder in use)."""
     try:
         config = config_from_args(args)
-        if args.speed <= 0:
-            raise ConfigError("must be positive", source="flag", key="--speed", fix="e.g. --speed 60")
     except ConfigError as exc:
         print(f"batcher emulator: {exc}", file=sys.stderr)
         return 2
     clock: Clock = ScaledClock(args.speed) if args.speed != 1.0 else SystemClock()
     try:
         anyio.run(_serve, config, clock, args.host, args.port)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a Ctrl-C before it was serving
         pass
     except BatcherError as exc:  # a state_dir that cannot be used, or is in use
         print(f"batcher emulator: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
     except OSError as exc:
-        print(
-            f"batcher emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+        print(f"batcher emulator: {_listen_error(args.host, args.port, exc)}", file=sys.stderr)
         return 1
+    else:
+        # Stopped by a signal: one more from here until the process exits changes nothing (the
+        # default actions put back would end it with 143, or a KeyboardInterrupt traceback).
+        for signum in _SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
     return 0
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    """What went wrong listening on ``host:port``, and what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {host}:{port}: the port is in use (another emulator?); give another"
+            " --port, or --port 0 for any free one"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}:{port}: no such address on this machine; check --host"
+    reason = exc.strerror or str(exc)
+    return f"cannot listen on {host}:{port}: {reason}; check --host and --port"
+
+
+def _stop_on_signals(stop: anyio.Event) -> None:
+    """SIGINT and SIGTERM set ``stop`` (the emulator then stops in order); any more are ignored.
+    Plain handlers that hand the signal to the loop, as :mod:`batcher.signals` explains."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed since the check
+                loop.call_soon_threadsafe(stop.set)
+
+    for signum in _SIGNALS:
+        signal.signal(signum, on_signal)
+
+
 async def _serve(config: EmulatorConfig, clock: Clock, host: str, port: int) -> None:
-    # --port 0 with a state_dir: the port of the last emulator on it, so that the poll_urls it
-    # handed out (which name their port) still reach the jobs it remembers.
-    again = port == 0 and config.state_dir is not None
-    if again:
-        assert config.state_dir is not None
-        port = remembered_port(config.state_dir)
-    async with run_emulator(config, clock=clock, host=host, port=port, port_fallback=again) as running:
+    """Serve until SIGINT or SIGTERM, then stop in order: answers being written get
+    ``shutdown_timeout``, renders are cancelled, the state folder is closed."""
+    stop = anyio.Event()
+    fallback = False
+    if port == 0 and config.state_dir is not None:
+        # Any free port, but first the one its jobs' poll_urls name, if it is still free.
+        port, fallback = remembered_port(config.state_dir), True
+    async with run_emulator(config, clock=clock, host=host, port=port, port_fallback=fallback) as running:
+        _stop_on_signals(stop)
         print(f"Segmind emulator serving at {running.base_url}", flush=True)
         print(
             f"  submit: POST {running.base_url}/workflows/<workflow id>   stats: "
             f"{running.base_url}/_emulator/stats   Ctrl-C to stop",
             flush=True,
         )
-        await anyio.sleep_forever()
+        await stop.wait()

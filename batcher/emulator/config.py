@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 
 RATE_HEADERS = ("retry-after-seconds", "retry-after-date", "reset-at-utc", "none")
+AUTH_HEADERS = ("either", "x-api-key", "bearer")
 DURATION_SHAPES = ("lognormal", "bimodal")
 OUTPUT_SHAPES = ("list", "flat", "parsed", "base64")
 RENDER_MODES = ("real", "placeholder")
@@ -51,6 +53,10 @@ class EmulatorConfig:
     api_key: str | None = field(default=None, repr=False)
     #: Keys that authenticate but are not allowed to run workflows (403).
     forbidden_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Where the key is read from: ``x-api-key`` (the SDK's header), ``bearer`` (``Authorization:
+    #: Bearer``, the seeds' header) or ``either``. The contract does not say the real API takes
+    #: both; a client that sends only one passes against ``either`` and fails against the other.
+    auth_header: str = "either"
 
     # --- the request budget, per API key, shared by submits and polls -----------------------
     #: Requests allowed per ``rate_period`` seconds; ``None`` is unlimited.
@@ -170,6 +176,7 @@ class EmulatorConfig:
             _bad("rate_burst", self.rate_burst, "give 1 or more, or leave it unset")
         for name, value, choices in (
             ("rate_header", self.rate_header, RATE_HEADERS),
+            ("auth_header", self.auth_header, AUTH_HEADERS),
             ("duration_shape", self.duration_shape, DURATION_SHAPES),
             ("output_shape", self.output_shape, OUTPUT_SHAPES),
             ("render", self.render, RENDER_MODES),
@@ -201,6 +208,9 @@ class EmulatorConfig:
             _bad(
                 "poll_origin", self.poll_origin, "give scheme://host[:port], e.g. http://other-host.test:1234"
             )
+        if self.assets_dir is not None and not Path(self.assets_dir).is_dir():
+            # Every /assets/ URL would answer 404, and each job given one fail "could not fetch".
+            _bad("assets_dir", self.assets_dir, "give an existing folder, e.g. jobs/demo-images")
         if self.state_dir is not None and not str(self.state_dir).strip():
             _bad("state_dir", self.state_dir, "give a folder, or leave it unset to remember nothing")
 

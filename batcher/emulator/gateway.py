@@ -31,6 +31,10 @@ _HTML_405 = (
 )
 
 
+#: What a 401 for a missing key tells the client to send, by ``auth_header``.
+_SEND = {"either": "x-api-key", "x-api-key": "x-api-key", "bearer": "Authorization: Bearer <key>"}
+
+
 @dataclass(frozen=True)
 class ApiCall:
     """An API request that passed the gateway: who sent it and what is to go wrong with it."""
@@ -48,11 +52,13 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None)
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def api_key_of(request: web.Request) -> str:
-    """The key from ``x-api-key`` or ``Authorization: Bearer``; empty when neither is given."""
-    key = request.headers.get("x-api-key", "").strip()
-    if key:
-        return key
+def api_key_of(request: web.Request, header: str = "either") -> str:
+    """The key from ``x-api-key`` or ``Authorization: Bearer`` (or only the one ``header``
+    names: ``x-api-key`` or ``bearer``); empty when it is not given."""
+    if header != "bearer":
+        key = request.headers.get("x-api-key", "").strip()
+        if key or header == "x-api-key":
+            return key
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
@@ -76,9 +82,10 @@ def api_route(kind: str, handler: ApiHandler) -> Handler:
             state.events["slow"] += 1
             await state.clock.sleep(config.slow_seconds)
 
-        key = api_key_of(request)
+        key = api_key_of(request, config.auth_header)
         if not key:
-            return _answer(state, kind, json_error(401, "Unauthorized: no API key given (send x-api-key)"))
+            missing = f"Unauthorized: no API key given (send {_SEND[config.auth_header]})"
+            return _answer(state, kind, json_error(401, missing))
         if config.api_key is not None and key != config.api_key:
             return _answer(state, kind, json_error(401, "Unauthorized: invalid API key"))
         if key in config.forbidden_keys:

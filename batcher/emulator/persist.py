@@ -8,8 +8,10 @@ their bills. Layout::
     state_dir/outputs/<request_id>/   rendered files, each written to a temporary name, then renamed
     state_dir/port                    the port it last listened on (:func:`remembered_port`)
 
-Records. Times are POSIX seconds (``clock.wall()``): a monotonic clock means nothing to the next
-process, so they are turned back into this clock's monotonic time on load::
+Records. Times are POSIX seconds: a monotonic clock means nothing to the next process, so they are
+turned back into this clock's monotonic time on load, and written on that same timeline after. A
+journal whose latest time is ahead of the new clock's wall time (an emulator under ``--speed`` runs
+ahead of the real time; a wall clock set back) carries on from that time, not from the clock's::
 
     {"kind": "job", "request_id", "workflow", "inputs", "input_hash", "occurrence", "owner",
      "fate": {"duration", "fails", "error_shape", "reason"}, "submitted", "start", "finish"}
@@ -18,6 +20,8 @@ process, so they are turned back into this clock's monotonic time on load::
         a reconfigure drew again for an unfinished job
     {"kind": "rendered", "request_id", "at", "outputs": [{"name", "content_type"}], "error"}
         once its files are in place, before any poll may report the job finished
+    {"kind": "stopped", "at"}
+        the emulator stopped in order: the time it had reached
 
 Derived again on load, not stored: statuses (from the times), the bill (the prices of completed
 jobs), submissions per input, and the worker pool. A job whose render is missing (the emulator
@@ -26,7 +30,9 @@ stopped mid-render, or a file is gone) is rendered again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -78,6 +84,10 @@ class StateDir:
         self.journal = journal
         #: Records that could not be used on load (unknown workflow, missing fields...).
         self.unusable_records = 0
+        # The clock, and journal time minus its monotonic time: fixed by load().
+        self._clock: Clock | None = None
+        self._offset: float | None = None
+        self._closed = False
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> StateDir:
@@ -98,45 +108,89 @@ class StateDir:
         return cls(folder, journal)
 
     def close(self) -> None:
-        """Sync and release the folder (safe to call twice)."""
+        """Note the time reached, sync and release the folder (safe to call twice)."""
+        if self._clock is not None and not self._closed and self.journal.failed is None:
+            # Where this emulator's time had got to: the next one carries on from at least here.
+            with contextlib.suppress(OSError):
+                self.journal.append({"kind": "stopped", "at": self._journal_time(self._clock.monotonic())})
+        self._closed = True
         self.journal.close()
+
+    # --- time -----------------------------------------------------------------------------
+
+    def _journal_time(self, monotonic: float) -> float:
+        """A time of this emulator's clock (monotonic) as the journal writes it."""
+        assert self._offset is not None, "load() first"
+        return monotonic + self._offset
 
     # --- loading --------------------------------------------------------------------------
 
     def load(self, clock: Clock) -> list[Job]:
-        """Every job the journal knows, with its times on ``clock``'s monotonic timeline."""
-        offset = clock.wall() - clock.monotonic()
+        """Every job the journal knows, with its times on ``clock``'s monotonic timeline.
+
+        The journal's time carries on from where it stopped: if its last record is later than
+        ``clock``'s wall time (an earlier emulator ran faster, under ``--speed``, or this
+        machine's clock was set back since), the journal's time is taken to have stood still
+        while no emulator ran, rather than jumping back. Read against a clock behind it, a job
+        answered COMPLETED before the restart was QUEUED again, its files 404, for as long as
+        the earlier clock had been ahead.
+        """
         jobs: dict[str, Job] = {}
         renders: dict[str, dict[str, Any]] = {}
+        # The latest time the journal saw pass: a submit, a render, a stop.
+        latest = -math.inf
         for record in self.journal.records():
             try:
                 kind = record["kind"]
                 if kind == "job":
-                    job = _job_from(record, offset)
+                    job = _job_from(record)
                     jobs[job.request_id] = job
+                    latest = max(latest, job.submitted_at)
                 elif kind == "schedule":
                     job = jobs[record["request_id"]]
                     job.fate = _fate_from(record["fate"])
-                    job.start_at = float(record["start"]) - offset
-                    job.finish_at = float(record["finish"]) - offset
+                    job.start_at = _finite(record["start"])
+                    job.finish_at = _finite(record["finish"])
                 elif kind == "rendered":
                     renders[str(record["request_id"])] = record
+                elif kind == "stopped":
+                    latest = max(latest, _finite(record["at"]))
                 else:
                     raise ValueError(kind)
             except (KeyError, TypeError, ValueError, AttributeError):
                 self.unusable_records += 1
+        rendered_at: dict[str, float] = {}
         for request_id, record in renders.items():
             rendered = jobs.get(request_id)
             try:
+                at = _finite(record["at"])
+                latest = max(latest, at)
                 result = None if rendered is None else self._render_from(request_id, record)
-                at = float(record["at"]) - offset
             except (KeyError, TypeError, ValueError, AttributeError):
                 self.unusable_records += 1
                 continue
             if rendered is None or result is None:
                 continue  # a render with no job, or whose files are gone: render again
-            rendered.render, rendered.rendered_at = result, at
+            rendered.render, rendered_at[request_id] = result, at
             rendered.inputs = {}  # never rendered again: keep memory to what is still needed
+        now_wall, now = clock.wall(), clock.monotonic()
+        if latest > now_wall:
+            log.info(
+                "emulator state %s: its journal is %.0f s ahead of this clock; its time carries on"
+                " from where it stopped",
+                self.root,
+                latest - now_wall,
+            )
+            now_wall = latest
+        offset = now_wall - now
+        self._clock, self._offset = clock, offset
+        for job in jobs.values():
+            job.submitted_at -= offset
+            job.start_at -= offset
+            job.finish_at -= offset
+            when = rendered_at.get(job.request_id)
+            if when is not None:
+                job.rendered_at = when - offset
         skipped = self.journal.skipped_lines + self.unusable_records
         if skipped:
             log.warning("emulator state %s: skipped %d unusable journal lines", self.root, skipped)
@@ -158,9 +212,9 @@ class StateDir:
 
     # --- writing --------------------------------------------------------------------------
 
-    async def record_job(self, job: Job, clock: Clock) -> None:
+    async def record_job(self, job: Job) -> None:
         """Write an accepted job through to disk; returns once it is durable."""
-        offset = clock.wall() - clock.monotonic()
+        offset = self._journal_time(0.0)
         self.journal.append(
             {
                 "kind": "job",
@@ -178,9 +232,9 @@ class StateDir:
         )
         await self.journal.sync()
 
-    def record_schedules(self, jobs: Iterable[Job], clock: Clock) -> None:
+    def record_schedules(self, jobs: Iterable[Job]) -> None:
         """Write new draws and times of unfinished jobs (after a reconfigure), durably, now."""
-        offset = clock.wall() - clock.monotonic()
+        offset = self._journal_time(0.0)
         for job in jobs:
             self.journal.append(
                 {
@@ -193,11 +247,11 @@ class StateDir:
             )
         self.journal.sync_now()
 
-    async def record_render(self, job: Job, result: RenderResult, now: float, clock: Clock) -> RenderResult:
+    async def record_render(self, job: Job, result: RenderResult, now: float) -> RenderResult:
         """Put a render's files under ``outputs/`` and journal it; the result, backed by those files.
 
-        ``now`` is the render's time on ``clock``. Files first, then the journal line: a crash in
-        between leaves a job that is simply rendered again.
+        ``now`` is the render's time on the clock :meth:`load` was given. Files first, then the
+        journal line: a crash in between leaves a job that is simply rendered again.
         """
         folder = self.root / OUTPUTS_DIR / job.request_id
         kept = await anyio.to_thread.run_sync(_write_files, folder, result.outputs)
@@ -205,7 +259,7 @@ class StateDir:
             {
                 "kind": "rendered",
                 "request_id": job.request_id,
-                "at": now + clock.wall() - clock.monotonic(),
+                "at": self._journal_time(now),
                 "outputs": [{"name": out.name, "content_type": out.content_type} for out in kept],
                 "error": result.error,
             }
@@ -248,8 +302,17 @@ def _fate_from(data: dict[str, Any]) -> Fate:
     )
 
 
-def _job_from(record: dict[str, Any], offset: float) -> Job:
-    """A job from its ``job`` record; raises ValueError (or KeyError, TypeError) if unusable."""
+def _finite(value: Any) -> float:
+    """A journal time: a finite number (raises ValueError or TypeError otherwise)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _job_from(record: dict[str, Any]) -> Job:
+    """A job from its ``job`` record, its times as written (journal time); raises ValueError (or
+    KeyError, TypeError) if unusable."""
     request_id = str(record["request_id"])
     workflow = lookup(str(record["workflow"]))
     inputs = record["inputs"]
@@ -263,7 +326,7 @@ def _job_from(record: dict[str, Any], offset: float) -> Job:
         occurrence=int(record["occurrence"]),
         owner=str(record["owner"]),
         fate=_fate_from(record["fate"]),
-        submitted_at=float(record["submitted"]) - offset,
-        start_at=float(record["start"]) - offset,
-        finish_at=float(record["finish"]) - offset,
+        submitted_at=_finite(record["submitted"]),
+        start_at=_finite(record["start"]),
+        finish_at=_finite(record["finish"]),
     )

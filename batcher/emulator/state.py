@@ -64,14 +64,14 @@ class EmulatorState:
         self.config = config
         changed = self.store.reconfigure(config, self.clock.monotonic())
         if self.saved is not None and changed:
-            self.saved.record_schedules(changed, self.clock)
+            self.saved.record_schedules(changed)
         self.limiter = RateLimiter(config)
         return config
 
     async def remember(self, job: Job) -> None:
         """Make an accepted job durable (a no-op without a state folder). Raises OSError."""
         if self.saved is not None:
-            await self.saved.record_job(job, self.clock)
+            await self.saved.record_job(job)
 
     def close(self) -> None:
         """Release the state folder, if any (the emulator stops writing through). Idempotent."""

@@ -156,6 +156,21 @@ async def test_401_with_a_wrong_key(auth: str) -> None:
         assert ok.status == 200
 
 
+@pytest.mark.parametrize(("reads", "ignored"), [("x-api-key", "bearer"), ("bearer", "x-api-key")])
+async def test_auth_header_reads_the_key_from_one_header_only(reads: str, ignored: str) -> None:
+    """The contract cannot say whether the real API reads x-api-key (the SDK's) or Authorization:
+    Bearer (the seeds'). Reading either, the emulator let a client that sends only one pass."""
+    async with serve(EmulatorConfig(auth_header=reads, render="placeholder")) as api:
+        body = {"Blog_title_and_description": BLOG_TEXT}
+        refused = await api.submit(BLOG, body, auth=ignored)
+        assert refused.status == 401 and "no API key" in refused.json()["error"]
+        accepted = await api.submit(BLOG, body, auth=reads)
+        assert accepted.status == 200
+        poll_url = accepted.json()["poll_url"]
+        headers = {"x-api-key": "k"} if ignored == "x-api-key" else {"Authorization": "Bearer k"}
+        assert (await api.request("GET", poll_url, headers=headers)).status == 401
+
+
 async def test_403_for_a_key_that_may_not_run_workflows() -> None:
     async with serve(EmulatorConfig(forbidden_keys=("viewer",))) as api:
         reply = await api.submit(BLOG, {"Blog_title_and_description": BLOG_TEXT}, key="viewer")

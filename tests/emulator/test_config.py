@@ -61,6 +61,9 @@ def test_config_is_frozen() -> None:
         ({"poll_origin": "http://other-host.test/api"}, "poll_origin", "scheme://host[:port]"),
         ({"poll_origin": "http://other-host.test:99999"}, "poll_origin", "scheme://host[:port]"),
         ({"state_dir": " "}, "state_dir", "give a folder"),
+        ({"auth_header": "authorization"}, "auth_header", "either, x-api-key, bearer"),
+        # Every /assets/ URL answered 404, and each job given one failed "could not fetch".
+        ({"assets_dir": "no/such/folder"}, "assets_dir", "existing folder"),
     ],
 )
 def test_invalid_settings_name_the_key_and_the_fix(settings: dict[str, object], key: str, fix: str) -> None:
@@ -185,3 +188,25 @@ def test_a_bad_flag_value_exits_2_with_the_fix(capsys: pytest.CaptureFixture[str
 
     assert main(_parse("--error-rate", "2")) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "70000"], "bad port '70000'"),
+        (["--port", "-1"], "bad port '-1'"),
+        (["--speed", "nan"], "bad speed 'nan'"),
+        (["--speed", "inf"], "bad speed 'inf'"),
+        (["--speed", "0"], "bad speed '0'"),
+    ],
+)
+def test_a_port_out_of_range_or_a_speed_that_is_no_rate_is_refused_by_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--port 70000`` ended in an OverflowError traceback from the socket layer (exit 1);
+    ``--speed nan`` and ``inf`` were taken, and made a clock whose time is NaN or stands still."""
+    with pytest.raises(SystemExit) as exited:
+        _parse(*argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -92,6 +92,37 @@ async def test_a_job_whose_time_ran_out_while_the_emulator_was_down_is_completed
         assert (await b.poll(answer["poll_url"])).json()["status"] == "COMPLETED"
 
 
+async def test_a_restart_on_a_clock_behind_the_journal_carries_on_from_where_it_stopped(
+    tmp_path: Path,
+) -> None:
+    """``--speed 60`` runs an hour of the emulator's time in a real minute: restarted then, the new
+    emulator's clock (real time again) is 59 minutes behind its journal. Its jobs keep the
+    statuses they had and finish on time. Read against the clock behind it, a job answered
+    COMPLETED went back to QUEUED, and its file to 404, for those 59 minutes."""
+    config = _config(tmp_path)  # 30 s jobs
+    async with _started(config, W) as a:
+        _clock(a).advance(3600.0)
+        done = await a.queued(SKETCH, sketch_input("cat"))
+        assert (await a.finish(done["request_id"]))["status"] == "COMPLETED"
+        running = await a.queued(SKETCH, sketch_input("house"))
+        await a.emu.state.store.wait_rendered(running["request_id"])
+        _clock(a).advance(10.0)  # stopped 10 s into the second job's 30
+    async with _started(config, W + 60.0) as b:
+        body = (await b.poll(done["poll_url"])).json()
+        assert body["status"] == "COMPLETED"
+        assert (await b.request("GET", _output_url(body))).status == 200
+        assert (await b.poll(running["poll_url"])).json()["status"] == "PROCESSING"
+        _clock(b).advance(19.5)
+        assert (await b.poll(running["poll_url"])).json()["status"] == "PROCESSING"
+        _clock(b).advance(0.5)
+        assert (await b.poll(running["poll_url"])).json()["status"] == "COMPLETED"
+        new = await b.queued(SKETCH, sketch_input("flowers"))
+    # The journal's time went on from where it stopped; so does the next emulator's.
+    async with _started(config, W + 60.0) as c:
+        assert (await c.poll(new["poll_url"])).json()["status"] == "PROCESSING"
+        assert (await c.poll(running["poll_url"])).json()["status"] == "COMPLETED"
+
+
 async def test_submissions_per_input_and_the_bill_survive_and_the_next_draw_follows_on(
     tmp_path: Path,
 ) -> None:
