@@ -347,7 +347,7 @@ class Actions:
                 )
             self.sched.finish(job)
             self.stats.downloading += 1
-            self.downloads.put(DownloadTask(job.job_id, job.workflow, refs))
+            self.downloads.put(DownloadTask(job.job_id, job.workflow, refs, fresh=True))
         elif result.status == "FAILED":
             self._learn(job, elapsed)
             error = f"the provider reported FAILED: {result.error}"

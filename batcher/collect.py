@@ -4,7 +4,9 @@ A job whose poll said COMPLETED (or that an earlier run left ``generated``) beco
 :class:`DownloadTask`. A few workers take them in turn, save every output with
 :class:`~batcher.download.OutputSaver`, try a failure that may pass again with backoff, and record
 ``completed`` or ``download_failed``. A failed download is never a reason to POST again: the next
-run downloads from the same URLs.
+run downloads from the same URLs. An output its host no longer has (403, 404, 410: the provider
+keeps outputs about 7 days; tried again first if the job just finished) makes the job
+``expired``: only ``--retry-failed`` runs it again, paying again.
 
 An output that cannot be *written* (a full disk, a file size limit, the folder gone or read-only)
 is not tried again in this run: that does not pass in seconds, and each try would fetch the file
@@ -36,6 +38,9 @@ class DownloadTask:
     job_id: str
     workflow: str
     refs: tuple[OutputRef, ...]
+    #: The provider answered COMPLETED to this run just now (not a download left by an earlier
+    #: run): a 404 may then be a replica of a new file that lags, worth a few more tries.
+    fresh: bool = False
 
 
 class Collector:
@@ -79,12 +84,25 @@ class Collector:
                         exc.folder,
                     )
                     self.stop(exc.folder)
-                if exc.retryable and not exc.local and attempt < self.retry.max_attempts:
+                # A new file gone from the output host is tried again, as a poll's 404 is: a
+                # replica may lag. One left by an earlier run is not: a week on, every output of
+                # a resumed ledger may be gone, and tries with backoff would hold the workers
+                # for hours.
+                again = exc.retryable or (exc.gone and task.fresh)
+                if again and not exc.local and attempt < self.retry.max_attempts:
                     r = self.retry
                     await self.clock.sleep(
                         full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)
                     )
                     continue
+                if exc.gone:
+                    # Only a new POST can make it: the job is ``expired``, as one whose record is
+                    # gone; not fetched again, and run again (paid) only with --retry-failed.
+                    self.ledger.event(task.job_id, "expired", self.clock.wall(), error=str(exc))
+                    self.stats.outcomes["expired"] += 1
+                    self.stats.downloading -= 1
+                    log.warning("%s: %s", task.job_id, exc)
+                    return
                 self.ledger.event(
                     task.job_id,
                     "download_failed",

@@ -95,7 +95,8 @@ class DownloadFailed(BatcherError):
     """An output could not be saved. ``retryable``: a later run may succeed. ``local``: it could
     not be written under ``--out`` (trying again within seconds cannot help). ``folder``: why no
     output can be written there now (a full disk, a size limit, a folder gone or read-only), or
-    None when only this file is affected."""
+    None when only this file is affected. ``gone``: the output's host says it has no such file
+    (403, 404, 410): outputs are kept about 7 days, so only running the job again can make it."""
 
     def __init__(
         self,
@@ -105,11 +106,13 @@ class DownloadFailed(BatcherError):
         job_id: str | None = None,
         local: bool = False,
         folder: str | None = None,
+        gone: bool = False,
     ) -> None:
         super().__init__(message, job_id=job_id)
         self.retryable = retryable
         self.local = local
         self.folder = folder
+        self.gone = gone
 
 
 #: Write errors that concern the whole output folder, not one file's name.
@@ -276,12 +279,15 @@ class OutputSaver:
                     ref.url, sink, max_bytes=self._max_bytes, timeout=self._timeout, min_rate=self._min_rate
                 )
                 if got.status != 200:
-                    gone = got.status in (403, 404, 410)
-                    raise DownloadFailed(
-                        f"{ref.key}: HTTP {got.status} fetching output"
-                        + (" (the provider keeps outputs about 7 days)" if gone else ""),
-                        retryable=not gone,
-                    )
+                    if got.status in (403, 404, 410):
+                        raise DownloadFailed(
+                            f"{ref.key}: HTTP {got.status} fetching output: the provider no longer"
+                            " has it (outputs are kept about 7 days); `batcher run --retry-failed`"
+                            " runs the job again (paid again)",
+                            retryable=False,
+                            gone=True,
+                        )
+                    raise DownloadFailed(f"{ref.key}: HTTP {got.status} fetching output", retryable=True)
                 content_type, size = got.content_type, got.size
             target = self._target(stem, index, ref.key, _extension(ref.url, content_type), used)
             if spill is not None:

@@ -1,9 +1,11 @@
-"""The engine against ways the real API may behave that the contract leaves open, end to end over
-real sockets: which header it reads the key from."""
+"""The engine against ways the real API may behave that the contract leaves open or that only show
+after days, end to end over real sockets: which header it reads the key from, and outputs gone
+from its storage (kept about 7 days)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
 from batcher.workflows import WorkflowRegistry
 
-from .support import API_KEY, SPEED, run, settings_for, sketch_rows, write_jsonl
+from .support import API_KEY, SPEED, ledger_lines, run, settings_for, sketch_rows, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
@@ -35,3 +37,61 @@ async def test_a_run_completes_whichever_header_the_provider_reads_the_key_from(
         requests = emu.stats()["requests"]
     assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 3}
     assert set(requests["submit"]) == {"200"} and set(requests["poll"]) == {"200"}
+
+
+async def test_an_output_gone_from_the_provider_expires_its_job_and_only_retry_failed_runs_it_again(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """An output URL answering 404 (the provider keeps files about 7 days; a run resumed after a
+    week, or a download left for the next night) was ``download_failed`` and fetched again on
+    every later run, for ever, exit 1 each night; ``--retry-failed`` fetched it again too, so
+    nothing but a new job id could ever get the picture. Now: tried again like a poll's 404 (a
+    fresh file's replica may lag), then the job is ``expired``, with a message that says what to
+    do; later runs leave it, and ``--retry-failed`` sends it again (paid again)."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with run_emulator(dataclasses.replace(FAST, output_ttl=0.001), clock=clock) as emu:
+        first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        tried = emu.stats()
+        again = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        untouched = emu.stats()
+        emu.state.reconfigure(output_ttl=None)
+        settings = settings_for(emu.base_url, tmp_path, retry_failed=True)
+        retried = await run(settings, [manifest], registry, clock)
+        final = emu.stats()
+    assert first.exit_code is ExitCode.FAILED and first.stats.outcomes == {"expired": 1}
+    assert tried["requests"]["output"] == {"404": 5}  # retry.max_attempts tries
+    [expired] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "expired"]
+    assert "HTTP 404 fetching output: the provider no longer has it" in expired["error"]
+    assert "--retry-failed" in expired["error"]
+
+    assert again.exit_code is ExitCode.FAILED and again.earlier == {"expired": 1}
+    assert untouched["requests"] == tried["requests"]  # not fetched again, nor POSTed
+
+    assert retried.exit_code is ExitCode.OK and retried.stats.outcomes == {"completed": 1}
+    assert final["submissions"] == 2 and final["requests"]["output"]["200"] == 1
+    assert (tmp_path / "out" / "sketch-0000.png").is_file()
+
+
+async def test_a_download_left_by_an_earlier_run_whose_file_is_gone_expires_after_one_try(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A week on, every output a ledger left to download may be gone: each is tried once, not
+    with backoff (which would hold the few download workers for hours on a big ledger)."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(FAST, clock=clock) as emu:
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        # As if killed after the provider's COMPLETED, before the files were saved.
+        kept = [r for r in ledger_lines(ledger) if r["status"] not in ("completed", "run_end")]
+        ledger.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        for saved in (tmp_path / "out").iterdir():
+            saved.unlink()
+        emu.state.reconfigure(output_ttl=0.001)  # ... and resumed after the files expired
+        before = emu.stats()["requests"]["output"]
+        resumed = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        after = emu.stats()
+    assert resumed.stats.downloads_resumed == 2 and resumed.stats.outcomes == {"expired": 2}
+    assert after["requests"]["output"] == {**before, "404": 2}
+    assert after["submissions"] == 2 and resumed.exit_code is ExitCode.FAILED
