@@ -41,6 +41,16 @@ class DownloadTask:
     #: The provider answered COMPLETED to this run just now (not a download left by an earlier
     #: run): a 404 may then be a replica of a new file that lags, worth a few more tries.
     fresh: bool = False
+    #: A download left by an earlier run: seconds since its job was submitted, by the ledger's
+    #: times (None: not known). Its files are taken for gone for good only past OUTPUTS_KEPT.
+    age: float | None = None
+
+
+#: How long the provider is taken to keep a job's outputs (it says about 7 days): a download
+#: answered 403/404/410 for a job older than this is ``expired``; a younger one is tried again
+#: by the next run (a host's bad moment must not make a job that only --retry-failed, paying
+#: again, can bring back).
+OUTPUTS_KEPT = 6 * 86400.0
 
 
 class Collector:
@@ -95,20 +105,25 @@ class Collector:
                         full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)
                     )
                     continue
-                if exc.gone:
-                    # Only a new POST can make it: the job is ``expired``, as one whose record is
-                    # gone; not fetched again, and run again (paid) only with --retry-failed.
-                    self.ledger.event(task.job_id, "expired", self.clock.wall(), error=str(exc))
+                if exc.gone and not task.fresh and (task.age is None or task.age >= OUTPUTS_KEPT):
+                    # Old enough for its files to be gone for good: only a new POST can make it.
+                    # The job is ``expired``, as one whose record is gone; not fetched again, and
+                    # run again (paid) only with --retry-failed.
+                    error = (
+                        f"{exc}: the provider no longer has it (outputs are kept about 7 days);"
+                        " `batcher run --retry-failed` runs the job again (paid again)"
+                    )
+                    self.ledger.event(task.job_id, "expired", self.clock.wall(), error=error)
                     self.stats.outcomes["expired"] += 1
                     self.stats.downloading -= 1
-                    log.warning("%s: %s", task.job_id, exc)
+                    log.warning("%s: %s", task.job_id, error)
                     return
                 self.ledger.event(
                     task.job_id,
                     "download_failed",
                     self.clock.wall(),
-                    error=str(exc),
-                    retryable=exc.retryable,
+                    error=_younger(exc) if exc.gone else str(exc),
+                    retryable=exc.retryable or exc.gone,
                     outputs=[r.to_json() for r in task.refs],
                 )
                 self.stats.outcomes["download_failed"] += 1
@@ -123,3 +138,11 @@ class Collector:
             self.stats.outcomes["completed"] += 1
             self.stats.downloading -= 1
             return
+
+
+def _younger(exc: DownloadFailed) -> str:
+    """A gone output of a job younger than OUTPUTS_KEPT: not given up yet."""
+    return (
+        f"{exc}: the job is younger than the {OUTPUTS_KEPT / 86400:g} days the provider is taken to"
+        " keep outputs, so the next run fetches it again (not paid again); after that it is expired"
+    )

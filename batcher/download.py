@@ -280,12 +280,9 @@ class OutputSaver:
                 )
                 if got.status != 200:
                     if got.status in (403, 404, 410):
+                        # Gone, or never there: what that means depends on the job's age (Collector).
                         raise DownloadFailed(
-                            f"{ref.key}: HTTP {got.status} fetching output: the provider no longer"
-                            " has it (outputs are kept about 7 days); `batcher run --retry-failed`"
-                            " runs the job again (paid again)",
-                            retryable=False,
-                            gone=True,
+                            f"{ref.key}: HTTP {got.status} fetching output", retryable=False, gone=True
                         )
                     raise DownloadFailed(f"{ref.key}: HTTP {got.status} fetching output", retryable=True)
                 content_type, size = got.content_type, got.size

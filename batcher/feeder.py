@@ -112,7 +112,9 @@ class Feeder:
             elif step is Next.DOWNLOAD:
                 self.stats.downloads_resumed += 1
                 self.stats.downloading += 1
-                downloads.put(DownloadTask(job_id, js.workflow or "?", refs))
+                submitted = parse_iso(js.submitted_ts) if js.submitted_ts else None
+                age = None if submitted is None else max(0.0, now_wall - submitted)
+                downloads.put(DownloadTask(job_id, js.workflow or "?", refs, age=age))
         if future:
             log.warning(
                 "%s submitted, by the ledger, after this machine's current time (%s; up to %s):"

@@ -15,7 +15,9 @@ from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
 from batcher.workflows import WorkflowRegistry
 
-from .support import API_KEY, SPEED, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+from .support import API_KEY, SPEED, SkewedClock, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+
+DAY = 86400.0
 
 pytestmark = pytest.mark.anyio
 
@@ -39,45 +41,56 @@ async def test_a_run_completes_whichever_header_the_provider_reads_the_key_from(
     assert set(requests["submit"]) == {"200"} and set(requests["poll"]) == {"200"}
 
 
-async def test_an_output_gone_from_the_provider_expires_its_job_and_only_retry_failed_runs_it_again(
+async def test_an_output_gone_from_the_provider_expires_its_job_a_week_on_and_only_retry_failed_runs_it_again(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
-    """An output URL answering 404 (the provider keeps files about 7 days; a run resumed after a
-    week, or a download left for the next night) was ``download_failed`` and fetched again on
-    every later run, for ever, exit 1 each night; ``--retry-failed`` fetched it again too, so
-    nothing but a new job id could ever get the picture. Now: tried again like a poll's 404 (a
-    fresh file's replica may lag), then the job is ``expired``, with a message that says what to
-    do; later runs leave it, and ``--retry-failed`` sends it again (paid again)."""
+    """An output URL answering 404 was ``download_failed`` and fetched again on every later run,
+    for ever, exit 1 each night; ``--retry-failed`` fetched it again too, so nothing but a new job
+    id could ever get the picture. Now a fresh one is tried again like a poll's 404 (a replica may
+    lag), and the next runs fetch it again, free, while the job is younger than the 6 days the
+    provider is taken to keep outputs (a host's bad day must not cost a new POST); past that it is
+    ``expired``, later runs leave it, and ``--retry-failed`` sends it again (paid again)."""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
     async with run_emulator(dataclasses.replace(FAST, output_ttl=0.001), clock=clock) as emu:
         first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
-        tried = emu.stats()
-        again = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
-        untouched = emu.stats()
+        tried = emu.stats()["requests"]["output"]
+        young = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        week_on = SkewedClock(clock, 7 * DAY)
+        old = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, week_on)
+        fetched = emu.stats()["requests"]
+        again = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, week_on)
+        untouched = emu.stats()["requests"]
         emu.state.reconfigure(output_ttl=None)
         settings = settings_for(emu.base_url, tmp_path, retry_failed=True)
-        retried = await run(settings, [manifest], registry, clock)
+        retried = await run(settings, [manifest], registry, week_on)
         final = emu.stats()
-    assert first.exit_code is ExitCode.FAILED and first.stats.outcomes == {"expired": 1}
-    assert tried["requests"]["output"] == {"404": 5}  # retry.max_attempts tries
+    assert first.exit_code is ExitCode.FAILED and first.stats.outcomes == {"download_failed": 1}
+    assert tried == {"404": 5}  # retry.max_attempts tries
+    failed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
+    assert failed[0]["retryable"] is True and "the next run fetches it again" in failed[0]["error"]
+    assert young.stats.outcomes == {"download_failed": 1} and young.stats.submitted == 0
+
+    assert old.exit_code is ExitCode.FAILED and old.stats.outcomes == {"expired": 1}
+    assert fetched["output"] == {"404": 7}  # one try each for the two resumed downloads
     [expired] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "expired"]
     assert "HTTP 404 fetching output: the provider no longer has it" in expired["error"]
     assert "--retry-failed" in expired["error"]
 
     assert again.exit_code is ExitCode.FAILED and again.earlier == {"expired": 1}
-    assert untouched["requests"] == tried["requests"]  # not fetched again, nor POSTed
+    assert untouched == fetched  # not fetched again, nor POSTed
 
     assert retried.exit_code is ExitCode.OK and retried.stats.outcomes == {"completed": 1}
     assert final["submissions"] == 2 and final["requests"]["output"]["200"] == 1
     assert (tmp_path / "out" / "sketch-0000.png").is_file()
 
 
-async def test_a_download_left_by_an_earlier_run_whose_file_is_gone_expires_after_one_try(
+async def test_a_download_left_by_an_earlier_run_is_tried_once_and_expires_only_when_old(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
     """A week on, every output a ledger left to download may be gone: each is tried once, not
-    with backoff (which would hold the few download workers for hours on a big ledger)."""
+    with backoff (which would hold the few download workers for hours on a big ledger), and a job
+    that old is ``expired``; one submitted yesterday stays to be fetched again, free."""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
     ledger = tmp_path / "ledger.jsonl"
@@ -90,8 +103,16 @@ async def test_a_download_left_by_an_earlier_run_whose_file_is_gone_expires_afte
             saved.unlink()
         emu.state.reconfigure(output_ttl=0.001)  # ... and resumed after the files expired
         before = emu.stats()["requests"]["output"]
-        resumed = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        next_day = await run(
+            settings_for(emu.base_url, tmp_path), [manifest], registry, SkewedClock(clock, DAY)
+        )
+        middle = emu.stats()["requests"]["output"]
+        week_on = await run(
+            settings_for(emu.base_url, tmp_path), [manifest], registry, SkewedClock(clock, 7 * DAY)
+        )
         after = emu.stats()
-    assert resumed.stats.downloads_resumed == 2 and resumed.stats.outcomes == {"expired": 2}
-    assert after["requests"]["output"] == {**before, "404": 2}
-    assert after["submissions"] == 2 and resumed.exit_code is ExitCode.FAILED
+    assert next_day.stats.downloads_resumed == 2 and next_day.stats.outcomes == {"download_failed": 2}
+    assert middle == {**before, "404": 2}
+    assert week_on.stats.downloads_resumed == 2 and week_on.stats.outcomes == {"expired": 2}
+    assert after["requests"]["output"] == {**before, "404": 4}
+    assert after["submissions"] == 2 and week_on.exit_code is ExitCode.FAILED
