@@ -150,7 +150,9 @@ async def test_a_clock_stepped_two_days_mid_run_does_not_show_as_days_in_status_
     assert "(active 2d" not in render_status_text(report).splitlines()[1]
     fold = fold_ledger(ledger, durations=True)
     assert fold.durations is not None and len(fold.durations) == 4
-    assert all(5.0 <= seconds < 30.0 for seconds in fold.durations), fold.durations
+    # About the jobs' 5 s: timed by the engine from its POST, which the emulator's clock starts
+    # a moment earlier (scaled, that moment can be tenths of a second); never two days.
+    assert all(4.0 <= seconds < 30.0 for seconds in fold.durations), fold.durations
 
 
 @pytest.mark.parametrize("header", ["reset-at-utc", "retry-after-date"])
