@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from .ledger import utc_iso
 from .preflight import preflight
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
 from .settings_load import load_settings
-from .signals import stop_on_signals
+from .signals import ignore_signals, stop_on_signals
 from .summary import render_summary
 from .workflows import WorkflowRegistry, load_workflows
 
@@ -312,8 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_is_over() -> None:
     """From here until the process exits, its exit code is the run's: SIGINT and SIGTERM are ignored.
     (Restoring the handlers when main returned let a SIGTERM after the summary end it with 143.)"""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    ignore_signals()
 
 
 def _main_run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 import anyio
 
@@ -29,10 +30,30 @@ log = logging.getLogger("batcher")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def stop_on_signals(interrupt: anyio.Event, scope: anyio.CancelScope) -> None:
-    """Install the run's handlers (call from the event loop's thread, inside the loop)."""
+def hand_to_loop(deliver: Callable[[int, int], None], *, most: int) -> None:
+    """Install SIGINT and SIGTERM handlers that count every signal and hand the first ``most``
+    to the running event loop as ``deliver(signum, nth)``; later ones are ignored. Call from the
+    loop's thread, inside the loop. They stay until :func:`ignore_signals` (the emulator uses
+    them too)."""
     loop = asyncio.get_running_loop()
     received = 0
+
+    def on_signal(signum: int, frame: object) -> None:
+        # Runs in the main thread between two bytecodes, wherever they are: only count, and
+        # hand the rest to the loop.
+        nonlocal received
+        received += 1
+        if received > most or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed since the check
+            loop.call_soon_threadsafe(deliver, signum, received)
+
+    for signum in SIGNALS:
+        signal.signal(signum, on_signal)
+
+
+def stop_on_signals(interrupt: anyio.Event, scope: anyio.CancelScope) -> None:
+    """Install the run's handlers (call from the event loop's thread, inside the loop)."""
 
     def deliver(signum: int, nth: int) -> None:
         if nth == 1:
@@ -42,15 +63,11 @@ def stop_on_signals(interrupt: anyio.Event, scope: anyio.CancelScope) -> None:
             log.warning("second signal: stopping now")
             scope.cancel()
 
-    def on_signal(signum: int, frame: object) -> None:
-        # Runs in the main thread between two bytecodes, wherever they are: only count, and
-        # hand the rest to the loop.
-        nonlocal received
-        received += 1
-        if received > 2 or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed since the check
-            loop.call_soon_threadsafe(deliver, signum, received)
+    hand_to_loop(deliver, most=2)
 
+
+def ignore_signals() -> None:
+    """SIGINT and SIGTERM change nothing from here until the process exits (a run or an emulator
+    that has stopped: the default actions put back would end it with 143, or a traceback)."""
     for signum in SIGNALS:
-        signal.signal(signum, on_signal)
+        signal.signal(signum, signal.SIG_IGN)

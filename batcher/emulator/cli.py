@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import errno
 import math
 import re
-import signal
 import sys
 
 import anyio
 
 from ..clock import Clock, ScaledClock, SystemClock
 from ..errors import BatcherError, ConfigError, UsageError
+from ..signals import hand_to_loop, ignore_signals
 from .config import (
     AUTH_HEADERS,
     DURATION_SHAPES,
@@ -246,14 +244,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"batcher emulator: {_listen_error(args.host, args.port, exc)}", file=sys.stderr)
         return 1
     else:
-        # Stopped by a signal: one more from here until the process exits changes nothing (the
-        # default actions put back would end it with 143, or a KeyboardInterrupt traceback).
-        for signum in _SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
+        ignore_signals()  # stopped by a signal: one more from here changes nothing
     return 0
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:
@@ -269,20 +261,6 @@ def _listen_error(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {reason}; check --host and --port"
 
 
-def _stop_on_signals(stop: anyio.Event) -> None:
-    """SIGINT and SIGTERM set ``stop`` (the emulator then stops in order); any more are ignored.
-    Plain handlers that hand the signal to the loop, as :mod:`batcher.signals` explains."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int, frame: object) -> None:
-        if not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed since the check
-                loop.call_soon_threadsafe(stop.set)
-
-    for signum in _SIGNALS:
-        signal.signal(signum, on_signal)
-
-
 async def _serve(config: EmulatorConfig, clock: Clock, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM, then stop in order: answers being written get
     ``shutdown_timeout``, renders are cancelled, the state folder is closed."""
@@ -292,7 +270,8 @@ async def _serve(config: EmulatorConfig, clock: Clock, host: str, port: int) -> 
         # Any free port, but first the one its jobs' poll_urls name, if it is still free.
         port, fallback = remembered_port(config.state_dir), True
     async with run_emulator(config, clock=clock, host=host, port=port, port_fallback=fallback) as running:
-        _stop_on_signals(stop)
+        # SIGINT or SIGTERM: stop in order; any more are ignored (batcher.signals).
+        hand_to_loop(lambda signum, nth: stop.set(), most=1)
         print(f"Segmind emulator serving at {running.base_url}", flush=True)
         print(
             f"  submit: POST {running.base_url}/workflows/<workflow id>   stats: "
