@@ -11,6 +11,7 @@ seen (for duplicate detection).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -66,8 +67,9 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
             )
     retry_failed, unknown_submit = settings.retry_failed, settings.ledger.unknown_submit
 
-    def needs_files(job_id: str) -> bool:  # as the run decides it (batcher.feeder)
-        return sends(state.step(job_id, retry_failed=retry_failed), unknown_submit=unknown_submit)
+    needs_files = functools.partial(
+        state.would_send, retry_failed=retry_failed, unknown_submit=unknown_submit
+    )
 
     joined = survey(manifests, state.runs).joined
     say_invalid = RowLog(

@@ -10,6 +10,7 @@ with other inputs (edited in place since) is warned about, and not sent again.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,7 @@ from .outputs import OutputRef
 from .rowlog import ROW_MESSAGES, RowLog
 from .scheduler import Job, Scheduler
 from .seams import Seam
-from .state import FINAL_OK, JobState, LedgerState, Next, sends
+from .state import FINAL_OK, JobState, LedgerState, Next
 from .stats import RunStats
 from .workflows import WorkflowRegistry
 
@@ -125,12 +126,10 @@ class Feeder:
                 utc_iso(now_wall),
                 max(future)[1],
             )
-        unknown_submit = self.settings.ledger.unknown_submit
         state = self.state
-
-        def needs_files(job_id: str) -> bool:
-            return sends(state.step(job_id, retry_failed=retry_failed), unknown_submit=unknown_submit)
-
+        needs_files = functools.partial(
+            state.would_send, retry_failed=retry_failed, unknown_submit=self.settings.ledger.unknown_submit
+        )
         for item in read_manifests(
             self.manifests, self.registry, joined=self.joined, needs_files=needs_files
         ):

@@ -158,6 +158,11 @@ class LedgerState:
         known = self.jobs.get(job_id)
         return known.next_step(retry_failed=retry_failed) if known is not None else Next.SUBMIT
 
+    def would_send(self, job_id: str, *, retry_failed: bool, unknown_submit: str) -> bool:
+        """Whether a run POSTs the job of this id (:func:`sends` of its :meth:`step`): only such
+        a row needs its local input files (the run and the dry run ask the same)."""
+        return sends(self.step(job_id, retry_failed=retry_failed), unknown_submit=unknown_submit)
+
     def apply(self, rec: Mapping[str, Any]) -> None:
         """Fold one ledger record into the state."""
         self.lines += 1
