@@ -261,7 +261,7 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
     result: RunResult | None = None
 
     with anyio.CancelScope() as scope:  # cancelled by a second signal: result stays None
-        stop_on_signals(interrupt, scope)
+        stop_on_signals(interrupt, scope, last_words=_last_words(args.display), code=ExitCode.INTERRUPTED)
         async with contextlib.AsyncExitStack() as stack:
             if args.emulator:
                 settings = await stack.enter_async_context(_emulated(settings, args.manifests, registry))
@@ -277,6 +277,16 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
                 settings, args.manifests, registry=registry, interrupt=interrupt, progress=show
             )
     return result
+
+
+def _last_words(display: Display) -> str:
+    """What the third signal prints as the process exits at once (on a new line, and with the
+    cursor a live panel hid shown again)."""
+    lead = "\n\x1b[?25h" if isinstance(display, RichDisplay) else ""
+    return (
+        f"{lead}batcher: third signal: exiting now, without waiting for the stop in progress;"
+        " the ledger has every step: run the same command to resume\n"
+    )
 
 
 def _unwrap(exc: BaseException) -> BaseException:

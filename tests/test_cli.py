@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio.abc import Process
+from PIL import Image
 
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.status_text import plural
@@ -374,6 +376,57 @@ async def test_signals_during_a_slow_shutdown_exit_130_without_a_traceback(tmp_p
     assert code == 130, rest
     assert not any("Traceback" in line for line in rest), rest
     assert any("run the same command to resume" in line for line in rest), rest
+
+
+@pytest.mark.anyio
+async def test_a_third_signal_exits_130_at_once_when_the_stop_hangs(tmp_path: Path) -> None:
+    """A stop can hang where cancellation does not reach: here the output's write, in a worker
+    thread, blocks on a file nobody reads (as a dead network disk would block it). The first
+    SIGTERM waits for the download, the second cancels, and waits for the thread; the third used
+    to be ignored, so only kill -9 ended the run. It now exits 130 at once, saying so, and the next
+    run finishes the job without a second POST."""
+    rnd = random.Random(7)
+    side = 800  # noise does not compress: the sketch is a few hundred KB, written in a thread
+    Image.frombytes("RGB", (side, side), rnd.randbytes(side * side * 3)).save(tmp_path / "big.png")
+    row = {"id": "big", "workflow": "sketch", "input": {"input_image": "big.png"}}
+    write_jsonl(tmp_path / "m.jsonl", [row])
+    (tmp_path / "out").mkdir()
+    config = EmulatorConfig(duration_median=3600.0, duration_spread=0.0)
+    async with run_emulator(config) as emu:
+        proc = await _start(tmp_path, emu.base_url)
+        # The part file the output is written to is a pipe the test holds open and never reads.
+        part = tmp_path / "out" / f".big+0.{proc.pid}.part"
+        os.mkfifo(part)
+        reader = os.open(part, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            lines = StderrLines(proc)
+            with anyio.fail_after(30):
+                await lines.wait_for("submitted")
+                emu.state.reconfigure(duration_median=0.0)
+                await anyio.wait_readable(reader)  # the thread is writing the output, and stuck
+                proc.send_signal(signal.SIGTERM)
+                await lines.wait_for("SIGTERM received")
+                proc.send_signal(signal.SIGTERM)
+                await lines.wait_for("second signal")
+                proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                rest = await lines.rest()
+                code = await proc.wait()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.aclose()
+            os.close(reader)
+        assert code == 130, rest
+        assert any("third signal: exiting now" in line for line in rest), rest
+        assert not any("Traceback" in line for line in rest), rest
+        part.unlink()
+        with anyio.fail_after(60):
+            done = await _resume(tmp_path, emu.base_url)
+        stats = emu.stats()
+    assert done.returncode == 0, done.stderr.decode()
+    assert stats["submissions"] == 1
+    assert (tmp_path / "out" / "big.png").stat().st_size > 256 * 1024
 
 
 @pytest.mark.anyio
