@@ -20,6 +20,9 @@
   lines appended as *revocable* (nothing acts on them before a sync covers them) are cut too.
 - **A file deleted or replaced under the writer** is noticed at the next sync: its content is
   written back at its path (or beside it), and the writing stops as after a failed write.
+- **A file cut short or overwritten in place** (logrotate's ``copytruncate``, a copy or a ``>``
+  onto it) is noticed at the next sync too: the file is shorter than what this process wrote, or
+  its last line is not there. Nothing can put those lines back; the writing stops, saying so.
 - **One writer per file.** An exclusive ``flock``, released when the process dies.
 """
 
@@ -110,6 +113,8 @@ class AppendLog:
         self._end = os.fstat(fd).st_size
         #: Where the trailing run of revocable lines begins (see :meth:`append_line`), if any.
         self._revocable_from: int | None = None
+        #: The last line this process wrote, ending at ``_end`` (empty: none, or cut since).
+        self._tail = b""
 
     def append_line(self, data: bytes, *, revocable: bool = False) -> None:
         """Write one complete line (ending in a newline) now, in one ``os.write``.
@@ -138,6 +143,7 @@ class AppendLog:
         elif self._revocable_from is None:
             self._revocable_from = self._end
         self._end += written
+        self._tail = data
         self._written += 1
         self.lines_written += 1
 
@@ -155,7 +161,7 @@ class AppendLog:
         with contextlib.suppress(OSError):
             if os.fstat(self._fd).st_size > keep:
                 os.ftruncate(self._fd, keep)
-                self._end, self._revocable_from = keep, None
+                self._end, self._revocable_from, self._tail = keep, None, b""
 
     def _synced_upto(self, end: int) -> None:
         """A sync covered the file up to ``end``: revocable lines before it may now be acted on."""
@@ -186,9 +192,9 @@ class AppendLog:
                 await anyio.lowlevel.checkpoint()
                 if self.failed is not None:  # one of them could not
                     raise self._error(self.failed)
-                upto, end = self._written, self._end
+                upto, end, tail = self._written, self._end, self._tail
                 try:
-                    await anyio.to_thread.run_sync(self._fsync)
+                    await anyio.to_thread.run_sync(self._fsync, end, tail)
                 except OSError as exc:
                     self._fail(exc)
                     raise self._error(exc) from None
@@ -201,20 +207,31 @@ class AppendLog:
         if self.failed is not None:  # a line appended during the fsync could not be written
             raise self._error(self.failed)
 
-    def _fsync(self) -> None:
-        """fsync, then check that the path still names this file. Deleted or replaced under a
-        running process, it would take every line written since with it when the process ends
-        (and the next run would pay for those jobs again): its content is put back at the path
-        (or beside it, if another file took its name) and the writing stops."""
+    def _fsync(self, end: int, tail: bytes) -> None:
+        """fsync, then check that the path still names this file, and that the file still ends
+        with ``tail``, the last line written, at ``end``. Deleted or replaced under a running
+        process, it would take every line written since with it when the process ends (and the
+        next run would pay for those jobs again): its content is put back at the path (or beside
+        it, if another file took its name) and the writing stops. Cut short or overwritten in
+        place, its lines are gone: the writing stops, and the error says what to do."""
         os.fsync(self._fd)
         mine = os.fstat(self._fd)
         try:
             there = os.stat(self.path)
         except FileNotFoundError:
             there = None
-        if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
-            return
-        raise OSError(errno.ESTALE, self._rescue(replaced=there is not None, linked=mine.st_nlink > 0))
+        if there is None or (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino):
+            raise OSError(errno.ESTALE, self._rescue(replaced=there is not None, linked=mine.st_nlink > 0))
+        if self.failed is None and (
+            mine.st_size < end or (tail and os.pread(self._fd, len(tail), end - len(tail)) != tail)
+        ):
+            raise OSError(
+                errno.ESTALE,
+                "it was cut short or overwritten while this run was writing it (by logrotate's"
+                " copytruncate, or a copy onto it?), and the lines it lost cannot be written back:"
+                " put back the copy if there is one before running again, or the next run submits"
+                " again the jobs whose lines are gone",
+            )
 
     def _rescue(self, *, replaced: bool, linked: bool) -> str:
         """Save what this file holds where the next run finds it (or beside); say what happened."""
@@ -251,9 +268,9 @@ class AppendLog:
         if self.failed is not None:
             raise self._error(self.failed)
         if self._synced < self._written:
-            upto, end = self._written, self._end
+            upto, end, tail = self._written, self._end, self._tail
             try:
-                self._fsync()
+                self._fsync(end, tail)
             except OSError as exc:
                 self._fail(exc)
                 raise self._error(exc) from None
@@ -268,7 +285,7 @@ class AppendLog:
         try:
             if self.failed is None:
                 try:
-                    self._fsync()
+                    self._fsync(self._end, self._tail)
                 except OSError as exc:
                     self._fail(exc)
                     raise self._error(exc) from None

@@ -1,12 +1,14 @@
 """When the disk stops cooperating mid-run: the ledger or the output folder fills up (a file size
 limit, RLIMIT_FSIZE, stands in for a full disk: it applies to root too), or the ledger is deleted
-under a running batcher. One clear line and a documented exit code, never a traceback; nothing the
-ledger acknowledged is lost; the next run pays for nothing twice."""
+or cut short under a running batcher. One clear line and a documented exit code, never a
+traceback; nothing the ledger acknowledged is lost; the next run pays for nothing twice."""
 
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import anyio
 import pytest
 from anyio.abc import Process
 
+from batcher.appendlog import AppendLog, open_locked
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.ledger import read_records
 
@@ -217,3 +220,53 @@ async def test_a_ledger_deleted_under_a_running_batch_is_put_back_and_the_run_st
         stats = emu.stats()
     assert code == 0, stderr
     assert stats["submissions"] == 3 and stats["inputs_submitted_more_than_once"] == 0
+
+
+@pytest.mark.anyio
+async def test_a_ledger_cut_short_under_a_running_batch_stops_the_run_and_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """logrotate's ``copytruncate`` (copy the file, then truncate it) on a running ledger. Before,
+    the run wrote on at the start of the emptied file and ended with exit 0: the ``run``,
+    ``submitting`` and ``submitted`` lines were gone from it, so the next run paid for every job
+    again. Now the next sync notices the file is shorter than what the run wrote, and the run
+    stops with exit 74, saying to put the copy back; with it back, nothing is paid twice."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    (tmp_path / "c.yaml").write_text("poll:\n  policy: fixed\n")
+    ledger, copy = tmp_path / "l.jsonl", tmp_path / "l.jsonl.1"
+    config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
+    async with run_emulator(config) as emu:
+        process = await _start(tmp_path, emu.base_url, "--concurrency", "3", "--config", "c.yaml")
+        async with process:
+            lines = StderrLines(process)
+            await _until_submitted(lines, 3)
+            shutil.copyfile(ledger, copy)
+            os.truncate(ledger, 0)
+            emu.state.reconfigure(duration_median=0.0)
+            code, stderr = await _rest(process, lines)
+        assert code == 74, stderr
+        line = _ledger_failure_line(stderr)
+        assert "it was cut short or overwritten while this run was writing it" in line
+        assert "put back the copy if there is one before running again" in line
+
+        shutil.copyfile(copy, ledger)
+        code, _, stderr = await _run(tmp_path, emu.base_url, run_command(*FAST))
+        stats = emu.stats()
+    assert code == 0, stderr
+    assert stats["submissions"] == 3 and stats["inputs_submitted_more_than_once"] == 0
+
+
+def test_a_ledger_overwritten_in_place_with_as_many_bytes_is_noticed(tmp_path: Path) -> None:
+    """A copy onto the ledger that leaves it as long as before (or longer) is noticed by its last
+    line, not its size."""
+    path = tmp_path / "log.jsonl"
+    log = AppendLog(path, open_locked(path, mode=0o644, locked=RuntimeError), 0)
+    log.append_line(b'{"n": 1}\n')
+    log.sync_now()
+    log.append_line(b'{"n": 2}\n')
+    with open(path, "r+b") as other:  # not O_APPEND: rewrites the bytes in place
+        other.write(b'{"x": 1}\n{"x": 2}\n{"x": 3}\n')
+    with pytest.raises(OSError, match="cut short or overwritten"):
+        log.sync_now()
+    assert log.failed is not None
+    log.close()
