@@ -1,6 +1,7 @@
 """The command line: ``batcher run``, ``batcher emulator`` (``python -m batcher`` is the same).
 
-A user's mistake gets one clear line and exit 2, never a traceback.
+A user's mistake gets one clear line and exit 2, never a traceback. The flags are in
+:mod:`batcher.cli_args`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 from rich.logging import RichHandler
 
-from .cli_inspect import add_report_parser, add_status_parser, main_report, main_status
+from .cli_args import blame_flag, build_parser, overrides_from
+from .cli_inspect import main_report, main_status
 from .clock import SystemClock
 from .config import Settings
 from .dryrun import DryRunReport, dry_run, render_dry_run
@@ -39,131 +41,6 @@ log = logging.getLogger("batcher")
 EMULATOR_KEY = "emulator-demo-key"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="batcher",
-        description="Run Segmind workflows in bulk: resumable, rate-aware, never paying twice.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser("run", help="run (or resume) the jobs of one or more manifests")
-    run.add_argument(
-        "manifests",
-        nargs="+",
-        type=Path,
-        metavar="MANIFEST",
-        help=".jsonl, .csv, .yaml/.yml or .txt (one image URL a line)",
-    )
-    run.add_argument("--config", type=Path, help="YAML settings (see config.example.yaml)")
-    run.add_argument("--ledger", type=Path, help="the run's ledger (default runs/<manifest>/ledger.jsonl)")
-    run.add_argument("--out", type=Path, help="where outputs go (default: outputs/ beside the ledger)")
-    run.add_argument("--concurrency", type=int, help="jobs in flight at most (default 16)")
-    run.add_argument(
-        "--rate-limit",
-        type=float,
-        metavar="PER_MINUTE",
-        help="the account's requests per minute, if known (default: learn it from 429s)",
-    )
-    run.add_argument(
-        "--poll-interval",
-        type=float,
-        metavar="SECONDS",
-        help="the first guess of a job's duration, which polls then learn from; with poll.policy:"
-        " fixed in the config, the seconds between polls (default 7)",
-    )
-    run.add_argument(
-        "--retry-failed",
-        action="store_true",
-        default=None,
-        help="run jobs that failed for good (and expired ones) again",
-    )
-    run.add_argument(
-        "--force",
-        action="store_true",
-        default=None,
-        help="use a ledger written for other manifests or workflow settings",
-    )
-    run.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="validate the manifests, count jobs and estimate the cost; send nothing",
-    )
-    run.add_argument(
-        "--budget",
-        type=float,
-        metavar="USD",
-        help="never submit a job that could take this run's spend past USD",
-    )
-    run.add_argument(
-        "--max-runtime",
-        metavar="DURATION",
-        help='stop submitting in time for in-flight jobs to finish within e.g. "50m"',
-    )
-    run.add_argument(
-        "--halt-on-failure-rate",
-        type=_share,
-        metavar="P",
-        help="stop submitting once more than P (0.2 or 20%%) of finished jobs failed",
-    )
-    run.add_argument(
-        "--halt-min-jobs",
-        type=int,
-        metavar="N",
-        help="finished jobs needed before --halt-on-failure-rate applies (default 20)",
-    )
-    run.add_argument(
-        "--emulator",
-        action="store_true",
-        help="start the Segmind emulator in-process and run against it (no key needed)",
-    )
-    run.add_argument("-v", "--verbose", action="store_true", help="log every submission and its request id")
-
-    run.add_argument(
-        "--progress",
-        choices=["auto", "rich", "plain", "json", "quiet"],
-        default="auto",
-        help="live display: rich on a terminal, a plain line every 30 s otherwise (auto)",
-    )
-    run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
-    run.add_argument(
-        "--log-format",
-        choices=["text", "json"],
-        default="text",
-        help="json: one JSON object per event on stderr",
-    )
-    add_status_parser(sub)
-    add_report_parser(sub)
-    emu = sub.add_parser("emulator", help="serve the Segmind API emulator")
-    from .emulator.cli import add_arguments
-
-    add_arguments(emu)
-    return parser
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "ledger.path": args.ledger,
-        "output.out_dir": args.out,
-        "concurrency": args.concurrency,
-        "rate.requests_per_minute": args.rate_limit,
-        "poll.interval": args.poll_interval,
-        "retry_failed": args.retry_failed,
-        "ledger.force": args.force,
-        "limits.budget_usd": args.budget,
-        "limits.max_runtime": args.max_runtime,
-        "limits.halt_on_failure_rate": args.halt_on_failure_rate,
-        "limits.halt_min_finished": args.halt_min_jobs,
-    }
-
-
-def _share(text: str) -> float:
-    """A share from "0.2" or "20%"."""
-    try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a share such as 0.2 or 20%") from None
-
-
 class _JsonFormatter(logging.Formatter):
     """One JSON object per log event (``--log-format json``)."""
 
@@ -177,6 +54,21 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(event, ensure_ascii=False)
 
 
+def _json_logs(args: argparse.Namespace) -> bool:
+    """JSON progress on stderr means a machine reads it: log lines are JSON there too."""
+    return getattr(args, "log_format", "text") == "json" or getattr(args, "progress", "") == "json"
+
+
+def _say(args: argparse.Namespace, message: str, *, level: str = "error") -> None:
+    """A run's last word on stderr (why it stopped): a line as the log's, so that with
+    ``--log-format json`` a log shipper reading stderr gets JSON to the end (it was plain text)."""
+    if _json_logs(args):
+        event = {"ts": utc_iso(time.time()), "level": level, "event": "log", "message": message}
+        print(json.dumps(event, ensure_ascii=False), file=sys.stderr)
+    else:
+        print(f"batcher: {'error: ' if level == 'error' else ''}{message}", file=sys.stderr)
+
+
 def _setup_logging(args: argparse.Namespace, display: Display | None) -> None:
     root = logging.getLogger("batcher")
     handler: logging.Handler
@@ -186,9 +78,9 @@ def _setup_logging(args: argparse.Namespace, display: Display | None) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        # JSON progress on stderr means a machine reads it: log lines are JSON there too.
-        json_logs = getattr(args, "log_format", "text") == "json" or getattr(args, "progress", "") == "json"
-        handler.setFormatter(_JsonFormatter() if json_logs else logging.Formatter("batcher: %(message)s"))
+        handler.setFormatter(
+            _JsonFormatter() if _json_logs(args) else logging.Formatter("batcher: %(message)s")
+        )
     root.handlers[:] = [handler]
     level = logging.INFO
     if getattr(args, "verbose", False):
@@ -248,12 +140,15 @@ async def _emulated(
 
 async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
     """The run's result; None if a second signal stopped it at once (the ledger has every step)."""
-    overrides = _overrides(args)
+    overrides = overrides_from(args)
     if args.emulator:
         # Everything is on this machine: no proxy, whatever HTTPS_PROXY says (and one batcher
         # cannot use does not stop the demo).
         overrides["api.proxy"] = False
-    settings = load_settings(config_path=args.config, env=os.environ, overrides=overrides)
+    try:
+        settings = load_settings(config_path=args.config, env=os.environ, overrides=overrides)
+    except ConfigError as exc:
+        raise blame_flag(exc) from None
     registry = load_workflows(settings.jobs_dir)
     if args.dry_run:
         return dry_run(settings, args.manifests, registry)
@@ -266,11 +161,7 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
             if args.emulator:
                 settings = await stack.enter_async_context(_emulated(settings, args.manifests, registry))
             elif not settings.api.api_key:
-                raise ConfigError(
-                    "no API key",
-                    key="SEGMIND_API_KEY",
-                    fix="export SEGMIND_API_KEY=..., set api.api_key in --config, or use --emulator",
-                )
+                raise _no_key(os.environ)
             display: Display = args.display
             show = functools.partial(run_progress, clock=SystemClock(), display=display)
             result = await run_batch(
@@ -286,6 +177,23 @@ def _last_words(display: Display) -> str:
     return (
         f"{lead}batcher: third signal: exiting now, without waiting for the stop in progress;"
         " the ledger has every step: run the same command to resume\n"
+    )
+
+
+def _no_key(env: Mapping[str, str]) -> ConfigError:
+    """What to say when a run has no key. SEGMIND_API_KEY set but blank is the nightly cron line
+    whose ``$(cat ~/.segmind-key)`` printed nothing (the file moved): "export it" misled there."""
+    if "SEGMIND_API_KEY" in env:
+        return ConfigError(
+            "is set, but empty",
+            source="environment variable SEGMIND_API_KEY",
+            fix="a command meant to fill it, such as $(cat ~/.segmind-key), may have printed"
+            " nothing; or set api.api_key in --config, or use --emulator",
+        )
+    return ConfigError(
+        "no API key",
+        key="SEGMIND_API_KEY",
+        fix="export SEGMIND_API_KEY=..., set api.api_key in --config, or use --emulator",
     )
 
 
@@ -331,27 +239,28 @@ def _main_run(args: argparse.Namespace) -> int:
         _run_is_over()
         exc = _unwrap(raised)
         if isinstance(exc, LedgerLockedError):
-            print(f"batcher: {exc}", file=sys.stderr)
+            _say(args, str(exc), level="warning")
             return ExitCode.LOCKED
         if isinstance(exc, LedgerWriteError):
-            print(f"batcher: error: {exc}", file=sys.stderr)
+            _say(args, str(exc))
             return ExitCode.LEDGER_WRITE
         if isinstance(exc, BatcherError):
-            print(f"batcher: error: {exc}", file=sys.stderr)
+            _say(args, str(exc))
             return ExitCode.USAGE
         if isinstance(exc, KeyboardInterrupt):
-            print(
-                "batcher: interrupted; the ledger has every step: run the same command to resume",
-                file=sys.stderr,
+            _say(
+                args,
+                "interrupted; the ledger has every step: run the same command to resume",
+                level="warning",
             )
             return ExitCode.INTERRUPTED
         raise
     _run_is_over()
     if result is None:
-        print(
-            "batcher: stopped at once by a second signal; the ledger has every step:"
-            " run the same command to resume",
-            file=sys.stderr,
+        _say(
+            args,
+            "stopped at once by a second signal; the ledger has every step: run the same command to resume",
+            level="warning",
         )
         return ExitCode.INTERRUPTED
     if isinstance(result, DryRunReport):
@@ -359,5 +268,5 @@ def _main_run(args: argparse.Namespace) -> int:
         return ExitCode.FAILED if result.invalid or result.edited else ExitCode.OK
     print(render_summary(result))
     if result.ledger_error is not None:
-        print(f"batcher: error: {result.ledger_error}", file=sys.stderr)
+        _say(args, str(result.ledger_error))
     return int(result.exit_code)

@@ -99,6 +99,14 @@ def main_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest of ``folder`` and its parents that exists, if it is not a folder."""
+    here = Path(os.path.abspath(folder))
+    while not os.path.lexists(here) and here.parent != here:
+        here = here.parent
+    return None if here.is_dir() else here
+
+
 def main_report(args: argparse.Namespace) -> int:
     """Write the HTML report and say where. Exit 0, or 2 on a user mistake."""
     ledger: Path = args.ledger
@@ -113,6 +121,8 @@ def main_report(args: argparse.Namespace) -> int:
         out = Path(os.path.realpath(out))
     if out.exists() and not out.is_file():
         return _fail(f"{out} is not a regular file (a device, pipe or socket); give -o a file name")
+    if (blocked := _file_in_the_way(out.parent)) is not None:  # was "File exists" (from mkdir)
+        return _fail(f"cannot write report {out}: {blocked} is a file, not a folder; give -o another path")
     try:
         info = build_report(ledger, out, prices=_prices(), gallery_cap=args.gallery)
     except BatcherError as exc:

@@ -127,10 +127,9 @@ def render_dry_run(report: DryRunReport) -> str:
         known = ", ".join(f"{n:,} {_KNOWN.get(k, k)}" for k, n in sorted(report.known.items()))
         lines.append(f"Already in the ledger ({report.ledger}): {known}")
     total = sum(report.to_submit.values())
-    cost = f"${report.cost_usd:,.2f}"
+    # "at list prices" after the jobs with no known price read as if they had one.
+    cost = f"${report.cost_usd:,.2f} at list prices"
     if report.unpriced:
-        cost += f" plus {plural(report.unpriced, 'job')} of workflows with no known price"
-    lines.append(
-        f"Would submit {plural(total, 'job')}, estimated cost {cost} at list prices. Nothing was sent."
-    )
+        cost += f", plus {plural(report.unpriced, 'job')} of workflows with no known price"
+    lines.append(f"Would submit {plural(total, 'job')}, estimated cost {cost}. Nothing was sent.")
     return "\n".join(lines)

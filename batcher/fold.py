@@ -259,7 +259,11 @@ def fold_ledger(path: Path, *, durations: bool = False, lines: bool = False) -> 
         apply(rec)
     fold.finish()
     if fold.lines == 0 and path.stat().st_size > 0 and _first_line_complete(path):
-        raise LedgerError(f"{path} is not a batcher ledger (no line of it is a ledger record)")
+        # Most often the manifest, given where its ledger goes: say where that is.
+        raise LedgerError(
+            f"{path} is not a batcher ledger (no line of it is a ledger record); give the run's ledger"
+            f" (a run of {path.name} without --ledger keeps it in runs/{path.stem}/ledger.jsonl)"
+        )
     return fold
 
 

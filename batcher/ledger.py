@@ -121,9 +121,18 @@ def _looks_like_ledger(fd: int) -> bool:
     return isinstance(record, dict) and "status" in record and "ts" in record
 
 
+def _not_a_ledger(path: Path) -> LedgerError:
+    return LedgerError(
+        f"{path} is not a batcher ledger (its first line is not a ledger record);"
+        " give --ledger a new file or an existing ledger"
+    )
+
+
 def check_ledger_path(path: Path) -> None:
-    """Refuse a ledger path that is there but is not a file (``/dev/null``, a FIFO, a folder),
-    before anything is made beside it (the outputs, the emulator's folder)."""
+    """Refuse a ledger path that is there but is not a file (``/dev/null``, a FIFO, a folder) or
+    is a file but no ledger (a manifest given as ``--ledger``), before anything is made beside
+    it (the outputs, the emulator's folder). A dry run refuses it as the run would; it read the
+    stranger's file as an empty ledger, and said all was well."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -133,6 +142,18 @@ def check_ledger_path(path: Path) -> None:
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
         raise LedgerError(f"cannot open ledger {path}: it is {kind}; give --ledger a file's path")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LedgerError(f"cannot open ledger {path}: {exc.strerror}") from None
+    try:
+        ledger = _looks_like_ledger(fd)
+    except OSError as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if not ledger:
+        raise _not_a_ledger(path)
 
 
 #: What to do about a write that failed, by errno (the rest: check the disk).
@@ -174,10 +195,7 @@ class Ledger(AppendLog):
             raise LedgerError(f"cannot open ledger {path}: {exc.strerror}") from None
         if not _looks_like_ledger(fd):
             os.close(fd)
-            raise LedgerError(
-                f"{path} is not a batcher ledger (its first line is not a ledger record);"
-                " give --ledger a new file or an existing ledger"
-            )
+            raise _not_a_ledger(path)
         try:
             repaired = repair_tail(fd, _valid_line)
         except OSError as exc:

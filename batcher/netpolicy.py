@@ -70,8 +70,11 @@ def normalize_proxy(text: str) -> str:
 
 def proxy_problem(url: str) -> str | None:
     """Why ``url`` cannot be used as a proxy, or None. Never quotes its credentials."""
-    parts = urlsplit(url)
     what = shown(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed [ of an IPv6 address: it was a traceback
+        return f"{what!r} is not a valid URL: {exc}"
     if parts.scheme.lower() not in PROXY_SCHEMES:
         return f"{what!r} is not an http(s) proxy URL (SOCKS proxies are not supported)"
     try:

@@ -8,11 +8,12 @@ reads and merges; :func:`validate` is its last step.
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from .config import UNKNOWN_SUBMIT_CHOICES, Settings
 from .errors import ConfigError
-from .netpolicy import in_clear_off_machine, proxy_problem
+from .netpolicy import in_clear_off_machine, proxy_problem, shown
 
 #: Where each setting's value came from: dotted key → (source, line or None).
 Origins = dict[str, tuple[str, int | None]]
@@ -23,6 +24,9 @@ _NOT_KEY = re.compile(r"[^\x21-\x7e]")
 #: so a key of a character or two would blank letters all over them ("a" every a), and a Segmind
 #: key is far longer ("SG_" and 16 or more hex digits): a shorter one is a paste gone wrong.
 MIN_KEY_LENGTH = 8
+#: No API key begins or ends with these: a key that does was pasted with the quotes around it.
+_QUOTES = ("'", '"')
+_BASE_EXAMPLE = "e.g. https://api.segmind.com, or http://127.0.0.1:8787 for the emulator"
 
 
 def _fills(template: str) -> bool:
@@ -38,14 +42,24 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
     """Raise ConfigError for values that are the right type but cannot work, naming where the
     value came from (the config file and line, the command line, the environment)."""
 
-    def need(ok: bool, key: str, message: str, fix: str, *also: str) -> None:
+    def raise_for(key: str, message: str, fix: str, *also: str) -> NoReturn:
         """``also``: other keys the check involves; the one that was set is named."""
-        if not ok:
-            key = next((k for k in (key, *also) if k in (origins or {})), key)
-            source, line = (origins or {}).get(key, ("built-in default", None))
-            raise ConfigError(message, source=source, key=key, line=line, fix=fix)
+        key = next((k for k in (key, *also) if k in (origins or {})), key)
+        source, line = (origins or {}).get(key, ("built-in default", None))
+        raise ConfigError(message, source=source, key=key, line=line, fix=fix)
 
-    parts = urlsplit(s.api.base_url)
+    def need(ok: bool, key: str, message: str, fix: str, *also: str) -> None:
+        if not ok:
+            raise_for(key, message, fix, *also)
+
+    try:
+        parts = urlsplit(s.api.base_url)
+    except ValueError as exc:  # an unclosed [ of an IPv6 address was a traceback
+        raise_for("api.base_url", f"{shown(s.api.base_url)!r} is not a valid URL: {exc}", _BASE_EXAMPLE)
+    try:
+        port = parts.port  # raises for a port that is not a number or is past 65535
+    except ValueError:
+        port = 0
     need(
         parts.username is None and parts.password is None,
         "api.base_url",
@@ -56,8 +70,10 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
         parts.scheme in ("http", "https") and bool(parts.hostname),
         "api.base_url",
         f"{s.api.base_url!r} is not an http(s) URL",
-        "e.g. https://api.segmind.com",
+        _BASE_EXAMPLE,
     )
+    # aiohttp refused the URL at every submit: each job was tried and left "deferred", exit 1.
+    need(port != 0, "api.base_url", f"{shown(s.api.base_url)!r} has an invalid port", _BASE_EXAMPLE)
     need(
         s.api.allow_insecure_http or not in_clear_off_machine(s.api.base_url),
         "api.base_url",
@@ -95,6 +111,14 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
             f"the key contains {what or f'the character U+{ord(char):04X}'} (the key is not shown)",
             "copy the key again: one word of printable ASCII",
         )
+    # A key pasted with its quotes ("sk-..." from a .env file; docker --env-file keeps them) was
+    # sent with them, and the provider's 401 stopped the run (exit 3) after it had started.
+    need(
+        not (s.api.api_key[:1] in _QUOTES or s.api.api_key[-1:] in _QUOTES),
+        "api.api_key",
+        "the key starts or ends with a quote mark (the key is not shown)",
+        "give the key without the quotes around it",
+    )
     length = len(s.api.api_key)
     need(
         length == 0 or length >= MIN_KEY_LENGTH,  # no key at all: the run says where to put one

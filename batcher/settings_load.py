@@ -123,6 +123,24 @@ def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
     return lines
 
 
+def _repeated_key(node: yaml.Node, prefix: str = "") -> tuple[str, int, int] | None:
+    """The first ``section.key`` a mapping in ``node`` gives twice: ``(key, first line, line)``.
+    YAML keeps the last silently, so a section pasted again at the end of a config replaced the
+    whole earlier one (every setting in it back to its default) without a word."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        name = f"{prefix}{key_node.value}"
+        line = key_node.start_mark.line + 1
+        if key_node.tag != "tag:yaml.org,2002:merge" and name in seen:
+            return name, seen[name], line
+        seen.setdefault(name, line)
+        if found := _repeated_key(value_node, f"{name}."):
+            return found
+    return None
+
+
 def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The YAML mapping in ``path`` and the line of every key. Raises ConfigError."""
     src = str(path)
@@ -130,8 +148,19 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("config file not found", source=src, fix="check the --config path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file: {exc}", source=src) from None
+    except IsADirectoryError:  # was "[Errno 21] Is a directory: '...'"
+        raise ConfigError(
+            "is a folder, not a config file", source=src, fix="give --config a YAML file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror or exc}", source=src) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "not UTF-8 text",
+            source=src,
+            line=exc.object[: exc.start].count(b"\n") + 1,
+            fix="save it as UTF-8",
+        ) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -149,6 +178,15 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         return {}, {}
     if not isinstance(data, dict):
         raise ConfigError("the config file must be a mapping of settings", source=src, line=1)
+    if node is not None and (repeated := _repeated_key(node)):
+        key, first, line = repeated
+        raise ConfigError(
+            f"given twice (first on line {first}); only the last would count",
+            source=src,
+            key=key,
+            line=line,
+            fix="merge them into one",
+        )
     return data, _key_lines(node) if node is not None else {}
 
 

@@ -86,11 +86,15 @@ def render_summary(result: RunResult) -> str:
             "short after a run that did not end in order; fetched again (not paid again)"
         )
     if st.resubmitted_unknown or st.unknown_outcomes:
-        lines.append(
-            f"Outcome unknown: {plural(st.unknown_outcomes, 'POST')} got no clear answer this run and "
-            f"{plural(st.resubmitted_unknown, 'job')} with an earlier POST of unknown outcome had to be "
-            "sent again; each may have been billed twice"
-        )
+        parts = []  # only the counts that happened (it said "... and 0 jobs with ...")
+        if st.unknown_outcomes:
+            parts.append(f"{plural(st.unknown_outcomes, 'POST')} got no clear answer this run")
+        if st.resubmitted_unknown:
+            parts.append(
+                f"{plural(st.resubmitted_unknown, 'job')} with an earlier POST of unknown outcome had to"
+                " be sent again"
+            )
+        lines.append(f"Outcome unknown: {' and '.join(parts)}; each may have been billed twice")
     if st.edited:
         what = "row has the id of a job" if st.edited == 1 else "rows have the ids of jobs"
         lines.append(

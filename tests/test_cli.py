@@ -59,7 +59,16 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             {"m.jsonl": "{}\n", "c.yaml": "api: [\n"},
             "c.yaml:2: not valid YAML",
         ),
-        (["run", "m.jsonl", "--concurrency", "0"], {"m.jsonl": "{}\n"}, "concurrency: must be at least 1"),
+        (
+            ["run", "m.jsonl", "--concurrency", "0"],
+            {"m.jsonl": "{}\n"},
+            "line: --concurrency: must be at least 1",
+        ),
+        (  # named by the flag typed: it said "rate.requests_per_minute"
+            ["run", "m.jsonl", "--rate-limit", "0"],
+            {"m.jsonl": "{}\n"},
+            "command line: --rate-limit: must be positive",
+        ),
         (["run", "m.jsonl", "--rate-limit", "inf"], {"m.jsonl": "{}\n"}, "expected a finite number, got inf"),
         (
             ["run", "m.jsonl", "--poll-interval", "inf"],
@@ -80,7 +89,7 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
         (  # a flag's value is blamed on the command line, not on the config file beside it
             ["run", "m.jsonl", "--config", "c.yaml", "--concurrency", "0"],
             {"m.jsonl": "{}\n", "c.yaml": "poll:\n  interval: 3\n"},
-            "command line: concurrency: must be at least 1",
+            "command line: --concurrency: must be at least 1",
         ),
         (
             ["run", "m.jsonl", "--config", "c.yaml"],
@@ -133,7 +142,7 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
         (  # 90 minutes or an hour and 30 seconds? It was read as the latter
             ["run", "m.jsonl", "--max-runtime", "1h30"],
             {"m.jsonl": "{}\n"},
-            "command line: limits.max_runtime: expected a duration, got '1h30'",
+            "command line: --max-runtime: expected a duration, got '1h30'",
         ),
         (
             ["run", "m.jsonl", "--config", "c.yaml"],
@@ -177,13 +186,56 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             {"m.jsonl": "{}\n", "c.yaml": "api:\n  proxy: socks5://me:MISSHAPEN@proxy.corp:1080\n"},
             "c.yaml:2: api.proxy: 'socks5://***@proxy.corp:1080' is not an http(s) proxy URL",
         ),
+        (  # an IPv6 bracket left open: urlsplit's ValueError was a traceback
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": 'api:\n  proxy: "http://me:MISSHAPEN@[fd00::3128"\n'},
+            "c.yaml:2: api.proxy: 'http://***@[fd00::3128' is not a valid URL",
+        ),
+        (  # the same, as the API base
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": 'api:\n  base_url: "http://[::1:8787"\n'},
+            "c.yaml:2: api.base_url: 'http://[::1:8787' is not a valid URL",
+        ),
+        (  # aiohttp refused it at each submit: every job retried, then left deferred, exit 1
+            ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  base_url: http://127.0.0.1:99999\n"},
+            "c.yaml:2: api.base_url: 'http://127.0.0.1:99999' has an invalid port",
+        ),
+        (  # YAML kept the second poll section and dropped the first without a word
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {
+                "m.jsonl": "{}\n",
+                "c.yaml": "poll:\n  interval: 3\nrate:\n  burst: 2\npoll:\n  policy: fixed\n",
+            },
+            "c.yaml:5: poll: given twice (first on line 1); only the last would count (merge them into one)",
+        ),
+        (
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "concurrency: 4\n# caf\udce9\n"},
+            "c.yaml:2: not UTF-8 text (save it as UTF-8)",
+        ),
+        (  # pasted with its quotes (docker --env-file keeps them): sent so, refused with a 401, exit 3
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  api_key: '\"MISSHAPEN-KEY-42\"'\n"},
+            "c.yaml:2: api.api_key: the key starts or ends with a quote mark (the key is not shown)",
+        ),
+        (  # a manifest given as the ledger: the dry run read it as an empty ledger and said all was well
+            ["run", "m.jsonl", "--dry-run", "--ledger", "other.jsonl"],
+            {"m.jsonl": "{}\n", "other.jsonl": '{"input_image": "https://example.com/a.png"}\n'},
+            "other.jsonl is not a batcher ledger (its first line is not a ledger record)",
+        ),
+        (  # the run refused it too, but only after making the outputs folder beside it
+            ["run", "m.jsonl", "--emulator", "--ledger", "other.jsonl"],
+            {"m.jsonl": "{}\n", "other.jsonl": '{"input_image": "https://example.com/a.png"}\n'},
+            "other.jsonl is not a batcher ledger (its first line is not a ledger record)",
+        ),
     ],
 )
 def test_a_usage_mistake_is_one_clear_line_and_exit_2(
     tmp_path: Path, args: list[str], files: dict[str, str], message: str
 ) -> None:
     for name, text in files.items():
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_bytes(text.encode("utf-8", "surrogateescape"))
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
@@ -191,6 +243,88 @@ def test_a_usage_mistake_is_one_clear_line_and_exit_2(
     assert "MISSHAP" not in proc.stderr  # a key in the wrong shape is still a key
     # Nothing was made: no ledger, no outputs folder, no emulator folder.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+
+
+def test_a_config_folder_is_named_as_a_folder(tmp_path: Path) -> None:
+    """``--config`` naming a folder said "[Errno 21] Is a directory: 'c.yaml'"."""
+    (tmp_path / "c.yaml").mkdir()
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    proc = run_cli("run", "m.jsonl", "--config", "c.yaml", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr == "batcher: error: c.yaml: is a folder, not a config file (give --config a YAML file)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["run", "m.jsonl", "--concurrency", "abc"],
+            "batcher run: error: argument --concurrency: invalid int",
+        ),
+        (
+            ["run", "m.jsonl", "--rate-limit", "abc"],
+            "batcher run: error: argument --rate-limit: invalid float",
+        ),
+        (
+            ["run", "m.jsonl", "--progress", "fancy"],
+            "batcher run: error: argument --progress: invalid choice",
+        ),
+        (["run"], "batcher run: error: the following arguments are required: MANIFEST"),
+        (["status"], "batcher status: error: the following arguments are required: LEDGER"),
+        (["report", "l.jsonl", "--gallery", "x"], "batcher report: error: argument --gallery: invalid int"),
+        (["emulator", "--port", "abc"], "batcher emulator: error: argument --port: bad port 'abc'"),
+        ([], "batcher: error: the following arguments are required: COMMAND"),
+    ],
+)
+def test_a_flag_mistake_is_one_line_pointing_at_the_help(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """argparse printed the whole usage first (7 lines for ``run``, 33 for ``emulator``, whose
+    README section promises one line), the line that matters last; now it is that line alone."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
+    command = message.split(": error:")[0]
+    assert proc.stderr.endswith(f" (see {command} --help)\n"), proc.stderr
+
+
+@pytest.mark.parametrize("value", ["", "  \n"], ids=["empty", "blank"])
+def test_an_api_key_variable_set_but_empty_says_so(tmp_path: Path, value: str) -> None:
+    """The nightly cron line's ``SEGMIND_API_KEY=$(cat ~/.segmind-key)`` with the file gone: it
+    said "no API key (export SEGMIND_API_KEY=...)", though the line does just that."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    env = cli_env()
+    env["SEGMIND_API_KEY"] = value
+    proc = subprocess.run(
+        [sys.executable, "-m", "batcher", "run", "m.jsonl"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(
+        "batcher: error: environment variable SEGMIND_API_KEY: is set, but empty (a command meant to"
+        " fill it, such as $(cat ~/.segmind-key), may have printed nothing;"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+
+
+def test_with_json_logs_the_error_a_run_stops_on_is_json_too(tmp_path: Path) -> None:
+    """``--log-format json`` promises one JSON object per event on stderr; the error that ended a
+    run was a plain "batcher: error: ..." line a log shipper could not parse."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    proc = run_cli("run", "m.jsonl", "--log-format", "json", "--concurrency", "0", cwd=tmp_path)
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    event = json.loads(line)
+    assert event["level"] == "error" and event["event"] == "log"
+    assert event["message"] == "command line: --concurrency: must be at least 1, got 0 (e.g. 16)"
 
 
 def test_no_api_key_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None:

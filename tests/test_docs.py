@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import fnmatch
 import re
+import shlex
 import typing
 from pathlib import Path
 
+import pytest
+
+from batcher.cli_args import build_parser, overrides_from
 from batcher.config import Settings
-from batcher.settings_load import load_settings
+from batcher.emulator.cli import config_from_args
+from batcher.engine import ExitCode
+from batcher.manifest import read_manifests
+from batcher.settings_load import load_settings, parse_duration
+from batcher.workflows import load_workflows
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -79,3 +88,155 @@ def test_readme_module_map_lists_every_module_and_only_modules_that_exist() -> N
     assert not unlisted, f"modules missing from the README's module map: {unlisted}"
     stale = [n for n in names if not any(fnmatch.fnmatch(f, n) for f in files)]
     assert not stale, f"the README's module map names what does not exist: {stale}"
+
+
+def _blocks() -> list[str]:
+    """The README's fenced code blocks, each with its continued lines (``\\``) joined."""
+    text = README.read_text(encoding="utf-8")
+    return [block.replace("\\\n", " ") for block in re.findall(r"```\n(.*?)```", text, flags=re.S)]
+
+
+def _synopsis() -> dict[str, set[str]]:
+    """The flags the README's synopsis shows for each command (``batcher run ... [--force]``)."""
+    block = next(b for b in _blocks() if b.startswith("batcher run MANIFEST"))
+    shown: dict[str, set[str]] = {}
+    for command in re.split(r"^(?=batcher )", block, flags=re.M):
+        if command.strip():
+            name = command.split()[1]
+            shown[name] = set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", command))
+    return shown
+
+
+def _options(name: str) -> list[tuple[str, ...]]:
+    """Each optional flag of ``batcher NAME`` as its spellings (``("-q", "--quiet")``), but --help."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [
+        tuple(action.option_strings)
+        for action in sub.choices[name]._actions
+        if action.option_strings and "--help" not in action.option_strings
+    ]
+
+
+@pytest.mark.parametrize("command", ["run", "status", "report", "emulator"])
+def test_the_readme_synopsis_shows_the_flags_each_command_has(command: str) -> None:
+    """Every flag of the synopsis exists; for run, status and report every flag is shown (the
+    emulator's faults are "[fault options...]")."""
+    shown = _synopsis()[command]
+    options = _options(command)
+    known = {spelling for spellings in options for spelling in spellings}
+    assert not shown - known, f"the README shows flags batcher {command} lacks: {shown - known}"
+    if command != "emulator":
+        missing = [spellings for spellings in options if not shown & set(spellings)]
+        assert not missing, f"flags of batcher {command} missing from the README's synopsis: {missing}"
+
+
+def _is_batcher(word: str) -> bool:
+    return word == "batcher" or word.endswith("/bin/batcher")
+
+
+def _commands() -> list[list[str]]:
+    """Every ``batcher`` command line in the README's code blocks (not the synopsis), as words:
+    the environment assignments before it, then ``batcher`` and its arguments (up to a
+    redirection or the next command)."""
+    found = []
+    for block in _blocks():
+        for line in block.splitlines():
+            words = shlex.split(line, comments=False) if "batcher " in line and "[" not in line else []
+            at = next((i for i, w in enumerate(words) if _is_batcher(w)), None)
+            if at is None:
+                continue
+            start = at
+            while start > 0 and re.match(r"[A-Z_]+=", words[start - 1]):
+                start -= 1
+            end = next((i for i in range(at, len(words)) if re.match(r"\d?>|;|&&|\|", words[i])), len(words))
+            found.append(words[start:end])
+    return found
+
+
+def test_every_batcher_command_the_readme_shows_is_accepted_as_written() -> None:
+    """The README's commands (the first run, the nightly cron line, the emulator's example) parse,
+    and their values pass the same checks a run makes: flags, the environment they set, and the
+    emulator's options. A flag renamed, or a value the checks came to refuse, fails here."""
+    commands = _commands()
+    assert len(commands) >= 4, commands
+    for words in commands:
+        at = next(i for i, w in enumerate(words) if _is_batcher(w))
+        env = dict(w.split("=", 1) for w in words[:at])
+        args = build_parser().parse_args(words[at + 1 :])
+        if args.command == "run":
+            load_settings(env=env, overrides=overrides_from(args))
+        elif args.command == "emulator":
+            config_from_args(args)
+
+
+def _table(heading: str) -> list[list[str]]:
+    """The rows of the first table under ``heading``, each as its cells (header row excluded)."""
+    text = README.read_text(encoding="utf-8")
+    lines = text[text.index(heading) :].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start + 2 : end]]
+
+
+def test_the_readme_exit_codes_are_the_ones_batcher_uses() -> None:
+    codes = [int(row[0]) for row in _table("### Exit codes")]
+    assert codes == sorted(code.value for code in ExitCode)
+
+
+def test_the_readme_workflow_table_is_jobs_definitions() -> None:
+    """Each row's name, Segmind id and price is its ``jobs/*.yaml``'s, and every definition has a row."""
+    rows = _table("### Workflows")
+    shown = {}
+    for name, workflow, _, price in rows:
+        shown[name.strip("`")] = (re.findall(r"`([^`]+)`", workflow)[-1], float(price.lstrip("$")))
+    defined = {wf.name: (wf.workflow_id, wf.price_usd) for wf in load_workflows()}
+    assert shown == defined
+
+
+def test_the_readme_manifest_examples_are_read_as_it_says(tmp_path: Path) -> None:
+    """The JSONL row the manifest table shows is a valid sketch job; a workflow's Segmind id is
+    that workflow (the README's example of a "raw" id, whose price it said was unknown, was
+    sketch's own: checked and priced); another well-formed id is passed through, unpriced; and
+    inference picks the workflow the README names for each set of inputs."""
+    text = README.read_text(encoding="utf-8")
+    row = re.search(r"\| `\.jsonl` \| one object a line: `(\{.*?\})`", text)
+    assert row is not None
+    registry = load_workflows()
+    (tmp_path / "m.jsonl").write_text(row.group(1) + "\n")
+    [job] = list(read_manifests([tmp_path / "m.jsonl"], registry))
+    assert not isinstance(job, Exception), job
+    assert job.workflow.name == "sketch"
+
+    claims = re.findall(r"\(`([0-9a-f]{24}-v\d+)` is `([\w-]+)`, checked and priced\)", text)
+    assert claims, "the README no longer says what a defined workflow's id is"
+    for workflow_id, name in claims:
+        found = registry.get(workflow_id)
+        assert found is not None and found.name == name and found.price_usd is not None
+    other = registry.get("0123456789abcdef01234567-v1")
+    assert other is not None and not other.defined and other.price_usd is None
+
+    inferred = re.search(r"Without `workflow`, it is inferred from the inputs: (.*?)\n- ", text, flags=re.S)
+    assert inferred is not None
+    assert "`input_image` → `sketch`" in inferred.group(1)
+    assert "`Blog_title_and_description`, or `title` with an optional `description` → `blog-image`" in (
+        " ".join(inferred.group(1).split())
+    )
+    for fields, name in [
+        (["input_image"], "sketch"),
+        (["Blog_title_and_description"], "blog-image"),
+        (["title"], "blog-image"),
+        (["title", "description"], "blog-image"),
+    ]:
+        assert [wf.name for wf in registry.infer(fields)] == [name], fields
+
+
+def test_the_readme_durations_are_read_as_it_says() -> None:
+    """``--max-runtime 50m`` (also ``2h``, ``1h30m``, ``90s``; ``1h30`` is refused as ambiguous)."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"`--max-runtime (\w+)` \(also (.*?); `(\w+)` is refused", text)
+    assert match is not None
+    accepted = [match.group(1), *re.findall(r"`(\w+)`", match.group(2))]
+    assert accepted == ["50m", "2h", "1h30m", "90s"]
+    assert [parse_duration(d) for d in accepted] == [3000, 7200, 5400, 90]
+    assert parse_duration(match.group(3)) is None

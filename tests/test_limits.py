@@ -238,7 +238,7 @@ def test_dry_run_counts_are_singular_for_one(
     raw = [{"id": f"raw-{i}", "workflow": "66cec9a38aeef98f887211f1-v2", "input": {"x": i}} for i in range(n)]
     manifest = write_jsonl(tmp_path / "raw.jsonl", raw)
     text = render_dry_run(dry_run(settings, [manifest], registry))
-    assert f"estimated cost $0.00 plus {jobs} of workflows with no known price" in text
+    assert f"estimated cost $0.00 at list prices, plus {jobs} of workflows with no known price." in text
 
 
 async def test_a_job_waiting_to_resend_its_post_is_not_called_in_flight(

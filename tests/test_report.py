@@ -347,6 +347,11 @@ def test_cli_report_says_the_gallery_holds_the_latest_jobs_and_how_to_see_more(
         (["{tmp}/missing.jsonl"], "batcher: error: ledger not found: {tmp}/missing.jsonl\n"),
         (["{tmp}/run/ledger.jsonl", "-o", "{tmp}"], "batcher: error: {tmp} is a folder; give -o a file name"),
         (["{tmp}/run/ledger.jsonl", "--gallery", "-1"], "batcher: error: --gallery must be 0 or more\n"),
+        (  # a file where -o needs a folder: it said "File exists" (from mkdir)
+            ["{tmp}/run/ledger.jsonl", "-o", "{tmp}/run/ledger.jsonl/r.html"],
+            "batcher: error: cannot write report {tmp}/run/ledger.jsonl/r.html: {tmp}/run/ledger.jsonl is a"
+            " file, not a folder; give -o another path\n",
+        ),
         (
             ["{tmp}/run/ledger.jsonl", "-o", "{tmp}/pipe"],
             "batcher: error: {tmp}/pipe is not a regular file (a device, pipe or socket)",

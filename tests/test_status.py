@@ -448,6 +448,20 @@ def test_cli_status_on_a_missing_ledger_is_one_line_and_exit_2(
     assert captured.err == f"batcher: error: ledger not found: {tmp_path / 'missing.jsonl'}\n"
 
 
+def test_cli_status_on_a_manifest_says_where_its_ledger_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``batcher status nightly.jsonl``, the manifest for its ledger: the error said only that it
+    is no ledger; it says where a run of it keeps its ledger by default."""
+    manifest = tmp_path / "nightly.jsonl"
+    manifest.write_text('{"input_image": "https://example.com/a.png"}\n')
+    assert main_status(_cli([str(manifest)])) == 2
+    assert capsys.readouterr().err == (
+        f"batcher: error: {manifest} is not a batcher ledger (no line of it is a ledger record); give"
+        " the run's ledger (a run of nightly.jsonl without --ledger keeps it in runs/nightly/ledger.jsonl)\n"
+    )
+
+
 def test_the_next_run_of_an_unknown_post_follows_the_ledgers_unknown_submit_setting(tmp_path: Path) -> None:
     """``ledger.unknown_submit: fail`` (recorded in the run line) fails such jobs instead of
     resubmitting them; status said "resubmit" whatever the setting."""

@@ -110,3 +110,25 @@ def test_the_counts_of_a_big_run_have_thousands_separators() -> None:
     assert render_summary(idle).splitlines()[0] == (
         "Nothing to do: 50,000 of 51,500 jobs complete; 1,500 failed (use --retry-failed to run those again)."
     )
+
+
+@pytest.mark.parametrize(
+    ("unknown", "resent", "expected"),
+    [
+        (1, 0, "Outcome unknown: 1 POST got no clear answer this run; each may have been billed twice"),
+        (
+            0,
+            2,
+            "Outcome unknown: 2 jobs with an earlier POST of unknown outcome had to be sent again; each may"
+            " have been billed twice",
+        ),
+    ],
+)
+def test_the_unknown_outcome_line_names_only_the_counts_that_happened(
+    unknown: int, resent: int, expected: str
+) -> None:
+    """A run whose one lost POST was sent again in the same run said "1 POST got no clear answer
+    this run and 0 jobs with an earlier POST of unknown outcome had to be sent again"."""
+    stats = RunStats(outcomes=Counter(completed=1), unknown_outcomes=unknown, resubmitted_unknown=resent)
+    result = RunResult(ExitCode.OK, stats, ledger=Path("l.jsonl"), out_dir=Path("o"))
+    assert expected in render_summary(result).splitlines()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from ..cli_args import OneLineParser
 from .cli import add_arguments, main
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        prog="python -m batcher.emulator", description="Serve the Segmind emulator."
-    )
+    parser = OneLineParser(prog="python -m batcher.emulator", description="Serve the Segmind emulator.")
     add_arguments(parser)
     sys.exit(main(parser.parse_args()))

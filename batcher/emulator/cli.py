@@ -214,6 +214,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--fetch-timeout", type=float, default=d.fetch_timeout, help="seconds to fetch an input")
 
 
+#: The settings whose flag is not ``--`` and the setting's name with ``-`` for ``_``.
+_FLAGS = {
+    "rate_burst": "--burst",
+    "rate_period": "--rate-limit",
+    "assets_dir": "--assets",
+    "forbidden_keys": "--forbidden-key",
+    "rate_limit_polls": "--polls-free",
+}
+
+
+def flag_of(key: str) -> str:
+    """The flag that sets ``emulator.<name>``: a mistake in a flag's value is named by the flag
+    typed (it said ``emulator.error_rate`` for ``--error-rate``, as if from a config file)."""
+    name = key.removeprefix("emulator.")
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     """The :class:`EmulatorConfig` the flags describe (raises ConfigError with the fix)."""
     values = {k: v for k, v in vars(args).items() if k in EmulatorConfig.__dataclass_fields__}
@@ -230,7 +247,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ConfigError as exc:
-        print(f"batcher emulator: {exc}", file=sys.stderr)
+        named = ConfigError(exc.problem, key=flag_of(exc.key), fix=exc.fix) if exc.key else exc
+        print(f"batcher emulator: {named}", file=sys.stderr)
         return 2
     clock: Clock = ScaledClock(args.speed) if args.speed != 1.0 else SystemClock()
     try:

@@ -187,7 +187,20 @@ def test_a_bad_flag_value_exits_2_with_the_fix(capsys: pytest.CaptureFixture[str
     from batcher.emulator.cli import main
 
     assert main(_parse("--error-rate", "2")) == 2
-    assert "between 0 and 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == "batcher emulator: --error-rate: invalid value 2.0 (give a probability between 0 and 1)\n"
+
+
+def test_every_setting_is_named_by_a_flag_the_parser_has() -> None:
+    """A flag's mistake names the flag (``--burst``, not ``emulator.rate_burst``): every
+    setting's flag exists."""
+    from batcher.emulator.cli import flag_of
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {flag for action in parser._actions for flag in action.option_strings}
+    missing = [name for name in field_names() if flag_of(f"emulator.{name}") not in flags]
+    assert not missing, missing
 
 
 @pytest.mark.parametrize(
