@@ -158,19 +158,31 @@ class Actions:
             )
             await self.ledger.sync()
         except (LedgerWriteError, anyio.get_cancelled_exc_class()):
-            # Not recorded (or the run stopped meanwhile): never POSTed, left for the next run.
-            self.stats.committed_usd -= price
-            self.stats.requests["submit"] -= 1
-            self.stats.left += 1
-            self.sched.finish(job)
+            # Not recorded (its line is cut again), or the run stopped while the line waited for
+            # its fsync: never POSTed, left for the next run.
+            self._not_posted(job, "the run stopped before its POST was sent")
             raise
-        if job.post_unknown:
-            # Counted when it is sent, not when it was queued: a guard may stop it before that.
-            job.post_unknown = False
-            self.stats.resubmitted_unknown += 1
+        if self.sched.halted:
+            # The run stopped (a signal, --max-runtime, a refused key) while the line waited for
+            # its fsync: the POST has not left, and nothing more is sent.
+            self._not_posted(job, f"the run stopped before its POST was sent ({self.sched.halted})")
+            return
         log.debug("%s: submitting recorded, POST sent", job.job_id)
+        sent = False
+
+        def sending() -> None:
+            # Called when the POST holds a connection slot: from here on it may reach the
+            # provider. A POST cancelled before that (waiting for a slot) never left.
+            nonlocal sent
+            sent = True
+            if job.post_unknown:
+                # Counted when it is sent, not when it was queued: a guard or a stop may keep
+                # it from being sent at all.
+                job.post_unknown = False
+                self.stats.resubmitted_unknown += 1
+
         try:
-            sub = await self.api.submit(wf.workflow_id, body, job_id=job.job_id)
+            sub = await self.api.submit(wf.workflow_id, body, job_id=job.job_id, on_send=sending)
         except (RateLimited, BadRequest, AuthError, NotFound, InsufficientCredits, UnexpectedStatus) as exc:
             self.stats.committed_usd -= price  # a definite "no": nothing started, nothing billed
             self._refused(job, wf, exc)
@@ -180,6 +192,10 @@ class Actions:
         except (RemoteError, TransportError) as exc:
             self._unknown(job, exc)
         except anyio.get_cancelled_exc_class():
+            if not sent:
+                # Stopped while it waited for a connection slot: nothing left this machine.
+                self._not_posted(job, "the run stopped before its POST was sent")
+                raise
             # The run stopped (a signal, --max-runtime) before the answer came: the outcome is
             # unknown, as after a 5xx, and the next run sends it again (or fails it, per
             # ledger.unknown_submit). It is not a job in flight that the next run re-attaches.
@@ -210,6 +226,20 @@ class Actions:
             job.errors = 0
             job.spec = None  # the inputs are not needed any more; keep in-flight jobs small
             self.sched.schedule(job, "poll", job.submitted_at + self.polls.first_delay(job.workflow))
+
+    def _not_posted(self, job: Job, why: str) -> None:
+        """The run stopped between a job's ``submitting`` line and its POST leaving this machine:
+        nothing was sent or billed. Left for the next run, and recorded as ``deferred`` (unless
+        the ledger can take no more lines: then a ``submitting`` line not yet synced was cut
+        again), so the next run sends it as a job never sent, not as a POST of unknown outcome
+        (which ``ledger.unknown_submit: fail`` would fail for good). A job that had an earlier
+        POST of unknown outcome keeps it: only a ``submitted`` line settles that."""
+        self.stats.committed_usd -= job.price or 0.0
+        self.stats.requests["submit"] -= 1
+        self.stats.left += 1
+        self.sched.finish(job)
+        if self.ledger.failed is None:
+            self._event(job, "deferred", error=f"not sent: {why}", retryable=True)
 
     def _unrecorded(self, job: Job, request_id: str) -> None:
         """Accepted (and billed), but the ledger failed before it took the poll_url: the next run
@@ -300,8 +330,9 @@ class Actions:
             self._end(job, "expired")
             return
         except AuthError as exc:
+            # The job is paid for and still in flight (its poll_url is in the ledger): counted so,
+            # and re-attached by the next run.
             self.sched.halt(f"the provider refused the API key ({exc})", by_provider=True)
-            self.sched.finish(job)
             return
         except (RemoteError, TransportError) as exc:
             job.errors += 1

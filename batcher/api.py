@@ -179,13 +179,23 @@ class SegmindAPI:
             )
         return url
 
-    async def submit(self, workflow_id: str, body: Mapping[str, Any], *, job_id: str) -> Submitted:
-        """POST one job. Raises RemoteError / TransportError; the caller decides what each means."""
+    async def submit(
+        self,
+        workflow_id: str,
+        body: Mapping[str, Any],
+        *,
+        job_id: str,
+        on_send: Callable[[], None] | None = None,
+    ) -> Submitted:
+        """POST one job. Raises RemoteError / TransportError; the caller decides what each means.
+        ``on_send`` is called when the POST may leave this machine (see ``Transport.request``)."""
         url = self.submit_url(workflow_id)
         self._check_origin(url)
         # A dict is sent as it is (materialize made a fresh one); any other mapping as a copy.
         json_body = body if isinstance(body, dict) else dict(body)
-        answer = await self._transport.request("POST", url, headers=self._submit_headers, json_body=json_body)
+        answer = await self._transport.request(
+            "POST", url, headers=self._submit_headers, json_body=json_body, on_send=on_send
+        )
         self._note_credits(answer)
         data = self._json_or_raise(answer, job_id=job_id, call="submit")
         request_id = data.get("request_id")

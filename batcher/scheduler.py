@@ -217,12 +217,15 @@ class Scheduler:
         self.wake()
 
     def stop(self, reason: str, *, by_provider: bool = False) -> None:
-        """No more submissions; in-flight jobs are still polled."""
+        """No more submissions; in-flight jobs are still polled. The first reason is kept, except
+        that the provider's (a refused key, an unknown workflow, no credits) outranks one of the
+        run's own (a guard, the output folder): the exit code (3) and the summary say so."""
         if self.stop_submitting is None:
-            self.stop_submitting = reason
-            self.stopped_by_provider = by_provider
             #: Jobs that were queued but never sent; the engine counts them as left over.
             self.unsent.extend(self.pending.refuse())
+        if self.stop_submitting is None or (by_provider and not self.stopped_by_provider):
+            self.stop_submitting = reason
+            self.stopped_by_provider = by_provider
         self.wake()
 
     def halt(self, reason: str, *, by_provider: bool = False) -> None:

@@ -157,14 +157,20 @@ class Transport:
         json_body: Any = None,
         max_bytes: int = 16 * 1024 * 1024,
         timeout: float | None = None,
+        on_send: Callable[[], None] | None = None,
     ) -> Answer:
         """Send one request and read the whole answer (at most ``max_bytes``), within
-        ``timeout`` seconds (default: the transport's ``request_timeout``) of holding a slot."""
+        ``timeout`` seconds (default: the transport's ``request_timeout``) of holding a slot.
+
+        ``on_send`` is called once the request holds its slot, just before it is handed to the
+        network: a request cancelled before that (waiting for a slot) never left this machine."""
         limit = self._request_timeout if timeout is None else timeout
         deadline: asyncio.Timeout | None = None
         proxy = None if self._proxy is None else self.proxy_for(url)
         try:
             async with self._slots:
+                if on_send is not None:
+                    on_send()
                 deadline = asyncio.timeout(limit)
                 async with (
                     deadline,
