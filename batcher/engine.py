@@ -295,7 +295,11 @@ class _Run:
                             async with anyio.create_task_group() as requests:
                                 requests.start_soon(self.feeder.run, downloads)
                                 await self.sched.run()
-                                requests.cancel_scope.cancel()  # the feeder may still be counting
+                                if self.sched.halted:
+                                    # Stopped at once (a refused key): the rows not read yet stay
+                                    # unread. Otherwise submissions stopped, or every row was
+                                    # queued: the feeder counts the rest as not started, and ends.
+                                    requests.cancel_scope.cancel()
                         finally:
                             downloads.close()  # the workers finish what is queued, then end
                     tg.cancel_scope.cancel()  # done: stop the watchers
@@ -336,6 +340,8 @@ class _Run:
                     not_started=self.stats.left + len(self.sched.unsent),
                     stop_reason=self.sched.stop_submitting,
                     edited_rows=self.stats.edited,
+                    # Stopped before every manifest row was read: more than not_started are.
+                    **({} if self.feeder.read_all else {"rows_unread": True}),
                 )
                 await self.ledger.sync()
             except LedgerWriteError:
@@ -368,6 +374,7 @@ class _Run:
     def _result(self) -> RunResult:
         st = self.stats
         st.left += len(self.sched.unsent)
+        st.rows_unread = not self.feeder.read_all
         st.resends_waiting = self.sched.resends_waiting()
         st.in_flight = self.sched.in_flight - st.resends_waiting
         st.stop_reason = self.sched.stop_submitting

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 
 from .clock import Clock
 from .collect import DownloadTask
@@ -35,6 +36,9 @@ from .stats import RunStats
 from .workflows import WorkflowRegistry
 
 log = logging.getLogger("batcher")
+
+#: Manifest rows read between two trips round the event loop (a few milliseconds of work).
+YIELD_EVERY = 256
 
 
 class Feeder:
@@ -64,6 +68,9 @@ class Feeder:
         self.joined: Mapping[str, Mapping[int, Seam]] = {}
         #: Final states of the manifests' jobs that earlier runs finished.
         self.earlier: Counter[str] = Counter()
+        #: Every row of the manifests was read (False: the run stopped before it got to them all,
+        #: so the rows it counts as not started are not all of them).
+        self.read_all = False
         self._say_invalid = RowLog(
             logging.ERROR,
             f"more invalid rows follow, not named here (the first {ROW_MESSAGES} are): the summary "
@@ -130,9 +137,17 @@ class Feeder:
         needs_files = functools.partial(
             state.would_send, retry_failed=retry_failed, unknown_submit=self.settings.ledger.unknown_submit
         )
+        rows = 0
         for item in read_manifests(
             self.manifests, self.registry, joined=self.joined, needs_files=needs_files
         ):
+            rows += 1
+            if rows % YIELD_EVERY == 0:
+                # Rows that are skipped (done earlier, or counted once submissions stopped) and
+                # rows queued while the queue has room never wait: without this, a long
+                # manifest held the event loop for seconds, and a signal, the polls and the
+                # POSTs on the wire with it.
+                await anyio.lowlevel.checkpoint()
             if isinstance(item, RowError):
                 self._invalid(item)
                 continue
@@ -173,6 +188,7 @@ class Feeder:
             if not await self.sched.pending.put(job):
                 self.stats.left += 1
         self.sched.pending.close()
+        self.read_all = True
 
     async def _check_unsynced_outputs(self) -> None:
         """Runs that did not end in order (no ``run_end``: killed, or the machine died) may have

@@ -108,6 +108,9 @@ class LedgerFold:
         self.stop_reason: str | None = None
         #: The last run's rows edited under the id of a job that ran (not run by it).
         self.edited_rows = 0
+        #: The last run stopped before it read every manifest row (more than ``not_started``
+        #: are left).
+        self.rows_unread = False
         self.durations: list[float] | None = [] if durations else None
         self.runs: list[RunSpan] = []
         #: The last run's ``ledger.unknown_submit``: what a POST of unknown outcome gets next.
@@ -146,6 +149,7 @@ class LedgerFold:
             self.invalid = []  # only the last run's invalid rows are news
             self.invalid_total = 0
             self.not_started, self.stop_reason, self.edited_rows = 0, None, 0
+            self.rows_unread = False
             return
         run = self._run
         if run is not None:
@@ -163,6 +167,7 @@ class LedgerFold:
                 self.stop_reason = _str_or_none(rec.get("stop_reason"))
                 edited = rec.get("edited_rows")
                 self.edited_rows = edited if isinstance(edited, int) and not isinstance(edited, bool) else 0
+                self.rows_unread = rec.get("rows_unread") is True
             return
         if not isinstance(job_id, str) or not isinstance(status, str):
             return

@@ -54,6 +54,9 @@ class RunStats:
     gave_up_polling: int = 0
     #: Jobs left for a later run (submissions stopped early).
     left: int = 0
+    #: The run stopped before it read every manifest row (a signal, the deadline, a refused key):
+    #: the rows it did not read are left for a later run too, and not counted in ``left``.
+    rows_unread: bool = False
     in_flight: int = 0
     #: Why submissions stopped early, if they did.
     stop_reason: str | None = None
@@ -66,9 +69,10 @@ class RunStats:
     def carried_over(self) -> int:
         """Jobs this run leaves for the next: not started, in flight, given up polling, waiting to
         send the POST again, cut off mid-POST, accepted but not recorded, or not yet downloaded
-        (each makes the exit code 1)."""
+        (each makes the exit code 1); manifest rows not read count as one."""
         return (
             self.left
+            + self.rows_unread
             + self.in_flight
             + self.gave_up_polling
             + self.resends_waiting

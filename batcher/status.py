@@ -132,6 +132,9 @@ class StatusReport:
     stop_reason: str | None = None
     #: Rows the last run did not run because their id is that of a job sent with other inputs.
     edited_rows: int = 0
+    #: The last run stopped before it read every manifest row: the rows after those it counted
+    #: in ``not_started`` are left too (the next run reads them).
+    rows_unread: bool = False
     #: Of the failed jobs, those a run stopped polling after ``poll.give_up_after`` while the
     #: provider still had them unfinished: paid for, re-attached (never POSTed) by the next run.
     gave_up_polling: int = 0
@@ -251,6 +254,7 @@ def summarize(
         not_started=fold.not_started,
         stop_reason=fold.stop_reason,
         edited_rows=fold.edited_rows,
+        rows_unread=fold.rows_unread,
         gave_up_polling=gave_up,
         failure_reasons=len(failures),
     )

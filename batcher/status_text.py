@@ -123,10 +123,12 @@ def render_status_text(report: StatusReport) -> str:
     flag = " with --retry-failed" if report.retry_failed else ""
     head.append(("Next run", f"{plural(report.next_run_total, 'known job')} would run{flag}"))
     rows["Next run"] = [(_next_words(step, report), f"{n:,}", "") for step, n in report.next_run.items() if n]
-    if report.not_started or report.stop_reason or report.edited_rows:
+    if report.not_started or report.stop_reason or report.edited_rows or report.rows_unread:
         said = [f"stopped submitting: {clean(report.stop_reason)}"] if report.stop_reason else []
         if report.not_started:
             said.append(f"{plural(report.not_started, 'job')} not started (the next run submits them)")
+        if report.rows_unread:
+            said.append("it stopped before reading every manifest row (the next run reads the rest)")
         if edited := report.edited_rows:
             whose, them = ("its job", "it") if edited == 1 else ("their jobs", "them")
             said.append(
@@ -208,6 +210,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
             "not_started": report.not_started,
             "stop_reason": report.stop_reason,
             "edited_rows": report.edited_rows,
+            "rows_unread": report.rows_unread,
         },
         "in_flight": {
             "total": report.in_flight_total,

@@ -57,6 +57,10 @@ def render_summary(result: RunResult) -> str:
             parts.append(f"{st.downloading:,} not yet downloaded (next run fetches them, not paid again)")
         if st.left:
             parts.append(f"{st.left:,} not started")
+        if st.rows_unread:
+            # The run stopped before the end of its manifests: the rows it did not get to are
+            # not in the count above.
+            parts.append("the rest of the manifest not read (the next run reads it)")
         lines.append("This run: " + (", ".join(parts) if parts else "no jobs finished"))
         if result.earlier:
             earlier = ", ".join(f"{n:,} {k}" for k, n in sorted(result.earlier.items()))

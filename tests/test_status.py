@@ -558,6 +558,7 @@ async def test_the_morning_after_a_run_stopped_early_says_what_it_left_unstarted
             "not_started": 3,
             "stop_reason": report.stop_reason,
             "edited_rows": 0,
+            "rows_unread": False,
         }
         await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
     report = ledger_status(ledger, prices=PRICES, now=T0)

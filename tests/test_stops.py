@@ -279,3 +279,67 @@ async def test_a_key_refused_on_a_poll_exits_3_and_counts_the_job_in_flight(
     report = ledger_status(tmp_path / "ledger.jsonl", prices={}, now=time.time())
     assert result.stats.in_flight == report.next_run["attach"] == report.in_flight_total == posted
     assert "refused the API key" in (report.stop_reason or "")
+
+
+async def test_a_signal_is_acted_on_while_a_long_manifest_of_finished_rows_is_read(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Rows that need nothing from a run (done in earlier runs) never made the feeder wait, so it
+    held the event loop until the end of the manifest (seconds, for a nightly manifest of a
+    million rows): a job re-attached from the ledger was not polled, and a signal (even the second,
+    "stop at once") was not acted on, until then. Now the run stops while it reads, says rows were
+    left unread (as ``status`` does), and the next run reads them."""
+    done, rid = 40_000, "a" * 32
+    provider, interrupted = Provider(), anyio.Event()
+    manifest = tmp_path / "m.jsonl"
+    ledger = tmp_path / "ledger.jsonl"
+    async with served(provider.app()) as base:
+        rows = [{"id": "attached", "workflow": "sketch", "input": {"input_image": png_data_uri(0)}}]
+        rows += [
+            {
+                "id": f"done-{i:05d}",
+                "workflow": "sketch",
+                "input": {"input_image": f"https://img.test/{i}.png"},
+            }
+            for i in range(done)
+        ]
+        write_jsonl(manifest, rows)
+        lines = [
+            {"ts": "2026-11-21T00:00:00.000Z", "job_id": r["id"], "status": "completed"} for r in rows[1:]
+        ]
+        lines.append(
+            {
+                "ts": "2026-11-21T00:00:00.000Z",
+                "job_id": "attached",
+                "status": "submitted",
+                "workflow": "sketch",
+                "request_id": rid,
+                "poll_url": f"{base}/workflows/request/{rid}",
+            }
+        )
+        write_jsonl(ledger, lines)
+
+        async def first_poll() -> None:
+            interrupted.set()  # the re-attached job is polled: a signal comes now
+
+        provider.before_poll = first_poll
+        provider.poll_answer = lambda: web.json_response({"status": "PROCESSING", "output": ""})
+        settings = settings_for(base, tmp_path)
+        with anyio.fail_after(60):
+            async with running(settings, manifest, registry) as (interrupt, _scope, results):
+                await interrupted.wait()
+                interrupt.set()
+        (first,) = results
+        assert first.stats.skipped < done, "the manifest was read to its end before the signal"
+        text = render_summary(first)
+        assert first.exit_code is ExitCode.INTERRUPTED and first.stats.rows_unread, text
+        assert (
+            "1 still in flight (re-attached next run)" in text and "the rest of the manifest not read" in text
+        ), text
+        report = ledger_status(ledger, prices={}, now=time.time())
+        assert report.rows_unread and report.next_run["attach"] == 1
+        provider.before_poll = provider.poll_answer = None
+        second = await run(settings, [manifest], registry, ScaledClock(SPEED))
+    assert second.exit_code is ExitCode.OK, render_summary(second)
+    assert second.stats.skipped == done and not second.stats.rows_unread
+    assert provider.posts == [] and (last_line(ledger, "attached") or {}).get("status") == "completed"
