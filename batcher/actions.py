@@ -7,7 +7,7 @@ answer                on submit                            on poll
 ====================  ===================================  =====================================
 200 (any 2xx)         ``submitted`` (poll_url, durable);   QUEUED/PROCESSING/other: poll again;
                       no poll_url/request_id: an error     COMPLETED: ``generated``, download
-                      it spells out (FAILED, ``error``,    (no output named: poll again, bounded);
+                      it spells out (FAILED, ``error``,    (no output, or its JSON cut: poll again);
                       a code) is that refusal (a 400       FAILED: ``failed`` (not retryable);
                       without a code); anything else is    unfinished after poll.give_up_after:
                       an unknown outcome, as a 5xx         ``failed`` (retryable: re-attached)
@@ -357,7 +357,7 @@ class Actions:
         if job.polls == 1 and not job.attached:
             self.polls.first_polled(job.workflow, result.status in ("COMPLETED", "FAILED"))
         if empty:
-            self._completed_empty(job)
+            self._completed_empty(job, result.error)
         elif result.status == "COMPLETED":
             refs = tuple(result.outputs)
             cut = {"outputs_cut_at": len(refs)} if result.outputs_cut else {}
@@ -425,13 +425,14 @@ class Actions:
         self.sched.finish(job)
         log.warning("%s: %s", job.job_id, error)
 
-    def _completed_empty(self, job: Job) -> None:
-        """COMPLETED, with no output in the answer (``""``, missing, or entries without data):
-        paid for, and nothing to save; the output may not be filled in yet. Polled again with
-        backoff, a bounded number of times, like a poll error; then ``failed``, retryable: the
-        next run polls it again and never pays for it twice. Never ``completed`` with nothing."""
+    def _completed_empty(self, job: Job, why: str | None) -> None:
+        """COMPLETED, with no output in the answer (``""``, missing, or entries without data) or
+        one that cannot be read (``why``: JSON cut short): paid for, and nothing to save; the
+        output may not be filled in yet. Polled again with backoff, a bounded number of times,
+        like a poll error; then ``failed``, retryable: the next run polls it again and never
+        pays for it twice. Never ``completed`` with nothing, or with the broken text as a file."""
         job.errors += 1
-        error = "the provider reported COMPLETED with no output"
+        error = "the provider reported COMPLETED" + (f", but {why}" if why else " with no output")
         if job.errors >= self.settings.retry.max_attempts:
             self._event(job, "failed", error=f"{error} ({job.errors} polls)", retryable=True)
             self._end(job, "failed")

@@ -34,7 +34,7 @@ from .errors import (
     UnsafeOutputError,
 )
 from .netpolicy import in_clear_off_machine
-from .outputs import OutputRef, parse_outputs_capped
+from .outputs import OutputRef, malformed, parse_outputs_capped
 from .transport import Answer, Streamed, Transport
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
@@ -81,6 +81,8 @@ class PollResult:
     outputs: tuple[OutputRef, ...] = ()
     #: The answer named more outputs than are saved (:data:`~batcher.outputs.MAX_OUTPUTS`).
     outputs_cut: bool = False
+    #: FAILED: the provider's reason. COMPLETED with no outputs: why none could be read, if the
+    #: output was there but broken (None: it was empty).
     error: str | None = None
     credits: float | None = None
 
@@ -232,8 +234,15 @@ class SegmindAPI:
         # An unknown status is recorded in the ledger: bounded, and never the key.
         status = redact(status.strip(), self._settings.api_key)[:64].upper()
         if status == "COMPLETED":
-            refs, cut = parse_outputs_capped(data.get("output"))
-            return PollResult(status, tuple(refs), outputs_cut=cut, credits=self.credits)
+            output = data.get("output")
+            refs, cut = parse_outputs_capped(output)
+            # Naming no output: ``error`` says why when the output is there but broken.
+            broken = None if refs else malformed(output)
+            why = None
+            if broken is not None:
+                shown = redact(broken, self._settings.api_key)[:60]  # redact, then cut
+                why = f"its output is not valid JSON ({len(broken):,} characters, beginning {shown!r})"
+            return PollResult(status, tuple(refs), outputs_cut=cut, error=why, credits=self.credits)
         if status == "FAILED":
             return PollResult(status, error=self._failure_text(data), credits=self.credits)
         return PollResult(status, credits=self.credits)

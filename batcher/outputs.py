@@ -153,7 +153,8 @@ def parse_outputs(output: Any) -> list[OutputRef]:
 
 def parse_outputs_capped(output: Any) -> tuple[list[OutputRef], bool]:
     """The outputs in ``output`` (in order, de-duplicated, up to :data:`MAX_OUTPUTS`), and
-    whether there were more than that. Never raises."""
+    whether there were more than that. Never raises. A string that opens as a JSON array or
+    object but is not JSON (cut short, say) names no output (:func:`malformed` tells it from an empty one)."""
     if isinstance(output, str | bytes):
         text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
         stripped = text.strip()
@@ -162,11 +163,35 @@ def parse_outputs_capped(output: Any) -> tuple[list[OutputRef], bool]:
         try:
             parsed = json.loads(stripped)
         except (ValueError, RecursionError):  # RecursionError: nested past the parser's limit
+            if stripped[0] in _OPENERS:
+                return [], False  # the outputs' JSON, broken: its URLs cannot be trusted
             parsed = stripped  # a bare URL or text, not JSON
         output = parsed
     found = _Found()
     _walk(output, "output", found, 0)
     return found[:MAX_OUTPUTS], len(found) > MAX_OUTPUTS
+
+
+#: How the JSON of a list of outputs, or of an object of them, opens.
+_OPENERS = "[{"
+
+
+def malformed(output: Any) -> str | None:
+    """``output``'s text if it names no output although it is not empty: a string that opens as
+    a JSON array or object (the shapes outputs come in) and is not JSON, cut short or garbled;
+    else None. Saved as it was, it made a text file in place of the job's image, and the job
+    "completed". Called only when :func:`parse_outputs_capped` found nothing, so the usual
+    answer is parsed once."""
+    if not isinstance(output, str | bytes):
+        return None
+    text = (output.decode("utf-8", "replace") if isinstance(output, bytes) else output).strip()
+    if not text or text[0] not in _OPENERS:
+        return None
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    return None
 
 
 class _Found(list[OutputRef]):

@@ -1,5 +1,6 @@
 """Edge cases in what the provider answers, end to end over real sockets: an output that is bare
-base64, an ``x-remaining-credits`` that is not a number, and a 2xx submit answer that is an error."""
+base64, an ``x-remaining-credits`` that is not a number, a 2xx submit answer that is an error,
+and a COMPLETED whose output is cut short."""
 
 from __future__ import annotations
 
@@ -341,3 +342,35 @@ async def test_a_200_submit_answer_without_a_poll_url_or_an_explicit_error_stays
     assert all(
         "without a reason" in r["error"] or "FAILED" in r["error"] for r in lines if r["status"] == "failed"
     )
+
+
+# --- 4. a COMPLETED answer whose output is cut short ------------------------------------------
+
+
+async def test_a_completed_answer_whose_output_json_is_cut_short_is_polled_again_not_saved_as_text(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """An ``output`` string cut mid-JSON (``[{"keyname": ..., "value": {"data": "https://...``)
+    did not parse, so it was taken for a text output: saved as ``<job>.txt`` in place of the
+    image, the job ``completed`` and the run exit 0, the paid-for picture never fetched. Now it
+    names no output: the job is polled again, a bounded number of times, then ``failed``,
+    retryable, with an error that says the output was not JSON; the next run polls it again
+    (never POSTs it) and saves the image once the answer is whole."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    ledger = tmp_path / "ledger.jsonl"
+    async with _emulator(clock, garbled_output_rate=1.0) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"retry.max_attempts": 3})
+        first = await run(settings, [manifest], registry, clock)
+        garbled = emu.stats()["garbled_outputs"]
+        emu.state.reconfigure(garbled_output_rate=0.0)
+        second = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert first.exit_code is ExitCode.FAILED and first.stats.outcomes == {"failed": 2}
+    assert garbled == 6  # three polls of each job, each answered COMPLETED with broken JSON
+    failed = [r for r in ledger_lines(ledger) if r["status"] == "failed"]
+    assert len(failed) == 2 and all(r["retryable"] is True for r in failed)
+    assert all("COMPLETED, but its output is not valid JSON" in r["error"] for r in failed)
+    assert second.exit_code is ExitCode.OK and second.stats.outcomes == {"completed": 2}
+    assert second.stats.attached == 2 and stats["submissions"] == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sketch-0000.png", "sketch-0001.png"]

@@ -369,7 +369,8 @@ def _nested(depth: int) -> str:
 DEEP_ANSWERS = [  # (call, status, body, the job's last status)
     ("poll", 200, "[" * _DEEP, "failed"),
     ("poll", 200, '{"status": "FAILED", "error": ' + _nested(_NESTED) + "}", "failed"),
-    ("poll", 200, json.dumps({"status": "COMPLETED", "output": "[" * _DEEP}), "completed"),
+    # Not an output to save either (it was a .txt of 100,000 "["): polled again, then failed.
+    ("poll", 200, json.dumps({"status": "COMPLETED", "output": "[" * _DEEP}), "failed"),
     ("submit", 400, '{"error": ' + _nested(_NESTED) + "}", "failed"),
     ("submit", 400, "[" * _DEEP, "failed"),
 ]

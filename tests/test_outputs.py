@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batcher.outputs import MAX_OUTPUTS, OutputRef, parse_outputs, parse_outputs_capped
+from batcher.outputs import MAX_OUTPUTS, OutputRef, malformed, parse_outputs, parse_outputs_capped
 
 URL = "https://images.segmind.com/out/abc.png"
 CURRENT = [{"keyname": "sketch_output", "value": {"data": URL, "type": "image"}}]
@@ -45,6 +45,27 @@ CURRENT = [{"keyname": "sketch_output", "value": {"data": URL, "type": "image"}}
 )
 def test_every_known_shape_is_read(output: Any, expected: list[OutputRef]) -> None:
     assert parse_outputs(output) == expected
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        json.dumps(CURRENT)[:40],  # cut inside the URL
+        json.dumps(CURRENT)[:-2],  # cut after it: its URL whole, the JSON still broken
+        json.dumps({"image_output": URL})[:-1],
+        "[" * 100_000,  # past the parser's recursion limit
+        "{image_output: " + URL + "}",
+    ],
+    ids=["in-the-url", "after-the-url", "flat", "deep", "not-quoted"],
+)
+def test_a_string_that_opens_as_json_but_is_not_names_no_output_and_says_so(output: str) -> None:
+    """It was read as a text output: a .txt of broken JSON saved in place of the image, and
+    the job completed. It names no output now (the job is polled again), and ``malformed``
+    hands back its text for the error; an empty output, a bare URL or text is not malformed."""
+    assert parse_outputs(output) == [] and parse_outputs(output.encode()) == []
+    assert malformed(output) == output.strip()
+    for fine in ("", "  ", URL, "a caption", json.dumps(CURRENT), "[]", CURRENT, None):
+        assert malformed(fine) is None, fine
 
 
 def test_refs_survive_a_round_trip_through_the_ledger() -> None:

@@ -156,6 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("drop-accept-share", "of dropped submits, the share accepted first"),
         ("odd-status-rate", "polls of unfinished jobs answered with an undocumented status"),
         ("failed-submit-rate", "submits refused with a 200 saying FAILED and no poll_url (not billed)"),
+        ("garbled-output-rate", "polls of completed jobs whose output string is cut short (not JSON)"),
         ("fail-rate", "jobs that end FAILED"),
     ):
         name = flag.replace("-", "_")

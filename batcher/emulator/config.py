@@ -30,6 +30,7 @@ _RATES = (
     "fail_rate",
     "odd_status_rate",
     "failed_submit_rate",
+    "garbled_output_rate",
     "bimodal_long_share",
 )
 _NON_NEGATIVE = (
@@ -86,6 +87,10 @@ class EmulatorConfig:
     #: Share of valid submits refused with a 200 whose body says FAILED, with an error and no
     #: poll_url or request_id: nothing is queued or billed.
     failed_submit_rate: float = 0.0
+    #: Share of polls of a completed job whose ``output`` string is cut short (not valid JSON,
+    #: as from a serializer that died mid-answer): the job and its files are fine, and a later
+    #: poll may answer it whole.
+    garbled_output_rate: float = 0.0
 
     # --- jobs (drawn from seed, canonical input and how often that input came before) ------
     #: Share of jobs that end FAILED.

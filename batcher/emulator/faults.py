@@ -127,6 +127,8 @@ class RequestFaults:
     odd_status: bool = False
     #: For a valid submit: refuse it with a 200 whose body says FAILED (nothing queued).
     failed_submit: bool = False
+    #: For a poll of a completed job: its ``output`` string cut short (not valid JSON).
+    garbled_output: bool = False
 
 
 def draw_request_faults(config: EmulatorConfig, sequence: int) -> RequestFaults:
@@ -136,7 +138,9 @@ def draw_request_faults(config: EmulatorConfig, sequence: int) -> RequestFaults:
     """
     rng = seeded(config.seed, "request", sequence)
     # Drawn in this order for ever: a new fault's draw goes last, so older ones keep theirs.
-    u_drop, u_accept, u_error, u_code, u_slow, u_lost, u_odd, u_failed = (rng.random() for _ in range(8))
+    u_drop, u_accept, u_error, u_code, u_slow, u_lost, u_odd, u_failed, u_garbled = (
+        rng.random() for _ in range(9)
+    )
     return RequestFaults(
         drop=u_drop < config.drop_rate,
         drop_after_accept=u_accept < config.drop_accept_share,
@@ -145,6 +149,7 @@ def draw_request_faults(config: EmulatorConfig, sequence: int) -> RequestFaults:
         lost=u_lost < config.lost_rate,
         odd_status=u_odd < config.odd_status_rate,
         failed_submit=u_failed < config.failed_submit_rate,
+        garbled_output=u_garbled < config.garbled_output_rate,
     )
 
 

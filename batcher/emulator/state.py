@@ -112,6 +112,8 @@ class EmulatorState:
             "lost_responses": self.events["lost"],
             # Valid submits refused with a 200 saying FAILED and no poll_url (nothing queued).
             "failed_submits": self.events["failed_submit"],
+            # Polls of a completed job answered with its output string cut short.
+            "garbled_outputs": self.events["garbled_output"],
             "dropped_connections": self.events["dropped"],
             "dropped_after_accept": self.events["dropped_after_accept"],
             "slow_responses": self.events["slow"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 import pytest
 
@@ -147,6 +149,24 @@ async def test_an_undocumented_status_shows_up_while_a_job_runs() -> None:
         answer = await api.queued(SKETCH, sketch_input())
         assert (await api.poll(answer["poll_url"])).json() == {"status": "STARTING"}
         assert (await api.finish(answer["request_id"]))["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("shape", ["list", "flat", "parsed"])
+async def test_a_garbled_output_is_a_completed_answer_whose_output_string_is_cut_short(shape: str) -> None:
+    config = EmulatorConfig(
+        garbled_output_rate=1.0, output_shape=shape, render="placeholder", duration_median=0.0
+    )
+    async with serve(config) as api:
+        answer = await api.queued(SKETCH, sketch_input())
+        final = await api.finish(answer["request_id"])
+        assert final["status"] == "COMPLETED" and isinstance(final["output"], str)
+        assert final["output"][:1] in ("[", "{")
+        with pytest.raises(ValueError):
+            json.loads(final["output"])
+        api.emu.state.reconfigure(garbled_output_rate=0.0)
+        whole = (await api.poll(answer["poll_url"])).json()["output"]
+        assert (json.dumps(whole) if shape == "parsed" else whole).startswith(final["output"])
+        assert api.emu.stats()["garbled_outputs"] == 1
 
 
 async def test_reconfiguring_a_running_emulator_takes_effect_at_once() -> None:
