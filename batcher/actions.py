@@ -13,7 +13,7 @@ answer                on submit                            on poll
                       an unknown outcome, as a 5xx         ``failed`` (retryable: re-attached)
 400 (422)             ``failed``, not retryable            retry (a poll has no input to reject)
 401 / 403             stop the run (exit 3)                stop the run (exit 3)
-404                   stop submitting (exit 3)             retry, bounded; then ``expired``
+404                   stop submitting its workflow (3)     retry, bounded; then ``expired``
 406                   stop submitting, keep polling (3)    retry
 429                   pause the whole run, retry the job   pause the whole run, poll again
 5xx, timeout, reset   outcome unknown: ``submit_unknown``, retry with backoff, bounded; then
@@ -271,8 +271,14 @@ class Actions:
         if isinstance(exc, AuthError):
             self.sched.halt(f"the provider refused the API key ({exc})", by_provider=True)
         elif isinstance(exc, NotFound):
-            reason = f"workflow {wf.name} ({wf.workflow_id}) not found at the provider ({exc})"
-            self.sched.stop(reason, by_provider=True)
+            # The provider does not know this workflow: its other jobs would get the same 404;
+            # other workflows' jobs are sent as usual (the contract: stop for that workflow).
+            reason = (
+                f"workflow {wf.name} ({wf.workflow_id}) not found at the provider ({exc}); none of"
+                " its jobs is sent, other workflows' are"
+            )
+            if self.sched.close(wf.name, reason):
+                log.error("%s", reason)
         else:
             self.sched.stop(f"insufficient credits ({exc})", by_provider=True)
 

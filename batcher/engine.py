@@ -338,7 +338,7 @@ class _Run:
                     # NTP step or a resumed VM can move while it runs.
                     seconds=round(self.clock.monotonic() - self.stats.started, 3),
                     not_started=self.stats.left + len(self.sched.unsent),
-                    stop_reason=self.sched.stop_submitting,
+                    stop_reason=self.sched.stop_reason,
                     edited_rows=self.stats.edited,
                     # Stopped before every manifest row was read: more than not_started are.
                     **({} if self.feeder.read_all else {"rows_unread": True}),
@@ -377,7 +377,7 @@ class _Run:
         st.rows_unread = not self.feeder.read_all
         st.resends_waiting = self.sched.resends_waiting()
         st.in_flight = self.sched.in_flight - st.resends_waiting
-        st.stop_reason = self.sched.stop_submitting
+        st.stop_reason = self.sched.stop_reason
         seconds = self.clock.monotonic() - st.started
         bad = sum(n for k, n in st.outcomes.items() if k != "completed")
         bad += sum(n for k, n in self.feeder.earlier.items() if k != "completed")

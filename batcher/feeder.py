@@ -163,7 +163,7 @@ class Feeder:
                 continue
             if step in (Next.ATTACH, Next.DOWNLOAD):
                 continue  # already under way from the ledger pass above
-            if self.sched.stop_submitting:
+            if self.sched.stop_submitting or item.workflow.name in self.sched.closed:
                 self.stats.left += 1
                 continue
             if step is Next.UNKNOWN and self.settings.ledger.unknown_submit == "fail":

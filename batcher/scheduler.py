@@ -189,7 +189,11 @@ class Scheduler:
         self.guards: list[SubmitGuard] = []
         #: Why no more jobs may be submitted (None: they may).
         self.stop_submitting: str | None = None
-        #: True when the provider's answer (401/403, 404, 406) stopped submissions.
+        #: Workflows (by name) whose jobs may not be submitted, and why: the provider does not
+        #: know them (a 404 on submit). Jobs of other workflows still go.
+        self.closed: dict[str, str] = {}
+        #: True when the provider's answer (401/403, 404, 406) stopped submissions, of the
+        #: whole run or of a workflow.
         self.stopped_by_provider = False
         #: Why nothing more may be sent at all (None: it may).
         self.halted: str | None = None
@@ -228,6 +232,23 @@ class Scheduler:
             self.stopped_by_provider = by_provider
         self.wake()
 
+    def close(self, workflow: str, reason: str) -> bool:
+        """No more submissions of ``workflow`` (the provider said it does not know it); other
+        workflows' jobs still go, and in-flight jobs are still polled. False if it was closed."""
+        self.wake()
+        if workflow in self.closed:
+            return False
+        self.closed[workflow] = reason
+        self.stopped_by_provider = True
+        return True
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why submissions stopped, of the whole run or of some workflows (None: they did not)."""
+        if self.stop_submitting is not None:
+            return self.stop_submitting
+        return "; ".join(self.closed.values()) or None
+
     def halt(self, reason: str, *, by_provider: bool = False) -> None:
         """Nothing more is sent at all."""
         if self.halted is None:
@@ -264,7 +285,10 @@ class Scheduler:
     # --- the loop ----------------------------------------------------------------------
 
     def _objection(self, job: Job, now: float) -> bool:
-        """Ask every guard; the first objection stops submissions for the rest of the run."""
+        """Whether ``job`` may not be sent: its workflow is closed, or a guard objects (the first
+        objection stops submissions for the rest of the run)."""
+        if job.workflow in self.closed:
+            return True
         for guard in self.guards:
             reason = guard.objection(workflow=job.workflow, price=job.price, now=now)
             if reason is not None:

@@ -256,6 +256,36 @@ async def test_an_unknown_workflow_stops_submissions(tmp_path: Path, registry: W
     assert result.stats.left == 3
 
 
+async def test_an_unknown_workflow_stops_only_its_own_jobs_and_the_other_workflows_run(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A 404 on submit means the provider does not know that workflow (the contract: stop for
+    that workflow). It stopped every submission: a manifest mixing a retired workflow with
+    sketch and blog rows sent none of those, exit 3. Now only the unknown workflow's jobs are
+    held back (one 404, not one a row); the others all run, and the exit code (3) and summary
+    still say what the provider refused."""
+    clock = ScaledClock(SPEED)
+    raw = "0123456789abcdef01234567-v1"
+    unknown = [{"id": f"raw-{i}", "workflow": raw, "input": {"prompt": "x"}} for i in range(3)]
+    manifest = write_jsonl(tmp_path / "m.jsonl", unknown[:2] + sketch_rows(3) + blog_rows(2) + unknown[2:])
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path, concurrency=1), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.PROVIDER
+    assert stats["requests"]["submit"] == {"404": 1, "200": 5} and stats["submissions"] == 5
+    assert result.stats.outcomes == {"deferred": 1, "completed": 5} and result.stats.left == 2
+    assert last_status(tmp_path / "ledger.jsonl") == {
+        "raw-0": "deferred",
+        **{f"sketch-{i:04d}": "completed" for i in range(3)},
+        **{f"blog-{i:04d}": "completed" for i in range(2)},
+    }
+    reason = result.stats.stop_reason or ""
+    assert f"workflow {raw} ({raw}) not found at the provider" in reason and "other workflows'" in reason
+    assert f"Stopped submitting: workflow {raw}" in render_summary(result)
+    [end] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "run_end"]
+    assert end["stop_reason"] == reason and end["not_started"] == 2
+
+
 async def test_a_rejected_input_fails_that_job_only(tmp_path: Path, registry: WorkflowRegistry) -> None:
     """A definition that drifted from the provider: our check passes, the provider answers 400."""
     clock = ScaledClock(SPEED)
