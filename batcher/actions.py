@@ -14,7 +14,7 @@ answer                on submit                            on poll
 400 (422)             ``failed``, not retryable            retry (a poll has no input to reject)
 401 / 403             stop the run (exit 3)                stop the run (exit 3)
 404                   stop submitting its workflow (3)     retry, bounded; then ``expired``
-406                   stop submitting, keep polling (3)    retry
+406                   stop submitting, keep polling (3)    stop submitting (3); retry, bounded
 429                   pause the whole run, retry the job   pause the whole run, poll again
 5xx, timeout, reset   outcome unknown: ``submit_unknown``, retry with backoff, bounded; then
                       resubmit with backoff (or fail)      ``failed`` (retryable: re-attached)
@@ -280,7 +280,7 @@ class Actions:
             if self.sched.close(wf.name, reason):
                 log.error("%s", reason)
         else:
-            self.sched.stop(f"insufficient credits ({exc})", by_provider=True)
+            self.sched.stop(_refuses_jobs(exc), by_provider=True)
 
     def _not_sent(self, job: Job, exc: ConnectError) -> None:
         """No connection to the API host (refused, DNS, TLS handshake): nothing was sent, so
@@ -340,16 +340,14 @@ class Actions:
             # and re-attached by the next run.
             self.sched.halt(f"the provider refused the API key ({exc})", by_provider=True)
             return
+        except InsufficientCredits as exc:
+            # The account can start no more jobs (the contract: stop submitting, keep polling
+            # what is in flight); more POSTs would only be refused.
+            self.sched.stop(_refuses_jobs(exc), by_provider=True)
+            self._poll_again(job, exc)
+            return
         except (RemoteError, TransportError) as exc:
-            job.errors += 1
-            if job.errors >= self.settings.retry.max_attempts:
-                # The poll_url stays in the ledger: the next run re-attaches; it never resubmits.
-                self._event(
-                    job, "failed", error=f"polling gave up after {job.errors} tries: {exc}", retryable=True
-                )
-                self._end(job, "failed")
-            else:
-                self.sched.schedule(job, "poll", self.clock.monotonic() + self._backoff(job))
+            self._poll_again(job, exc)
             return
         now = self.clock.monotonic()
         self.sched.rate.on_success(now)
@@ -404,6 +402,18 @@ class Actions:
             due = now + self.polls.next_delay(job.workflow, elapsed, job.polls)
             self.sched.schedule(job, "poll", min(due, job.give_up_at))
 
+    def _poll_again(self, job: Job, exc: BatcherError) -> None:
+        """A poll that may pass next time: tried again with backoff, a bounded number of times."""
+        job.errors += 1
+        if job.errors >= self.settings.retry.max_attempts:
+            # The poll_url stays in the ledger: the next run re-attaches; it never resubmits.
+            self._event(
+                job, "failed", error=f"polling gave up after {job.errors} tries: {exc}", retryable=True
+            )
+            self._end(job, "failed")
+        else:
+            self.sched.schedule(job, "poll", self.clock.monotonic() + self._backoff(job))
+
     def _learn(self, job: Job, elapsed: float) -> dict[str, float]:
         """Teach the duration model what this poll bracketed, and return the bracket for the
         ``generated`` line. Only a job this run submitted: a re-attached job's age spans the gap
@@ -445,3 +455,13 @@ class Actions:
             log.warning("%s: %s", job.job_id, error)
         else:
             self.sched.schedule(job, "poll", self.clock.monotonic() + self._backoff(job))
+
+
+def _refuses_jobs(exc: RemoteError) -> str:
+    """Why a 406 stops submissions. The provider answers 406 for insufficient credits, a team
+    spend limit, or a wrong Content-Type: "insufficient credits" only when it says so (an
+    operator told so tops up an account that a spend limit, or a bug, is holding back)."""
+    said = str(exc)
+    if (isinstance(exc, InsufficientCredits) and exc.balance is not None) or "credit" in said.lower():
+        return f"insufficient credits ({said})"
+    return f"the provider refuses new jobs ({said})"

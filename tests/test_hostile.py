@@ -414,6 +414,43 @@ async def test_a_406_whose_amounts_end_a_sentence_stops_the_run_not_crashes_it(
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "deferred"}
 
 
+@pytest.mark.parametrize(
+    "message", ["Team spend limit reached", "Content-Type must be application/json"], ids=["spend", "ctype"]
+)
+async def test_a_406_that_is_not_about_credits_does_not_say_insufficient_credits(
+    tmp_path: Path, registry: WorkflowRegistry, message: str
+) -> None:
+    """The provider answers 406 for a team spend limit or a wrong Content-Type too: the run
+    stopped with "insufficient credits (...)", and an operator tops up an account that had
+    money. The reason now says the provider refuses new jobs, with its own words."""
+    hostile = Hostile([], refuse=(406, "application/json", json.dumps({"error": message})))
+    result = await _one_job(hostile, tmp_path, registry)
+    assert result.exit_code is ExitCode.PROVIDER
+    assert result.stats.stop_reason == f"the provider refuses new jobs (HTTP 406 on submit: {message})"
+
+
+async def test_a_406_on_a_poll_stops_submitting_and_keeps_polling_what_is_in_flight(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A 406 "insufficient credits" on a poll was a poll error like a 5xx: the run went on
+    POSTing the rest of the manifest (exit 0 here, every job sent). The contract's 406 row holds
+    for both calls: submissions stop (exit 3, the provider's words as the reason), and the jobs
+    in flight are polled on until they complete."""
+    credits = json.dumps({"error": "Insufficient credits. Balance $0.0100, required $0.1006"})
+    done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
+    hostile = Hostile([(406, "application/json", credits)] * 2 + [(200, "application/json", done)])
+    async with served(hostile.app()) as base:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(6))
+        settings = settings_for(base, tmp_path, concurrency=2)
+        result = await run(settings, [manifest], registry, ScaledClock(SPEED))
+    assert result.exit_code is ExitCode.PROVIDER
+    assert result.stats.stop_reason == (
+        "insufficient credits (HTTP 406 on poll: Insufficient credits. Balance $0.0100, required $0.1006)"
+    )
+    assert result.stats.submitted == 2 and result.stats.left == 4
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed", "sketch-0001": "completed"}
+
+
 class AcceptsWith(Hostile):
     """Accepts every POST with another 2xx than 200 (``status``), poll_url and all."""
 
