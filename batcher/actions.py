@@ -336,8 +336,8 @@ class Actions:
             self._end(job, "expired")
             return
         except AuthError as exc:
-            # The job is paid for and still in flight (its poll_url is in the ledger): counted so,
-            # and re-attached by the next run.
+            # Nothing more is sent. The job stays counted in flight, as it is: submitted, its
+            # poll_url in the ledger, re-attached by the next run.
             self.sched.halt(f"the provider refused the API key ({exc})", by_provider=True)
             return
         except InsufficientCredits as exc:

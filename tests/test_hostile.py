@@ -23,6 +23,7 @@ from batcher.download import SPILL, DownloadFailed, OutputSaver, safe_name
 from batcher.engine import ExitCode, RunResult
 from batcher.errors import UnsafeOutputError
 from batcher.outputs import MAX_OUTPUTS, OutputRef
+from batcher.summary import render_summary
 from batcher.transport import Transport
 from batcher.workflows import WorkflowRegistry
 
@@ -449,6 +450,24 @@ async def test_a_406_on_a_poll_stops_submitting_and_keeps_polling_what_is_in_fli
     )
     assert result.stats.submitted == 2 and result.stats.left == 4
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed", "sketch-0001": "completed"}
+
+
+async def test_a_key_refused_on_a_poll_leaves_its_job_counted_in_flight(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A 401 on a poll stops the run at once; the polled job is submitted and paid for, and the
+    next run re-attaches it, but it was dropped from the count: "2 still in flight" for three
+    jobs submitted and none finished. All three are counted now."""
+    hostile = Hostile([(401, "application/json", '{"error": "Unauthorized: invalid API key"}')])
+    async with served(hostile.app()) as base:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(6))
+        result = await run(
+            settings_for(base, tmp_path, concurrency=3), [manifest], registry, ScaledClock(SPEED)
+        )
+    assert result.exit_code is ExitCode.PROVIDER and hostile.polls >= 1
+    assert set(last_status(tmp_path / "ledger.jsonl").values()) == {"submitted"}
+    assert result.stats.submitted == 3 and result.stats.in_flight == 3 and result.stats.left == 3
+    assert "3 still in flight (re-attached next run), 3 not started" in render_summary(result)
 
 
 class AcceptsWith(Hostile):
