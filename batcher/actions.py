@@ -15,6 +15,7 @@ answer                on submit                            on poll
 401 / 403             stop the run (exit 3)                stop the run (exit 3)
 404                   stop submitting its workflow (3)     retry, bounded; then ``expired``
 406                   stop submitting, keep polling (3)    stop submitting (3); retry, bounded
+405, 3xx              stop submitting (3): wrong URL       retry, bounded
 429                   pause the whole run, retry the job   pause the whole run, poll again
 5xx, timeout, reset   outcome unknown: ``submit_unknown``, retry with backoff, bounded; then
                       resubmit with backoff (or fail)      ``failed`` (retryable: re-attached)
@@ -53,6 +54,7 @@ from .errors import (
     RemoteError,
     TransportError,
     UnexpectedStatus,
+    WrongEndpoint,
 )
 from .handoff import Handoff
 from .inputs import materialize, preview_inputs
@@ -183,7 +185,15 @@ class Actions:
 
         try:
             sub = await self.api.submit(wf.workflow_id, body, job_id=job.job_id, on_send=sending)
-        except (RateLimited, BadRequest, AuthError, NotFound, InsufficientCredits, UnexpectedStatus) as exc:
+        except (
+            RateLimited,
+            BadRequest,
+            AuthError,
+            NotFound,
+            InsufficientCredits,
+            WrongEndpoint,
+            UnexpectedStatus,
+        ) as exc:
             self.stats.committed_usd -= price  # a definite "no": nothing started, nothing billed
             self._refused(job, wf, exc)
         except ConnectError as exc:
@@ -270,6 +280,14 @@ class Actions:
         self._end(job, "deferred")
         if isinstance(exc, AuthError):
             self.sched.halt(f"the provider refused the API key ({exc})", by_provider=True)
+        elif isinstance(exc, WrongEndpoint):
+            # Every POST would get the same answer: failing each job for good (as an odd status
+            # does) went through the whole manifest, and only --retry-failed could send them.
+            url = self.api.submit_url(wf.workflow_id)
+            self.sched.stop(
+                f"POST {url} is not taken there ({exc}); check api.base_url and api.submit_path",
+                by_provider=True,
+            )
         elif isinstance(exc, NotFound):
             # The provider does not know this workflow: its other jobs would get the same 404;
             # other workflows' jobs are sent as usual (the contract: stop for that workflow).

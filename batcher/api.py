@@ -32,6 +32,7 @@ from .errors import (
     ServerError,
     UnexpectedStatus,
     UnsafeOutputError,
+    WrongEndpoint,
 )
 from .netpolicy import in_clear_off_machine
 from .outputs import OutputRef, malformed, parse_outputs_capped
@@ -369,6 +370,12 @@ class SegmindAPI:
             return InsufficientCredits(text, balance=balance, required=required, job_id=job_id)
         if 500 <= status <= 599:
             return ServerError(text, status=status, job_id=job_id)
+        if status == 405 or 300 <= status <= 399:
+            where = answer.headers.get("location")
+            if where and 300 <= status <= 399:
+                # Where it points says what is wrong with the base URL (its query: maybe a token).
+                text += f" (redirected to {redact(where, self._settings.api_key).split('?', 1)[0][:200]})"
+            return WrongEndpoint(text, status=status, job_id=job_id)
         return UnexpectedStatus(text, status=status, job_id=job_id)
 
     def _failure_text(self, data: Mapping[str, Any]) -> str:

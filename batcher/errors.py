@@ -18,6 +18,7 @@
     │   ├── AuthError              401/403: every request will fail
     │   ├── NotFound               404: unknown workflow (submit) or expired request (poll)
     │   ├── InsufficientCredits    406: credits, spend limit or content type
+    │   ├── WrongEndpoint          405 or a redirect: the request cannot be served as sent
     │   ├── UnexpectedStatus       any other HTTP status
     │   └── BadResponse            a 200 whose body is not the JSON we expect
     ├── TransportError             no complete answer at all: the outcome is unknown
@@ -200,8 +201,15 @@ class InsufficientCredits(RemoteError):
         self.required = required
 
 
+class WrongEndpoint(RemoteError):
+    """405 (a wrong method, a gateway's HTML page) or a redirect (3xx, never followed with the
+    key): the request went to a URL that does not take it. Nothing was started, and every
+    request sent the same way gets the same: a wrong ``api.base_url`` or ``api.submit_path``,
+    or a bug on our side."""
+
+
 class UnexpectedStatus(RemoteError):
-    """An HTTP status the contract does not describe (405 and friends): likely a bug on our side."""
+    """An HTTP status the contract does not describe (418 and friends): likely a bug on our side."""
 
 
 class BadResponse(RemoteError):

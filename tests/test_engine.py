@@ -286,6 +286,36 @@ async def test_an_unknown_workflow_stops_only_its_own_jobs_and_the_other_workflo
     assert end["stop_reason"] == reason and end["not_started"] == 2
 
 
+async def test_a_submit_answered_405_stops_submitting_instead_of_failing_every_job_for_good(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A 405 (the gateway's HTML page for a wrong method: here ``api.submit_path`` names the
+    poll route) was an "unexpected status": each job failed for good, the run POSTed the whole
+    manifest to get the same answer for every row, and after the fix only ``--retry-failed``
+    (which also pays again for jobs the provider really failed) would send them. Now the first
+    405 stops submissions, exit 3, the reason names the URL and the settings to check, and the
+    jobs are left for the next run, which sends them all once the path is right."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(4))
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        wrong = settings_for(
+            emu.base_url, tmp_path, concurrency=1, **{"api.submit_path": "/workflows/request/{workflow_id}"}
+        )
+        result = await run(wrong, [manifest], registry, clock)
+        refused = emu.stats()["requests"]
+        fixed = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.PROVIDER and refused["other"] == {"405": 1}
+    assert result.stats.outcomes == {"deferred": 1} and result.stats.left == 3
+    reason = result.stats.stop_reason or ""
+    assert reason.startswith(
+        f"POST {emu.base_url}/workflows/request/66cec9a38aeef98f887211f1-v1 is not taken there"
+    )
+    assert "HTTP 405 on submit: an HTML error page" in reason and "api.submit_path" in reason
+    assert fixed.exit_code is ExitCode.OK and fixed.stats.outcomes == {"completed": 4}
+    assert stats["submissions"] == 4
+
+
 async def test_a_rejected_input_fails_that_job_only(tmp_path: Path, registry: WorkflowRegistry) -> None:
     """A definition that drifted from the provider: our check passes, the provider answers 400."""
     clock = ScaledClock(SPEED)

@@ -470,6 +470,41 @@ async def test_a_key_refused_on_a_poll_leaves_its_job_counted_in_flight(
     assert "3 still in flight (re-attached next run), 3 not started" in render_summary(result)
 
 
+class Redirects(Hostile):
+    """Answers every POST with a redirect (``status``) to another API host, a token in its query."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__([])
+        self.status = status
+        self.posts = 0
+
+    async def submit(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        where = f"https://api.example.com{request.path}?token=secret-token"
+        return web.Response(status=self.status, headers={"Location": where})
+
+
+@pytest.mark.parametrize("status", [301, 308])
+async def test_a_submit_answered_with_a_redirect_stops_submitting_and_names_where_it_points(
+    tmp_path: Path, registry: WorkflowRegistry, status: int
+) -> None:
+    """A POST is never redirected with the key on it, and a redirect starts nothing. It was an
+    "unexpected status": every job failed for good, one POST a row. Now the first stops
+    submissions (exit 3), the jobs are left for the next run, and the reason says where the
+    provider pointed (without the query, which may hold a token)."""
+    hostile = Redirects(status)
+    async with served(hostile.app()) as base:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+        settings = settings_for(base, tmp_path, concurrency=1)
+        result = await run(settings, [manifest], registry, ScaledClock(SPEED))
+    assert result.exit_code is ExitCode.PROVIDER and hostile.posts == 1
+    assert result.stats.outcomes == {"deferred": 1} and result.stats.left == 2
+    reason = result.stats.stop_reason or ""
+    assert f"HTTP {status} on submit" in reason and "api.base_url" in reason
+    assert "redirected to https://api.example.com/workflows/66cec9a38aeef98f887211f1-v1)" in reason
+    assert "secret-token" not in reason
+
+
 class AcceptsWith(Hostile):
     """Accepts every POST with another 2xx than 200 (``status``), poll_url and all."""
 
