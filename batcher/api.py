@@ -269,6 +269,11 @@ class SegmindAPI:
 
     # --- answers ---------------------------------------------------------------------
 
+    def told_wait(self, headers: Mapping[str, str]) -> float | None:
+        """Seconds an answer says to wait before asking again (``Retry-After`` or
+        ``x-rate-limit-reset-at-utc``, read against the answer's ``Date``), or None."""
+        return server_wait(headers, now=self._clock.wall(), cap=86400.0)
+
     def _note_credits(self, answer: Answer) -> None:
         """Keep the balance an answer's ``x-remaining-credits`` gives, if it is a finite number.
         Python's float() also reads "nan", "inf" and "1e999" (infinite): none is a balance, and
@@ -355,8 +360,7 @@ class SegmindAPI:
         msg = self._message(answer)
         text = f"{text or f'HTTP {status} on {call}'}: {msg}"
         if status == 429:
-            wait = server_wait(answer.headers, now=self._clock.wall(), cap=86400.0)
-            return RateLimited(text, retry_after=wait, job_id=job_id)
+            return RateLimited(text, retry_after=self.told_wait(answer.headers), job_id=job_id)
         if status == 400 or status == 422:
             return BadRequest(text, status=status, job_id=job_id)
         if status in (401, 403):

@@ -2,7 +2,8 @@
 
 A job whose poll said COMPLETED (or that an earlier run left ``generated``) becomes a
 :class:`DownloadTask`. A few workers take them in turn, save every output with
-:class:`~batcher.download.OutputSaver`, try a failure that may pass again with backoff, and record
+:class:`~batcher.download.OutputSaver`, try a failure that may pass again with backoff (or after
+the wait a host's 429 or 503 names, up to ``rate.max_wait``), and record
 ``completed`` or ``download_failed``. A failed download is never a reason to POST again: the next
 run downloads from the same URLs. An output its host no longer has (403, 404, 410: the provider
 keeps outputs about 7 days; tried again first if the job just finished) makes the job
@@ -65,10 +66,13 @@ class Collector:
         clock: Clock,
         rng: random.Random,
         stop: Callable[[str], None],
+        max_wait: float = 900.0,
     ) -> None:
         self.ledger = ledger
         self.stats = stats
         self.retry = retry
+        #: The longest wait an output host may ask for (``rate.max_wait``) before it is clamped.
+        self.max_wait = max_wait
         self.clock = clock
         self.rng = rng
         #: Stops submissions, with the reason (the scheduler's ``stop``).
@@ -101,9 +105,13 @@ class Collector:
                 again = exc.retryable or (exc.gone and task.fresh)
                 if again and not exc.local and attempt < self.retry.max_attempts:
                     r = self.retry
-                    await self.clock.sleep(
-                        full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)
-                    )
+                    pause = full_jitter(attempt, base=r.base_delay, cap=r.max_delay, rng=self.rng)
+                    if exc.retry_after is not None:
+                        # A file host's 429 says when it will serve us again: tries within our
+                        # own backoff (seconds) all came back 429, and the output was left to
+                        # the next run, which met the same host.
+                        pause = max(pause, min(exc.retry_after, self.max_wait))
+                    await self.clock.sleep(pause)
                     continue
                 if exc.gone and not task.fresh and (task.age is None or task.age >= OUTPUTS_KEPT):
                     # Old enough for its files to be gone for good: only a new POST can make it.

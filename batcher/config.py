@@ -64,7 +64,8 @@ class RateSettings:
     initial_per_minute: float = 50.0
     #: Requests that may go back to back after an idle spell.
     burst: int = 1
-    #: The longest server-told wait we honour before clamping.
+    #: The longest server-told wait we honour before clamping (the API's 429s, and an output
+    #: host's 429 or 503 with ``Retry-After``).
     max_wait: float = 900.0
 
 

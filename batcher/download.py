@@ -96,7 +96,9 @@ class DownloadFailed(BatcherError):
     not be written under ``--out`` (trying again within seconds cannot help). ``folder``: why no
     output can be written there now (a full disk, a size limit, a folder gone or read-only), or
     None when only this file is affected. ``gone``: the output's host says it has no such file
-    (403, 404, 410): outputs are kept about 7 days, so only running the job again can make it."""
+    (403, 404, 410): outputs are kept about 7 days, so only running the job again can make it.
+    ``retry_after``: seconds the host said to wait before trying again (a 429 or 503 with
+    ``Retry-After``), or None."""
 
     def __init__(
         self,
@@ -107,12 +109,14 @@ class DownloadFailed(BatcherError):
         local: bool = False,
         folder: str | None = None,
         gone: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, job_id=job_id)
         self.retryable = retryable
         self.local = local
         self.folder = folder
         self.gone = gone
+        self.retry_after = retry_after
 
 
 #: Write errors that concern the whole output folder, not one file's name.
@@ -284,7 +288,12 @@ class OutputSaver:
                         raise DownloadFailed(
                             f"{ref.key}: HTTP {got.status} fetching output", retryable=False, gone=True
                         )
-                    raise DownloadFailed(f"{ref.key}: HTTP {got.status} fetching output", retryable=True)
+                    # A host that says when to come back (429, 503): its wait, not our guess.
+                    raise DownloadFailed(
+                        f"{ref.key}: HTTP {got.status} fetching output",
+                        retryable=True,
+                        retry_after=self._api.told_wait(got.headers) if got.status in (429, 503) else None,
+                    )
                 content_type, size = got.content_type, got.size
             target = self._target(stem, index, ref.key, _extension(ref.url, content_type), used)
             if spill is not None:

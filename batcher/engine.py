@@ -288,6 +288,7 @@ class _Run:
                             clock=self.clock,
                             rng=self.rng,
                             stop=self.sched.stop,
+                            max_wait=s.rate.max_wait,
                         )
                         for _ in range(s.output.concurrency):
                             work.start_soon(collector.worker, downloads, saver)

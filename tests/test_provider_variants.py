@@ -1,6 +1,6 @@
 """The engine against ways the real API may behave that the contract leaves open or that only show
-after days, end to end over real sockets: which header it reads the key from, and outputs gone
-from its storage (kept about 7 days)."""
+after days, end to end over real sockets: which header it reads the key from, outputs gone
+from its storage (kept about 7 days), and a storage host with its own rate limit."""
 
 from __future__ import annotations
 
@@ -116,3 +116,24 @@ async def test_a_download_left_by_an_earlier_run_is_tried_once_and_expires_only_
     assert week_on.stats.downloads_resumed == 2 and week_on.stats.outcomes == {"expired": 2}
     assert after["requests"]["output"] == {**before, "404": 4}
     assert after["submissions"] == 2 and week_on.exit_code is ExitCode.FAILED
+
+
+@pytest.mark.parametrize("header", ["retry-after-seconds", "retry-after-date", "reset-at-utc"])
+async def test_an_output_host_that_answers_429_is_waited_for_as_long_as_it_says(
+    tmp_path: Path, registry: WorkflowRegistry, header: str
+) -> None:
+    """Where outputs are hosted is not known, nor its limits. A 429 from the file host was
+    tried again on our own backoff (seconds, growing from ``retry.base_delay``), which a host
+    asking for a minute refused every time: the paid-for outputs ended ``download_failed``,
+    exit 1, for the next run to meet the same host. Now the wait the 429 names (in any of the
+    styles the API's 429s use; at most ``rate.max_wait``) is kept, and every output is saved."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    config = dataclasses.replace(FAST, output_rate_limit=1.0, output_rate_period=60.0, rate_header=header)
+    async with run_emulator(config, clock=clock) as emu:
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 3}
+    assert stats["output_rate_limited"] >= 2 and stats["requests"]["output"]["200"] == 3
+    assert stats["submissions"] == 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"sketch-000{i}.png" for i in range(3)]

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from yarl import URL
 from ..clock import Clock, SystemClock
 from .catalog import InputError, canonical_input, check_inputs, input_hash, lookup
 from .config import EmulatorConfig
-from .faults import server_error_body
+from .faults import rate_limit_headers, server_error_body
 from .gateway import ApiCall, api_route, json_error, plain_middleware
 from .jobs import COMPLETED, FAILED, QUEUED, Job, RenderResult, owner_of
 from .render import render_job
@@ -235,6 +236,12 @@ async def output_file(request: web.Request) -> web.StreamResponse:
     )
     if found is None:
         return json_error(404, "Not Found")
+    wait = state.output_limiter.check("", state.clock.monotonic())
+    if wait > 0.0:
+        state.events["output_rate_limited"] += 1
+        headers = rate_limit_headers(state.config.rate_header, wait, state.clock.wall())
+        headers["Date"] = formatdate(state.clock.wall(), usegmt=True)  # the emulator's clock
+        return json_error(429, "Too many downloads. Try again later.", headers)
     state.events["output_download"] += 1
     if "Authorization" in request.headers or "x-api-key" in request.headers:
         # A client must never send its key to the output host: the stats expose one that does.

@@ -141,6 +141,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how a 429 says when to retry (default %(default)s)",
     )
     rate.add_argument(
+        "--output-rate-limit",
+        type=parse_rate,
+        default=None,
+        help="output downloads the file host serves per period, to all clients together, e.g. 10/s"
+        " (default unlimited); one past it is answered 429",
+    )
+    rate.add_argument(
         "--polls-free",
         action="store_false",
         dest="rate_limit_polls",
@@ -238,6 +245,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     rate = getattr(args, "rate_limit", None)
     if rate is not None:
         values["rate_limit"], values["rate_period"] = rate
+    output_rate = getattr(args, "output_rate_limit", None)
+    if output_rate is not None:
+        values["output_rate_limit"], values["output_rate_period"] = output_rate
     values["forbidden_keys"] = tuple(values.get("forbidden_keys") or ())
     return EmulatorConfig(**values)
 

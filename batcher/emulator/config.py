@@ -41,7 +41,7 @@ _NON_NEGATIVE = (
     "bimodal_long",
     "queue_delay",
 )
-_POSITIVE_OR_NONE = ("rate_limit", "record_ttl", "output_ttl")
+_POSITIVE_OR_NONE = ("rate_limit", "record_ttl", "output_ttl", "output_rate_limit")
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,11 @@ class EmulatorConfig:
     #: Serve output URLs under this hostname (same port), e.g. "localhost" while the API is at
     #: 127.0.0.1, so a client can prove it never sends the key to the output host.
     output_host: str | None = None
+    #: Output downloads the file host serves per ``output_rate_period`` seconds, to everyone
+    #: together (a CDN's or a bucket's own limit, not the API's); one past it is answered 429
+    #: with when to come back, in the ``rate_header`` style. ``None`` is unlimited.
+    output_rate_limit: float | None = None
+    output_rate_period: float = 60.0
     #: Threads rendering at once (Pillow work runs off the event loop).
     render_threads: int = 2
     #: Largest input image accepted, in bytes (fetched or inline).
@@ -177,6 +182,8 @@ class EmulatorConfig:
                 _bad(name, value, "give a positive number, or leave it unset")
         if not self.rate_period > 0.0:
             _bad("rate_period", self.rate_period, "give a positive number of seconds")
+        if not self.output_rate_period > 0.0:
+            _bad("output_rate_period", self.output_rate_period, "give a positive number of seconds")
         if self.rate_burst is not None and self.rate_burst < 1:
             _bad("rate_burst", self.rate_burst, "give 1 or more, or leave it unset")
         for name, value, choices in (

@@ -60,12 +60,15 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One :class:`TokenBucket` per API key (Segmind's limits are per account)."""
+    """One :class:`TokenBucket` per API key (Segmind's limits are per account), or with
+    ``output`` the file host's budget (``output_rate_limit``), one bucket for everyone."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
-        self._limit = config.rate_limit
-        self._period = config.rate_period
-        self._burst = config.burst
+    def __init__(self, config: EmulatorConfig, *, output: bool = False) -> None:
+        if output:
+            self._limit, self._period = config.output_rate_limit, config.output_rate_period
+            self._burst = max(1, math.ceil(self._limit or 1))
+        else:
+            self._limit, self._period, self._burst = config.rate_limit, config.rate_period, config.burst
         self._buckets: dict[str, TokenBucket] = {}
 
     @property

@@ -44,6 +44,8 @@ class EmulatorState:
             self.store.restore(jobs)
             self.saved, self.restored = saved, len(jobs)
         self.limiter = RateLimiter(config)
+        #: The output file host's own budget (``output_rate_limit``), shared by every client.
+        self.output_limiter = RateLimiter(config, output=True)
         self._sequence = itertools.count()
         #: Answers sent, by (request kind, status or "dropped").
         self.requests: Counter[tuple[str, str]] = Counter()
@@ -66,6 +68,7 @@ class EmulatorState:
         if self.saved is not None and changed:
             self.saved.record_schedules(changed)
         self.limiter = RateLimiter(config)
+        self.output_limiter = RateLimiter(config, output=True)
         return config
 
     async def remember(self, job: Job) -> None:
@@ -122,6 +125,8 @@ class EmulatorState:
             "credits_remaining": None if balance is None else round(balance, 6),
             "output_downloads": self.events["output_download"],
             "output_downloads_with_credentials": self.events["output_download_with_credentials"],
+            # Output downloads the file host answered 429 (``output_rate_limit``).
+            "output_rate_limited": self.events["output_rate_limited"],
         }
 
 

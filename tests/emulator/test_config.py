@@ -177,10 +177,17 @@ def test_the_memory_and_poll_origin_flags_reach_the_config() -> None:
     assert (config.state_dir, config.poll_origin) == ("runs/emu", "http://other-host.test:1234")
 
 
+def test_the_output_host_budget_flag_reaches_the_config() -> None:
+    config = config_from_args(_parse("--output-rate-limit", "10/s", "--rate-limit", "50/min"))
+    assert (config.output_rate_limit, config.output_rate_period) == (10.0, 1.0)
+    assert (config.rate_limit, config.rate_period) == (50.0, 60.0)
+    assert config_from_args(_parse()).output_rate_limit is None
+
+
 def test_every_setting_has_a_flag() -> None:
     dests = set(vars(_parse()))
-    # rate_period travels inside --rate-limit ("5/s").
-    assert set(field_names()) - dests == {"rate_period"}
+    # rate_period travels inside --rate-limit ("5/s"), output_rate_period inside --output-rate-limit.
+    assert set(field_names()) - dests == {"rate_period", "output_rate_period"}
 
 
 def test_a_bad_flag_value_exits_2_with_the_fix(capsys: pytest.CaptureFixture[str]) -> None:

@@ -169,6 +169,29 @@ async def test_a_garbled_output_is_a_completed_answer_whose_output_string_is_cut
         assert api.emu.stats()["garbled_outputs"] == 1
 
 
+async def test_the_output_host_has_its_own_budget_and_says_when_to_come_back() -> None:
+    config = EmulatorConfig(
+        output_rate_limit=1.0,
+        output_rate_period=60.0,
+        rate_header="retry-after-seconds",
+        render="placeholder",
+        duration_median=0.0,
+    )
+    async with serve(config) as api:
+        answer = await api.queued(SKETCH, sketch_input())
+        final = await api.finish(answer["request_id"])
+        url = json.loads(final["output"])[0]["value"]["data"]
+        assert (await api.request("GET", url)).status == 200
+        limited = await api.request("GET", url)
+        assert limited.status == 429 and limited.headers["retry-after"] == "60"
+        assert (await api.poll(answer["poll_url"])).status == 200  # the API's budget is another
+        assert isinstance(api.clock, ManualClock)
+        api.clock.advance(60.0)
+        assert (await api.request("GET", url)).status == 200
+        stats = api.emu.stats()
+        assert (stats["output_rate_limited"], stats["output_downloads"]) == (1, 2)
+
+
 async def test_reconfiguring_a_running_emulator_takes_effect_at_once() -> None:
     config = EmulatorConfig(slow_rate=1.0, slow_seconds=3600.0, render="placeholder", duration_median=3600.0)
     async with serve(config) as api:
