@@ -244,10 +244,9 @@ class Scheduler:
 
     @property
     def stop_reason(self) -> str | None:
-        """Why submissions stopped, of the whole run or of some workflows (None: they did not)."""
-        if self.stop_submitting is not None:
-            return self.stop_submitting
-        return "; ".join(self.closed.values()) or None
+        """Why submissions stopped, of the whole run and of workflows (None: they did not)."""
+        reasons = [self.stop_submitting] if self.stop_submitting is not None else []
+        return "; ".join([*reasons, *self.closed.values()]) or None
 
     def halt(self, reason: str, *, by_provider: bool = False) -> None:
         """Nothing more is sent at all."""

@@ -286,6 +286,28 @@ async def test_an_unknown_workflow_stops_only_its_own_jobs_and_the_other_workflo
     assert end["stop_reason"] == reason and end["not_started"] == 2
 
 
+async def test_a_workflow_the_provider_does_not_know_stays_in_the_stop_reason_when_the_run_stops_later(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A workflow held back by a 404, then the whole run stopped by a 406: the summary and
+    run_end named only the 406, and the exit code (3) no longer said why that workflow's rows
+    never ran. Both reasons are given."""
+    clock = ScaledClock(SPEED)
+    raw = "0123456789abcdef01234567-v1"
+    rows = [{"id": "raw-0", "workflow": raw, "input": {"prompt": "x"}}, *sketch_rows(6)]
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    config = {"credits": 0.15, "duration_median": 4.0, "duration_spread": 0.5, "seed": 3}
+    async with _emulator(clock, **config) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path, concurrency=2), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.PROVIDER and stats["requests"]["submit"]["406"] >= 1
+    reason = result.stats.stop_reason or ""
+    assert reason.startswith("insufficient credits (HTTP 406 on submit")
+    assert f"; workflow {raw} ({raw}) not found at the provider" in reason
+    [end] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "run_end"]
+    assert end["stop_reason"] == reason
+
+
 async def test_a_submit_answered_405_stops_submitting_instead_of_failing_every_job_for_good(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
