@@ -374,9 +374,10 @@ class SegmindAPI:
             return InsufficientCredits(text, balance=balance, required=required, job_id=job_id)
         if 500 <= status <= 599:
             return ServerError(text, status=status, job_id=job_id)
-        if status == 405 or 300 <= status <= 399:
+        redirect = 300 <= status <= 399
+        if status == 405 or redirect:
             where = answer.headers.get("location")
-            if where and 300 <= status <= 399:
+            if where and redirect:
                 # Where it points says what is wrong with the base URL (its query: maybe a token).
                 text += f" (redirected to {redact(where, self._settings.api_key).split('?', 1)[0][:200]})"
             return WrongEndpoint(text, status=status, job_id=job_id)

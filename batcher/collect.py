@@ -66,7 +66,7 @@ class Collector:
         clock: Clock,
         rng: random.Random,
         stop: Callable[[str], None],
-        max_wait: float = 900.0,
+        max_wait: float,
     ) -> None:
         self.ledger = ledger
         self.stats = stats

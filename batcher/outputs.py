@@ -154,10 +154,10 @@ def parse_outputs(output: Any) -> list[OutputRef]:
 def parse_outputs_capped(output: Any) -> tuple[list[OutputRef], bool]:
     """The outputs in ``output`` (in order, de-duplicated, up to :data:`MAX_OUTPUTS`), and
     whether there were more than that. Never raises. A string that opens as a JSON array or
-    object but is not JSON (cut short, say) names no output (:func:`malformed` tells it from an empty one)."""
-    if isinstance(output, str | bytes):
-        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
-        stripped = text.strip()
+    object but is not JSON (cut short, say) names no output (:func:`malformed` tells it from an
+    empty one)."""
+    stripped = _text(output)
+    if stripped is not None:
         if not stripped:
             return [], False
         try:
@@ -176,15 +176,20 @@ def parse_outputs_capped(output: Any) -> tuple[list[OutputRef], bool]:
 _OPENERS = "[{"
 
 
+def _text(output: Any) -> str | None:
+    """``output`` as stripped text if it is a string (or bytes), else None (already parsed)."""
+    if isinstance(output, bytes):
+        return output.decode("utf-8", "replace").strip()
+    return output.strip() if isinstance(output, str) else None
+
+
 def malformed(output: Any) -> str | None:
     """``output``'s text if it names no output although it is not empty: a string that opens as
     a JSON array or object (the shapes outputs come in) and is not JSON, cut short or garbled;
     else None. Saved as it was, it made a text file in place of the job's image, and the job
     "completed". Called only when :func:`parse_outputs_capped` found nothing, so the usual
     answer is parsed once."""
-    if not isinstance(output, str | bytes):
-        return None
-    text = (output.decode("utf-8", "replace") if isinstance(output, bytes) else output).strip()
+    text = _text(output)
     if not text or text[0] not in _OPENERS:
         return None
     try:
