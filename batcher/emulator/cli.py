@@ -226,6 +226,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 _FLAGS = {
     "rate_burst": "--burst",
     "rate_period": "--rate-limit",
+    "output_rate_period": "--output-rate-limit",
     "assets_dir": "--assets",
     "forbidden_keys": "--forbidden-key",
     "rate_limit_polls": "--polls-free",
