@@ -219,6 +219,7 @@ class Actions:
             raise
         else:
             self.sched.rate.on_success(self.clock.monotonic())
+            self.sched.circuit.answered()
             self.stats.submitted += 1
             self.stats.spend_usd += price
             try:
@@ -266,6 +267,7 @@ class Actions:
 
     def _refused(self, job: Job, wf: Workflow, exc: RemoteError) -> None:
         """The provider said no to a POST: the job was not started."""
+        self.sched.circuit.answered()
         if isinstance(exc, RateLimited):
             self._event(job, "deferred", error=str(exc), retryable=True)
             self._throttled(job, exc, "submit")
@@ -317,6 +319,7 @@ class Actions:
         started (and billed) the job, and there is no idempotency key to ask."""
         self.stats.unknown_outcomes += 1
         self._event(job, "submit_unknown", error=str(exc), retryable=True)
+        self._no_answer(exc)
         job.errors += 1
         if self.settings.ledger.unknown_submit == "fail":
             self._event(job, "failed", error=f"outcome of the POST unknown: {exc}", retryable=False)
@@ -326,6 +329,23 @@ class Actions:
             self._end(job, "failed")
         else:
             self.sched.schedule(job, "submit", self.clock.monotonic() + self._backoff(job))
+
+    def _no_answer(self, exc: BatcherError) -> None:
+        """One more POST in a row without a clear answer: past a few, the others wait and one at a
+        time goes; past many, submitting stops for this run (see :mod:`batcher.outage`)."""
+        circuit = self.sched.circuit
+        if circuit.no_answer(self.clock.monotonic()):
+            log.warning(
+                "the provider gave no clear answer to %d POSTs in a row (last: %s); each may have"
+                " started a billed job, so one goes at a time until it answers",
+                circuit.streak,
+                exc,
+            )
+        if circuit.given_up:
+            self.sched.stop(
+                f"the provider gave no clear answer to {circuit.streak} POSTs in a row (last: {exc});"
+                " each may have started a billed job, so no more are sent this run"
+            )
 
     # --- poll ------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
 from .ledger import Ledger, write_error
+from .outage import SubmitCircuit
 from .outfiles import sync_outputs
 from .pollpolicy import PollPolicy
 from .preflight import estimate_rows, preflight, warn_unterminated
@@ -185,6 +186,10 @@ class _Run:
             rate=rate,
             concurrency=settings.concurrency,
             max_requests=settings.api.max_connections,
+        )
+        retry = settings.retry
+        self.sched.circuit = SubmitCircuit(
+            base=retry.base_delay, cap=retry.max_delay, probes=2 * retry.max_attempts, rng=rng
         )
         self.feeder = Feeder(
             settings=settings,

@@ -41,6 +41,7 @@ import anyio.lowlevel
 from .clock import Clock
 from .guards import SubmitGuard
 from .handoff import Handoff
+from .outage import SubmitCircuit
 from .pressure import BudgetPressure
 from .ratecontrol import RateController
 
@@ -187,6 +188,10 @@ class Scheduler:
         self.unsent: list[Job] = []
         #: Asked before every POST (see :mod:`batcher.guards`).
         self.guards: list[SubmitGuard] = []
+        #: POSTs in a row without a clear answer hold the others back (see :mod:`batcher.outage`).
+        self.circuit = SubmitCircuit()
+        #: Retries of a POST that came due while the circuit held POSTs back (counted in flight).
+        self._parked: deque[Job] = deque()
         #: Why no more jobs may be submitted (None: they may).
         self.stop_submitting: str | None = None
         #: Workflows (by name) whose jobs may not be submitted, and why: the provider does not
@@ -227,6 +232,9 @@ class Scheduler:
         if self.stop_submitting is None:
             #: Jobs that were queued but never sent; the engine counts them as left over.
             self.unsent.extend(self.pending.refuse())
+            while self._parked:
+                self.unsent.append(self._parked.popleft())
+                self.in_flight -= 1
         if self.stop_submitting is None or (by_provider and not self.stopped_by_provider):
             self.stop_submitting = reason
             self.stopped_by_provider = by_provider
@@ -270,7 +278,7 @@ class Scheduler:
     def resends_waiting(self) -> int:
         """Jobs waiting in the heap to send their POST again (after a 429, a 5xx, a lost answer):
         counted in flight, but with no poll_url, so a later run sends them, not re-attaches them."""
-        return sum(1 for timed in self._heap if timed.job.next_action == "submit")
+        return len(self._parked) + sum(1 for timed in self._heap if timed.job.next_action == "submit")
 
     async def submits_idle(self) -> None:
         """Wait until no POST is in progress (used to let them land on shutdown)."""
@@ -295,11 +303,24 @@ class Scheduler:
                 return True
         return False
 
-    def _may_submit(self) -> bool:
-        return self.stop_submitting is None and self.in_flight < self.concurrency and len(self.pending) > 0
+    def _may_submit(self, now: float) -> bool:
+        return (
+            self.stop_submitting is None
+            and (bool(self._parked) or (self.in_flight < self.concurrency and len(self.pending) > 0))
+            and self.circuit.allows(now, self._active["submit"])
+        )
+
+    def _next_wake(self, now: float) -> float | None:
+        """When the loop has something to do next, if nothing else changes: the next due action,
+        or the next probe of an open circuit with POSTs waiting for it."""
+        at = self.next_due()
+        waiting = bool(self._parked) or (self.in_flight < self.concurrency and len(self.pending) > 0)
+        if self.circuit.open and waiting and self.stop_submitting is None and not self._active["submit"]:
+            at = self.circuit.next_probe if at is None else min(at, self.circuit.next_probe)
+        return at
 
     def _drained(self) -> bool:
-        if self._busy() or self._heap:
+        if self._busy() or self._heap or self._parked:
             return False
         if self.halted or self.stop_submitting:
             return True
@@ -341,12 +362,12 @@ class Scheduler:
         while not self.halted:
             now = self.clock.monotonic()
             due = bool(self._heap) and self._heap[0].at <= now
-            may_submit = self._may_submit()
+            may_submit = self._may_submit(now)
             if not due and not may_submit:
                 self._observe(now, waiting=False)
                 if self._drained():
                     break
-                next_at = self.next_due()
+                next_at = self._next_wake(now)
                 await self._sleep(None if next_at is None else next_at - now)
                 continue
             if self._busy() >= self.max_requests:
@@ -363,8 +384,18 @@ class Scheduler:
             if due and not (may_submit and self.budget.slots > SLOTS_FIRST):
                 timed = heapq.heappop(self._heap)
                 job, action = timed.job, timed.job.next_action
-                if action == "submit" and (self.stop_submitting or self._objection(job, now)):
-                    self.unsent.append(job)  # a retry of a POST that may no longer go out
+                if action == "submit":
+                    if self.stop_submitting or self._objection(job, now):
+                        self.unsent.append(job)  # a retry of a POST that may no longer go out
+                        self.finish(job)
+                        continue
+                    if not self.circuit.allows(now, self._active["submit"]):
+                        self._parked.append(job)  # sent when the circuit lets POSTs go again
+                        continue
+            elif self._parked:
+                job, action = self._parked.popleft(), "submit"
+                if self._objection(job, now):
+                    self.unsent.append(job)
                     self.finish(job)
                     continue
             else:

@@ -1,0 +1,129 @@
+"""POSTs in a row without a clear answer (a provider that accepts jobs and answers 502): the run
+sends one at a time, then stops, instead of paying for every row up to five times."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from batcher.clock import ScaledClock
+from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.engine import ExitCode
+from batcher.outage import OPEN_AFTER, SubmitCircuit
+from batcher.summary import render_summary
+from batcher.workflows import WorkflowRegistry
+
+from .support import SPEED, last_status, run, settings_for, sketch_rows, write_jsonl
+
+FAST = {"duration_median": 3.0, "duration_spread": 0.4, "render": "placeholder"}
+
+
+# --- the pure policy ---------------------------------------------------------------------------
+
+
+def test_the_circuit_opens_after_answerless_posts_in_a_row_and_a_clear_answer_closes_it() -> None:
+    circuit = SubmitCircuit(base=1.0, cap=8.0, probes=4, rng=random.Random(0))
+    for _ in range(OPEN_AFTER - 1):
+        assert not circuit.no_answer(now=10.0)
+        assert circuit.allows(10.0, submitting=5)
+    circuit.answered()  # one clear answer between: the count starts again
+    assert [circuit.no_answer(now=10.0) for _ in range(OPEN_AFTER)] == [False] * (OPEN_AFTER - 1) + [True]
+    assert circuit.open and not circuit.allows(10.0, submitting=0)  # the probe waits its backoff
+    assert 10.5 <= circuit.next_probe <= 11.0
+    assert circuit.allows(circuit.next_probe, submitting=0)
+    assert not circuit.allows(circuit.next_probe, submitting=1)  # one at a time
+    circuit.answered()
+    assert not circuit.open and circuit.allows(10.0, submitting=7)
+
+
+def test_probes_are_spaced_by_a_doubling_backoff_up_to_the_cap_and_then_the_run_gives_up() -> None:
+    circuit = SubmitCircuit(base=1.0, cap=8.0, probes=5, rng=random.Random(1))
+    now = 0.0
+    for _ in range(OPEN_AFTER):
+        circuit.no_answer(now)
+    gaps = []
+    while not circuit.given_up:
+        gaps.append(circuit.next_probe - now)
+        now = circuit.next_probe
+        circuit.no_answer(now)
+    assert len(gaps) == 5
+    ceilings = [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert all(c / 2 <= gap <= c for gap, c in zip(gaps, ceilings, strict=True)), gaps
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _on_log(needle: str, action: Callable[[], None]) -> Iterator[list[str]]:
+    """Call ``action()`` the first time batcher logs a line containing ``needle``."""
+    seen: list[str] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if needle in message and not seen:
+                seen.append(message)
+                action()
+
+    handler = Watch()
+    logger = logging.getLogger("batcher")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.anyio
+async def test_a_provider_that_bills_and_answers_502_is_paid_a_bounded_number_of_times(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Every POST is accepted (billed) and answered 502. Before, each of the 20 rows was POSTed
+    up to five times, 4 at a time: 100 jobs billed for nothing. Now, after 3 answerless POSTs in a
+    row, one goes at a time; after 10 more, the run stops submitting (exit 1, the summary says
+    why), and the next run, with the provider well again, does the rest."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(20))
+    config = EmulatorConfig(**FAST, lost_rate=1.0)  # type: ignore[arg-type]
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, concurrency=4)
+        first = await run(settings, [manifest], registry, clock)
+        billed = emu.stats()["submissions"]
+        emu.state.reconfigure(lost_rate=0.0)
+        second = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    limit = OPEN_AFTER + 2 * settings.retry.max_attempts
+    assert limit <= billed <= limit + settings.concurrency, billed
+    assert first.exit_code is ExitCode.FAILED
+    assert first.stats.stop_reason is not None
+    assert f"no clear answer to {limit} POSTs in a row" in first.stats.stop_reason
+    assert "no more are sent this run" in render_summary(first)
+    assert second.exit_code is ExitCode.OK and second.stats.outcomes["completed"] == 20
+    assert set(last_status(tmp_path / "ledger.jsonl").values()) == {"completed"}
+    assert stats["submissions"] == billed + 20  # the rows never sent, and the unknown ones again
+
+
+@pytest.mark.anyio
+async def test_when_the_provider_answers_again_the_run_goes_back_to_full_speed_and_finishes(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The outage ends while the run sends one POST at a time: the first clear answer lets the
+    others go again, and every row completes in this run."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(12))
+    config = EmulatorConfig(**FAST, lost_rate=1.0)  # type: ignore[arg-type]
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, concurrency=4)
+        with _on_log("POSTs in a row", lambda: emu.state.reconfigure(lost_rate=0.0)) as seen:
+            result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert seen and "one goes at a time until it answers" in seen[0]
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 12
+    assert result.stats.stop_reason is None
+    assert stats["submissions"] <= 12 + settings.concurrency  # the few answerless ones, sent again
