@@ -12,7 +12,7 @@ times. So the run as a whole backs off too, as a circuit breaker does (Nygard, *
   backoff that doubles up to ``retry.max_delay``. The first clear answer closes it.
 - **Given up**, after ``probes`` more answerless POSTs: the run stops submitting (in-flight jobs
   are still polled and downloaded) and the next run tries again. With the default retry settings
-  that is after about five minutes of outage.
+  that is after five to ten minutes of outage (probes 2, 4, 8 ... 120 s apart at most).
 
 A POST that never connected is not counted either way: nothing left the machine, so nothing can
 be billed (each job defers itself, see :mod:`batcher.actions`). Neither is one cut off by the run
