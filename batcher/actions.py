@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from .actions_poll import PollActions
 from .actions_submit import SubmitActions
-from .scheduler import Action, Job
+from .work import Action, Job
 
 
 class Actions(SubmitActions, PollActions):

@@ -18,8 +18,9 @@ from .errors import InsufficientCredits, RateLimited, RemoteError
 from .handoff import Handoff
 from .ledger import Ledger
 from .pollpolicy import PollPolicy
-from .scheduler import Action, Job, Scheduler
+from .scheduler import Scheduler
 from .stats import RunStats
+from .work import Action, Job
 from .workflows import WorkflowRegistry
 
 

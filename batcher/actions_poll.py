@@ -18,8 +18,8 @@ from .errors import (
     RemoteError,
     TransportError,
 )
-from .scheduler import Job
 from .status_text import human_duration
+from .work import Job
 
 log = logging.getLogger("batcher")
 

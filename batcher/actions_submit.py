@@ -24,7 +24,7 @@ from .errors import (
     WrongEndpoint,
 )
 from .inputs import materialize, preview_inputs
-from .scheduler import Job
+from .work import Job
 from .workflows import Workflow
 
 log = logging.getLogger("batcher")

@@ -29,10 +29,11 @@ from .manifest import read_manifests
 from .outfiles import output_intact
 from .outputs import OutputRef
 from .rowlog import ROW_MESSAGES, RowLog
-from .scheduler import Job, Scheduler
+from .scheduler import Scheduler
 from .seams import Seam
 from .state import FINAL_OK, JobState, LedgerState, Next
 from .stats import RunStats
+from .work import Job
 from .workflows import WorkflowRegistry
 
 log = logging.getLogger("batcher")
