@@ -15,7 +15,6 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from .backoff import server_wait
 from .clock import Clock
@@ -34,7 +33,7 @@ from .errors import (
     UnsafeOutputError,
     WrongEndpoint,
 )
-from .netpolicy import in_clear_off_machine
+from .netpolicy import has_userinfo, in_clear_off_machine, origin, redact
 from .outputs import OutputRef, malformed, parse_outputs_capped
 from .transport import Answer, Streamed, Transport
 
@@ -88,30 +87,6 @@ class PollResult:
     credits: float | None = None
 
 
-def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of ``url``, with default ports filled in."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
-
-
-def _has_userinfo(url: str) -> bool:
-    """Whether ``url`` names a user (``user:pass@host``)."""
-    parts = urlsplit(url)
-    return "@" in parts.netloc
-
-
-def redact(text: str, secret: str) -> str:
-    """``text`` with ``secret`` blanked out (an error body could echo the key back)."""
-    if secret and secret in text:
-        return text.replace(secret, "***")
-    return text
-
-
 class SegmindAPI:
     """Submit, poll and download, over one :class:`~batcher.transport.Transport`."""
 
@@ -148,7 +123,7 @@ class SegmindAPI:
             return True  # the API's own origin, spelled as configured (every poll_url, usually)
         if not self._insecure_ok and in_clear_off_machine(url):
             return False
-        return origin(url) in self._allowed and not _has_userinfo(url)
+        return origin(url) in self._allowed and not has_userinfo(url)
 
     def _check_origin(self, url: str) -> None:
         """Raise ForeignHostError unless ``url`` may receive the API key."""
@@ -159,7 +134,7 @@ class SegmindAPI:
                     " it would cross the network unencrypted (use https, or set"
                     " api.allow_insecure_http: true for an emulator on a network you trust)"
                 )
-            if _has_userinfo(url):
+            if has_userinfo(url):
                 # aiohttp cannot send both (it raised ValueError, which ended the run), and a
                 # URL carrying someone's password is not one to add our key to.
                 raise ForeignHostError(

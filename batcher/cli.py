@@ -26,11 +26,12 @@ from .cli_inspect import main_report, main_status
 from .clock import SystemClock
 from .config import Settings
 from .dryrun import DryRunReport, dry_run, render_dry_run
-from .engine import ExitCode, RunResult, run_batch
+from .engine import run_batch
 from .errors import BatcherError, ConfigError, LedgerLockedError, LedgerWriteError
 from .ledger import utc_iso
 from .preflight import preflight
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
+from .result import ExitCode, RunResult
 from .settings_load import load_settings
 from .signals import ignore_signals, stop_on_signals
 from .summary import render_summary

@@ -9,12 +9,9 @@ a watcher that turns an interrupt into an orderly stop. It never prints; it retu
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,8 @@ from .pollpolicy import PollPolicy
 from .preflight import estimate_rows, preflight, warn_unterminated
 from .progress import Snapshot, snapshot_from
 from .ratecontrol import RateController
+from .result import ExitCode as ExitCode
+from .result import RunResult as RunResult
 from .scheduler import Scheduler
 from .seams import survey
 from .state import LedgerState
@@ -52,35 +51,6 @@ log = logging.getLogger("batcher")
 SUBMIT_GRACE = 1.0
 #: Real seconds between background ledger syncs (``submitting`` never waits for them).
 LEDGER_FLUSH_SECONDS = 1.0
-
-
-class ExitCode(enum.IntEnum):
-    """Process exit codes (documented in the README)."""
-
-    OK = 0
-    FAILED = 1
-    USAGE = 2
-    PROVIDER = 3
-    LEDGER_WRITE = 74  # the ledger could not be written (disk full...): sysexits' EX_IOERR
-    LOCKED = 75
-    INTERRUPTED = 130
-
-
-@dataclass
-class RunResult:
-    exit_code: ExitCode
-    stats: RunStats
-    #: Final states of the manifests' jobs that this run did not touch (finished earlier).
-    earlier: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-    interrupted: bool = False
-    ledger: Path | None = None
-    out_dir: Path | None = None
-    repaired_bytes: int = 0
-    #: The run's ``poll.give_up_after`` (the summary names it when jobs were given up).
-    give_up_after: float | None = None
-    #: Why the ledger could not be written, when that stopped the run (exit 74).
-    ledger_error: LedgerWriteError | None = None
 
 
 async def run_batch(

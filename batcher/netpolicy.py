@@ -12,7 +12,8 @@ Two rules keep the API key off the wire in clear:
   says. Loopback hosts go direct too (a proxy cannot reach this machine's loopback).
 
 A proxy URL may hold a user name and password (``http://user:pass@proxy:3128``): :func:`shown`
-is the only way one is printed.
+is the only way one is printed. Which origins get the key at all is :class:`batcher.api.SegmindAPI`'s
+rule, in the terms below (:func:`origin`, :func:`has_userinfo`, :func:`redact`).
 """
 
 from __future__ import annotations
@@ -159,3 +160,27 @@ class Routes:
                 self._known.clear()
             known = self._known[key] = route(url, self.proxy, self._no_proxy) is not None
         return known
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``url``, with default ports filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether ``url`` names a user (``user:pass@host``)."""
+    parts = urlsplit(url)
+    return "@" in parts.netloc
+
+
+def redact(text: str, secret: str) -> str:
+    """``text`` with ``secret`` blanked out (an error body could echo the key back)."""
+    if secret and secret in text:
+        return text.replace(secret, "***")
+    return text

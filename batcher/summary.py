@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .engine import ExitCode, RunResult
+from .result import ExitCode, RunResult
 from .status_text import human_duration, plural
 
 
