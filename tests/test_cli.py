@@ -291,6 +291,12 @@ def test_a_flag_mistake_is_one_line_pointing_at_the_help(
     assert proc.stderr.endswith(f" (see {command} --help)\n"), proc.stderr
 
 
+def _run_with(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``batcher run m.jsonl`` in ``cwd`` with exactly ``env`` (no emulator, no flags)."""
+    command = [sys.executable, "-m", "batcher", "run", "m.jsonl"]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 @pytest.mark.parametrize("value", ["", "  \n"], ids=["empty", "blank"])
 def test_an_api_key_variable_set_but_empty_says_so(tmp_path: Path, value: str) -> None:
     """The nightly cron line's ``SEGMIND_API_KEY=$(cat ~/.segmind-key)`` with the file gone: it
@@ -298,15 +304,7 @@ def test_an_api_key_variable_set_but_empty_says_so(tmp_path: Path, value: str) -
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
     env = cli_env()
     env["SEGMIND_API_KEY"] = value
-    proc = subprocess.run(
-        [sys.executable, "-m", "batcher", "run", "m.jsonl"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _run_with(env, tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(
         "batcher: error: environment variable SEGMIND_API_KEY: is set, but empty (a command meant to"
@@ -331,15 +329,7 @@ def test_no_api_key_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
     env = cli_env()
     del env["SEGMIND_API_KEY"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "batcher", "run", "m.jsonl"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _run_with(env, tmp_path)
     assert proc.returncode == 2 and "SEGMIND_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
 
 
