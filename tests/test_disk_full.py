@@ -10,6 +10,7 @@ import os
 import resource
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -18,6 +19,7 @@ from anyio.abc import Process
 
 from batcher.appendlog import AppendLog, open_locked
 from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.emulator.server import RunningEmulator
 from batcher.ledger import read_records
 
 from .support import StderrLines, blog_rows, cli_env, run_command, sketch_rows, write_jsonl
@@ -129,6 +131,26 @@ async def _rest(process: Process, lines: StderrLines) -> tuple[int, str]:
         return await process.wait(), "\n".join(rest)
 
 
+async def _three_in_flight_then(
+    tmp_path: Path, emu: RunningEmulator, act: Callable[[Process], None]
+) -> tuple[int, str]:
+    """Run three jobs until each has its poll_url in the ledger, call ``act`` (to the ledger or
+    the process), then let the jobs finish: the run's exit code and the rest of its log."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    (tmp_path / "c.yaml").write_text("poll:\n  policy: fixed\n")
+    process = await _start(tmp_path, emu.base_url, "--concurrency", "3", "--config", "c.yaml")
+    async with process:
+        lines = StderrLines(process)
+        await _until_submitted(lines, 3)
+        act(process)
+        emu.state.reconfigure(duration_median=0.0)
+        return await _rest(process, lines)
+
+
+#: Jobs that stay in flight until the test lets them finish (``duration_median=0``).
+_HELD = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
+
+
 @pytest.mark.anyio
 async def test_a_ledger_that_fills_up_with_jobs_in_flight_leaves_them_to_be_re_attached(
     tmp_path: Path,
@@ -136,18 +158,11 @@ async def test_a_ledger_that_fills_up_with_jobs_in_flight_leaves_them_to_be_re_a
     """Three jobs submitted and recorded, then the ledger's disk fills up (with room for part of
     a line) before they finish: the run stops at once with exit 74 and one clear line; the next
     run re-attaches all three by their poll_urls and POSTs none of them again."""
-    write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
-    (tmp_path / "c.yaml").write_text("poll:\n  policy: fixed\n")
-    config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
-    async with run_emulator(config) as emu:
-        process = await _start(tmp_path, emu.base_url, "--concurrency", "3", "--config", "c.yaml")
-        async with process:
-            lines = StderrLines(process)
-            await _until_submitted(lines, 3)
-            # Polls of unfinished jobs write nothing: the ledger stays as it is until they finish.
-            _cap_now(process, (tmp_path / "l.jsonl").stat().st_size + 40)
-            emu.state.reconfigure(duration_median=0.0)
-            code, stderr = await _rest(process, lines)
+    async with run_emulator(_HELD) as emu:
+        # Polls of unfinished jobs write nothing: the ledger stays as it is until they finish.
+        code, stderr = await _three_in_flight_then(
+            tmp_path, emu, lambda process: _cap_now(process, (tmp_path / "l.jsonl").stat().st_size + 40)
+        )
         _assert_clean(tmp_path / "l.jsonl")
         assert code == 74, stderr
         assert "cannot write to ledger l.jsonl: file too large" in _ledger_failure_line(stderr)
@@ -199,17 +214,8 @@ async def test_a_ledger_deleted_under_a_running_batch_is_put_back_and_the_run_st
     deleted file, ended with exit 0, and its records vanished with it: the next run paid for
     every job again. Now the next sync notices, puts the file back at its path from the open
     descriptor, and stops (exit 74); the next run resumes from it and pays for nothing twice."""
-    write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
-    (tmp_path / "c.yaml").write_text("poll:\n  policy: fixed\n")
-    config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
-    async with run_emulator(config) as emu:
-        process = await _start(tmp_path, emu.base_url, "--concurrency", "3", "--config", "c.yaml")
-        async with process:
-            lines = StderrLines(process)
-            await _until_submitted(lines, 3)
-            (tmp_path / "l.jsonl").unlink()
-            emu.state.reconfigure(duration_median=0.0)
-            code, stderr = await _rest(process, lines)
+    async with run_emulator(_HELD) as emu:
+        code, stderr = await _three_in_flight_then(tmp_path, emu, lambda _: (tmp_path / "l.jsonl").unlink())
         assert code == 74, stderr
         line = _ledger_failure_line(stderr)
         assert "it was deleted while this run was writing it; its lines are put back" in line
@@ -231,19 +237,14 @@ async def test_a_ledger_cut_short_under_a_running_batch_stops_the_run_and_says_w
     ``submitting`` and ``submitted`` lines were gone from it, so the next run paid for every job
     again. Now the next sync notices the file is shorter than what the run wrote, and the run
     stops with exit 74, saying to put the copy back; with it back, nothing is paid twice."""
-    write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
-    (tmp_path / "c.yaml").write_text("poll:\n  policy: fixed\n")
     ledger, copy = tmp_path / "l.jsonl", tmp_path / "l.jsonl.1"
-    config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
-    async with run_emulator(config) as emu:
-        process = await _start(tmp_path, emu.base_url, "--concurrency", "3", "--config", "c.yaml")
-        async with process:
-            lines = StderrLines(process)
-            await _until_submitted(lines, 3)
-            shutil.copyfile(ledger, copy)
-            os.truncate(ledger, 0)
-            emu.state.reconfigure(duration_median=0.0)
-            code, stderr = await _rest(process, lines)
+
+    def copytruncate(_: Process) -> None:
+        shutil.copyfile(ledger, copy)
+        os.truncate(ledger, 0)
+
+    async with run_emulator(_HELD) as emu:
+        code, stderr = await _three_in_flight_then(tmp_path, emu, copytruncate)
         assert code == 74, stderr
         line = _ledger_failure_line(stderr)
         assert "it was cut short or overwritten while this run was writing it" in line
