@@ -22,12 +22,14 @@ from .config import Settings, with_paths
 from .download import check_out_dir
 from .errors import RowError
 from .ledger import check_ledger_path, read_records
-from .manifest import check_manifest_paths, read_manifests
+from .manifest import Unfinished, check_manifest_paths, read_manifests
 from .rowlog import ROW_MESSAGES, RowLog
 from .seams import survey
 from .state import LedgerState, Next, sends
 from .status_text import plural
 from .workflows import WorkflowRegistry
+
+log = logging.getLogger("batcher")
 
 
 @dataclass
@@ -36,6 +38,8 @@ class DryRunReport:
     invalid: int = 0
     #: Rows with their own id whose job was sent with other inputs: the run would not send them.
     edited: int = 0
+    #: Rows at a manifest's end still being written (left for a later run).
+    unfinished: int = 0
     #: Valid jobs by workflow name.
     jobs: Counter[str] = field(default_factory=Counter)
     #: Jobs the ledger already knows, by what they need next ("nothing", "attach", ...).
@@ -71,7 +75,7 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
         state.would_send, retry_failed=retry_failed, unknown_submit=unknown_submit
     )
 
-    joined = survey(manifests, state.runs).joined
+    found = survey(manifests, state.runs)
     say_invalid = RowLog(
         logging.ERROR,
         f"more invalid rows follow, not named here (the first {ROW_MESSAGES} are); counted below",
@@ -81,7 +85,11 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
         f"more rows edited under the id of a job that ran follow, not named here (the first "
         f"{ROW_MESSAGES} are); counted below",
     )
-    for item in read_manifests(manifests, registry, joined=joined, needs_files=needs_files):
+    for item in read_manifests(manifests, registry, survey=found, needs_files=needs_files):
+        if isinstance(item, Unfinished):
+            log.warning("%s", item)
+            report.unfinished += 1
+            continue
         report.rows += 1
         if isinstance(item, RowError):
             report.invalid += 1
@@ -117,6 +125,8 @@ _KNOWN = {
 
 def render_dry_run(report: DryRunReport) -> str:
     edited = f", {report.edited:,} edited under the id of a job that ran (not run)" if report.edited else ""
+    if report.unfinished:
+        edited += f", {report.unfinished:,} still being written (left for a later run)"
     lines = [
         f"Dry run: {plural(report.rows, 'row')}, {plural(sum(report.jobs.values()), 'valid job')}, "
         f"{report.invalid:,} invalid{edited}."

@@ -111,7 +111,7 @@ async def run_batch(
         )
         run.progress = progress
         run.total = estimate_rows(manifests)
-        run.feeder.joined = seams.joined
+        run.feeder.survey = seams
         result = await run.go(interrupt or anyio.Event())
         result.repaired_bytes = ledger.repaired_bytes
         return result

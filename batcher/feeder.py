@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -25,12 +25,12 @@ from .config import Settings
 from .errors import RowError
 from .handoff import Handoff
 from .ledger import CLOCK_SLACK, Ledger, parse_iso, path_bases, utc_iso
-from .manifest import read_manifests
+from .manifest import Unfinished, read_manifests
 from .outfiles import output_intact
 from .outputs import OutputRef
 from .rowlog import ROW_MESSAGES, RowLog
 from .scheduler import Scheduler
-from .seams import Seam
+from .seams import Survey
 from .state import FINAL_OK, JobState, LedgerState, Next
 from .stats import RunStats
 from .work import Job
@@ -65,8 +65,9 @@ class Feeder:
         self.state = state
         self.stats = stats
         self.sched = scheduler
-        #: Lines holding two rows joined at a seam, by manifest (see :mod:`batcher.seams`).
-        self.joined: Mapping[str, Mapping[int, Seam]] = {}
+        #: The manifests as the run started: how far to read each, and lines holding two rows
+        #: joined at a seam (see :mod:`batcher.seams`).
+        self.survey = Survey()
         #: Final states of the manifests' jobs that earlier runs finished.
         self.earlier: Counter[str] = Counter()
         #: Every row of the manifests was read (False: the run stopped before it got to them all,
@@ -140,7 +141,7 @@ class Feeder:
         )
         rows = 0
         for item in read_manifests(
-            self.manifests, self.registry, joined=self.joined, needs_files=needs_files
+            self.manifests, self.registry, survey=self.survey, needs_files=needs_files
         ):
             rows += 1
             if rows % YIELD_EVERY == 0:
@@ -151,6 +152,9 @@ class Feeder:
                 await anyio.lowlevel.checkpoint()
             if isinstance(item, RowError):
                 self._invalid(item)
+                continue
+            if isinstance(item, Unfinished):
+                self._unfinished(item)
                 continue
             known = state.jobs.get(item.job_id)
             step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
@@ -219,6 +223,20 @@ class Feeder:
                 log.warning("%s: its saved output is missing or short on disk; fetching it again", job_id)
             else:
                 log.error("%s: its saved output is missing on disk and cannot be fetched again", job_id)
+
+    def _unfinished(self, cut: Unfinished) -> None:
+        """A row still being written: said once, and noted in the ledger, so that the next run
+        does not take the rest of its line, written since, for a row appended to it."""
+        log.warning("%s", cut)
+        self.ledger.event(
+            None,
+            "unfinished",
+            self.clock.wall(),
+            manifest=cut.name,
+            source=cut.path,
+            line=cut.line,
+            at=cut.at,
+        )
 
     def _invalid(self, err: RowError) -> None:
         self.stats.invalid += 1

@@ -9,7 +9,8 @@ inputs beside ``id`` and ``workflow``; both ``id`` and ``workflow`` are optional
     {"title": "Ten tips for bread", "description": "Sourdough for beginners"}
 
 Reading yields :class:`JobSpec` for each good row and a :class:`~batcher.errors.RowError` *value*
-for each bad one, in file order; a problem with a whole file raises
+for each bad one, in file order (and :class:`Unfinished` for a last row still being written, when
+read as a run reads, up to where each file ended as it started); a problem with a whole file raises
 :class:`~batcher.errors.ManifestError`. Rows are read one at a time; all that is kept of a row
 is an 8-byte hash of its id and where it was (for duplicates: about 32 bytes a row), so a
 million-row manifest reads in well under 100 MB.
@@ -37,6 +38,7 @@ from .manifest_formats import (
     KINDS,
     KNOWN_EXTENSIONS,
     BadRow,
+    Cut,
     RawRow,
     Row,
     check_encoding,
@@ -47,13 +49,14 @@ from .manifest_formats import (
 )
 from .manifest_rows import MAX_ID_LENGTH, NeedsFiles, Refused, inputs_hash, job_from_row, job_id_for
 from .manifest_yaml import yaml_rows
-from .seams import Seam
+from .seams import Seam, Survey
 from .state import FINAL_OK, NOT_SENT, JobState, Next
 from .workflows import Workflow, WorkflowRegistry
 
 __all__ = [
     "MAX_ID_LENGTH",
     "JobSpec",
+    "Unfinished",
     "check_manifest_paths",
     "job_id_for",
     "read_manifest",
@@ -140,18 +143,37 @@ def check_manifest_paths(paths: Sequence[Path]) -> None:
         seen.add(key)
 
 
-def read_manifest(path: Path, registry: WorkflowRegistry) -> Iterator[JobSpec | RowError]:
+def read_manifest(path: Path, registry: WorkflowRegistry) -> Iterator[JobSpec | RowError | Unfinished]:
     """Jobs and row errors of one manifest, in file order (see :func:`read_manifests`)."""
     return read_manifests([path], registry)
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """Rows at the end of a manifest still being written when the run started: the file has
+    grown since, and the row on ``line`` ran into the end of what the run reads (byte ``at``,
+    where the file ended then). Not read, not run, not invalid: the next run reads it whole."""
+
+    #: The manifest, as given, and resolved (how the ledger names it).
+    path: str
+    name: str
+    line: int
+    at: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}:{self.line}: this row was still being written when the run started (the"
+            " file has grown since): it is left for the next run, which reads it whole"
+        )
 
 
 def read_manifests(
     paths: Sequence[Path],
     registry: WorkflowRegistry,
     *,
-    joined: Mapping[str, Mapping[int, Seam]] | None = None,
+    survey: Survey | None = None,
     needs_files: NeedsFiles | None = None,
-) -> Generator[JobSpec | RowError, None, None]:
+) -> Generator[JobSpec | RowError | Unfinished, None, None]:
     """Jobs and row errors of several manifests, in order; ids are unique across all of them.
 
     A row naming local image files is refused if one is missing (or unreadable, not a file, too
@@ -167,37 +189,54 @@ def read_manifests(
     the first row, comes later: the first raises ManifestError, the second is a RowError that
     says the rest of that file was not read.)
 
-    ``joined`` (from :func:`batcher.seams.survey`, by resolved path) names lines that hold two
-    rows joined at a seam: each is a RowError saying where the line break goes, not a job.
+    With a ``survey`` (:func:`batcher.seams.survey`, taken as the run starts), each manifest is
+    read only as far as it reached then (:attr:`~batcher.seams.Survey.ends`), and lines that
+    hold two rows joined at a seam (:attr:`~batcher.seams.Survey.joined`) are each a RowError
+    saying where the line break goes, not a job. A file that has grown since the survey may
+    still be being written: a last row cut off there is :class:`Unfinished`, not a job.
     """
     check_manifest_paths(paths)
     names = [str(p) for p in paths]
+    resolved = [str(p.resolve()) for p in paths]
+    ends = survey.ends if survey else {}
     seen = _FirstSeen(len(paths))
     with ExitStack() as stack:
         started: list[tuple[_Source, Iterator[Row]]] = []
         for index, path in enumerate(paths):
             source = _Source(names[index], index, path.parent.absolute(), names)
-            rows = _open_rows(path, registry, stack)
+            rows = _open_rows(path, registry, stack, ends.get(resolved[index]))
             first = next(rows, None)
             if first is None:
                 message, fix = _no_rows(_kind_of(path))
                 raise ManifestError(message, path=source.path, fix=fix)
             started.append((source, chain([first], rows)))
-        for (source, rows), path in zip(started, paths, strict=True):
-            seams = joined.get(str(path.resolve())) if joined else None
+        for (source, rows), name in zip(started, resolved, strict=True):
+            seams = survey.joined.get(name) if survey else None
             for row in rows:
-                if seams and row.line in seams:
-                    yield _joined(seams[row.line], source.path)
+                if seams and (seam := _seam_in(row, seams)):
+                    yield _joined(seam, row.line, source.path)
                 elif isinstance(row, BadRow):
                     yield RowError(row.message, path=source.path, line=row.line, field=row.field, fix=row.fix)
+                elif isinstance(row, Cut):
+                    yield Unfinished(source.path, name, row.line, ends[name])
                 else:
                     yield _job(row, source, registry, seen, needs_files)
 
 
-def _joined(seam: Seam, path: str) -> RowError:
+def _seam_in(row: Row, seams: Mapping[int, Seam]) -> Seam | None:
+    """The seam on one of the row's lines (a CSV record may span several), if any."""
+    if isinstance(row, Cut):
+        return None
+    if not row.last:
+        return seams.get(row.line)
+    return next((seams[n] for n in range(row.line, row.last + 1) if n in seams), None)
+
+
+def _joined(seam: Seam, start: int, path: str) -> RowError:
+    where = f" (in the row that begins on line {start})" if start != seam.line else ""
     return RowError(
-        "holds two rows joined together: this manifest ended here without a line break when "
-        "batcher last read it, and the row appended later went on the same line",
+        f"holds two rows joined together{where}: this manifest ended here without a line break "
+        "when batcher last read it, and the row appended later went on the same line",
         path=path,
         line=seam.line,
         fix=f"put a line break after byte {seam.column} of this line, then run again",
@@ -223,8 +262,9 @@ def _kind_of(path: Path) -> str:
     return kind
 
 
-def _open_rows(path: Path, registry: WorkflowRegistry, stack: ExitStack) -> Iterator[Row]:
-    """The rows of one manifest; the file stays open until ``stack`` closes."""
+def _open_rows(path: Path, registry: WorkflowRegistry, stack: ExitStack, end: int | None) -> Iterator[Row]:
+    """The rows of one manifest (its first ``end`` bytes, if given); the file stays open until
+    ``stack`` closes."""
     where = str(path)
     kind = _kind_of(path)
     if kind == "txt" and registry.get(TXT_WORKFLOW) is None:
@@ -239,7 +279,7 @@ def _open_rows(path: Path, registry: WorkflowRegistry, stack: ExitStack) -> Iter
     except OSError as exc:
         raise ManifestError(f"cannot be read: {exc.strerror or exc}", path=where) from exc
     check_encoding(head, where)
-    lines = physical_lines(fh, where)
+    lines = physical_lines(fh, where, end)
     if kind == "jsonl":
         return jsonl_rows(lines)
     if kind == "csv":

@@ -14,9 +14,14 @@ million rows nor one runaway line is ever held in memory whole.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, BinaryIO
 
 from .errors import ManifestError
@@ -43,6 +48,8 @@ class RawRow:
     data: object
     #: True for CSV, where every value is a text cell (numbers and booleans arrive as text).
     text_cells: bool = False
+    #: The row's last physical line, for a CSV record with line breaks in a quoted cell; else 0.
+    last: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,36 +60,96 @@ class BadRow:
     message: str
     fix: str = ""
     field: str = ""
+    #: The row's last physical line, for a CSV record with line breaks in a quoted cell; else 0.
+    last: int = 0
 
 
-Row = RawRow | BadRow
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """The row starting on ``line`` was still being written when the run started: the file has
+    grown past what the run reads, and this row runs into that end (:class:`Lines`). It is not
+    read; the next run reads it whole."""
+
+    line: int
 
 
-def physical_lines(fh: BinaryIO, path: str) -> Iterator[tuple[int, bytes | None]]:
-    """``(line number, line bytes)`` for every physical line; ``None`` for a line over the cap.
+Row = RawRow | BadRow | Cut
+
+
+class Lines:
+    """The physical lines of a manifest: iterating gives ``(line number, line bytes)`` for each,
+    ``None`` for a line over the cap.
 
     The line end (``\\n`` or ``\\r\\n``) is removed, and a UTF-8 byte order mark on line 1. A line over
     :data:`MAX_ROW_BYTES` is skipped in 64 KiB chunks (``readline(limit)``), never read whole.
+
+    With ``end``, only the file's first ``end`` bytes are read: what it held when the run started
+    (see :class:`~batcher.seams.Survey`), so that rows appended meanwhile wait for the next run.
+    If the file has grown past ``end`` since, a writer may still be at work: :attr:`more` says
+    so once the lines are read, and a last line with no line break that the file has since
+    continued (no line break at ``end`` either) was cut off mid-write: it is not given at all,
+    and :attr:`unfinished` is its number.
     """
-    limit = MAX_ROW_BYTES + 2  # room for "\r\n"
-    number = 0
-    try:
-        while raw := fh.readline(limit):
-            number += 1
-            if not raw.endswith(b"\n") and len(raw) == limit:
-                # Over the cap: skip to the line's end without keeping it.
-                while (rest := fh.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
-                    pass
-                yield number, None
-                continue
-            if number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            body = raw[:-1] if raw.endswith(b"\n") else raw  # the last line may have no line end
-            if body.endswith(b"\r"):
-                body = body[:-1]
-            yield number, (body if len(body) <= MAX_ROW_BYTES else None)
-    except OSError as exc:
-        raise ManifestError(f"cannot be read at line {number + 1}: {exc.strerror or exc}", path=path) from exc
+
+    def __init__(self, fh: BinaryIO, path: str, end: int | None = None) -> None:
+        self._fh = fh
+        self._path = path
+        self.end = end
+        #: The file holds more than ``end`` bytes now (known once every line was read).
+        self.more = False
+        #: The line still being written at ``end`` (not given), or 0.
+        self.unfinished = 0
+
+    def __iter__(self) -> Iterator[tuple[int, bytes | None]]:
+        return self._lines()
+
+    def _lines(self) -> Iterator[tuple[int, bytes | None]]:
+        fh = self._fh
+        limit = MAX_ROW_BYTES + 2  # room for "\r\n"
+        left = sys.maxsize if self.end is None else self.end  # bytes still to read
+        number = 0
+        try:
+            while raw := fh.readline(min(limit, left)):
+                number += 1
+                left -= len(raw)
+                if not raw.endswith(b"\n") and len(raw) == limit:
+                    # Over the cap: skip to the line's end without keeping it.
+                    while (rest := fh.readline(min(_SKIP_CHUNK, left))) and not rest.endswith(b"\n"):
+                        left -= len(rest)
+                    left -= len(rest)
+                    yield number, None
+                    continue
+                if left == 0 and not raw.endswith(b"\n") and self._grown(cut=True):
+                    self.unfinished = number
+                    return
+                if number == 1 and raw.startswith(_BOM):
+                    raw = raw[len(_BOM) :]
+                body = raw[:-1] if raw.endswith(b"\n") else raw  # the last line may have no line end
+                if body.endswith(b"\r"):
+                    body = body[:-1]
+                yield number, (body if len(body) <= MAX_ROW_BYTES else None)
+            if left == 0:
+                self._grown(cut=False)
+        except OSError as exc:
+            raise ManifestError(
+                f"cannot be read at line {number + 1}: {exc.strerror or exc}", path=self._path
+            ) from exc
+
+    def _grown(self, *, cut: bool) -> bool:
+        """Whether the file now holds more than ``end`` bytes (sets :attr:`more`); with ``cut``,
+        whether the line ending at ``end`` goes on after it (no line break there)."""
+        assert self.end is not None
+        try:
+            fd = self._fh.fileno()
+            self.more = os.fstat(fd).st_size > self.end
+            return self.more and cut and os.pread(fd, 1, self.end) not in (b"\n", b"\r")
+        except (OSError, io.UnsupportedOperation):  # not a file on disk: nothing to compare
+            return False
+
+
+def physical_lines(fh: BinaryIO, path: str, end: int | None = None) -> Lines:
+    """The physical lines of ``fh`` (see :class:`Lines`)."""
+    return Lines(fh, path, end)
 
 
 def too_long(line: int, where: str = "") -> BadRow:
@@ -147,7 +214,7 @@ def parse_json_row(text: str, line: int) -> Row:
         return BadRow(line, "invalid JSON: nested too deeply", "write one flat JSON object per line")
 
 
-def jsonl_rows(lines: Iterator[tuple[int, bytes | None]]) -> Iterator[Row]:
+def jsonl_rows(lines: Lines) -> Iterator[Row]:
     """Rows of a ``.jsonl`` manifest: one JSON value per non-blank line."""
     for number, body in lines:
         if body is None:
@@ -158,14 +225,18 @@ def jsonl_rows(lines: Iterator[tuple[int, bytes | None]]) -> Iterator[Row]:
         except UnicodeDecodeError as exc:
             yield not_utf8(number, exc)
             continue
+        if text.startswith("\ufeff"):  # a file appended with its byte order mark
+            text = text[1:]
         if text and not text.isspace():
             yield parse_json_row(text, number)
+    if lines.unfinished:
+        yield Cut(lines.unfinished)
 
 
 # --- plain text: one image URL a line --------------------------------------------------------
 
 
-def txt_rows(lines: Iterator[tuple[int, bytes | None]], workflow: str) -> Iterator[Row]:
+def txt_rows(lines: Lines, workflow: str) -> Iterator[Row]:
     """Rows of a ``.txt`` manifest: one image reference a line, for ``workflow`` (sketch).
 
     Blank lines and lines starting with ``#`` are skipped; the rest is one ``input_image`` each.
@@ -175,12 +246,14 @@ def txt_rows(lines: Iterator[tuple[int, bytes | None]], workflow: str) -> Iterat
             yield too_long(number)
             continue
         try:
-            text = body.decode("utf-8").strip()
+            text = body.decode("utf-8").strip().lstrip("\ufeff")  # a list appended with its BOM
         except UnicodeDecodeError as exc:
             yield not_utf8(number, exc)
             continue
         if text and not text.startswith("#"):
             yield RawRow(number, {"workflow": workflow, "input": {"input_image": text}})
+    if lines.unfinished:
+        yield Cut(lines.unfinished)
 
 
 # --- CSV -------------------------------------------------------------------------------------
@@ -200,7 +273,7 @@ class _CsvLines:
     """
 
     def __init__(self, lines: Iterator[tuple[int, bytes | None]]) -> None:
-        self._lines = lines
+        self._lines = iter(lines)
         self.start = 0
         self.last = 0
         self.problems: list[BadRow] = []
@@ -250,8 +323,15 @@ def _read_header(reader: Iterator[list[str]], source: _CsvLines, path: str) -> l
             cells = next(reader)
         except StopIteration:
             return None
-        except (csv.Error, _RecordTooBig) as exc:
-            raise ManifestError(f"line {source.start}: the header cannot be read: {exc}", path=path) from exc
+        except _RecordTooBig as exc:
+            raise ManifestError(
+                f"line {source.start}: the header {too_long(source.start).message}", path=path
+            ) from exc
+        except csv.Error as exc:
+            problem = _csv_error(source.start or source.last, exc)
+            raise ManifestError(
+                f"line {problem.line}: header {problem.message}", path=path, fix=problem.fix
+            ) from exc
         if source.problems:
             problem = source.problems[0]
             raise ManifestError(f"line {source.start}: header {problem.message}", path=path, fix=problem.fix)
@@ -288,16 +368,52 @@ def _read_header(reader: Iterator[list[str]], source: _CsvLines, path: str) -> l
     return names
 
 
-def csv_rows(lines: Iterator[tuple[int, bytes | None]], path: str) -> Iterator[Row]:
+#: What a CSV header row may separate its names with instead of commas: European Excel saves
+#: "CSV" with semicolons (a comma is their decimal mark), and tab-separated files often end in .csv.
+_OTHER_DELIMITERS = (";", "\t")
+#: Excel's own hint on a CSV's first line, naming its delimiter: ``sep=;``.
+_SEP_HINT = re.compile(r'"?sep=([,;\t|])"?')
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _delimiter(lines: Iterator[tuple[int, bytes | None]]) -> tuple[Iterator[tuple[int, bytes | None]], str]:
+    """The delimiter of a CSV, and its lines (without Excel's ``sep=`` line, if it has one).
+
+    The header row decides: commas if it has any, else semicolons or tabs if it has those, so
+    every row is split the way its header is. (Header names hold no commas, semicolons or tabs:
+    they are input names.)"""
+    peeked: list[tuple[int, bytes | None]] = []
+    delimiter = ","
+    for number, body in lines:
+        if body is None:
+            peeked.append((number, body))
+            break
+        text = body.decode("utf-8", "replace").strip(" ")
+        if hint := _SEP_HINT.fullmatch(text):
+            delimiter = hint.group(1)
+            break
+        peeked.append((number, body))
+        if text.strip():
+            if "," not in text:
+                delimiter = next((d for d in _OTHER_DELIMITERS if d in text), ",")
+            break
+    return chain(peeked, lines), delimiter
+
+
+def csv_rows(lines: Lines, path: str) -> Iterator[Row]:
     """Rows of a ``.csv`` manifest: a header row, then one record per row.
 
-    An empty cell is absent (a cell of spaces is present, and read as JSON's ``" "`` would be), and
-    so are missing cells at the end of a record. A record whose cells are all empty or spaces is a
-    blank line, skipped. A record with more non-empty cells than the header has columns is an
-    error (an unquoted comma, most likely).
+    Cells are separated by commas, or by semicolons or tabs if the header row is (see
+    :func:`_delimiter`). An empty cell is absent (a cell of spaces is present, and read as JSON's
+    ``" "`` would be), and so are missing cells at the end of a record. A record whose cells are
+    all empty or spaces is a blank line, skipped, and so is the header row again (see
+    :func:`_header_again`). A record with more non-empty cells than the header has columns is an
+    error (an unquoted comma, most likely). A record that runs into the
+    end of what is read while the file goes on growing is :class:`Cut`: still being written.
     """
-    source = _CsvLines(lines)
-    reader = csv.reader(source)
+    rest, delimiter = _delimiter(iter(lines))
+    source = _CsvLines(rest)
+    reader = csv.reader(source, delimiter=delimiter)
     header = _read_header(reader, source, path)
     if header is None:
         return
@@ -307,6 +423,8 @@ def csv_rows(lines: Iterator[tuple[int, bytes | None]], path: str) -> Iterator[R
         try:
             cells = next(reader)
         except StopIteration:
+            if lines.unfinished:  # a line cut off mid-write, where a new record would begin
+                yield Cut(lines.unfinished)
             return
         except _RecordTooBig:
             yield too_long(source.start)
@@ -314,24 +432,47 @@ def csv_rows(lines: Iterator[tuple[int, bytes | None]], path: str) -> Iterator[R
         except csv.Error as exc:
             yield _csv_error(source.start or source.last, exc)
             continue
+        if source.ended and lines.more:
+            yield Cut(source.start)  # inside a quoted cell when the file ended: being written
+            return
+        last = source.last if source.last != source.start else 0
         if source.problems:
             problem = source.problems[0]
-            yield BadRow(source.start, problem.message, problem.fix)
+            yield BadRow(source.start, problem.message, problem.fix, last=last)
             continue
         if source.ended:
             yield _unclosed_quote(source.start, source.last)
             continue
         if not any(cell.strip() for cell in cells):
             continue  # a blank line, or a spreadsheet's row of empty cells
+        if again := _header_again(cells, header):
+            header = again  # a CSV appended with its own header row: its rows follow that one
+            continue
         if len(cells) > width and any(cell.strip() for cell in cells[width:]):
+            what = _DELIMITER_NAMES[delimiter]
             yield BadRow(
                 source.start,
                 f"has {len(cells)} cells but the header has {width} columns",
-                'put a cell that contains commas in double quotes: "a, b"',
+                f'put a cell that contains {what} in double quotes: "a{delimiter} b"'.replace("\t", "\\t"),
+                last=last,
             )
             continue
         data = {name: cell for name, cell in zip(header, cells, strict=False) if cell}
-        yield RawRow(source.start, data, text_cells=True)
+        yield RawRow(source.start, data, text_cells=True, last=last)
+
+
+def _header_again(cells: list[str], header: list[str]) -> list[str] | None:
+    """The column names, if this record is a header row again: another CSV appended with its
+    own header (an export added to the nightly manifest as it is), perhaps behind a byte order
+    mark, perhaps with its columns in another order. Else None: a row of data, whose cells are
+    not all the column names."""
+    first = cells[0].strip().lstrip("\ufeff").strip()
+    if first not in header:  # cheap: a data row's first cell is no column name
+        return None
+    names = [first, *(cell.strip() for cell in cells[1:])]
+    while names and not names[-1]:
+        names.pop()
+    return names if sorted(names) == sorted(header) else None
 
 
 _QUOTE_FIX = 'close the quote, or double a quote that is part of a cell ("")'
@@ -347,6 +488,7 @@ def _unclosed_quote(start: int, last: int) -> BadRow:
         f"a quote opened in this row is never closed, so lines {start}-{last} were read as one row"
         " and none of them was run",
         _QUOTE_FIX,
+        last=last,
     )
 
 
@@ -356,10 +498,12 @@ def _csv_error(line: int, exc: csv.Error) -> BadRow:
         limit = csv.field_size_limit()
         return BadRow(line, f"a cell is over {limit} characters", TOO_LONG_FIX)
     if text.startswith("new-line character seen in unquoted field"):
+        # Also what a file whose lines end with CR alone (old Mac programs) meets on line 1.
         return BadRow(
             line,
             "has a carriage return (CR) outside quotes",
-            "end lines with LF or CRLF, and put a cell holding a line break in double quotes",
+            "end lines with LF or CRLF (a file saved with CR alone is one long line),"
+            " and put a cell holding a line break in double quotes",
         )
     return BadRow(
         line,

@@ -118,7 +118,10 @@ def job_from_row(
                 for name, ref in files:
                     check_local_file(name, ref, base_dir)
         except InputProblem as exc:
-            raise Refused(exc.field, exc.message, exc.fix) from exc
+            fix = exc.fix
+            if exc.field in fields and (meant := _meant(exc.field, workflow.accepted_fields())):
+                fix = f"field names are case-sensitive: call it {meant!r}"
+            raise Refused(exc.field, exc.message, fix) from exc
         if own_id is None:
             claim(job_id, False)
     except Refused as exc:
@@ -244,11 +247,20 @@ def _workflow(value: object, fields: Mapping[str, Any], registry: WorkflowRegist
         raise Refused(
             "workflow", f"is not given, and the inputs ({given}) fit {could}", "add a workflow field"
         )
-    raise Refused(
-        "workflow",
-        f"is not given, and no workflow takes the inputs {given}",
-        f"add a workflow field, one of: {names}",
-    )
+    known = {name for wf in registry for name in wf.accepted_fields()}
+    if renamed := [f"{field!r} as {meant!r}" for field in sorted(fields) if (meant := _meant(field, known))]:
+        fix = f"field names are case-sensitive: write {', '.join(renamed)}"
+    else:
+        fix = f"add a workflow field, one of: {names}"
+    raise Refused("workflow", f"is not given, and no workflow takes the inputs {given}", fix)
+
+
+def _meant(field: str, known: set[str]) -> str | None:
+    """The name ``field`` differs from only by case (a CSV header's ``ID`` or ``Title``), if any."""
+    if field in known or field in _RESERVED:
+        return None
+    folded = field.strip().casefold()
+    return next((name for name in sorted({*known, *_RESERVED}) if name.casefold() == folded), None)
 
 
 _INT_TEXT = re.compile(r"[+-]?[0-9]+\Z")

@@ -30,7 +30,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode
 
 from .errors import ManifestError
-from .manifest_formats import MAX_ROW_BYTES, BadRow, RawRow, Row, not_utf8, too_long
+from .manifest_formats import MAX_ROW_BYTES, BadRow, Cut, Lines, RawRow, Row, not_utf8, too_long
 
 _INT_TAG = "tag:yaml.org,2002:int"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -95,8 +95,9 @@ class _YamlText:
     of the file still parses, and the damage is noted so the row holding it gets the error.
     """
 
-    def __init__(self, lines: Iterator[tuple[int, bytes | None]]) -> None:
-        self._lines = lines
+    def __init__(self, lines: Lines) -> None:
+        self.lines = lines
+        self._lines = iter(lines)
         self._offset = 0
         self._starts: list[int] = []  # offset of each remembered line; line numbers are consecutive
         self._first = 1
@@ -185,7 +186,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, int | None]:
 
 
 def yaml_rows(
-    lines: Iterator[tuple[int, bytes | None]],
+    lines: Lines,
     path: str,
     loader_class: type[PureLoader | FastLoader] = DEFAULT_LOADER,
 ) -> Iterator[Row]:
@@ -194,6 +195,10 @@ def yaml_rows(
     PyYAML's event API reads the list's start; then each item is composed (``compose_node``) and
     constructed on its own, so memory holds one row, not the file. A syntax error ends the file:
     PyYAML cannot resume after one, so it is reported on its line and the rows after it are not read.
+
+    If the file has grown past what is read (:attr:`Lines.more`), its last item may still be
+    being written (a YAML item goes on over the lines that follow it): that item, or a syntax
+    error at the end, is :class:`~batcher.manifest_formats.Cut`, left for the next run.
     """
     text = _YamlText(lines)
     loader = loader_class(text)
@@ -226,20 +231,33 @@ def yaml_rows(
 
 def _yaml_items(loader: PureLoader | FastLoader, text: _YamlText) -> Iterator[Row]:
     while True:
+        line = 0  # the item's line, once it has begun
         try:
             if loader.check_event(yaml.SequenceEndEvent):
                 break
             event = _peek_event(loader)
+            line = text.line_at(_index(event.start_mark))
             node = loader.compose_node(None, None)  # type: ignore[arg-type]  # index: unused
+            # The last item read may go on in what the file holds now (the check reads to the
+            # end of the list, and so learns whether the file grew).
+            cut = loader.check_event(yaml.SequenceEndEvent) and text.lines.more
         except (yaml.YAMLError, RecursionError) as exc:
+            if text.lines.more:  # a syntax error where the reading stopped: a row half written
+                index = _yaml_problem(exc)[1] if isinstance(exc, yaml.YAMLError) else None
+                line = line or text.line_at(index if index is not None else text.read_so_far())
+                yield from (d.problem for d in text.damage if d.dropped and d.problem.line < line)
+                yield Cut(line)
+                return
             yield from _fatal(exc, text)
             return
         assert node is not None  # compose_node returns None only at the end of the stream
+        if cut:
+            yield Cut(line)
+            return
         # An alias item (``- *x``) returns the anchored node: its line is the alias's, not the node's.
         start = _index(event.start_mark)
         end = start if isinstance(event, yaml.AliasEvent) else _content_end(node)
         end = max(end, _index(event.end_mark))
-        line = text.line_at(start)
         before, inside = text.take_damage(start, end)
         yield from (d.problem for d in before if d.dropped)
         text.forget_before(start)

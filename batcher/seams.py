@@ -13,6 +13,13 @@ appended right after them (no line break in between) and reports that line as tw
 saying where to put the line break. A seam stays recorded, run after run, until the file no
 longer holds it (the line break was added, or the file was rewritten). Only line-based formats
 (``.jsonl``, ``.csv``, ``.txt``) are checked.
+
+A file that ends mid-row may also be one a writer is still appending to. So a run reads each
+manifest only as far as it reached at the survey (:attr:`Survey.ends`), and if by the time the
+run reads its last row the file has grown past that without a line break there, the row was
+still being written: it is not run, and the run writes an ``unfinished`` line for it, which
+takes its seam back (:func:`recorded_seams`): the next run reads the row whole instead of
+calling it two rows joined.
 """
 
 from __future__ import annotations
@@ -57,11 +64,14 @@ class Seam:
 
 @dataclass
 class Survey:
-    """What :func:`survey` found: the seams to record in this run's line, and the lines that
-    hold two rows joined, by manifest (resolved path)."""
+    """What :func:`survey` found, by manifest (resolved path): the seams to record in this run's
+    line, the lines that hold two rows joined, and each file's size, which is all of it the run
+    reads (rows appended while it runs wait for the next run, and the seam recorded at the end
+    is where the reading stops)."""
 
     record: dict[str, list[list[Any]]] = field(default_factory=dict)
     joined: dict[str, dict[int, Seam]] = field(default_factory=dict)
+    ends: dict[str, int] = field(default_factory=dict)
 
 
 def _tail_hash(fh: Any, at: int) -> str:
@@ -117,31 +127,41 @@ def without_final_line_break(paths: Sequence[Path]) -> list[Path]:
 
 
 def recorded_seams(runs: Sequence[Mapping[str, Any]], name: str) -> list[Seam]:
-    """The seams of manifest ``name`` as recorded by the last run that read it."""
+    """The seams of manifest ``name`` as recorded by the last run that read it, but for one
+    where that run found its last line still being written (an ``unfinished`` line, which the
+    ledger's state files under its run as ``unfinished``): that line was not run as it stood, so
+    what follows it now is the rest of it, not a row appended to it."""
     for run in reversed(runs):
         if name in (run.get("manifests") or []):
             found = run.get("seams")
             values = found.get(name) if isinstance(found, dict) else None
             seams = (Seam.from_json(v) for v in values) if isinstance(values, list) else ()
-            return [s for s in seams if s is not None]
+            notes = run.get("unfinished")
+            cut = (
+                {n.get("at") for n in notes if isinstance(n, dict) and n.get("manifest") == name}
+                if isinstance(notes, list)
+                else set()
+            )
+            return [s for s in seams if s is not None and s.at not in cut]
     return []
 
 
 def survey(manifests: Sequence[Path], runs: Sequence[Mapping[str, Any]]) -> Survey:
-    """Check the manifests against the seams earlier runs recorded (see the module notes).
+    """Check the manifests against the seams earlier runs recorded (see the module notes), and
+    note each one's size.
 
     Reads a few hundred bytes a seam, plus, for a manifest that now ends without a line break,
     the whole file once (to count its lines). A file that cannot be read is left to the
     manifest checks."""
     found = Survey()
     for path in manifests:
-        if path.suffix.lower() not in _LINE_FORMATS:
-            continue
         name = str(path.resolve())
         keep: dict[int, Seam] = {}
         try:
             with path.open("rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
+                size = found.ends[name] = fh.seek(0, os.SEEK_END)
+                if path.suffix.lower() not in _LINE_FORMATS:
+                    continue
                 for seam in recorded_seams(runs, name):
                     if _still_joined(fh, size, seam):
                         keep[seam.at] = seam

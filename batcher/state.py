@@ -179,6 +179,15 @@ class LedgerState:
             self.synced_upto = self.lines
             self._forget_synced()
             return
+        if status == "unfinished" and job_id is None and self.runs:
+            # A manifest's last row, still being written when its run read it: a note about
+            # that run's seams (see batcher.seams.recorded_seams).
+            run = self.runs[-1]
+            notes = run.get("unfinished")
+            if not isinstance(notes, list):
+                notes = run["unfinished"] = []
+            notes.append(dict(rec))
+            return
         if not isinstance(job_id, str) or not isinstance(status, str):
             return
         shared = self._shared

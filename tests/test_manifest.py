@@ -11,9 +11,17 @@ from pathlib import Path
 import pytest
 
 from batcher.errors import ManifestError, RowError
-from batcher.manifest import JobSpec, check_manifest_paths, job_id_for, read_manifest, read_manifests
+from batcher.manifest import (
+    JobSpec,
+    Unfinished,
+    check_manifest_paths,
+    job_id_for,
+    read_manifest,
+    read_manifests,
+)
 from batcher.manifest_formats import MAX_ROW_BYTES
 from batcher.manifest_yaml import FastLoader, PureLoader, yaml_rows
+from batcher.seams import survey
 from batcher.workflows import WorkflowRegistry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,15 +46,15 @@ def write(folder: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
-def read(path: Path, registry: WorkflowRegistry) -> list[JobSpec | RowError]:
+def read(path: Path, registry: WorkflowRegistry) -> list[JobSpec | RowError | Unfinished]:
     return list(read_manifest(path, registry))
 
 
-def messages(items: Sequence[JobSpec | RowError]) -> list[str]:
+def messages(items: Sequence[JobSpec | RowError | Unfinished]) -> list[str]:
     return [str(item) for item in items if isinstance(item, RowError)]
 
 
-def jobs(items: Sequence[JobSpec | RowError]) -> list[JobSpec]:
+def jobs(items: Sequence[JobSpec | RowError | Unfinished]) -> list[JobSpec]:
     return [item for item in items if isinstance(item, JobSpec)]
 
 
@@ -205,6 +213,16 @@ JSONL_ROW_ERRORS = [
         "strength: must be a finite number, not inf (give a number)",
     ),
     ('{"title": "\\ud800"}', "title: contains an unpaired UTF-16 surrogate (give valid text)"),
+    (  # names in another case: said so, not "add a workflow field"
+        '{"ID": "p1", "Title": "Bread"}',
+        "workflow: is not given, and no workflow takes the inputs ID, Title "
+        "(field names are case-sensitive: write 'ID' as 'id', 'Title' as 'title')",
+    ),
+    (
+        '{"workflow": "sketch", "Input_Image": "https://example.com/a.png"}',
+        "Input_Image: is not an input of workflow 'sketch'"
+        " (field names are case-sensitive: call it 'input_image')",
+    ),
     ("[" * 100_000, "invalid JSON: nested too deeply (write one flat JSON object per line)"),
     ('{"id": ' + "1" * 5000 + "}", "invalid JSON: a number has too many digits (write it as a string)"),
 ]
@@ -278,8 +296,8 @@ CSV_ROW_ERRORS = [
     ),
     (
         "a,b\rc,d",
-        "has a carriage return (CR) outside quotes"
-        " (end lines with LF or CRLF, and put a cell holding a line break in double quotes)",
+        "has a carriage return (CR) outside quotes (end lines with LF or CRLF (a file saved with CR"
+        " alone is one long line), and put a cell holding a line break in double quotes)",
     ),
     (
         '5,sketch,"' + "x" * 200_000 + '"',
@@ -355,6 +373,55 @@ def test_csv_record_over_the_cap_across_lines_is_refused(tmp_path: Path, registr
     # What follows the cut is read as new records (the quoting state is lost), then all is well.
     assert messages(items)[0] == f"{path}:2: {TOO_LONG}"
     assert [job.line for job in jobs(items)] == [13]
+
+
+# (name, what the file held as the run started, what its writer added since, the rows read as
+# jobs by their line, the line of the row left unfinished)
+GROWING = [
+    ("m.jsonl", '{"title": "A"}\n{"title": "B"}\n{"title": "Cr', 'umbs"}\n{"title": "D"}\n', [1, 2], 3),
+    ("m.txt", f"{URL}\n{URL2}\nhttps://example.com/c", ".png\n", [1, 2], 3),
+    ("m.csv", "title\nA\nB\nCr", "umbs\nD\n", [2, 3], 4),
+    ("m.csv", 'title,description\nA,a\nB,"one\n', 'two"\nD,d\n', [2], 3),  # in a quoted cell
+    ("m.csv", 'title,description\nA,a\nB,"one\ntw', 'o"\n', [2], 3),
+    ("m.yaml", "- title: A\n- title: B\n", "  description: b\n- title: C\n", [1], 2),  # items go on
+    ("m.yaml", "- title: A\n- title: B\n  descr", "iption: b\n", [1], 2),
+    # Grown, but the last row was whole: it ran, and what follows starts a new line.
+    ("m.jsonl", '{"title": "A"}\n{"title": "B"}', '\n{"title": "C"}\n', [1, 2], None),
+    ("m.csv", "title\nA\nB\n", "C\n", [2, 3], None),
+]
+
+
+@pytest.mark.parametrize(("name", "started", "added", "read_lines", "unfinished"), GROWING)
+def test_a_manifest_is_read_as_it_was_when_the_run_started_and_a_row_cut_off_is_left(
+    tmp_path: Path,
+    registry: WorkflowRegistry,
+    name: str,
+    started: str,
+    added: str,
+    read_lines: list[int],
+    unfinished: int | None,
+) -> None:
+    """Read with the survey taken as the run started, a manifest that has grown since gives the
+    rows it held then; a row its writer had not finished then (a line with no line break yet,
+    a CSV quote still open, a YAML item, which may go on over the lines after it) is
+    :class:`Unfinished`, not a job: the next run reads it whole. Without growth, a last line
+    with no line break is a row like any other."""
+    path = write(tmp_path, name, started)
+    found = survey([path], [])
+    with path.open("a") as fh:
+        fh.write(added)
+    items = list(read_manifests([path], registry, survey=found))
+    assert messages(items) == []
+    assert [j.line for j in jobs(items)] == read_lines
+    cut = [item for item in items if isinstance(item, Unfinished)]
+    assert [(u.line, u.at, u.name) for u in cut] == (
+        [(unfinished, len(started), str(path.resolve()))] if unfinished else []
+    )
+    # The same file, not grown: its last line is a row (a job, or an invalid row), as ever.
+    whole = write(tmp_path, f"whole/{name}", started)
+    rows = list(read_manifests([whole], registry, survey=survey([whole], [])))
+    assert not any(isinstance(item, Unfinished) for item in rows)
+    assert max(item.line for item in rows) >= (unfinished or read_lines[-1])
 
 
 YAML_ROW_ERRORS = [
@@ -509,6 +576,13 @@ FILE_ERRORS: list[tuple[str, str | bytes, str]] = [
         "line 1: the header names no input columns"
         " (add columns named after the workflow's inputs, e.g. input_image or title)",
     ),
+    (  # saved with CR alone (classic Mac): Python's own text, "do you need to open the file in
+        # universal-newline mode?", was the message
+        "m.csv",
+        "id,title\rp1,Bread\r",
+        "line 1: header has a carriage return (CR) outside quotes (end lines with LF or CRLF (a file"
+        " saved with CR alone is one long line), and put a cell holding a line break in double quotes)",
+    ),
     (
         "m.csv",
         b"id,t\xffitle\n",
@@ -645,6 +719,55 @@ def test_csv_with_bom_crlf_quotes_and_blank_rows(tmp_path: Path, registry: Workf
         ("1", 2, "Title: Bread, butter\n\nDescription: one\ntwo\n"),
         ("2", 6, 'Title: She said "hi"\n\nDescription: \n'),
     ]
+
+
+def test_a_csv_header_in_another_case_is_named_in_each_row_fix(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A header typed in a spreadsheet (``ID,Title``) names no known field: each row's error
+    says which names to write in lower case, instead of asking for a workflow field."""
+    path = write(tmp_path, "m.csv", "ID,Title,Description\r\np1,Bread,Flour\r\n")
+    assert messages(read(path, registry)) == [
+        f"{path}:2: workflow: is not given, and no workflow takes the inputs Description, ID, Title (field "
+        "names are case-sensitive: write 'Description' as 'description', 'ID' as 'id', 'Title' as 'title')"
+    ]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        # European Excel ("CSV" where the comma is the decimal mark): semicolons, cp1252 aside.
+        'id;workflow;title;description\r\n1;blog-image;"Bread; butter";Flour, water\r\n2;;Bikes;\r\n',
+        # Excel's own first-line hint naming the delimiter.
+        "sep=;\r\nid;workflow;title;description\r\n"
+        '1;blog-image;"Bread; butter";Flour, water\r\n2;;Bikes;\r\n',
+        # Tab-separated, saved as .csv.
+        'id\tworkflow\ttitle\tdescription\n1\tblog-image\t"Bread; butter"\tFlour, water\n2\t\tBikes\t\n',
+    ],
+    ids=["semicolons", "sep= hint", "tabs"],
+)
+def test_csv_separated_by_semicolons_or_tabs_is_read_as_its_header_is(
+    tmp_path: Path, registry: WorkflowRegistry, content: str
+) -> None:
+    """A CSV whose header row is separated by semicolons (European Excel) or tabs is split that
+    way: the same jobs, with the same ids, as the comma-separated file. Every row of it was
+    refused ("has 2 cells but the header has 1 columns", or no workflow takes the input
+    "id;workflow;title;description")."""
+    comma = write(
+        tmp_path,
+        "comma.csv",
+        'id,workflow,title,description\n1,blog-image,"Bread; butter","Flour, water"\n2,,Bikes,\n',
+    )
+    path = write(tmp_path, "m.csv", content)
+    items = read(path, registry)
+    assert messages(items) == []
+    expected = [(j.job_id, j.inputs) for j in jobs(read(comma, registry))]
+    assert [(j.job_id, j.inputs) for j in jobs(items)] == expected
+    assert expected[0] == (
+        "1",
+        {"Blog_title_and_description": "Title: Bread; butter\n\nDescription: Flour, water\n"},
+    )
+    assert [j.line for j in jobs(items)] == ([3, 4] if content.startswith("sep=") else [2, 3])
 
 
 def test_yaml_rows_and_ids_as_written(tmp_path: Path, registry: WorkflowRegistry) -> None:

@@ -284,3 +284,51 @@ async def test_many_bad_or_edited_rows_are_named_up_to_50_then_counted(
     assert said("ftp") == 50 and said("more invalid rows follow") == 1
     assert said("other inputs") == 50 and said("more rows edited") == 1
     assert len(_loud(caplog)) == 102
+
+
+# --- exports appended as they are ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("export", "nightly"),
+    [
+        ("\ufeffid,title,description\r\n", "id,title,description\n"),  # Excel's CSV UTF-8: BOM, CRLF
+        ("title,id,description\n", "id,title,description\n"),  # its columns in another order
+        ('\ufeff{"id": "p3", "title": "Kitchen garden"}\n', None),  # JSONL, behind a BOM
+    ],
+    ids=["csv with BOM", "columns reordered", "jsonl"],
+)
+async def test_an_export_appended_with_its_header_row_or_bom_runs_its_rows_and_not_its_header(
+    tmp_path: Path, registry: WorkflowRegistry, export: str, nightly: str | None
+) -> None:
+    """Tonight's rows are an export appended to the manifest as it is (``cat export.csv >>
+    nightly.csv``), header row and byte order mark included. That header row was a row of data:
+    a blog post titled "title", paid for (id "\\ufeffid"), and with its columns in another order
+    every row after it was read into the wrong columns. Now the header row again is no row, the
+    rows after it follow it, and a JSONL line behind a BOM is read as a row, not refused as bad
+    JSON."""
+    clock = ScaledClock(SPEED)
+    if nightly is None:
+        manifest = write_jsonl(tmp_path / "m.jsonl", [{"id": "p1", "title": "Bread"}])
+        added = export
+    else:
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"{nightly}p1,Bread,Flour and water\n", encoding="utf-8")
+        header = export.lstrip("\ufeff").strip().split(",")
+        end = export[len(export.rstrip()) :]
+        cells = {"id": "p3", "title": "Kitchen garden", "description": "Herbs"}
+        added = export + ",".join(cells[name] for name in header) + end
+    with manifest.open("a", encoding="utf-8", newline="") as fh:
+        fh.write(added)
+    async with run_emulator(EmulatorConfig(**FAST), clock=clock) as emu:  # type: ignore[arg-type]
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 2
+    assert result.exit_code is ExitCode.OK and result.stats.invalid == 0
+    sent = {
+        r["job_id"]: r["inputs"]["Blog_title_and_description"]
+        for r in ledger_lines(tmp_path / "ledger.jsonl")
+        if r["status"] == "submitting"
+    }
+    description = "" if nightly is None else "Herbs"
+    assert sent["p3"] == f"Title: Kitchen garden\n\nDescription: {description}\n"
+    assert set(sent) == {"p1", "p3"}

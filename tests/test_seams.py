@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,100 @@ def test_a_seam_recorded_by_hand_or_by_another_version_is_ignored_not_trusted(tm
     found = survey([manifest], runs)
     assert found.joined == {}  # the good one's hash does not match the file: not joined
     assert found.record == {}
+
+
+async def test_a_row_appended_onto_a_csv_record_with_a_line_break_in_a_cell_is_reported_not_paid(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A CSV whose last record has a quoted cell over two lines, and no line break at its end: a
+    row appended later lands on that record's last line. It was read as part of the record (the
+    title glued into the description, and the record a new job, paid for; the appended row never
+    ran); now the line is named, with the byte where the break goes, and nothing is sent. Once
+    the break is there, the appended row runs, alone."""
+    clock = ScaledClock(SPEED)
+    manifest = tmp_path / "posts.csv"
+    manifest.write_text('title,description\nBread,"Lower air pressure.\nThirsty flour."')
+    async with run_emulator(EmulatorConfig(**FAST), clock=clock) as emu:  # type: ignore[arg-type]
+        first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert first.stats.submitted == 1
+        with manifest.open("a") as fh:
+            fh.write("Bikes\n")  # joins line 3
+        again = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert again.exit_code is ExitCode.FAILED
+        assert again.stats.submitted == 0 and again.stats.invalid == 1
+        [invalid] = _invalid(tmp_path / "ledger.jsonl")
+        assert invalid["line"] == 3
+        assert str(invalid["error"]).startswith(
+            "holds two rows joined together (in the row that begins on line 2)"
+        )
+        column = len('Thirsty flour."')
+        assert invalid["fix"] == f"put a line break after byte {column} of this line, then run again"
+        manifest.write_text('title,description\nBread,"Lower air pressure.\nThirsty flour."\nBikes\n')
+        fixed = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 2
+    assert fixed.exit_code is ExitCode.OK
+    assert fixed.stats.submitted == 1 and fixed.stats.skipped == 1
+
+
+class _Writer(logging.Handler):
+    """A writer still appending to the manifest when the run starts: it writes ``text`` as the
+    run sends its first POST (by then the run has read only the first rows: it reads ahead
+    only as far as its queue of rows to submit)."""
+
+    def __init__(self, manifest: Path, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.manifest, self.text = manifest, text
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text and "submitting recorded" in record.getMessage():
+            with self.manifest.open("a") as fh:
+                fh.write(self.text)
+            self.text = ""
+
+
+@pytest.fixture
+def debug_log() -> Iterator[logging.Logger]:
+    logger = logging.getLogger("batcher")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield logger
+    logger.setLevel(level)
+
+
+async def test_a_row_still_being_written_when_the_run_starts_is_left_whole_for_the_next_run(
+    tmp_path: Path, registry: WorkflowRegistry, debug_log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """cron starts the run while a writer is still appending: the list ends in the middle of a
+    URL. The run reads the list as it was when it started, and sends neither that half-written
+    URL nor the rows appended while it runs; the next run reads them whole and sends them. The
+    half line's seam was recorded and the line then finished by its writer, which the next run
+    took for a row appended onto it: that line was refused as two rows joined, every night,
+    with a fix (a line break inside the URL) that would have paid for two broken URLs."""
+    clock = ScaledClock(SPEED)
+    manifest = tmp_path / "nightly.txt"
+    rows = 200  # more than a run reads ahead of its first POST
+    manifest.write_text("".join(f"{_url(i)}\n" for i in range(rows)) + _url(rows)[:-4])
+    writer = _Writer(manifest, f".png\n{_url(rows + 1)}\n")
+    debug_log.addHandler(writer)
+    try:
+        async with run_emulator(EmulatorConfig(**FAST), clock=clock) as emu:  # type: ignore[arg-type]
+            first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+            report = dry_run(settings_for(emu.base_url, tmp_path), [manifest], registry)
+            second = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+            submissions = emu.stats()["submissions"]
+    finally:
+        debug_log.removeHandler(writer)
+    assert not writer.text  # the writer did write during the first run
+    assert second.exit_code is ExitCode.OK, _invalid(tmp_path / "ledger.jsonl")
+    assert second.stats.submitted == 2 and second.stats.invalid == 0 and second.stats.skipped == rows
+    assert first.exit_code is ExitCode.OK and first.stats.submitted == rows
+    said = f"{manifest}:{rows + 1}: this row was still being written when the run started"
+    assert any(r.getMessage().startswith(said) for r in caplog.records)
+    assert report.invalid == 0 and sum(report.to_submit.values()) == 2  # the dry run agrees
+    assert submissions == rows + 2
+    sent = [
+        r["inputs"]["input_image"]
+        for r in ledger_lines(tmp_path / "ledger.jsonl")
+        if r["status"] == "submitting"
+    ]
+    assert sorted(sent) == sorted(_url(i) for i in range(rows + 2))
