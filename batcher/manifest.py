@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, RowError
+from .manifest_csv import csv_rows
 from .manifest_formats import (
     KINDS,
     KNOWN_EXTENSIONS,
@@ -42,7 +43,6 @@ from .manifest_formats import (
     RawRow,
     Row,
     check_encoding,
-    csv_rows,
     jsonl_rows,
     physical_lines,
     txt_rows,
