@@ -12,8 +12,11 @@ Two rules keep the API key off the wire in clear:
   says. Loopback hosts go direct too (a proxy cannot reach this machine's loopback).
 
 A proxy URL may hold a user name and password (``http://user:pass@proxy:3128``): :func:`shown`
-is the only way one is printed. Which origins get the key at all is :class:`batcher.api.SegmindAPI`'s
-rule, in the terms below (:func:`origin`, :func:`has_userinfo`, :func:`redact`).
+is the only way one is printed (:func:`via_proxy` in the transport's messages), and other URLs are
+named without their query string (:func:`described`: presigned URLs carry tokens there). Which
+origins get the key at all is :class:`batcher.api.SegmindAPI`'s rule, in the terms below
+(:func:`origin`, :func:`has_userinfo`, :func:`redact`). An output download's redirect is followed
+by hand (:func:`redirect_target`): only to http(s), and with its headers to the same origin only.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from urllib.parse import urlsplit
 
 # Not in typeshed, but in urllib.request since Python 3.0 (what urlopen uses for no_proxy).
 from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
+
+from yarl import URL
+
+from .errors import UnsafeOutputError
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 #: The schemes of proxy URLs aiohttp can use (a SOCKS proxy would need another library).
@@ -60,6 +67,16 @@ def shown(url: str) -> str:
     if "@" in authority:
         authority = "***@" + authority.rsplit("@", 1)[1]
     return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def described(url: str) -> str:
+    """The URL without its query string (presigned URLs carry tokens there)."""
+    return url.split("?", 1)[0]
+
+
+def via_proxy(proxy: URL | None) -> str:
+    """What a message about a proxied request adds: the proxy, its password hidden."""
+    return "" if proxy is None else f" (through the proxy {shown(str(proxy))})"
 
 
 def normalize_proxy(text: str) -> str:
@@ -184,3 +201,16 @@ def redact(text: str, secret: str) -> str:
     if secret and secret in text:
         return text.replace(secret, "***")
     return text
+
+
+def redirect_target(current: URL, location: str, first: str) -> tuple[URL, bool]:
+    """Where an output download's redirect from ``current`` to ``location`` leads, and whether
+    the request's headers may go with it (to the same origin only). Only to http(s): anything
+    else is an UnsafeOutputError naming ``first``, the URL asked for."""
+    try:
+        nxt = current.join(URL(location))
+    except ValueError:
+        raise UnsafeOutputError(f"{described(first)} redirects to an invalid URL") from None
+    if nxt.scheme not in ("http", "https"):
+        raise UnsafeOutputError(f"{described(first)} redirects to a '{nxt.scheme}:' URL; refused")
+    return nxt, nxt.origin() == current.origin()

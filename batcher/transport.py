@@ -47,7 +47,7 @@ import aiohttp
 from yarl import URL
 
 from .errors import ConnectError, ConnectionLost, RequestTimeout, TransportError, UnsafeOutputError
-from .netpolicy import Routes, normalize_proxy, shown
+from .netpolicy import Routes, described, normalize_proxy, redirect_target, shown, via_proxy
 
 USER_AGENT = "batcher/0.1 (+https://github.com/batcher)"
 #: Redirects an output download follows (a CDN's or a storage bucket's), at most.
@@ -72,11 +72,6 @@ class Streamed:
     content_type: str
     size: int
     headers: Mapping[str, str]
-
-
-def _describe(url: str) -> str:
-    """The URL without its query string (presigned URLs carry tokens there)."""
-    return url.split("?", 1)[0]
 
 
 class Transport:
@@ -199,7 +194,7 @@ class Transport:
         except Exception as exc:
             if deadline is not None and deadline.expired():
                 raise RequestTimeout(
-                    f"no complete answer from {_describe(url)} within {limit:g} s{_via(proxy)}"
+                    f"no complete answer from {described(url)} within {limit:g} s{via_proxy(proxy)}"
                 ) from exc
             raise _map(exc, url, proxy) from exc
 
@@ -249,17 +244,8 @@ class Transport:
                             if resp.status in _REDIRECTS and location and hop < MAX_REDIRECTS:
                                 # Followed by hand: only to http(s), and headers go to the first
                                 # origin only.
-                                try:
-                                    nxt = resp.url.join(URL(location))
-                                except ValueError:
-                                    raise UnsafeOutputError(
-                                        f"{_describe(first)} redirects to an invalid URL"
-                                    ) from None
-                                if nxt.scheme not in ("http", "https"):
-                                    raise UnsafeOutputError(
-                                        f"{_describe(first)} redirects to a '{nxt.scheme}:' URL; refused"
-                                    )
-                                if nxt.origin() != resp.url.origin():
+                                nxt, same_origin = redirect_target(resp.url, location, first)
+                                if not same_origin:
                                     kwargs["headers"] = None
                                 url = str(nxt)
                                 continue
@@ -274,8 +260,8 @@ class Transport:
                 elapsed = asyncio.get_running_loop().time() - started
                 allowed = f"{base:g} s" + (f", plus 1 s per {min_rate:g} bytes received" if min_rate else "")
                 raise RequestTimeout(
-                    f"{_describe(url)} too slow: {received} bytes in {elapsed:.1f} s"
-                    f" (allowed: {allowed}){_via(proxy)}"
+                    f"{described(url)} too slow: {received} bytes in {elapsed:.1f} s"
+                    f" (allowed: {allowed}){via_proxy(proxy)}"
                 ) from exc
             raise _map(exc, url, proxy) from exc
 
@@ -296,7 +282,7 @@ class Transport:
             return Streamed(resp.status, resp.content_type, 0, hdrs)
         declared = resp.content_length
         if declared is not None and declared > max_bytes:
-            raise UnsafeOutputError(f"{_describe(url)} is {declared} bytes, over the {max_bytes}-byte cap")
+            raise UnsafeOutputError(f"{described(url)} is {declared} bytes, over the {max_bytes}-byte cap")
         encoding = resp.headers.get("Content-Encoding")
         if (
             declared is not None
@@ -312,7 +298,7 @@ class Transport:
         async for chunk in resp.content.iter_chunked(chunk_size):
             size += len(chunk)
             if size > max_bytes:
-                raise UnsafeOutputError(f"{_describe(url)} is over the {max_bytes}-byte cap")
+                raise UnsafeOutputError(f"{described(url)} is over the {max_bytes}-byte cap")
             progress(len(chunk))
             await sink(chunk)
         return Streamed(resp.status, resp.content_type, size, hdrs)
@@ -324,14 +310,9 @@ async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int, url: str) -
     async for chunk in resp.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > max_bytes:
-            raise UnsafeOutputError(f"answer from {_describe(url)} is over {max_bytes} bytes")
+            raise UnsafeOutputError(f"answer from {described(url)} is over {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _via(proxy: URL | None) -> str:
-    """What a message about a proxied request adds: the proxy, its password hidden."""
-    return "" if proxy is None else f" (through the proxy {shown(str(proxy))})"
 
 
 def _reason(error: OSError) -> str:
@@ -353,8 +334,8 @@ def _in_tunnel_setup(exc: BaseException) -> bool:
 
 def _map(exc: BaseException, url: str, proxy: URL | None = None) -> BaseException:
     """One of our errors for one of aiohttp's (or asyncio's). Cancellation passes through."""
-    where = _describe(url)
-    via = _via(proxy)
+    where = described(url)
+    via = via_proxy(proxy)
     if isinstance(exc, asyncio.CancelledError):
         return exc
     if isinstance(exc, TransportError):
