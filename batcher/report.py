@@ -29,7 +29,8 @@ from PIL import Image, ImageOps
 
 from .fold import LedgerFold, fold_ledger
 from .ledger import path_bases, read_records, utc_iso
-from .report_html import Card, FailedJob, Page, Tile, render_page
+from .report_data import Card, FailedJob, Page, Tile
+from .report_html import render_page
 from .status import FAILURE_STATUSES, summarize
 
 GALLERY_CAP = 500

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from batcher.cli_inspect import add_report_parser, main_report
 from batcher.report import build_report
-from batcher.report_html import histogram
+from batcher.report_chart import histogram
 
 from .ledger_builder import PRICES, LedgerBuilder
 

@@ -16,7 +16,8 @@ from batcher.cli_inspect import add_status_parser, main_status
 from batcher.errors import LedgerError
 from batcher.fold import LedgerFold
 from batcher.ledger import Ledger, read_records
-from batcher.report_html import Page, render_page
+from batcher.report_data import Page
+from batcher.report_html import render_page
 from batcher.state import replay
 from batcher.status import IN_FLIGHT_CAP, ledger_status, normalise_error, summarize
 from batcher.status_text import human_duration, price, render_status_text, status_json
