@@ -196,19 +196,20 @@ class Scheduler:
                 return True
         return False
 
-    def _may_submit(self, now: float) -> bool:
-        return (
-            self.stop_submitting is None
-            and (bool(self._parked) or (self.in_flight < self.concurrency and len(self.pending) > 0))
-            and self.circuit.allows(now, self._active["submit"])
+    def _post_waiting(self) -> bool:
+        """A POST could go if nothing held it back: a parked retry, or a new row and a free slot."""
+        return self.stop_submitting is None and (
+            bool(self._parked) or (self.in_flight < self.concurrency and len(self.pending) > 0)
         )
+
+    def _may_submit(self, now: float) -> bool:
+        return self._post_waiting() and self.circuit.allows(now, self._active["submit"])
 
     def _next_wake(self, now: float) -> float | None:
         """When the loop has something to do next, if nothing else changes: the next due action,
         or the next probe of an open circuit with POSTs waiting for it."""
         at = self.next_due()
-        waiting = bool(self._parked) or (self.in_flight < self.concurrency and len(self.pending) > 0)
-        if self.circuit.open and waiting and self.stop_submitting is None and not self._active["submit"]:
+        if self.circuit.open and not self._active["submit"] and self._post_waiting():
             at = self.circuit.next_probe if at is None else min(at, self.circuit.next_probe)
         return at
 
