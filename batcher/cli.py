@@ -266,7 +266,7 @@ def _main_run(args: argparse.Namespace) -> int:
         return ExitCode.INTERRUPTED
     if isinstance(result, DryRunReport):
         print(render_dry_run(result))
-        return ExitCode.FAILED if result.invalid or result.edited else ExitCode.OK
+        return ExitCode.FAILED if result.invalid or result.edited or result.orphan else ExitCode.OK
     print(render_summary(result))
     if result.ledger_error is not None:
         _say(args, str(result.ledger_error))

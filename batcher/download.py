@@ -72,6 +72,9 @@ _BY_TYPE = {
     "application/json": ".json",
 }
 
+#: Every suffix an output is saved under (:func:`_extension`).
+OUTPUT_SUFFIXES = (*sorted(_EXTENSIONS | set(_BY_TYPE.values())), ".bin")
+
 
 _PLAIN = re.compile(r"[A-Za-z0-9]+(?:[._-]+[A-Za-z0-9]+)*")
 

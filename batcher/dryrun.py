@@ -23,6 +23,7 @@ from .download import check_out_dir
 from .errors import RowError
 from .ledger import check_ledger_path, read_records
 from .manifest import Unfinished, check_manifest_paths, read_manifests
+from .outfiles import PROBE_NEW_ROWS, existing_output, orphan_reason
 from .rowlog import ROW_MESSAGES, RowLog
 from .seams import survey
 from .state import LedgerState, Next, sends
@@ -50,6 +51,8 @@ class DryRunReport:
     #: Jobs to submit whose workflow has no known price.
     unpriced: int = 0
     ledger: Path | None = None
+    #: Why a run would stop at once: a new row's output is already on disk (a ledger lost).
+    orphan: str | None = None
 
 
 def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowRegistry) -> DryRunReport:
@@ -85,6 +88,7 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
         f"more rows edited under the id of a job that ran follow, not named here (the first "
         f"{ROW_MESSAGES} are); counted below",
     )
+    probes = PROBE_NEW_ROWS if settings.output.out_dir is not None else 0
     for item in read_manifests(manifests, registry, survey=found, needs_files=needs_files):
         if isinstance(item, Unfinished):
             log.warning("%s", item)
@@ -104,6 +108,14 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
             if edited := item.edited_since(known, step):
                 report.edited += 1
                 say_edited(edited)
+        if known is None and probes > 0 and settings.output.out_dir is not None:
+            probes -= 1
+            if (there := existing_output(settings.output.out_dir, item.job_id)) is not None:
+                probes = 0
+                row = f"{item.path}, line {item.line}"
+                report.orphan = orphan_reason(
+                    there, item.job_id, row, settings.ledger.path, settings.output.out_dir
+                )
         if sends(step, unknown_submit=unknown_submit):
             report.to_submit[wf.name] += 1
             if wf.price_usd is None:
@@ -142,4 +154,6 @@ def render_dry_run(report: DryRunReport) -> str:
     if report.unpriced:
         cost += f", plus {plural(report.unpriced, 'job')} of workflows with no known price"
     lines.append(f"Would submit {plural(total, 'job')}, estimated cost {cost}. Nothing was sent.")
+    if report.orphan is not None:
+        lines.append(f"A run would stop there: {report.orphan}.")
     return "\n".join(lines)

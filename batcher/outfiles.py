@@ -5,6 +5,9 @@ with one ``syncfs`` of the output folder's filesystem, recorded by its ``run_end
 that did not end so (killed, a power cut) may have left files that did not reach the disk: the
 next run checks each of its recorded files (:func:`output_intact`) and downloads again the ones
 that are missing or short, never paying again.
+
+A job the ledger does not know should have no output yet: :func:`existing_output` finds one that
+has, the sign of a ledger lost since its run (see :mod:`batcher.feeder`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from .download import OUTPUT_SUFFIXES, safe_name
 
 
 def _syncfs() -> Callable[[int], int] | None:
@@ -63,3 +68,30 @@ def output_intact(saved: dict[str, Any], bases: Sequence[Path] = ()) -> bool:
         except OSError:
             continue
     return False
+
+
+#: New rows (ones the ledger has no record of) whose output files a run looks for, at most: a
+#: lost ledger shows in the first of them, and a run of nothing but new rows pays only this.
+PROBE_NEW_ROWS = 64
+
+
+def existing_output(out_dir: Path, job_id: str) -> str | None:
+    """The path of a first output of ``job_id`` already in ``out_dir`` (as :mod:`batcher.download`
+    names it, under any suffix it gives), or None. Blocking (one ``stat`` a suffix)."""
+    stem = os.path.join(out_dir, safe_name(job_id))
+    for suffix in OUTPUT_SUFFIXES:
+        if os.path.isfile(stem + suffix):
+            return stem + suffix
+    return None
+
+
+def orphan_reason(found: str, job_id: str, row: str, ledger: Path | None, out_dir: Path) -> str:
+    """Why a run stops (or would) at a new row whose output is already on disk (``found``)."""
+    return (
+        f"{found} is already there, an output of {job_id} ({row}), but the ledger {ledger} has "
+        "no record of that job: the ledger was deleted, emptied or replaced by an older copy "
+        "since it ran (or another manifest's job of the same id saved it). Nothing more is "
+        "sent, so nothing is paid for twice. Put the ledger back to go on from where it was; to "
+        f"pay for these rows again, move their old outputs away from {out_dir} (or give --out "
+        "another folder)"
+    )

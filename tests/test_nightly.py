@@ -26,7 +26,17 @@ from batcher.status_text import render_status_text
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, ledger_lines, png_data_uri, run, run_cli, settings_for, write_jsonl
+from .support import (
+    SPEED,
+    blog_rows,
+    ledger_lines,
+    png_data_uri,
+    run,
+    run_cli,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -332,3 +342,90 @@ async def test_an_export_appended_with_its_header_row_or_bom_runs_its_rows_and_n
     description = "" if nightly is None else "Herbs"
     assert sent["p3"] == f"Title: Kitchen garden\n\nDescription: {description}\n"
     assert set(sent) == {"p1", "p3"}
+
+
+# --- a ledger lost between runs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["deleted", "emptied", "older copy put back"])
+async def test_a_ledger_lost_between_runs_stops_the_run_before_anything_is_paid_again(
+    tmp_path: Path, registry: WorkflowRegistry, loss: str
+) -> None:
+    """A ledger deleted, emptied by log rotation, or put back from an older copy between two
+    nightly runs knew nothing of jobs whose outputs were on disk: the next run paid for each of
+    them again (with it deleted, 7 POSTs where 2 were due). Their outputs show it: the run now stops
+    at the first such row, before any POST, naming the file, the ledger and what to do; putting
+    the ledger back then runs only the new rows."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(EmulatorConfig(**FAST), clock=clock) as emu:  # type: ignore[arg-type]
+        settings = settings_for(emu.base_url, tmp_path)
+        assert (await run(settings, [manifest], registry, clock)).stats.outcomes == {"completed": 3}
+        older = ledger.read_bytes()
+        write_jsonl(manifest, sketch_rows(2, start=3), append=True)
+        assert (await run(settings, [manifest], registry, clock)).stats.outcomes == {"completed": 2}
+        kept = tmp_path / "ledger.kept"
+        shutil.copy(ledger, kept)
+        if loss == "deleted":
+            ledger.unlink()
+        elif loss == "emptied":
+            ledger.write_bytes(b"")
+        else:
+            ledger.write_bytes(older)
+        write_jsonl(manifest, sketch_rows(2, start=5), append=True)
+        lost = await run(settings, [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 5
+        first_unknown = "sketch-0000" if loss != "older copy put back" else "sketch-0003"
+        reason = lost.stats.stop_reason or ""
+        assert str(tmp_path / "out" / f"{first_unknown}.png") in reason
+        assert f"the ledger {ledger} has no record of that job" in reason
+        assert "Put the ledger back" in reason and "move their old outputs away" in reason
+        assert lost.exit_code is ExitCode.FAILED and lost.stats.submitted == 0
+        assert lost.stats.outcomes.get("completed", 0) == 0
+        # The fix the message gives: the ledger back, and only tonight's rows are sent.
+        shutil.copy(kept, ledger)
+        back = await run(settings, [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 7
+    assert back.exit_code is ExitCode.OK and back.stats.outcomes == {"completed": 2}
+
+
+async def test_rows_to_pay_for_again_run_once_their_old_outputs_are_moved_away(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The other way out the message gives: with the old outputs moved out of the folder, a new
+    ledger runs every row; and another manifest with its own ledger and ids saving into the same
+    folder is no lost ledger."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    other = write_jsonl(tmp_path / "blog.jsonl", blog_rows(2))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(EmulatorConfig(**FAST), clock=clock) as emu:  # type: ignore[arg-type]
+        settings = settings_for(emu.base_url, tmp_path)
+        await run(settings, [manifest], registry, clock)
+        blog = settings_for(emu.base_url, tmp_path, **{"ledger.path": tmp_path / "blog-ledger.jsonl"})
+        assert (await run(blog, [other], registry, clock)).stats.outcomes == {"completed": 2}
+        ledger.unlink()
+        assert (await run(settings, [manifest], registry, clock)).stats.submitted == 0
+        (tmp_path / "out").rename(tmp_path / "out.old")
+        again = await run(settings, [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 6
+    assert again.exit_code is ExitCode.OK and again.stats.outcomes == {"completed": 2}
+
+
+def test_dry_run_says_a_run_would_stop_at_a_row_whose_output_is_there_without_a_ledger_record(
+    tmp_path: Path,
+) -> None:
+    """``--dry-run`` tells before the run does (exit 1), and is quiet for rows that are new."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    (tmp_path / "out").mkdir()
+    quiet = run_cli("run", "m.jsonl", "--dry-run", "--out", "out", cwd=tmp_path)
+    assert quiet.returncode == 0 and "would stop" not in quiet.stdout
+    (tmp_path / "out" / "sketch-0001.webp").write_bytes(b"an earlier run's output")
+    said = run_cli("run", "m.jsonl", "--dry-run", "--out", "out", cwd=tmp_path)
+    assert said.returncode == 1, said.stdout + said.stderr
+    assert (
+        "A run would stop there: out/sketch-0001.webp is already there, an output of sketch-0001"
+        " (m.jsonl, line 2)" in said.stdout
+    )
+    assert "Traceback" not in said.stderr
