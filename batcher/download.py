@@ -308,10 +308,12 @@ class OutputSaver:
             else:
                 await anyio.to_thread.run_sync(_commit, part, b"".join(buffer), target)
         except BaseException:
-            if spill is not None:
-                await spill.close()
+            # The part file goes first: a stop (a cancel) cuts any await here, the close too.
             with contextlib.suppress(OSError):
                 os.unlink(part)
+            if spill is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
+                    await spill.close()
             raise
         url = ref.url if ref.url and not is_data_uri(ref.url) else None
         return SavedOutput(ref.key, url, target, digest.hexdigest(), size)

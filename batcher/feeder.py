@@ -26,7 +26,7 @@ from .errors import RowError
 from .handoff import Handoff
 from .ledger import CLOCK_SLACK, Ledger, parse_iso, path_bases, utc_iso
 from .manifest import JobSpec, Unfinished, read_manifests
-from .outfiles import PROBE_NEW_ROWS, existing_output, orphan_reason, output_intact
+from .outfiles import PROBE_NEW_ROWS, existing_output, orphan_reason, output_intact, sweep_parts
 from .outputs import OutputRef
 from .rowlog import ROW_MESSAGES, RowLog
 from .scheduler import Scheduler
@@ -221,8 +221,13 @@ class Feeder:
         """Runs that did not end in order (no ``run_end``: killed, or the machine died) may have
         recorded outputs that never reached the disk. Check those files (only those runs': a
         file a user moved away after a run that ended in order is theirs to move) and fetch
-        any that are missing or short again."""
+        any that are missing or short again. Such a run may also have left part files."""
         state = self.state
+        out_dir = self.settings.output.out_dir
+        if out_dir is not None and state.lines > state.synced_upto:
+            swept = await anyio.to_thread.run_sync(sweep_parts, out_dir)
+            if swept:
+                log.info("removed %d part file(s) a killed run left in %s", swept, out_dir)
         suspects = [
             (job_id, js)
             for job_id, js in state.jobs.items()

@@ -6,14 +6,20 @@ that did not end so (killed, a power cut) may have left files that did not reach
 next run checks each of its recorded files (:func:`output_intact`) and downloads again the ones
 that are missing or short, never paying again.
 
+A run killed while writing an output leaves its hidden part file (``.<name>.<pid>.part``, see
+:mod:`batcher.download`); the next run after one that did not end in order removes those whose
+process is gone (:func:`sweep_parts`).
+
 A job the ledger does not know should have no output yet: :func:`existing_output` finds one that
 has, the sign of a ledger lost since its run (see :mod:`batcher.feeder`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -95,3 +101,39 @@ def orphan_reason(found: str, job_id: str, row: str, ledger: Path | None, out_di
         f"pay for these rows again, move their old outputs away from {out_dir} (or give --out "
         "another folder)"
     )
+
+
+#: A part file :mod:`batcher.download` writes an output to before renaming it: ``.<name>.<pid>.part``.
+_PART = re.compile(r"\..+\.([0-9]{1,9})\.part")
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (or might: one we may not signal is someone's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def sweep_parts(out_dir: Path) -> int:
+    """Remove the part files in ``out_dir`` whose writer is no longer running (a killed run's),
+    and return how many. A running process's (another run saving into the same folder) stay.
+    Blocking (one pass over the folder); run it in a thread."""
+    removed = 0
+    try:
+        entries = os.scandir(out_dir)
+    except OSError:
+        return 0
+    with entries:
+        for entry in entries:
+            found = _PART.fullmatch(entry.name)
+            if found is None or _running(int(found.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed

@@ -450,6 +450,34 @@ async def test_kill_9_after_submitted_re_attaches_and_never_posts_again(tmp_path
 
 
 @pytest.mark.anyio
+async def test_the_run_after_a_kill_9_removes_the_part_files_the_killed_run_left(tmp_path: Path) -> None:
+    """A run killed while writing outputs leaves their hidden part files (``.<name>.<pid>.part``):
+    they stayed in --out for good. The next run after one that did not end in order removes
+    those whose process is gone, and keeps a running process's (another run saving there)."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
+    async with run_emulator(config) as emu:
+        proc = await _start(tmp_path, emu.base_url)
+        async with proc:
+            lines = StderrLines(proc)
+            with anyio.fail_after(30):
+                await lines.wait_for("submitted", count=2)
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        # What a kill in the middle of two outputs' writes leaves, and a live writer's file.
+        out = tmp_path / "out"
+        left = [out / f".sketch-0000+0.{proc.pid}.part", out / f".sketch-0001+1.{proc.pid}.part"]
+        running = out / f".other+0.{os.getpid()}.part"
+        for part in [*left, running]:
+            part.write_bytes(b"half an image")
+        emu.state.reconfigure(duration_median=0.0)
+        with anyio.fail_after(60):
+            done = await _resume(tmp_path, emu.base_url)
+    assert done.returncode == 0, done.stderr.decode()
+    assert sorted(p.name for p in out.iterdir()) == [running.name, "sketch-0000.png", "sketch-0001.png"]
+
+
+@pytest.mark.anyio
 async def test_sigterm_during_a_burst_exits_130_and_the_next_run_re_attaches(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(10))
     config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)

@@ -181,6 +181,33 @@ async def test_an_output_over_the_memory_threshold_streams_to_disk_intact(tmp_pa
     assert not list((tmp_path / "out").rglob("*.part"))
 
 
+async def test_a_download_spilled_to_disk_and_cut_by_a_stop_leaves_no_part_file(tmp_path: Path) -> None:
+    """An output over the memory threshold streams to a hidden part file. A stop (a cancel) in the
+    middle used to skip its removal: the cleanup awaited the file's close, which the cancel cut
+    in turn, and the part file stayed in --out for good."""
+    done = anyio.Event()
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await resp.prepare(request)
+        await resp.write(b"\x00" * (SPILL + 256 * 1024))
+        await done.wait()  # and then nothing more, until the test is over
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/big.png", stalls)
+    async with served(app) as base, Transport() as transport:
+        saver = await _saver(tmp_path, transport)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(saver.save_all, "job", [OutputRef("big", f"{base}/big.png")])
+                while not list((tmp_path / "out").glob(".job+0.*.part")):
+                    await anyio.wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()
+        done.set()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
 async def test_outputs_over_the_size_cap_are_refused(tmp_path: Path, registry: WorkflowRegistry) -> None:
     from batcher.emulator import EmulatorConfig, run_emulator
 
