@@ -426,18 +426,24 @@ async def test_kill_9_between_submitting_and_submitted_resubmits_once_and_counts
     assert stats["submissions"] <= 4
 
 
+async def _kill_9_once_submitted(tmp_path: Path, base_url: str, jobs: int) -> int:
+    """Start a run of ``jobs`` jobs at once, kill -9 it once every one is submitted; its pid."""
+    proc = await _start(tmp_path, base_url, "--concurrency", str(jobs))
+    async with proc:
+        lines = StderrLines(proc)
+        with anyio.fail_after(30):
+            await lines.wait_for("submitted", count=jobs)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    return proc.pid
+
+
 @pytest.mark.anyio
 async def test_kill_9_after_submitted_re_attaches_and_never_posts_again(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(6))
     config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
     async with run_emulator(config) as emu:
-        proc = await _start(tmp_path, emu.base_url, "--concurrency", "6")
-        async with proc:
-            lines = StderrLines(proc)
-            with anyio.fail_after(30):
-                await lines.wait_for("submitted", count=6)
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
+        await _kill_9_once_submitted(tmp_path, emu.base_url, 6)
         submitted_before = emu.stats()["submissions"]
         assert submitted_before == 6
         emu.state.reconfigure(duration_median=0.0)
@@ -457,16 +463,10 @@ async def test_the_run_after_a_kill_9_removes_the_part_files_the_killed_run_left
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
     config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
     async with run_emulator(config) as emu:
-        proc = await _start(tmp_path, emu.base_url)
-        async with proc:
-            lines = StderrLines(proc)
-            with anyio.fail_after(30):
-                await lines.wait_for("submitted", count=2)
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
+        pid = await _kill_9_once_submitted(tmp_path, emu.base_url, 2)
         # What a kill in the middle of two outputs' writes leaves, and a live writer's file.
         out = tmp_path / "out"
-        left = [out / f".sketch-0000+0.{proc.pid}.part", out / f".sketch-0001+1.{proc.pid}.part"]
+        left = [out / f".sketch-0000+0.{pid}.part", out / f".sketch-0001+1.{pid}.part"]
         running = out / f".other+0.{os.getpid()}.part"
         for part in [*left, running]:
             part.write_bytes(b"half an image")
