@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import functools
-import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -21,19 +22,19 @@ from pathlib import Path
 import anyio
 from rich.logging import RichHandler
 
-from .cli_args import blame_flag, build_parser, overrides_from
+from .cli_args import blame_flag, build_parser, overrides_from, wants_json
 from .cli_inspect import main_report, main_status
 from .clock import SystemClock
 from .config import Settings
 from .dryrun import DryRunReport, dry_run, render_dry_run
 from .engine import run_batch
 from .errors import BatcherError, ConfigError, LedgerLockedError, LedgerWriteError
-from .ledger import utc_iso
 from .preflight import preflight
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
 from .result import ExitCode, RunResult
 from .settings_load import load_settings
 from .signals import ignore_signals, stop_on_signals
+from .streams import event_line, guard_standard_streams, lost
 from .summary import render_summary
 from .workflows import WorkflowRegistry, load_workflows
 
@@ -46,13 +47,9 @@ class _JsonFormatter(logging.Formatter):
     """One JSON object per log event (``--log-format json``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        event = {
-            "ts": utc_iso(record.created),
-            "level": record.levelname.lower(),
-            "event": "log",
-            "message": record.getMessage(),
-        }
-        return json.dumps(event, ensure_ascii=False)
+        return event_line(
+            record.getMessage(), level=record.levelname.lower(), created=record.created, stream=sys.stderr
+        )
 
 
 def _json_logs(args: argparse.Namespace) -> bool:
@@ -64,8 +61,7 @@ def _say(args: argparse.Namespace, message: str, *, level: str = "error") -> Non
     """A run's last word on stderr (why it stopped): a line as the log's, so that with
     ``--log-format json`` a log shipper reading stderr gets JSON to the end (it was plain text)."""
     if _json_logs(args):
-        event = {"ts": utc_iso(time.time()), "level": level, "event": "log", "message": message}
-        print(json.dumps(event, ensure_ascii=False), file=sys.stderr)
+        print(event_line(message, level=level, created=time.time(), stream=sys.stderr), file=sys.stderr)
     else:
         print(f"batcher: {'error: ' if level == 'error' else ''}{message}", file=sys.stderr)
 
@@ -157,7 +153,8 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
     result: RunResult | None = None
 
     with anyio.CancelScope() as scope:  # cancelled by a second signal: result stays None
-        stop_on_signals(interrupt, scope, last_words=_last_words(args.display), code=ExitCode.INTERRUPTED)
+        words = functools.partial(_last_words, args)
+        stop_on_signals(interrupt, scope, last_words=words, code=ExitCode.INTERRUPTED)
         async with contextlib.AsyncExitStack() as stack:
             if args.emulator:
                 settings = await stack.enter_async_context(_emulated(settings, args.manifests, registry))
@@ -171,14 +168,17 @@ async def _run(args: argparse.Namespace) -> RunResult | DryRunReport | None:
     return result
 
 
-def _last_words(display: Display) -> str:
+def _last_words(args: argparse.Namespace) -> str:
     """What the third signal prints as the process exits at once (on a new line, and with the
-    cursor a live panel hid shown again)."""
-    lead = "\n\x1b[?25h" if isinstance(display, RichDisplay) else ""
-    return (
-        f"{lead}batcher: third signal: exiting now, without waiting for the stop in progress;"
-        " the ledger has every step: run the same command to resume\n"
+    cursor a live panel hid shown again; with ``--log-format json``, as a JSON event)."""
+    words = (
+        "third signal: exiting now, without waiting for the stop in progress;"
+        " the ledger has every step: run the same command to resume"
     )
+    if _json_logs(args):
+        return event_line(words, level="warning", created=time.time(), stream=sys.stderr) + "\n"
+    lead = "\n\x1b[?25h" if isinstance(args.display, RichDisplay) else ""
+    return f"{lead}batcher: {words}\n"
 
 
 def _no_key(env: Mapping[str, str]) -> ConfigError:
@@ -208,28 +208,43 @@ def _unwrap(exc: BaseException) -> BaseException:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``batcher`` command (the console script, ``python -m batcher``): the process's exit code.
 
-    Once a run is over, SIGINT and SIGTERM stay ignored until the process exits: the summary prints
-    whole, and a signal after it cannot turn the run's exit code into 130 or 143. A caller in the
-    same process that wants its handlers back saves and restores them itself.
+    Once a run is over, SIGINT, SIGTERM and SIGHUP stay ignored until the process exits: the
+    summary prints whole, and a signal after it cannot turn the run's exit code into 130 or 143. A
+    caller in the same process that wants its handlers back saves and restores them itself.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    guard_standard_streams()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(json_errors=wants_json(words))
+    args = parser.parse_args(words)
     if args.command == "emulator":
         from .emulator.cli import main as emulator_main
 
         return emulator_main(args)
     if args.command == "status":
-        return main_status(args)
+        return _printed(main_status(args))
     if args.command == "report":
-        return main_report(args)
+        return _printed(main_report(args))
     args.display = make_display(_progress_mode(args), sys.stderr)
     _setup_logging(args, args.display)
     return _main_run(args)
 
 
+def _printed(code: int) -> int:
+    """``status`` and ``report``: ``code``, once their output is written. Output cut short by a
+    reader that stopped reading (``| head -1``, EPIPE) is what that reader asked for: no
+    traceback, the code stands. Output that could not be written at all (a full disk) is an
+    error: one line on stderr, exit 74 (EX_IOERR, as for a ledger)."""
+    failure = lost(sys.stdout)
+    if failure is None or failure.errno == errno.EPIPE:
+        return code
+    print(f"batcher: error: cannot write to standard output: {failure.strerror}", file=sys.stderr)
+    return ExitCode.LEDGER_WRITE
+
+
 def _run_is_over() -> None:
-    """From here until the process exits, its exit code is the run's: SIGINT and SIGTERM are ignored.
-    (Restoring the handlers when main returned let a SIGTERM after the summary end it with 143.)"""
+    """From here until the process exits, its exit code is the run's: SIGINT, SIGTERM and SIGHUP
+    are ignored. (Restoring the handlers when main returned let a SIGTERM after the summary end
+    it with 143.)"""
     ignore_signals()
 
 
@@ -266,8 +281,24 @@ def _main_run(args: argparse.Namespace) -> int:
         return ExitCode.INTERRUPTED
     if isinstance(result, DryRunReport):
         print(render_dry_run(result))
+        _summary_written(args, None)
         return ExitCode.FAILED if result.invalid or result.edited or result.orphan else ExitCode.OK
     print(render_summary(result))
+    _summary_written(args, result.ledger)
     if result.ledger_error is not None:
         _say(args, str(result.ledger_error))
     return int(result.exit_code)
+
+
+def _summary_written(args: argparse.Namespace, ledger: Path | None) -> None:
+    """Say so on stderr if stdout did not take the summary (a pipe's reader gone, a full disk):
+    the run's exit code stands, its work is in the ledger (it was a traceback, exit 1)."""
+    failure = lost(sys.stdout)
+    if failure is None:
+        return
+    where = f"; batcher status {shlex.quote(str(ledger))} shows it" if ledger is not None else ""
+    _say(
+        args,
+        f"the summary could not be written to standard output ({failure.strerror}){where}",
+        level="warning",
+    )

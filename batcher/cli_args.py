@@ -7,25 +7,49 @@ that the settings refuse is named by the flag the user typed.
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .cli_inspect import add_report_parser, add_status_parser
 from .errors import ConfigError
+from .streams import event_line
 
 
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose mistakes are one line, exit 2: what is wrong and where the help is.
     (argparse's own printed the whole usage first, 7 lines for ``batcher run`` and 33 for
     ``batcher emulator``, with the one line that matters last.) Its subcommands' parsers are
-    of this class too."""
+    of this class too. With ``json_errors`` the line is a ``--log-format json`` event."""
+
+    json_errors = False
 
     def error(self, message: str) -> typing.NoReturn:
+        if self.json_errors:
+            text = f"{self.prog}: {message} (see {self.prog} --help)"
+            self.exit(2, event_line(text, level="error", created=time.time(), stream=sys.stderr) + "\n")
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` asks for JSON on stderr (``--log-format json``, ``--progress json``, also
+    as ``--flag=json`` or abbreviated), read before the parser, whose own mistakes must then be
+    JSON too (a log shipper reading stderr got a plain line it could not parse)."""
+    words = list(argv)
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition("=")
+        if not eq:
+            value = words[i + 1] if i + 1 < len(words) else ""
+        named = len(flag) >= 4 and any(f.startswith(flag) for f in ("--log-format", "--progress"))
+        if named and value == "json":
+            return True
+    return False
+
+
+def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="batcher",
         description="Run Segmind workflows in bulk: resumable, rate-aware, never paying twice.",
@@ -123,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .emulator.cli import add_arguments
 
     add_arguments(emu)
+    for each in (parser, *sub.choices.values()):
+        if isinstance(each, OneLineParser):
+            each.json_errors = json_errors
     return parser
 
 

@@ -20,6 +20,7 @@ from .errors import BatcherError
 from .report import GALLERY_CAP, build_report
 from .status import ledger_status
 from .status_text import plural, render_status_text, status_json
+from .streams import ascii_json
 from .workflows import load_workflows
 
 EXIT_OK = 0
@@ -93,7 +94,7 @@ def main_status(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot read ledger {args.ledger}: {exc.strerror}")
     if args.json:
-        print(json.dumps(status_json(report), indent=2, ensure_ascii=False))
+        print(json.dumps(status_json(report), indent=2, ensure_ascii=ascii_json(sys.stdout)))
     else:
         print(render_status_text(report))
     return EXIT_OK

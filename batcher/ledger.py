@@ -92,8 +92,14 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=s
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    """One ledger line. JSON escapes newlines inside strings, so a line is a record."""
-    return (_ENCODER.encode(record) + "\n").encode()
+    """One ledger line. JSON escapes newlines inside strings, so a line is a record.
+
+    A file name that is not UTF-8 (a Latin-1 name, or any non-ASCII name under a C locale
+    without UTF-8 mode) reaches Python as lone surrogates, which UTF-8 cannot encode: the
+    run's first line failed with a traceback. Every such character is inside a JSON string,
+    where ``backslashreplace`` writes it as JSON's own escape (``\\udce9``), which reads back
+    as the same character: the same name, compared equal by the next run."""
+    return (_ENCODER.encode(record) + "\n").encode("utf-8", "backslashreplace")
 
 
 def _valid_line(line: bytes) -> bool:
@@ -228,14 +234,16 @@ class Ledger(AppendLog):
         """Append ``{"ts", "job_id", "status", ...fields}`` (what :meth:`append` of that record
         does, in one call: a few lines a job)."""
         record: dict[str, Any] = {"ts": utc_iso(now), "job_id": job_id, "status": status, **fields}
-        self.append_line((_ENCODER.encode(record) + "\n").encode())
+        # encode(record), inline (a few lines a job)
+        self.append_line((_ENCODER.encode(record) + "\n").encode("utf-8", "backslashreplace"))
 
     def submitting(self, job_id: str, now: float, **fields: Any) -> None:
         """Append a job's ``submitting`` line. Its POST waits for a sync to cover it, so until
         then it is revocable: if the ledger fails first, the line is cut again, and the next
         run sees a job never sent rather than a POST of unknown outcome."""
         record: dict[str, Any] = {"ts": utc_iso(now), "job_id": job_id, "status": "submitting", **fields}
-        self.append_line((_ENCODER.encode(record) + "\n").encode(), revocable=True)
+        # encode(record), inline
+        self.append_line((_ENCODER.encode(record) + "\n").encode("utf-8", "backslashreplace"), revocable=True)
 
     async def flush_every(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
         """Sync whatever was appended, every ``seconds``, until cancelled (run it in a task group).

@@ -112,7 +112,8 @@ def _locate(text: str, bases: Iterable[Path]) -> Path | None:
 
 
 def _href(path: Path, page_dir: Path) -> str:
-    return quote(os.path.relpath(path, page_dir).replace(os.sep, "/"))
+    # The name's bytes on disk, quoted: a name that is not UTF-8 was a UnicodeEncodeError.
+    return quote(os.fsencode(os.path.relpath(path, page_dir).replace(os.sep, "/")))
 
 
 def _is_web(text: str) -> bool:
@@ -272,7 +273,8 @@ def build_report(
         failed=failed,
         durations=fold.durations or [],
     )
-    data = render_page(page).encode("utf-8")
+    # A file name that is not UTF-8 (lone surrogates) is shown escaped, as on stdout.
+    data = render_page(page).encode("utf-8", "backslashreplace")
     out_html.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_html.with_name(f".{out_html.name}.{os.getpid()}.tmp")
     try:

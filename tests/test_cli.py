@@ -531,12 +531,14 @@ async def test_signals_during_a_slow_shutdown_exit_130_without_a_traceback(tmp_p
 
 
 @pytest.mark.anyio
-async def test_a_third_signal_exits_130_at_once_when_the_stop_hangs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_a_third_signal_exits_130_at_once_when_the_stop_hangs(tmp_path: Path, log_format: str) -> None:
     """A stop can hang where cancellation does not reach: here the output's write, in a worker
     thread, blocks on a file nobody reads (as a dead network disk would block it). The first
     SIGTERM waits for the download, the second cancels, and waits for the thread; the third used
     to be ignored, so only kill -9 ended the run. It now exits 130 at once, saying so, and the next
-    run finishes the job without a second POST."""
+    run finishes the job without a second POST. With ``--log-format json`` it says so in JSON (its
+    words were the one plain line among the JSON)."""
     rnd = random.Random(7)
     side = 800  # noise does not compress: the sketch is a few hundred KB, written in a thread
     Image.frombytes("RGB", (side, side), rnd.randbytes(side * side * 3)).save(tmp_path / "big.png")
@@ -545,7 +547,7 @@ async def test_a_third_signal_exits_130_at_once_when_the_stop_hangs(tmp_path: Pa
     (tmp_path / "out").mkdir()
     config = EmulatorConfig(duration_median=3600.0, duration_spread=0.0)
     async with run_emulator(config) as emu:
-        proc = await _start(tmp_path, emu.base_url)
+        proc = await _start(tmp_path, emu.base_url, "--log-format", log_format)
         # The part file the output is written to is a pipe the test holds open and never reads.
         part = tmp_path / "out" / f".big+0.{proc.pid}.part"
         os.mkfifo(part)
@@ -572,6 +574,8 @@ async def test_a_third_signal_exits_130_at_once_when_the_stop_hangs(tmp_path: Pa
         assert code == 130, rest
         assert any("third signal: exiting now" in line for line in rest), rest
         assert not any("Traceback" in line for line in rest), rest
+        if log_format == "json":
+            assert all(isinstance(json.loads(line), dict) for line in rest if line.strip()), rest
         part.unlink()
         with anyio.fail_after(60):
             done = await _resume(tmp_path, emu.base_url)

@@ -1,0 +1,278 @@
+"""batcher as cron, systemd timers, Docker, ssh sessions and pipes run it: its log or summary
+going nowhere, a locale that is not UTF-8, a terminal that hangs up, the folder it starts in.
+
+Every child runs without PYTHONUNBUFFERED (as under cron): its stdout is block-buffered, and
+the interpreter's last flush is where a lost stream used to turn the exit code into 120.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .ledger_builder import LedgerBuilder
+from .support import cli_env, ledger_lines, run_command, sketch_rows, write_jsonl
+
+FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
+EMULATED = "emulator:\n  render: placeholder\n  duration_median: 0\n"
+#: A terminal that hangs up: a child on a pty as its controlling terminal (what an ssh session
+#: gives a command), with SIGHUP ignored first when asked (what nohup does).
+ON_A_TERMINAL = """
+import os, signal, sys, fcntl, termios
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+if sys.argv[1] == "nohup":
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _env(**changes: str) -> dict[str, str]:
+    env = cli_env()
+    env.pop("PYTHONUNBUFFERED", None)
+    env.update(changes)
+    return env
+
+
+def _emulated(tmp_path: Path, rows: int = 3) -> list[str]:
+    """A run of ``rows`` jobs on the embedded emulator, in ``tmp_path``: its command."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(rows))
+    (tmp_path / "c.yaml").write_text(EMULATED)
+    return [*run_command(), "--emulator", "--config", "c.yaml", *FAST_ARGS]
+
+
+def _run(command: list[str], cwd: Path, **streams: Any) -> subprocess.CompletedProcess[bytes]:
+    env = streams.pop("env", None) or _env()
+    return subprocess.run(command, cwd=cwd, env=env, timeout=90, check=False, **streams)
+
+
+def _reader_gone() -> int:
+    """The write end of a pipe whose reader has exited (``| head`` once it has its line)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end
+
+
+def _finished_in_order(ledger: Path, jobs: int) -> None:
+    lines = ledger_lines(ledger)
+    assert sum(r["status"] == "completed" for r in lines) == jobs, [r["status"] for r in lines]
+    assert lines[-1]["status"] == "run_end"
+
+
+@pytest.mark.parametrize("log", ["reader-gone", "closed", "disk-full"])
+def test_a_run_whose_log_goes_nowhere_does_all_its_work_and_keeps_its_exit_code(
+    tmp_path: Path, log: str
+) -> None:
+    """stderr a pipe whose reader exited (``2>&1 | logger``, logger dead), closed (``2>&-``),
+    or a full disk (``2>> /full/cron.log``): the first progress line raised and ended the run
+    there, exit 1, with nothing done (and mid-batch it cut the POSTs on the wire). The run now
+    carries on without its log: every job done, run_end written, exit 0 (not 1, nor 120)."""
+    command = _emulated(tmp_path)
+    if log == "reader-gone":
+        stderr = _reader_gone()
+        done = _run(command, tmp_path, stdout=subprocess.PIPE, stderr=stderr)
+        os.close(stderr)
+    elif log == "closed":
+        done = _run(["sh", "-c", 'exec "$@" 2>&-', "sh", *command], tmp_path, stdout=subprocess.PIPE)
+    else:
+        with open("/dev/full", "wb") as full:
+            done = _run(command, tmp_path, stdout=subprocess.PIPE, stderr=full)
+    assert done.returncode == 0
+    assert done.stdout.startswith(b"This run: 3 completed")
+    _finished_in_order(tmp_path / "l.jsonl", 3)
+
+
+@pytest.mark.parametrize(("summary", "cause"), [("reader-gone", "Broken pipe"), ("disk-full", "No space")])
+def test_a_summary_that_cannot_be_written_keeps_the_runs_exit_code_and_says_so(
+    tmp_path: Path, summary: str, cause: str
+) -> None:
+    """stdout gone when the summary is printed (``batcher run ... | mail`` with the mailer
+    dead, a full disk): a BrokenPipeError traceback, exit 1, for a run that did everything.
+    The exit code is the run's, and stderr says where the summary is."""
+    command = _emulated(tmp_path)
+    if summary == "reader-gone":
+        stdout = _reader_gone()
+        done = _run(command, tmp_path, stdout=stdout, stderr=subprocess.PIPE)
+        os.close(stdout)
+    else:
+        with open("/dev/full", "wb") as full:
+            done = _run(command, tmp_path, stdout=full, stderr=subprocess.PIPE)
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert f"batcher: the summary could not be written to standard output ({cause}" in err
+    assert err.rstrip().endswith("batcher status l.jsonl shows it"), err
+    _finished_in_order(tmp_path / "l.jsonl", 3)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    """A ledger with jobs done and failed (a status of some length)."""
+    built = LedgerBuilder().run()
+    for i in range(30):
+        built.submit(f"job-{i}", "sketch", {"input_image": f"https://example.com/{i}.png"}).tick(1)
+        built.failed(f"job-{i}", f"provider error {i}: no such image /img/{i}.png")
+    return built.write(tmp_path / "l.jsonl")
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["status", "--json"], ["report"]], ids=["status", "status-json", "report"]
+)
+def test_status_and_report_into_a_pipe_whose_reader_left_end_quietly(ledger: Path, args: list[str]) -> None:
+    """``batcher status l.jsonl | head -1``: a BrokenPipeError traceback (or "Exception
+    ignored ... BrokenPipeError" and exit 120). The reader asked for that much: exit 0, and
+    nothing on stderr."""
+    stdout = _reader_gone()
+    done = _run(
+        [sys.executable, "-m", "batcher", *args, ledger.name],
+        ledger.parent,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+    )
+    os.close(stdout)
+    assert (done.returncode, done.stderr) == (0, b"")
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_status_and_report_onto_a_full_disk_say_so(ledger: Path, command: str) -> None:
+    """``batcher status l.jsonl > /full/status.txt``: a traceback, exit 1. Now one line, exit 74."""
+    with open("/dev/full", "wb") as full:
+        done = _run(
+            [sys.executable, "-m", "batcher", command, ledger.name],
+            ledger.parent,
+            stdout=full,
+            stderr=subprocess.PIPE,
+        )
+    assert done.returncode == 74
+    assert done.stderr == b"batcher: error: cannot write to standard output: No space left on device\n"
+
+
+def test_non_ascii_names_and_titles_on_an_ascii_terminal(tmp_path: Path) -> None:
+    """PYTHONIOENCODING=ascii (or a Latin-1 locale): a manifest named nächtlich.jsonl made the
+    summary a UnicodeEncodeError traceback, and so were status and report; JSON logs held
+    ``\\xe4``, which is not JSON. Text is escaped as Python escapes stderr; JSON by JSON's rules."""
+    rows = [
+        {
+            "id": "crème-1",
+            "workflow": "blog-image",
+            "input": {"title": "Crème brûlée ☕", "description": "é"},
+        },
+        {"id": "日本-2", "workflow": "sketch", "input": {}},  # invalid: the error names the file
+    ]
+    write_jsonl(tmp_path / "nächtlich.jsonl", rows)
+    (tmp_path / "c.yaml").write_text(EMULATED)
+    env = _env(PYTHONIOENCODING="ascii")
+    run = [sys.executable, "-m", "batcher", "run", "nächtlich.jsonl", "--emulator", "--config", "c.yaml"]
+    done = _run([*run, *FAST_ARGS, "--log-format", "json"], tmp_path, env=env, capture_output=True)
+    assert done.returncode == 1, done.stderr  # the invalid row
+    assert b"This run: 1 completed, 1 invalid row" in done.stdout
+    assert b"Ledger: runs/n\\xe4chtlich/ledger.jsonl" in done.stdout
+    events = [json.loads(line) for line in done.stderr.decode("ascii").splitlines()]
+    assert any(e.get("message", "").startswith("nächtlich.jsonl:2: input_image") for e in events)
+
+    ledger = "runs/nächtlich/ledger.jsonl"
+    status = _run([sys.executable, "-m", "batcher", "status", ledger], tmp_path, env=env, capture_output=True)
+    assert status.returncode == 0 and b"runs/n\\xe4chtlich/ledger.jsonl" in status.stdout, status.stderr
+    as_json = _run(
+        [sys.executable, "-m", "batcher", "status", ledger, "--json"], tmp_path, env=env, capture_output=True
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["ledger"] == ledger
+    report = _run([sys.executable, "-m", "batcher", "report", ledger], tmp_path, env=env, capture_output=True)
+    assert report.returncode == 0 and report.stdout.startswith(b"Report written to runs/n\\xe4chtlich/")
+
+
+def test_a_manifest_whose_name_is_not_utf8_runs_and_resumes(tmp_path: Path) -> None:
+    """A file from a Latin-1 system (``caf\\xe9.jsonl``, or any non-ASCII name under a C locale
+    without UTF-8 mode) reaches Python as lone surrogates: the ledger's first line could not be
+    encoded, a traceback, exit 1. Its name is now written as a JSON escape, read back as the
+    same name: the run completes, the next finds it done, status and report read the ledger
+    and show the name escaped (the page's links were a UnicodeEncodeError too)."""
+    name = os.fsdecode(b"caf\xe9.jsonl")
+    write_jsonl(tmp_path / name, sketch_rows(2))
+    (tmp_path / "c.yaml").write_text(EMULATED)
+    run = [sys.executable, "-m", "batcher", "run", name, "--emulator", "--config", "c.yaml", *FAST_ARGS]
+    first = _run(run, tmp_path, capture_output=True)
+    assert first.returncode == 0, first.stderr
+    again = _run(run, tmp_path, capture_output=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(b"Nothing to do: every job is already complete (2 jobs).")
+    ledger = os.fsdecode(b"runs/caf\xe9/ledger.jsonl")
+    for args in (["status", ledger], ["status", ledger, "--json"], ["report", ledger]):
+        shown = _run([sys.executable, "-m", "batcher", *args], tmp_path, capture_output=True)
+        assert shown.returncode == 0 and b"caf\\udce9" in shown.stdout, (args, shown.stderr)
+    # A page outside that folder links to its outputs by the bytes of their folder's name.
+    page = _run(
+        [sys.executable, "-m", "batcher", "report", ledger, "-o", "r.html"], tmp_path, capture_output=True
+    )
+    assert page.returncode == 0, page.stderr
+    assert 'href="runs/caf%E9/outputs/sketch-0000.png"' in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.parametrize("flags", [["--log-format", "json"], ["--log-format=json"], ["--progress", "json"]])
+def test_with_json_logs_a_flag_mistake_is_json_too(tmp_path: Path, flags: list[str]) -> None:
+    """argparse's own mistakes were a plain line among the JSON a log shipper reads."""
+    done = _run(
+        [sys.executable, "-m", "batcher", "run", "m.jsonl", *flags, "--concurrency", "many"],
+        tmp_path,
+        capture_output=True,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.decode().splitlines()
+    event = json.loads(line)
+    assert event["level"] == "error" and event["event"] == "log"
+    assert event["message"] == (
+        "batcher run: argument --concurrency: invalid int value: 'many' (see batcher run --help)"
+    )
+
+
+def _on_a_terminal(cwd: Path, command: list[str], *, nohup: bool) -> tuple[int, bytes]:
+    """Run ``command`` with a pty as its controlling terminal, close the terminal once a job
+    is submitted (an ssh session ending), and return its exit code and what it had printed."""
+    master, slave = os.openpty()
+    wrapper = [sys.executable, "-c", ON_A_TERMINAL, "nohup" if nohup else "-", *command]
+    env = _env(TERM="xterm", COLUMNS="200")  # log lines on one line each
+    with subprocess.Popen(
+        wrapper, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+    ) as proc:
+        os.close(slave)
+        seen = b""
+        while b"submitted as request" not in seen:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal, ended
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(master)  # hang up
+        return proc.wait(timeout=60), seen
+
+
+def test_a_terminal_that_hangs_up_stops_the_run_in_order(tmp_path: Path) -> None:
+    """An ssh session closed under a run (no nohup): SIGHUP's default action killed it
+    mid-step, as kill -9 does (a POST on the wire cut, to be sent again and maybe paid twice; no
+    run_end). SIGHUP now stops it as SIGTERM does: exit 130, with run_end."""
+    (tmp_path / "c.yaml").write_text("emulator:\n  render: placeholder\n  duration_median: 3600\n")
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    command = [*run_command(), "--emulator", "--config", "c.yaml", "-v", *FAST_ARGS]
+    code, seen = _on_a_terminal(tmp_path, command, nohup=False)
+    assert code == 130, seen.decode(errors="replace")
+    statuses = [r["status"] for r in ledger_lines(tmp_path / "l.jsonl")]
+    assert statuses[-1] == "run_end" and "submitted" in statuses
+
+
+def test_a_run_under_nohup_outlives_its_terminal(tmp_path: Path) -> None:
+    """With SIGHUP ignored (nohup), a run whose terminal closed goes on, but writing to the
+    hung-up terminal raised EIO: the live panel's next redraw ended the run, exit 1. It now
+    finishes every job without its display: exit 0."""
+    command = _emulated(tmp_path, rows=4)
+    (tmp_path / "c.yaml").write_text("emulator:\n  render: placeholder\n  duration_median: 1\n")
+    code, seen = _on_a_terminal(tmp_path, [*command, "-v"], nohup=True)
+    assert code == 0, seen.decode(errors="replace")
+    _finished_in_order(tmp_path / "l.jsonl", 4)
