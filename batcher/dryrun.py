@@ -24,6 +24,7 @@ from .errors import RowError
 from .ledger import check_ledger_path, read_records
 from .manifest import Unfinished, check_manifest_paths, read_manifests
 from .outfiles import PROBE_NEW_ROWS, existing_output, orphan_reason
+from .preflight import check_default_ledger
 from .rowlog import ROW_MESSAGES, RowLog
 from .seams import survey
 from .state import LedgerState, Next, sends
@@ -57,6 +58,7 @@ class DryRunReport:
 
 def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowRegistry) -> DryRunReport:
     check_manifest_paths(manifests)
+    check_default_ledger(settings, manifests)
     settings = with_paths(settings, list(manifests))
     if settings.ledger.path is not None:
         check_ledger_path(settings.ledger.path)

@@ -142,6 +142,7 @@ def check_ledger_path(path: Path) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        _check_creatable(path)
         return
     except OSError as exc:
         raise LedgerError(f"cannot open ledger {path}: {exc.strerror}") from None
@@ -160,6 +161,20 @@ def check_ledger_path(path: Path) -> None:
         os.close(fd)
     if not ledger:
         raise _not_a_ledger(path)
+
+
+def _check_creatable(path: Path) -> None:
+    """Refuse a new ledger's path whose nearest existing folder this process cannot write in
+    (the default ``runs/...`` under a read-only folder cron started in): it was refused only
+    when opened, as "Permission denied", after the outputs folder had been made."""
+    here = Path(os.path.abspath(path)).parent
+    while not os.path.lexists(here) and here.parent != here:
+        here = here.parent
+    if here.is_dir() and not os.access(here, os.W_OK | os.X_OK):
+        raise LedgerError(
+            f"cannot create ledger {path}: no permission to write in {here}; give --ledger a path"
+            " in a folder you can write (a relative one is taken from the folder batcher starts in)"
+        )
 
 
 #: What to do about a write that failed, by errno (the rest: check the disk).

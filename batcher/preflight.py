@@ -5,13 +5,16 @@ count of the rows for the progress display's ETA."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 from .config import Settings, with_paths
 from .download import check_out_dir
+from .errors import UsageError
 from .ledger import check_ledger_path
 from .manifest import read_manifests
 from .seams import without_final_line_break
@@ -31,11 +34,56 @@ def preflight(settings: Settings, manifests: Sequence[Path], registry: WorkflowR
         next(rows, None)
     finally:
         rows.close()
+    check_default_ledger(settings, manifests)
     settings = with_paths(settings, list(manifests))
     assert settings.ledger.path is not None and settings.output.out_dir is not None
     check_ledger_path(settings.ledger.path)
     check_out_dir(settings.output.out_dir, create=True)
     return settings
+
+
+def check_default_ledger(settings: Settings, manifests: Sequence[Path]) -> None:
+    """Refuse to start a new ledger at the default path (``runs/<manifest>/ledger.jsonl``, under
+    the folder batcher starts in) when the manifest's own folder holds the ledger of its runs.
+
+    The nightly cron line starts in the manifest's folder (``cd /data && batcher run
+    nightly.jsonl``); the same manifest run once by hand from elsewhere (``batcher run
+    /data/nightly.jsonl`` from home, ``../nightly.jsonl`` from a sub-folder) found no ledger
+    where it looked, started a new one, and sent every row again: all paid twice (the outputs
+    were not where that run looked either, so nothing told it). Raises UsageError."""
+    if settings.ledger.path is not None or not manifests:
+        return
+    default = with_paths(settings, list(manifests)).ledger.path
+    assert default is not None
+    home = manifests[0].resolve().parent
+    theirs = home / default
+    if (Path.cwd() / default).resolve() == theirs.resolve():
+        return  # started in the manifest's folder: the usual case
+    if _has_records(default) or not _names(theirs, manifests[0]):
+        return
+    raise UsageError(
+        f"{manifests[0]}: its ledger is {theirs}, kept by runs started in {home}; this run, started in"
+        f" {Path.cwd()}, would start a new one ({default}) and send every row again, paid again:"
+        f" run it in {home} (cd {shlex.quote(str(home))}), or give --ledger {shlex.quote(str(theirs))}"
+        " (--ledger with a new path starts a new ledger on purpose)"
+    )
+
+
+def _has_records(path: Path) -> bool:
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
+
+
+def _names(ledger: Path, manifest: Path) -> bool:
+    """Whether ``ledger``'s first line (a ``run`` record) names ``manifest``."""
+    try:
+        with ledger.open("rb") as fh:
+            first = json.loads(fh.readline(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and str(manifest.resolve()) in (first.get("manifests") or ())
 
 
 def estimate_rows(manifests: Sequence[Path]) -> int | None:

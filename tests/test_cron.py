@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+
+from batcher.emulator import EmulatorConfig, run_emulator
 
 from .ledger_builder import LedgerBuilder
 from .support import cli_env, ledger_lines, run_command, sketch_rows, write_jsonl
@@ -276,3 +280,61 @@ def test_a_run_under_nohup_outlives_its_terminal(tmp_path: Path) -> None:
     code, seen = _on_a_terminal(tmp_path, [*command, "-v"], nohup=True)
     assert code == 0, seen.decode(errors="replace")
     _finished_in_order(tmp_path / "l.jsonl", 4)
+
+
+@pytest.mark.anyio
+async def test_a_manifest_run_from_another_folder_is_pointed_at_its_ledger(tmp_path: Path) -> None:
+    """Cron runs ``cd /data && batcher run nightly.jsonl``; the same manifest run by hand from
+    elsewhere (``../nightly.jsonl`` here) looked for its default ledger under the folder it
+    started in, found none, and sent every row again: every job paid twice. It now names the
+    manifest's ledger and stops, exit 2, having sent and made nothing; so does --dry-run."""
+    write_jsonl(tmp_path / "nightly.jsonl", sketch_rows(3))
+    (tmp_path / "elsewhere").mkdir()
+    cron = [sys.executable, "-m", "batcher", "run", "nightly.jsonl", *FAST_ARGS]
+    by_hand = [sys.executable, "-m", "batcher", "run", "../nightly.jsonl", *FAST_ARGS]
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.0)) as emu:
+        env = cli_env(emu.base_url)
+        first = await anyio.run_process(cron, cwd=tmp_path, env=env, check=False)
+        assert first.returncode == 0, first.stderr
+        second = await anyio.run_process(by_hand, cwd=tmp_path / "elsewhere", env=env, check=False)
+        dry = await anyio.run_process(
+            [*by_hand, "--dry-run"], cwd=tmp_path / "elsewhere", env=env, check=False
+        )
+        assert emu.stats()["submissions"] == 3
+    theirs = tmp_path / "runs" / "nightly" / "ledger.jsonl"
+    for done in (second, dry):
+        assert done.returncode == 2
+        assert done.stderr.decode().startswith(
+            f"batcher: error: ../nightly.jsonl: its ledger is {theirs}, kept by runs started in {tmp_path};"
+        )
+        assert f"give --ledger {theirs}" in done.stderr.decode()
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def _without_root_powers() -> list[str]:
+    """A command prefix under which file permissions hold (root ignores them)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all", "--"]
+
+
+def test_a_default_ledger_in_a_folder_that_cannot_be_written_is_refused_first(tmp_path: Path) -> None:
+    """Cron started in a read-only folder: the default ledger (``runs/m/ledger.jsonl`` there)
+    was refused only when opened, "Permission denied", after the outputs folder had been
+    made elsewhere. It is now refused first, naming the folder and the flag to give."""
+    here = tmp_path / "readonly"
+    here.mkdir()
+    write_jsonl(here / "m.jsonl", sketch_rows(1))
+    here.chmod(0o555)
+    command = [*_without_root_powers(), sys.executable, "-m", "batcher", "run", "m.jsonl"]
+    done = _run([*command, "--out", str(tmp_path / "out")], here, capture_output=True, text=True)
+    here.chmod(0o755)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"batcher: error: cannot create ledger runs/m/ledger.jsonl: no permission to write in {here};"
+        " give --ledger a path in a folder you can write (a relative one is taken from the folder"
+        " batcher starts in)\n"
+    )
+    assert not (tmp_path / "out").exists()
