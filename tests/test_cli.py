@@ -616,9 +616,10 @@ def test_a_signal_after_the_summary_leaves_the_exit_code_alone(tmp_path: Path, s
 
     The signal is sent at a known moment without a sleep: stdout is a one-page pipe the test fills
     first, and the summary (long, for its long ledger and output paths) sits in the process's stdout
-    buffer until the interpreter flushes it on the way out, after main returned. That write blocks
-    on the full pipe; once the test has read the filler and one byte of the summary, the rest of
-    the summary is still being written: the process is exiting, and the signal lands there."""
+    buffer until it is flushed: by main itself since main checks that stdout took the summary
+    (cli._summary_written), before that by the interpreter on the way out. That write blocks on
+    the full pipe; once the test has read the filler and one byte of the summary, the rest of the
+    summary is still being written, after the run is over, and the signal lands there."""
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
     (tmp_path / "c.yaml").write_text("emulator:\n  render: placeholder\n  duration_median: 0\n")
     deep = Path(*(letter * 250 for letter in "abcdefghijk"))  # a summary of about 5.7 KB
@@ -648,7 +649,7 @@ def test_a_signal_after_the_summary_leaves_the_exit_code_alone(tmp_path: Path, s
     assert out.startswith(b"This run: 1 completed"), out[:200]
     assert code == 0, (tmp_path / "stderr").read_text()
     # Longer than the pipe, or the test would not know the process was still writing it; shorter
-    # than the stdout buffer, or it would have been written before main returned.
+    # than the stdout buffer, or it would have been written while the summary was being printed.
     assert 4096 < len(out) < 8192, len(out)
 
 
