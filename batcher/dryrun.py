@@ -23,7 +23,7 @@ from .download import check_out_dir
 from .errors import RowError
 from .ledger import check_ledger_path, read_records
 from .manifest import Unfinished, check_manifest_paths, read_manifests
-from .outfiles import PROBE_NEW_ROWS, existing_output, orphan_reason
+from .outfiles import OrphanProbe
 from .preflight import check_default_ledger
 from .rowlog import ROW_MESSAGES, RowLog
 from .seams import survey
@@ -90,7 +90,7 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
         f"more rows edited under the id of a job that ran follow, not named here (the first "
         f"{ROW_MESSAGES} are); counted below",
     )
-    probes = PROBE_NEW_ROWS if settings.output.out_dir is not None else 0
+    probe = OrphanProbe(settings.output.out_dir, settings.ledger.path)
     for item in read_manifests(manifests, registry, survey=found, needs_files=needs_files):
         if isinstance(item, Unfinished):
             log.warning("%s", item)
@@ -110,14 +110,12 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
             if edited := item.edited_since(known, step):
                 report.edited += 1
                 say_edited(edited)
-        if known is None and probes > 0 and settings.output.out_dir is not None:
-            probes -= 1
-            if (there := existing_output(settings.output.out_dir, item.job_id)) is not None:
-                probes = 0
-                row = f"{item.path}, line {item.line}"
-                report.orphan = orphan_reason(
-                    there, item.job_id, row, settings.ledger.path, settings.output.out_dir
-                )
+        if (
+            known is None
+            and probe.due
+            and (reason := probe.look(item.job_id, f"{item.path}, line {item.line}"))
+        ):
+            report.orphan = reason
         if sends(step, unknown_submit=unknown_submit):
             report.to_submit[wf.name] += 1
             if wf.price_usd is None:

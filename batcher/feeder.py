@@ -26,7 +26,7 @@ from .errors import RowError
 from .handoff import Handoff
 from .ledger import CLOCK_SLACK, Ledger, parse_iso, path_bases, utc_iso
 from .manifest import JobSpec, Unfinished, read_manifests
-from .outfiles import PROBE_NEW_ROWS, existing_output, orphan_reason, output_intact, sweep_parts
+from .outfiles import OrphanProbe, output_intact, sweep_parts
 from .outputs import OutputRef
 from .rowlog import ROW_MESSAGES, RowLog
 from .scheduler import Scheduler
@@ -73,8 +73,8 @@ class Feeder:
         #: Every row of the manifests was read (False: the run stopped before it got to them all,
         #: so the rows it counts as not started are not all of them).
         self.read_all = False
-        #: New rows still to be checked for an output already on disk (see :meth:`_orphaned`).
-        self._probes = PROBE_NEW_ROWS if settings.output.out_dir is not None else 0
+        #: Looks for outputs of the first new rows already on disk (see :meth:`_orphaned`).
+        self._probe = OrphanProbe(settings.output.out_dir, ledger.path)
         self._say_invalid = RowLog(
             logging.ERROR,
             f"more invalid rows follow, not named here (the first {ROW_MESSAGES} are): the summary "
@@ -183,7 +183,7 @@ class Feeder:
                 )
                 self.stats.outcomes["failed"] += 1
                 continue
-            if known is None and self._probes > 0 and await self._orphaned(item):
+            if known is None and self._probe.due and await self._orphaned(item):
                 self.stats.left += 1
                 continue
             wf = item.workflow
@@ -204,17 +204,12 @@ class Feeder:
         """Whether a row the ledger has no record of already has an output on disk, and if so,
         stop submitting. A ledger deleted, emptied (log rotation) or put back from an older copy
         since its jobs ran would otherwise have every one of them paid for again. Only the first
-        new rows are looked at (they show it at once), one ``stat`` a suffix, in a thread."""
-        self._probes -= 1
-        out_dir = self.settings.output.out_dir
-        assert out_dir is not None
-        found = await anyio.to_thread.run_sync(existing_output, out_dir, item.job_id)
-        if found is None:
+        new rows are looked at (they show it at once), in a thread."""
+        row = f"{item.path}, line {item.line}"
+        reason = await anyio.to_thread.run_sync(self._probe.look, item.job_id, row)
+        if reason is None:
             return False
-        self._probes = 0
-        self.sched.stop(
-            orphan_reason(found, item.job_id, f"{item.path}, line {item.line}", self.ledger.path, out_dir)
-        )
+        self.sched.stop(reason)
         return True
 
     async def _check_unsynced_outputs(self) -> None:

@@ -11,7 +11,7 @@ A run killed while writing an output leaves its hidden part file (``.<name>.<pid
 process is gone (:func:`sweep_parts`).
 
 A job the ledger does not know should have no output yet: :func:`existing_output` finds one that
-has, the sign of a ledger lost since its run (see :mod:`batcher.feeder`).
+has, the sign of a ledger lost since its run (:class:`OrphanProbe`).
 """
 
 from __future__ import annotations
@@ -91,16 +91,39 @@ def existing_output(out_dir: Path, job_id: str) -> str | None:
     return None
 
 
-def orphan_reason(found: str, job_id: str, row: str, ledger: Path | None, out_dir: Path) -> str:
-    """Why a run stops (or would) at a new row whose output is already on disk (``found``)."""
-    return (
-        f"{found} is already there, an output of {job_id} ({row}), but the ledger {ledger} has "
-        "no record of that job: the ledger was deleted, emptied or replaced by an older copy "
-        "since it ran (or another manifest's job of the same id saved it). Nothing more is "
-        "sent, so nothing is paid for twice. Put the ledger back to go on from where it was; to "
-        f"pay for these rows again, move their old outputs away from {out_dir} (or give --out "
-        "another folder)"
-    )
+class OrphanProbe:
+    """Looks for a saved output of each of the first :data:`PROBE_NEW_ROWS` rows the ledger has no
+    record of, until one is there: the sign of a ledger lost since its jobs ran. Used by the run
+    (:mod:`batcher.feeder`, which stops submitting) and by ``--dry-run`` (which says it would)."""
+
+    def __init__(self, out_dir: Path | None, ledger: Path | None) -> None:
+        self._out_dir = out_dir
+        self._ledger = ledger
+        self._left = PROBE_NEW_ROWS if out_dir is not None else 0
+
+    @property
+    def due(self) -> bool:
+        """Whether the next new row is to be looked at."""
+        return self._left > 0
+
+    def look(self, job_id: str, row: str) -> str | None:
+        """Why the run stops at the new row ``row`` (``"m.jsonl, line 7"``) of ``job_id``, or None
+        if its output is not there. Blocking (see :func:`existing_output`)."""
+        if self._out_dir is None or self._left <= 0:
+            return None
+        self._left -= 1
+        found = existing_output(self._out_dir, job_id)
+        if found is None:
+            return None
+        self._left = 0
+        return (
+            f"{found} is already there, an output of {job_id} ({row}), but the ledger {self._ledger}"
+            " has no record of that job: the ledger was deleted, emptied or replaced by an older copy"
+            " since it ran (or another manifest's job of the same id saved it). Nothing more is"
+            " sent, so nothing is paid for twice. Put the ledger back to go on from where it was; to"
+            f" pay for these rows again, move their old outputs away from {self._out_dir} (or give"
+            " --out another folder)"
+        )
 
 
 #: A part file :mod:`batcher.download` writes an output to before renaming it: ``.<name>.<pid>.part``.
