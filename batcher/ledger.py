@@ -249,16 +249,14 @@ class Ledger(AppendLog):
         """Append ``{"ts", "job_id", "status", ...fields}`` (what :meth:`append` of that record
         does, in one call: a few lines a job)."""
         record: dict[str, Any] = {"ts": utc_iso(now), "job_id": job_id, "status": status, **fields}
-        # encode(record), inline (a few lines a job)
-        self.append_line((_ENCODER.encode(record) + "\n").encode("utf-8", "backslashreplace"))
+        self.append_line(encode(record))
 
     def submitting(self, job_id: str, now: float, **fields: Any) -> None:
         """Append a job's ``submitting`` line. Its POST waits for a sync to cover it, so until
         then it is revocable: if the ledger fails first, the line is cut again, and the next
         run sees a job never sent rather than a POST of unknown outcome."""
         record: dict[str, Any] = {"ts": utc_iso(now), "job_id": job_id, "status": "submitting", **fields}
-        # encode(record), inline
-        self.append_line((_ENCODER.encode(record) + "\n").encode("utf-8", "backslashreplace"), revocable=True)
+        self.append_line(encode(record), revocable=True)
 
     async def flush_every(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
         """Sync whatever was appended, every ``seconds``, until cancelled (run it in a task group).
