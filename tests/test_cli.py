@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -396,6 +397,18 @@ async def _start(tmp_path: Path, base_url: str, *extra: str) -> Process:
     )
 
 
+async def _readable(fd: int) -> None:
+    """Wait until ``fd`` (a pipe) has data. anyio.wait_readable takes a plain fd only from anyio
+    4.7 on, and batcher itself needs 4.6: the tests run on asyncio, so its loop waits directly."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
 async def _resume(tmp_path: Path, base_url: str) -> subprocess.CompletedProcess[bytes]:
     """The same command again, to the end: what a user does after a crash."""
     return await anyio.run_process(run_command(*FAST_ARGS), cwd=tmp_path, env=cli_env(base_url), check=False)
@@ -557,7 +570,7 @@ async def test_a_third_signal_exits_130_at_once_when_the_stop_hangs(tmp_path: Pa
             with anyio.fail_after(30):
                 await lines.wait_for("submitted")
                 emu.state.reconfigure(duration_median=0.0)
-                await anyio.wait_readable(reader)  # the thread is writing the output, and stuck
+                await _readable(reader)  # the thread is writing the output, and stuck
                 proc.send_signal(signal.SIGTERM)
                 await lines.wait_for("SIGTERM received")
                 proc.send_signal(signal.SIGTERM)

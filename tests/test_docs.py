@@ -7,6 +7,7 @@ import dataclasses
 import fnmatch
 import re
 import shlex
+import tomllib
 import typing
 from pathlib import Path
 
@@ -240,3 +241,14 @@ def test_the_readme_durations_are_read_as_it_says() -> None:
     assert accepted == ["50m", "2h", "1h30m", "90s"]
     assert [parse_duration(d) for d in accepted] == [3000, 7200, 5400, 90]
     assert parse_duration(match.group(3)) is None
+
+
+def test_the_readme_names_the_lower_bounds_make_test_oldest_runs_on() -> None:
+    """The versions the README says ``make test-oldest`` runs on are pyproject.toml's lower
+    bounds, one for each runtime dependency (the Makefile reads them from there)."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    bounds = dict(dep.lower().split(">=") for dep in deps)
+    match = re.search(r"`make test-oldest` runs .*? \(([^)]*)\)", README.read_text(encoding="utf-8"), re.S)
+    assert match is not None
+    shown = {name.lower(): version for name, version in re.findall(r"(\w+) ([\d.]+)", match.group(1))}
+    assert shown == bounds
