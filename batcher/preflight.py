@@ -44,22 +44,30 @@ def preflight(settings: Settings, manifests: Sequence[Path], registry: WorkflowR
 
 def check_default_ledger(settings: Settings, manifests: Sequence[Path]) -> None:
     """Refuse to start a new ledger at the default path (``runs/<manifest>/ledger.jsonl``, under
-    the folder batcher starts in) when the manifest's own folder holds the ledger of its runs.
+    the folder batcher starts in) when the manifest's folder, or a folder above it, holds the
+    ledger of its runs.
 
-    The nightly cron line starts in the manifest's folder (``cd /data && batcher run
-    nightly.jsonl``); the same manifest run once by hand from elsewhere (``batcher run
-    /data/nightly.jsonl`` from home, ``../nightly.jsonl`` from a sub-folder) found no ledger
-    where it looked, started a new one, and sent every row again: all paid twice (the outputs
-    were not where that run looked either, so nothing told it). Raises UsageError."""
+    Cron starts in the manifest's folder (``cd /data && batcher run nightly.jsonl``) or above it
+    (the README's ``cd /srv/batcher && batcher run jobs/nightly.jsonl``); the same manifest run
+    once by hand from elsewhere (``batcher run /data/nightly.jsonl`` from home,
+    ``../nightly.jsonl`` from a sub-folder) found no ledger where it looked, started a new one,
+    and sent every row again: all paid twice (the outputs were not where that run looked
+    either, so nothing told it). Only the manifest's own folder was looked in, so the README's
+    layout (manifests in ``jobs/``, ``runs/`` beside it) was paid twice all the same. Raises
+    UsageError."""
     if settings.ledger.path is not None or not manifests:
         return
     default = with_paths(settings, list(manifests)).ledger.path
     assert default is not None
-    home = manifests[0].resolve().parent
-    theirs = home / default
-    if (Path.cwd() / default).resolve() == theirs.resolve():
-        return  # started in the manifest's folder: the usual case
-    if _has_records(default) or not _names(theirs, manifests[0]):
+    if _has_records(default):
+        return  # this folder's own ledger: the usual case
+    here = (Path.cwd() / default).resolve()
+    folder = manifests[0].resolve().parent
+    for home in (folder, *folder.parents):
+        theirs = home / default
+        if theirs.resolve() != here and _names(theirs, manifests[0]):
+            break
+    else:
         return
     raise UsageError(
         f"{manifests[0]}: its ledger is {theirs}, kept by runs started in {home}; this run, started in"

@@ -311,6 +311,41 @@ async def test_a_manifest_run_from_another_folder_is_pointed_at_its_ledger(tmp_p
     assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
+@pytest.mark.anyio
+async def test_the_readme_cron_layout_run_by_hand_elsewhere_is_pointed_at_its_ledger(tmp_path: Path) -> None:
+    """The README's cron line starts above the manifest's folder (``cd /srv/batcher && batcher
+    run jobs/nightly.jsonl``: the ledger is ``/srv/batcher/runs/nightly/ledger.jsonl``). Only the
+    manifest's own folder (``jobs/``) was looked in, so the same manifest run by hand from home,
+    or from ``jobs/`` itself, started a new ledger and paid for every row again. Both now stop,
+    exit 2, naming that ledger and the folder to run in; so does --dry-run; nothing is sent."""
+    srv = tmp_path / "srv"
+    (srv / "jobs").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    write_jsonl(srv / "jobs" / "nightly.jsonl", sketch_rows(3))
+    manifest = str(srv / "jobs" / "nightly.jsonl")
+    run = [sys.executable, "-m", "batcher", "run"]
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=0.0)) as emu:
+        env = cli_env(emu.base_url)
+        cron = await anyio.run_process(
+            [*run, "jobs/nightly.jsonl", *FAST_ARGS], cwd=srv, env=env, check=False
+        )
+        assert cron.returncode == 0, cron.stderr
+        by_hand = [
+            await anyio.run_process([*run, path, *FAST_ARGS, *extra], cwd=cwd, env=env, check=False)
+            for path, cwd in ((manifest, tmp_path / "home"), ("nightly.jsonl", srv / "jobs"))
+            for extra in ([], ["--dry-run"])
+        ]
+        assert emu.stats()["submissions"] == 3
+    theirs = srv / "runs" / "nightly" / "ledger.jsonl"
+    for done in by_hand:
+        assert done.returncode == 2, done.stderr
+        message = done.stderr.decode()
+        assert f": its ledger is {theirs}, kept by runs started in {srv};" in message
+        assert f"run it in {srv} (cd {srv})" in message and "Traceback" not in message
+    assert list((tmp_path / "home").iterdir()) == []
+    assert sorted(p.name for p in (srv / "jobs").iterdir()) == ["nightly.jsonl"]
+
+
 def _without_root_powers() -> list[str]:
     """A command prefix under which file permissions hold (root ignores them)."""
     if os.geteuid() != 0:
