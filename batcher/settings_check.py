@@ -119,6 +119,16 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
         "the key starts or ends with a quote mark (the key is not shown)",
         "give the key without the quotes around it",
     )
+    # An empty key in the config (or a flag) overrides SEGMIND_API_KEY: the run said "environment
+    # variable SEGMIND_API_KEY: is set, but empty" of a variable that held the key. (An empty
+    # variable is told apart where a key is needed: a dry run needs none.)
+    key_source = (origins or {}).get("api.api_key", ("",))[0]
+    need(
+        bool(s.api.api_key) or not key_source or key_source.startswith("environment variable"),
+        "api.api_key",
+        "is empty",
+        "give the key, or leave api_key out to use SEGMIND_API_KEY",
+    )
     length = len(s.api.api_key)
     need(
         length == 0 or length >= MIN_KEY_LENGTH,  # no key at all: the run says where to put one

@@ -74,7 +74,7 @@ def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | N
 
     def bad(expected: str) -> ConfigError:
         # A misshapen key must not be printed: it may still be the key.
-        got = f"a {type(value).__name__} (not shown)" if key.endswith("api_key") else repr(value)
+        got = f"{_kind(value)} (not shown)" if key.endswith("api_key") else _shown(value)
         return ConfigError(f"expected {expected}, got {got}", source=source, key=key, line=line)
 
     if annotation is bool:
@@ -110,6 +110,29 @@ def _coerce(value: Any, annotation: Any, *, source: str, key: str, line: int | N
             raise bad("a mapping")
         return dict(value)
     return value
+
+
+#: What a YAML value is, in YAML's words ("got a NoneType", "got a int" were Python's).
+_KINDS = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "text",
+    list: "a list",
+    dict: "a mapping",
+}
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), "a value")
+
+
+def _shown(value: Any) -> str:
+    """``value`` as the config file has it: ``null``, ``true``, ``'many'``, ``[1, 2]``."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower().replace("none", "null")
+    return repr(value)
 
 
 def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
@@ -210,8 +233,10 @@ def _apply(
     for key, value in values.items():
         full = f"{prefix}{key}"
         line = lines.get(full)
-        if full == "api.no_proxy" and value is None:
-            continue  # null, as unset: NO_PROXY from the environment (as ``api.proxy: null``)
+        if full in ("api.no_proxy", "api.api_key") and value is None:
+            # null, as unset: NO_PROXY, or SEGMIND_API_KEY, from the environment (as
+            # ``api.proxy: null``); ``api_key:`` left empty was "expected text, got a NoneType".
+            continue
         if key not in names:
             raise ConfigError(
                 "unknown setting",

@@ -220,6 +220,21 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             {"m.jsonl": "{}\n", "c.yaml": "api:\n  api_key: '\"MISSHAPEN-KEY-42\"'\n"},
             "c.yaml:2: api.api_key: the key starts or ends with a quote mark (the key is not shown)",
         ),
+        (  # with a key in SEGMIND_API_KEY, it said "environment variable SEGMIND_API_KEY: is set, but empty"
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": 'api:\n  api_key: ""\n'},
+            "c.yaml:2: api.api_key: is empty (give the key, or leave api_key out to use SEGMIND_API_KEY)",
+        ),
+        (  # was "got a int": Python's words
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "api:\n  api_key: 4242424242\n"},
+            "c.yaml:2: api.api_key: expected text, got a number (not shown)",
+        ),
+        (  # was "got None"
+            ["run", "m.jsonl", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "concurrency:\n"},
+            "c.yaml:1: concurrency: expected a whole number, got null",
+        ),
         (  # a manifest given as the ledger: the dry run read it as an empty ledger and said all was well
             ["run", "m.jsonl", "--dry-run", "--ledger", "other.jsonl"],
             {"m.jsonl": "{}\n", "other.jsonl": '{"input_image": "https://example.com/a.png"}\n'},
@@ -324,6 +339,21 @@ def test_with_json_logs_the_error_a_run_stops_on_is_json_too(tmp_path: Path) -> 
     event = json.loads(line)
     assert event["level"] == "error" and event["event"] == "log"
     assert event["message"] == "command line: --concurrency: must be at least 1, got 0 (e.g. 16)"
+
+
+@pytest.mark.anyio
+async def test_an_api_key_left_null_in_the_config_is_the_environment_key(tmp_path: Path) -> None:
+    """``api_key:`` with nothing after it (config.example.yaml's line uncommented, the value not
+    filled in) stopped every run: "expected text, got a NoneType (not shown)". null is unset,
+    as for api.proxy: SEGMIND_API_KEY's key is sent, and the job runs."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    (tmp_path / "c.yaml").write_text("api:\n  api_key:\n")
+    config = EmulatorConfig(api_key=API_KEY, render="placeholder", duration_median=0.0)
+    async with run_emulator(config) as emu:
+        command = run_command("--config", "c.yaml", *FAST_ARGS)
+        done = await anyio.run_process(command, cwd=tmp_path, env=cli_env(emu.base_url), check=False)
+        assert emu.stats()["submissions"] == 1
+    assert done.returncode == 0, done.stderr
 
 
 def test_no_api_key_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None:
