@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 from rich.logging import RichHandler
 
-from .cli_args import blame_flag, build_parser, overrides_from, wants_json
+from .cli_args import blame_flag, build_parser, overrides_from, parse_command_line, wants_json
 from .cli_inspect import main_report, main_status
 from .clock import SystemClock
 from .config import Settings
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     guard_standard_streams()
     words = sys.argv[1:] if argv is None else argv
     parser = build_parser(json_errors=wants_json(words))
-    args = parser.parse_args(words)
+    args = parse_command_line(parser, words)
     if args.command == "emulator":
         from .emulator.cli import main as emulator_main
 

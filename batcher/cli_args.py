@@ -7,6 +7,7 @@ that the settings refuse is named by the flag the user typed.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import time
 import typing
@@ -32,6 +33,30 @@ class OneLineParser(argparse.ArgumentParser):
             text = f"{self.prog}: {message} (see {self.prog} --help)"
             self.exit(2, event_line(text, level="error", created=time.time(), stream=sys.stderr) + "\n")
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_command_line(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.Namespace:
+    """``words`` parsed; a flag no command has is named by the command it was given to, with the
+    flag most like it. (argparse's own line was the top parser's: "batcher: error: unrecognized
+    arguments: --concurency 4 (see batcher --help)", a help that does not list run's flags.)"""
+    args, extras = parser.parse_known_args(words)
+    if extras:
+        command = _command_parser(parser, getattr(args, "command", None)) or parser
+        names = [f[2:] for action in command._actions for f in action.option_strings if f.startswith("--")]
+        typed = next((w.partition("=")[0].lstrip("-") for w in extras if w.startswith("-")), "")
+        close = difflib.get_close_matches(typed, names, n=1, cutoff=0.75)  # without the "--" all share
+        meant = f"; did you mean --{close[0]}?" if close else ""
+        command.error(f"unrecognized arguments: {' '.join(extras)}{meant}")
+    return args
+
+
+def _command_parser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            found = action.choices[name]
+            assert isinstance(found, argparse.ArgumentParser)
+            return found
+    return None
 
 
 def wants_json(argv: Sequence[str]) -> bool:

@@ -292,13 +292,23 @@ def test_a_config_folder_is_named_as_a_folder(tmp_path: Path) -> None:
         (["report", "l.jsonl", "--gallery", "x"], "batcher report: error: argument --gallery: invalid int"),
         (["emulator", "--port", "abc"], "batcher emulator: error: argument --port: bad port 'abc'"),
         ([], "batcher: error: the following arguments are required: COMMAND"),
+        (  # was "batcher: error: ... (see batcher --help)", whose help does not list run's flags
+            ["run", "m.jsonl", "--concurency", "4"],
+            "batcher run: error: unrecognized arguments: --concurency 4; did you mean --concurrency?",
+        ),
+        (
+            ["status", "l.jsonl", "--jsn"],
+            "batcher status: error: unrecognized arguments: --jsn; did you mean --json?",
+        ),
+        (["emulator", "--nope"], "batcher emulator: error: unrecognized arguments: --nope (see"),
     ],
 )
 def test_a_flag_mistake_is_one_line_pointing_at_the_help(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     """argparse printed the whole usage first (7 lines for ``run``, 33 for ``emulator``, whose
-    README section promises one line), the line that matters last; now it is that line alone."""
+    README section promises one line), the line that matters last; now it is that line alone.
+    A flag the command does not have is named by that command, with the flag most like it."""
     write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 2
