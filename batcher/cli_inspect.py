@@ -8,6 +8,7 @@ exit 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -25,6 +26,10 @@ from .workflows import load_workflows
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+#: EX_IOERR, the run's code for a ledger that cannot be written: the report's page could not be.
+EXIT_IOERR = 74
+#: A write that failed for want of room (or a file size limit, or the disk), not a wrong path.
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 
 def add_status_parser(sub: Any) -> argparse.ArgumentParser:
@@ -78,9 +83,9 @@ def _prices() -> Mapping[str, float | None]:
         return {}
 
 
-def _fail(message: object) -> int:
+def _fail(message: object, code: int = EXIT_USAGE) -> int:
     print(f"batcher: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return code
 
 
 def main_status(args: argparse.Namespace) -> int:
@@ -109,7 +114,7 @@ def _file_in_the_way(folder: Path) -> Path | None:
 
 
 def main_report(args: argparse.Namespace) -> int:
-    """Write the HTML report and say where. Exit 0, or 2 on a user mistake."""
+    """Write the HTML report and say where. Exit 0, 2 on a user mistake, 74 if the disk is full."""
     ledger: Path = args.ledger
     out: Path = args.output or ledger.parent / "report.html"
     if args.gallery < 0:
@@ -129,7 +134,13 @@ def main_report(args: argparse.Namespace) -> int:
     except BatcherError as exc:
         return _fail(exc)
     except OSError as exc:
-        return _fail(f"cannot write report {out}: {exc.strerror}")
+        # A full disk is not the user's mistake: exit 74, as for status's output (it was 2).
+        code = EXIT_IOERR if exc.errno in _DISK_ERRORS else EXIT_USAGE
+        name = os.path.basename(exc.filename or out.name)
+        if name != out.name and not name.startswith(f".{out.name}."):  # not the page or its temp file
+            return _fail(f"cannot read {exc.filename}: {exc.strerror}", code)
+        fix = "; give -o a path you can write" if code == EXIT_USAGE else ""
+        return _fail(f"cannot write report {out}: {exc.strerror}{fix}", code)
     latest = " (the latest; --gallery N for more)" if info.shown < info.completed else ""
     shown = f"{info.shown:,} of {plural(info.completed, 'completed job')} in the gallery{latest}"
     missing = f"; {plural(info.missing, 'file')} not found" if info.missing else ""

@@ -156,6 +156,22 @@ def test_status_and_report_onto_a_full_disk_say_so(ledger: Path, command: str) -
     assert done.stderr == b"batcher: error: cannot write to standard output: No space left on device\n"
 
 
+def test_a_report_page_onto_a_full_disk_exits_74(ledger: Path) -> None:
+    """The page itself could not be written (a full disk; a file size limit, which applies to
+    root too, stands in for it): exit 2, a "mistake", where the README says a full disk is one
+    line and exit 74. Now 74, and no page or temporary file is left half-written."""
+    code = (
+        "import resource, runpy, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)); "
+        "runpy.run_module('batcher', run_name='__main__', alter_sys=True)"
+    )
+    command = [sys.executable, "-c", code, "report", ledger.name, "-o", "r.html"]
+    done = _run(command, ledger.parent, capture_output=True, text=True)
+    assert done.returncode == 74, done.stderr
+    assert done.stderr == "batcher: error: cannot write report r.html: File too large\n"
+    assert sorted(p.name for p in ledger.parent.iterdir()) == [ledger.name]
+
+
 def test_non_ascii_names_and_titles_on_an_ascii_terminal(tmp_path: Path) -> None:
     """PYTHONIOENCODING=ascii (or a Latin-1 locale): a manifest named nächtlich.jsonl made the
     summary a UnicodeEncodeError traceback, and so were status and report; JSON logs held
