@@ -252,3 +252,15 @@ def test_the_readme_names_the_lower_bounds_make_test_oldest_runs_on() -> None:
     assert match is not None
     shown = {name.lower(): version for name, version in re.findall(r"(\w+) ([\d.]+)", match.group(1))}
     assert shown == bounds
+
+
+def test_every_setting_the_readme_names_exists() -> None:
+    """Each dotted setting the README names in backticks (`api.request_timeout`,
+    `poll.give_up_after`, ...) is a key a config file can hold, so a renamed setting cannot
+    leave the README telling users to set one that is refused as unknown."""
+    named = set(
+        re.findall(r"`((?:api|rate|poll|retry|output|ledger|limits)\.[a-z_]+)", README.read_text("utf-8"))
+    )
+    assert len(named) >= 15, named
+    unknown = sorted(named - set(_setting_keys()))
+    assert not unknown, f"the README names settings that do not exist: {unknown}"
