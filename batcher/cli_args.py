@@ -38,16 +38,31 @@ class OneLineParser(argparse.ArgumentParser):
 def parse_command_line(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.Namespace:
     """``words`` parsed; a flag no command has is named by the command it was given to, with the
     flag most like it. (argparse's own line was the top parser's: "batcher: error: unrecognized
-    arguments: --concurency 4 (see batcher --help)", a help that does not list run's flags.)"""
+    arguments: --concurency 4 (see batcher --help)", a help that does not list run's flags.) A
+    flag typed before the command word is the top parser's mistake: it was blamed on the command
+    ("batcher run: error: unrecognized arguments: -v" for ``batcher -v run``, which has -v)."""
     args, extras = parser.parse_known_args(words)
-    if extras:
-        command = _command_parser(parser, getattr(args, "command", None)) or parser
-        names = [f[2:] for action in command._actions for f in action.option_strings if f.startswith("--")]
-        typed = next((w.partition("=")[0].lstrip("-") for w in extras if w.startswith("-")), "")
-        close = difflib.get_close_matches(typed, names, n=1, cutoff=0.75)  # without the "--" all share
-        meant = f"; did you mean --{close[0]}?" if close else ""
-        command.error(f"unrecognized arguments: {' '.join(extras)}{meant}")
-    return args
+    if not extras:
+        return args
+    name = getattr(args, "command", None)
+    command = _command_parser(parser, name) or parser
+    names = [f[2:] for action in command._actions for f in action.option_strings if f.startswith("--")]
+    before = words[: next((i for i, w in enumerate(words) if w == name), len(words))]
+    early = [w for w in before if w in extras]
+    if early:
+        # Before the command word: the top parser's mistake (argparse hands its words back first).
+        typed = early[0].partition("=")[0]
+        own = {f for action in command._actions for f in action.option_strings}
+        close = difflib.get_close_matches(typed.lstrip("-"), names, n=1, cutoff=0.75)
+        if typed in own:
+            meant = f"; {command.prog} takes {typed} after {name}"
+        else:
+            meant = f"; did you mean {command.prog} --{close[0]}?" if close else ""
+        parser.error(f"unrecognized arguments: {' '.join(early)}{meant}")
+    typed = next((w.partition("=")[0].lstrip("-") for w in extras if w.startswith("-")), "")
+    close = difflib.get_close_matches(typed, names, n=1, cutoff=0.75)  # without the "--" all share
+    meant = f"; did you mean --{close[0]}?" if close else ""
+    command.error(f"unrecognized arguments: {' '.join(extras)}{meant}")
 
 
 def _command_parser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser | None:

@@ -21,6 +21,7 @@ from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings
 from .durations import recorded_seconds
 from .errors import LedgerError
 from .ledger import parse_iso, read_records
+from .manifest_formats import KINDS
 
 #: Statuses whose line carries ``error`` and ``retryable`` (as in LedgerState.apply).
 _ERROR_STATUSES = frozenset({"failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"})
@@ -255,21 +256,35 @@ def _str_or_none(value: object) -> str | None:
 def fold_ledger(path: Path, *, durations: bool = False, lines: bool = False) -> LedgerFold:
     """Fold a ledger file in one streaming pass. Raises LedgerError if it is missing or not a ledger."""
     if not path.exists():
-        raise LedgerError(f"ledger not found: {path}")
+        meant = _default_ledger(path.stem)
+        raise LedgerError(f"ledger not found: {path}" + (f" (did you mean {meant}?)" if meant else ""))
     if not path.is_file():
-        raise LedgerError(f"not a ledger file: {path} (give the ledger's .jsonl file)")
+        inside = path / "ledger.jsonl"
+        fix = f"give {inside}" if inside.is_file() else "give the ledger's .jsonl file"
+        raise LedgerError(f"not a ledger file: {path} ({fix})")
     fold = LedgerFold(durations=durations, lines=lines)
     apply = fold.apply
     for rec in read_records(path):
         apply(rec)
     fold.finish()
     if fold.lines == 0 and path.stat().st_size > 0 and _first_line_complete(path):
+        problem = f"{path} is not a batcher ledger (no line of it is a ledger record); give the run's ledger"
+        if path.suffix.lower() not in KINDS:
+            # An image, a report: no manifest batcher reads, so it has no default ledger to name.
+            raise LedgerError(problem)
         # Most often the manifest, given where its ledger goes: say where that is.
         raise LedgerError(
-            f"{path} is not a batcher ledger (no line of it is a ledger record); give the run's ledger"
-            f" (a run of {path.name} without --ledger keeps it in runs/{path.stem}/ledger.jsonl)"
+            f"{problem} (a run of {path.name} without --ledger keeps it in runs/{path.stem}/ledger.jsonl)"
         )
     return fold
+
+
+def _default_ledger(stem: str) -> Path | None:
+    """The ledger a run of a manifest named ``stem`` keeps without --ledger, under the folder
+    batcher runs in, if it is there: ``batcher status nightly.jsonl`` typed where the manifest is
+    not (or ``batcher status nightly``) said only "ledger not found"."""
+    default = Path("runs") / stem / "ledger.jsonl"
+    return default if stem and default.is_file() else None
 
 
 def _first_line_complete(path: Path) -> bool:

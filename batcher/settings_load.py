@@ -264,10 +264,11 @@ def _emulator_options(options: Mapping[str, Any], *, source: str, lines: Mapping
     """The ``emulator:`` section, each option coerced to its type and checked as ``batcher
     emulator`` checks its flags, so that a mistake names the file, the line and the option like
     any other setting's (and is found before a run makes its folders or starts the emulator)."""
-    from .emulator.config import EmulatorConfig, field_names  # loaded only for this section
+    from .emulator.config import RATE_PERIODS, EmulatorConfig, field_names  # only for this section
 
     hints = typing.get_type_hints(EmulatorConfig)
     checked: dict[str, Any] = {}
+    periods: dict[str, tuple[float, str]] = {}  # a period a rate's unit named: by its setting
     for name, value in options.items():
         key = f"emulator.{name}"
         if name not in field_names():
@@ -278,7 +279,23 @@ def _emulator_options(options: Mapping[str, Any], *, source: str, lines: Mapping
                 line=lines.get(key),
                 fix=f"use one of: {', '.join(field_names())}",
             )
+        if isinstance(value, str) and name in RATE_PERIODS:
+            checked[name], period = _emulator_rate(value, key=key, source=source, line=lines.get(key))
+            if period is not None:
+                periods[RATE_PERIODS[name]] = (period, name)
+            continue
         checked[name] = _coerce(value, hints[name], source=source, key=key, line=lines.get(key))
+    for period_name, (period, name) in periods.items():
+        if period_name in checked and checked[period_name] != period:
+            key = f"emulator.{name}"
+            raise ConfigError(
+                f"{options[name]!r} is per {period:g} s, but {period_name} says {checked[period_name]:g} s",
+                source=source,
+                key=key,
+                line=lines.get(key),
+                fix=f"leave out {period_name}, or give {name} as a number",
+            )
+        checked[period_name] = period
     try:
         EmulatorConfig(**checked)
     except ConfigError as exc:
@@ -286,6 +303,25 @@ def _emulator_options(options: Mapping[str, Any], *, source: str, lines: Mapping
             exc.problem, source=source, key=exc.key, line=lines.get(exc.key), fix=exc.fix
         ) from None
     return checked
+
+
+def _emulator_rate(text: str, *, key: str, source: str, line: int | None) -> tuple[float, float | None]:
+    """``emulator.rate_limit: 50/min`` as ``batcher emulator --rate-limit 50/min`` reads it: the
+    count, and the period in seconds its unit names (None for a bare number, which is per
+    ``rate_period``). It was refused as "expected a finite number", saying nothing of the form
+    the flag takes."""
+    from .emulator.config import RATE_EXAMPLES, split_rate
+
+    rate = split_rate(text)
+    if rate is None:
+        raise ConfigError(
+            f"expected a number or a rate, got {text!r}",
+            source=source,
+            key=key,
+            line=line,
+            fix=f"e.g. {RATE_EXAMPLES}",
+        )
+    return rate
 
 
 def load_settings(

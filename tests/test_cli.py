@@ -117,10 +117,23 @@ FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
             {"m.jsonl": "{}\n", "c.yaml": "concurrency: 4\nemulator:\n  duration_median: -3\n"},
             "c.yaml:3: emulator.duration_median: invalid value -3.0 (give a finite number of seconds",
         ),
-        (  # was "'>' not supported between instances of 'str' and 'float'"
+        (  # was "'>' not supported between instances of 'str' and 'float'"; then "expected a
+            # finite number", which did not say that the flag's form (50/min) is taken here too
             ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
             {"m.jsonl": "{}\n", "c.yaml": "emulator:\n  rate_limit: lots\n"},
-            "c.yaml:2: emulator.rate_limit: expected a finite number, got 'lots'",
+            "c.yaml:2: emulator.rate_limit: expected a number or a rate, got 'lots' (e.g. 50/min, 5/s or"
+            " 1000/h)",
+        ),
+        (
+            ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "emulator:\n  seed: 1\n  output_rate_limit: 10/fortnight\n"},
+            "c.yaml:3: emulator.output_rate_limit: expected a number or a rate, got '10/fortnight' (e.g.",
+        ),
+        (  # two periods: which one was meant?
+            ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
+            {"m.jsonl": "{}\n", "c.yaml": "emulator:\n  rate_limit: 50/min\n  rate_period: 1\n"},
+            "c.yaml:2: emulator.rate_limit: '50/min' is per 60 s, but rate_period says 1 s (leave out"
+            " rate_period, or give rate_limit as a number)",
         ),
         (  # was a traceback (AttributeError: 'list' object has no attribute 'strip')
             ["run", "m.jsonl", "--emulator", "--config", "c.yaml"],
@@ -301,6 +314,20 @@ def test_a_config_folder_is_named_as_a_folder(tmp_path: Path) -> None:
             "batcher status: error: unrecognized arguments: --jsn; did you mean --json?",
         ),
         (["emulator", "--nope"], "batcher emulator: error: unrecognized arguments: --nope (see"),
+        # Typed before the command word: blamed on "batcher run", whose help does list its flags.
+        (["--nope", "run", "m.jsonl"], "batcher: error: unrecognized arguments: --nope (see"),
+        (  # run has -v: it was "batcher run: error: unrecognized arguments: -v"
+            ["-v", "run", "m.jsonl"],
+            "batcher: error: unrecognized arguments: -v; batcher run takes -v after run (see",
+        ),
+        (
+            ["--concurency=4", "run", "m.jsonl"],
+            "batcher: error: unrecognized arguments: --concurency=4; did you mean batcher run --concurrency?",
+        ),
+        (  # only the word typed before the command is the top parser's
+            ["--nope", "status", "l.jsonl", "--nope"],
+            "batcher: error: unrecognized arguments: --nope (see",
+        ),
     ],
 )
 def test_a_flag_mistake_is_one_line_pointing_at_the_help(

@@ -369,6 +369,26 @@ def test_cli_report_mistakes_are_one_line_and_exit_2(
     assert stat.S_ISFIFO((run_dir.parent / "pipe").stat().st_mode)  # left as it was
 
 
+def test_cli_report_on_a_missing_path_names_the_default_ledger_that_is_there(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``batcher report nightly.jsonl`` beside runs/nightly/ledger.jsonl said only "ledger not
+    found"; it names that ledger. A picture given as the ledger gets no manifest's hint."""
+    (run_dir.parent / "runs").mkdir()
+    shutil.copytree(run_dir, run_dir.parent / "runs" / "nightly")
+    monkeypatch.chdir(run_dir.parent)
+    assert main_report(_cli(["nightly.jsonl"])) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "batcher: error: ledger not found: nightly.jsonl (did you mean runs/nightly/ledger.jsonl?)\n"
+    )
+    picture = "run/outputs/sketch-00/sketch_output.png"
+    assert main_report(_cli([picture])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"batcher: error: {picture} is not a batcher ledger") and "a run of" not in err
+    assert not Path("report.html").exists() and not Path("run/outputs/sketch-00/report.html").exists()
+
+
 def test_a_report_written_through_a_symlink_keeps_the_link(run_dir: Path) -> None:
     """os.replace swapped the link for a file and left its target stale."""
     target = run_dir.parent / "keep" / "report.html"

@@ -463,6 +463,50 @@ def test_cli_status_on_a_manifest_says_where_its_ledger_is(
     )
 
 
+@pytest.mark.parametrize("name", ["lighthouse.png", "report.html", "ledger.bak"])
+def test_cli_status_on_a_file_no_manifest_gives_no_manifest_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """``batcher status lighthouse.png`` said "a run of lighthouse.png ... keeps it in
+    runs/lighthouse/ledger.jsonl", as if every file were a manifest; batcher reads no such one."""
+    other = tmp_path / name
+    other.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\n" if name.endswith(".png") else b"<p>hi</p>\n")
+    assert main_status(_cli([str(other)])) == 2
+    assert capsys.readouterr().err == (
+        f"batcher: error: {other} is not a batcher ledger (no line of it is a ledger record); give"
+        " the run's ledger\n"
+    )
+
+
+@pytest.mark.parametrize("typed", ["nightly.jsonl", "nightly", "jobs/nightly.csv"])
+def test_cli_status_on_a_missing_path_names_the_default_ledger_that_is_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, typed: str
+) -> None:
+    """``batcher status nightly.jsonl`` where the manifest is not, beside the runs/ folder a run of
+    it made: it said only "ledger not found"; it names runs/nightly/ledger.jsonl, which is there."""
+    (tmp_path / "runs" / "nightly").mkdir(parents=True)
+    _mixed().write(tmp_path / "runs" / "nightly" / "ledger.jsonl")
+    monkeypatch.chdir(tmp_path)  # the folder batcher is started in, where runs/ is
+    assert main_status(_cli([typed])) == 2
+    assert capsys.readouterr().err == (
+        f"batcher: error: ledger not found: {typed} (did you mean runs/nightly/ledger.jsonl?)\n"
+    )
+    assert main_status(_cli(["weekly.jsonl"])) == 2  # only a ledger that is there is named
+    assert capsys.readouterr().err == "batcher: error: ledger not found: weekly.jsonl\n"
+
+
+def test_cli_status_on_a_run_folder_names_its_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``batcher status runs/nightly``, the folder for the file in it: the ledger it holds is named."""
+    (tmp_path / "runs" / "nightly").mkdir(parents=True)
+    path = _mixed().write(tmp_path / "runs" / "nightly" / "ledger.jsonl")
+    assert main_status(_cli([str(path.parent)])) == 2
+    assert capsys.readouterr().err == f"batcher: error: not a ledger file: {path.parent} (give {path})\n"
+    assert main_status(_cli([str(tmp_path)])) == 2  # no ledger.jsonl in it: the general fix
+    assert capsys.readouterr().err.endswith(f"{tmp_path} (give the ledger's .jsonl file)\n")
+
+
 def test_the_next_run_of_an_unknown_post_follows_the_ledgers_unknown_submit_setting(tmp_path: Path) -> None:
     """``ledger.unknown_submit: fail`` (recorded in the run line) fails such jobs instead of
     resubmitting them; status said "resubmit" whatever the setting."""

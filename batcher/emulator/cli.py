@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import errno
 import math
-import re
 import sys
 
 import anyio
@@ -18,27 +17,23 @@ from .config import (
     DURATION_SHAPES,
     ERROR_SHAPES,
     OUTPUT_SHAPES,
+    RATE_EXAMPLES,
     RATE_HEADERS,
     RENDER_MODES,
     EmulatorConfig,
+    split_rate,
 )
 from .persist import remembered_port
 from .server import run_emulator
 
-_PERIODS = {
-    **dict.fromkeys(("s", "sec", "second", "seconds"), 1.0),
-    **dict.fromkeys(("m", "min", "minute", "minutes"), 60.0),
-    **dict.fromkeys(("h", "hr", "hour", "hours"), 3600.0),
-}
-
 
 def parse_rate(text: str) -> tuple[float, float]:
     """``"50/min"`` → ``(50.0, 60.0)``: requests, per seconds. A bare number is per minute."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*([a-z]+))?\s*", text.lower())
-    unit = (match.group(2) or "min") if match else ""
-    if match is None or unit not in _PERIODS or float(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"bad rate {text!r}: use e.g. 50/min, 5/s or 1000/h")
-    return float(match.group(1)), _PERIODS[unit]
+    rate = split_rate(text)
+    if rate is None or rate[0] <= 0:
+        raise argparse.ArgumentTypeError(f"bad rate {text!r}: use e.g. {RATE_EXAMPLES}")
+    count, period = rate
+    return count, 60.0 if period is None else period
 
 
 def parse_port(text: str) -> int:

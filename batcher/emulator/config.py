@@ -8,6 +8,7 @@ all together.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -42,6 +43,27 @@ _NON_NEGATIVE = (
     "queue_delay",
 )
 _POSITIVE_OR_NONE = ("rate_limit", "record_ttl", "output_ttl", "output_rate_limit")
+
+#: A rate's period in seconds by the unit after its slash (``50/min``, ``5/s``, ``1000/h``).
+PERIODS = {
+    **dict.fromkeys(("s", "sec", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hour", "hours"), 3600.0),
+}
+RATE_EXAMPLES = "50/min, 5/s or 1000/h"
+#: Each rate setting and the setting holding its period: ``--rate-limit 50/min`` sets both.
+RATE_PERIODS = {"rate_limit": "rate_period", "output_rate_limit": "output_rate_period"}
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*([a-z]+))?\s*")
+
+
+def split_rate(text: str) -> tuple[float, float | None] | None:
+    """``"50/min"`` → ``(50.0, 60.0)``: how many, per how many seconds; ``"12"`` → ``(12.0, None)``
+    (no period named). None if ``text`` is not a rate (a unit not in :data:`PERIODS`, a sign)."""
+    match = _RATE.fullmatch(text.lower())
+    if match is None or (match.group(2) is not None and match.group(2) not in PERIODS):
+        return None
+    unit = match.group(2)
+    return float(match.group(1)), None if unit is None else PERIODS[unit]
 
 
 @dataclass(frozen=True)

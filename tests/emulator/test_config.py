@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from batcher.emulator import EmulatorConfig
 from batcher.emulator.cli import add_arguments, config_from_args, parse_rate
 from batcher.emulator.config import field_names
 from batcher.errors import ConfigError
+from batcher.settings_load import load_settings
 
 
 def test_defaults_are_a_well_behaved_unlimited_account() -> None:
@@ -182,6 +184,31 @@ def test_the_output_host_budget_flag_reaches_the_config() -> None:
     assert (config.output_rate_limit, config.output_rate_period) == (10.0, 1.0)
     assert (config.rate_limit, config.rate_period) == (50.0, 60.0)
     assert config_from_args(_parse()).output_rate_limit is None
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "flags"),
+    [
+        ("rate_limit: 50/min", ["--rate-limit", "50/min"]),
+        ("rate_limit: 5/s", ["--rate-limit", "5/s"]),
+        ("rate_limit: 2.5 / second\n  rate_period: 1", ["--rate-limit", "2.5/s"]),
+        ("output_rate_limit: 10/s", ["--output-rate-limit", "10/s"]),
+        (
+            "output_rate_limit: 1000/h\n  rate_limit: 600",
+            ["--output-rate-limit", "1000/h", "--rate-limit", "600"],
+        ),
+        ("rate_limit: '12'", ["--rate-limit", "12"]),  # a bare number: per rate_period, 60 s
+    ],
+)
+def test_a_config_file_takes_the_rate_as_the_flag_writes_it(
+    tmp_path: Path, yaml_text: str, flags: list[str]
+) -> None:
+    """``emulator: rate_limit: 50/min`` in a run's config was refused ("expected a finite number");
+    it sets rate_limit and rate_period as ``--rate-limit 50/min`` does (output_rate_limit too)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"emulator:\n  {yaml_text}\n")
+    settings = load_settings(config_path=config)
+    assert EmulatorConfig(**settings.emulator) == config_from_args(_parse(*flags))
 
 
 def test_every_setting_has_a_flag() -> None:
