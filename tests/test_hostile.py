@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import hashlib
@@ -851,17 +852,22 @@ async def test_a_big_output_that_keeps_flowing_is_not_cut_by_the_download_deadli
 
 
 @pytest.mark.parametrize("how", ["request", "stream"])
-async def test_waiting_for_a_connection_does_not_count_against_the_deadline(how: str) -> None:
-    """One connection, two requests: the second waits for the first (held 1 s by the server)
-    longer than its own 0.3 s deadline, and still succeeds: the deadline starts when a request
-    has its connection. (aiohttp's ``total`` and ``connect`` timeouts count that wait.)"""
+async def test_waiting_for_a_connection_does_not_count_against_the_deadline(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One connection, two requests: the second waits for the first (held by the server) longer
+    than its own 0.3 s deadline, and still succeeds: the deadline starts when a request has its
+    connection. (aiohttp's ``total`` and ``connect`` timeouts count that wait.) The wait is made
+    long by moving the event loop's clock 1 s on while the second request waits, not by sleeping:
+    a deadline or timeout started before that move is overdue at once."""
     order: list[str] = []
     arrived = anyio.Event()
+    release = anyio.Event()
 
     async def slow(request: web.Request) -> web.Response:
         order.append("slow in")
         arrived.set()
-        await anyio.sleep(1.0)
+        await release.wait()
         order.append("slow out")
         return web.Response(body=b"slow")
 
@@ -891,5 +897,10 @@ async def test_waiting_for_a_connection_does_not_count_against_the_deadline(how:
             tg.start_soon(fetch, "/slow", 10.0)
             await arrived.wait()  # the one connection is taken
             tg.start_soon(fetch, "/fast", 0.3)
+            await anyio.wait_all_tasks_blocked()  # /fast waits for it
+            loop = asyncio.get_running_loop()
+            real_time = loop.time
+            monkeypatch.setattr(loop, "time", lambda: real_time() + 1.0)
+            release.set()
     assert got == {"/slow": b"slow", "/fast": b"fast"}
     assert order == ["slow in", "slow out", "fast in"]  # it did wait for the connection
