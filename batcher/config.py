@@ -186,11 +186,15 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+def default_ledger(manifest: Path | None) -> Path:
+    """Where a run of ``manifest`` keeps its ledger without ``--ledger``: ``runs/<its name>/
+    ledger.jsonl``, relative to the folder batcher starts in."""
+    return Path("runs") / (manifest.stem if manifest is not None else "batch") / "ledger.jsonl"
+
+
 def with_paths(settings: Settings, manifests: list[Path]) -> Settings:
     """Fill in the ledger and output paths a user did not set, from the first manifest's name."""
-    ledger = (
-        settings.ledger.path or Path("runs") / (manifests[0].stem if manifests else "batch") / "ledger.jsonl"
-    )
+    ledger = settings.ledger.path or default_ledger(manifests[0] if manifests else None)
     out = settings.output.out_dir or ledger.parent / "outputs"
     return dataclasses.replace(
         settings,

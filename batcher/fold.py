@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings
+from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings, default_ledger
 from .durations import recorded_seconds
 from .errors import LedgerError
 from .ledger import parse_iso, read_records
@@ -256,7 +256,7 @@ def _str_or_none(value: object) -> str | None:
 def fold_ledger(path: Path, *, durations: bool = False, lines: bool = False) -> LedgerFold:
     """Fold a ledger file in one streaming pass. Raises LedgerError if it is missing or not a ledger."""
     if not path.exists():
-        meant = _default_ledger(path.stem)
+        meant = _existing_default_ledger(path)
         raise LedgerError(f"ledger not found: {path}" + (f" (did you mean {meant}?)" if meant else ""))
     if not path.is_file():
         inside = path / "ledger.jsonl"
@@ -274,17 +274,17 @@ def fold_ledger(path: Path, *, durations: bool = False, lines: bool = False) -> 
             raise LedgerError(problem)
         # Most often the manifest, given where its ledger goes: say where that is.
         raise LedgerError(
-            f"{problem} (a run of {path.name} without --ledger keeps it in runs/{path.stem}/ledger.jsonl)"
+            f"{problem} (a run of {path.name} without --ledger keeps it in {default_ledger(path)})"
         )
     return fold
 
 
-def _default_ledger(stem: str) -> Path | None:
-    """The ledger a run of a manifest named ``stem`` keeps without --ledger, under the folder
+def _existing_default_ledger(path: Path) -> Path | None:
+    """The ledger a run of a manifest named as ``path`` keeps without --ledger, under the folder
     batcher runs in, if it is there: ``batcher status nightly.jsonl`` typed where the manifest is
     not (or ``batcher status nightly``) said only "ledger not found"."""
-    default = Path("runs") / stem / "ledger.jsonl"
-    return default if stem and default.is_file() else None
+    default = default_ledger(path)
+    return default if path.stem and default.is_file() else None
 
 
 def _first_line_complete(path: Path) -> bool:
