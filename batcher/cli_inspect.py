@@ -19,15 +19,16 @@ from typing import Any
 
 from .errors import BatcherError
 from .report import GALLERY_CAP, build_report
+from .result import ExitCode
 from .status import ledger_status
 from .status_text import plural, render_status_text, status_json
 from .streams import ascii_json
 from .workflows import load_workflows
 
-EXIT_OK = 0
-EXIT_USAGE = 2
+EXIT_OK = ExitCode.OK
+EXIT_USAGE = ExitCode.USAGE
 #: EX_IOERR, the run's code for a ledger that cannot be written: the report's page could not be.
-EXIT_IOERR = 74
+EXIT_IOERR = ExitCode.LEDGER_WRITE
 #: A write that failed for want of room (or a file size limit, or the disk), not a wrong path.
 _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
