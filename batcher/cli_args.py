@@ -46,23 +46,30 @@ def parse_command_line(parser: argparse.ArgumentParser, words: Sequence[str]) ->
         return args
     name = getattr(args, "command", None)
     command = _command_parser(parser, name) or parser
-    names = [f[2:] for action in command._actions for f in action.option_strings if f.startswith("--")]
     before = words[: next((i for i, w in enumerate(words) if w == name), len(words))]
     early = [w for w in before if w in extras]
     if early:
         # Before the command word: the top parser's mistake (argparse hands its words back first).
         typed = early[0].partition("=")[0]
         own = {f for action in command._actions for f in action.option_strings}
-        close = difflib.get_close_matches(typed.lstrip("-"), names, n=1, cutoff=0.75)
         if typed in own:
             meant = f"; {command.prog} takes {typed} after {name}"
         else:
-            meant = f"; did you mean {command.prog} --{close[0]}?" if close else ""
+            close = _closest_flag(command, typed)
+            meant = f"; did you mean {command.prog} {close}?" if close else ""
         parser.error(f"unrecognized arguments: {' '.join(early)}{meant}")
-    typed = next((w.partition("=")[0].lstrip("-") for w in extras if w.startswith("-")), "")
-    close = difflib.get_close_matches(typed, names, n=1, cutoff=0.75)  # without the "--" all share
-    meant = f"; did you mean --{close[0]}?" if close else ""
+    typed = next((w.partition("=")[0] for w in extras if w.startswith("-")), "")
+    close = _closest_flag(command, typed)
+    meant = f"; did you mean {close}?" if close else ""
     command.error(f"unrecognized arguments: {' '.join(extras)}{meant}")
+
+
+def _closest_flag(command: argparse.ArgumentParser, typed: str) -> str | None:
+    """The ``--flag`` of ``command`` most like ``typed``, if one is close (compared without the
+    leading dashes, which all share: with them, ``--nope`` looked like ``--force``)."""
+    names = [f[2:] for action in command._actions for f in action.option_strings if f.startswith("--")]
+    close = difflib.get_close_matches(typed.lstrip("-"), names, n=1, cutoff=0.75)
+    return f"--{close[0]}" if close else None
 
 
 def _command_parser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser | None:
