@@ -376,17 +376,14 @@ def main() -> int:
             manifest = Path(top) / "overhead.jsonl"
             write_manifest(manifest, args.jobs)
 
-            def bare() -> Any:
-                return bare_loop(base, args.jobs, args.concurrency, args.connections, args.interval)
+            def bare(on: str = base) -> Any:
+                return bare_loop(on, args.jobs, args.concurrency, args.connections, args.interval)
 
             def bare_saving(where: Path) -> Any:
                 return bare_loop(base, args.jobs, args.concurrency, args.connections, args.interval, where)
 
             def engine(where: Path, on: str = base) -> Any:
                 return batcher_run(on, manifest, where, args.concurrency, args.connections, args.interval)
-
-            def bare_polling() -> Any:
-                return bare_loop(polls_base, args.jobs, args.concurrency, args.connections, args.interval)
 
             # Run folders are removed only at the end: deleting thousands of files makes the
             # filesystem busy for a while (online discard on this machine's ext4), and that
@@ -402,7 +399,9 @@ def main() -> int:
                         d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=tmpfs)))
                         samples.append(measure("batcher, tmpfs", base, lambda d=d: engine(d)))
                     if polls:
-                        samples.append(measure(f"bare, {polls} polls a job", polls_base, bare_polling))
+                        samples.append(
+                            measure(f"bare, {polls} polls a job", polls_base, lambda: bare(polls_base))
+                        )
                         d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=top)))
                         samples.append(
                             measure(
