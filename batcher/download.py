@@ -245,7 +245,7 @@ class OutputSaver:
         """Fetch one output into memory (up to SPILL bytes; past that, stream to a part file)
         and write it and rename it into place: from the event loop if small, else in a thread."""
         digest = hashlib.sha256()
-        part = os.path.join(self._out, f".{stem}+{index}.{self._pid}.part")
+        part = os.path.join(self._out, part_name(f"{stem}+{index}", self._pid))
         buffer: list[bytes] = []
         held = 0
         spill: _Spill | None = None
@@ -318,6 +318,14 @@ class OutputSaver:
         url = ref.url if ref.url and not is_data_uri(ref.url) else None
         return SavedOutput(ref.key, url, target, digest.hexdigest(), size)
 
+
+def part_name(name: str, pid: int) -> str:
+    """The hidden file an output is written to before it is renamed: ``.<name>.<pid>.part``."""
+    return f".{name}.{pid}.part"
+
+
+#: A :func:`part_name`; its group is the writer's pid (``outfiles.sweep_parts`` reads it).
+PART_NAME = re.compile(r"\..+\.([0-9]{1,9})\.part")
 
 #: Outputs up to this size are held in memory and written in one go (Segmind's are images).
 SPILL = 8 * 1024 * 1024

@@ -19,13 +19,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .download import OUTPUT_SUFFIXES, safe_name
+from .download import OUTPUT_SUFFIXES, PART_NAME, safe_name
 
 
 def _syncfs() -> Callable[[int], int] | None:
@@ -126,10 +125,6 @@ class OrphanProbe:
         )
 
 
-#: A part file :mod:`batcher.download` writes an output to before renaming it: ``.<name>.<pid>.part``.
-_PART = re.compile(r"\..+\.([0-9]{1,9})\.part")
-
-
 def _running(pid: int) -> bool:
     """Whether a process ``pid`` exists (or might: one we may not signal is someone's)."""
     try:
@@ -152,7 +147,7 @@ def sweep_parts(out_dir: Path) -> int:
         return 0
     with entries:
         for entry in entries:
-            found = _PART.fullmatch(entry.name)
+            found = PART_NAME.fullmatch(entry.name)
             if found is None or _running(int(found.group(1))):
                 continue
             with contextlib.suppress(OSError):
