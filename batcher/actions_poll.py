@@ -98,7 +98,11 @@ class PollActions(ActionsBase):
                 )
             self.sched.finish(job)
             self.stats.downloading += 1
-            self.downloads.put(DownloadTask(job.job_id, job.workflow, refs, fresh=True))
+            if job.refetch_age is None:
+                task = DownloadTask(job.job_id, job.workflow, refs, fresh=True)
+            else:  # its files are as old as they were; tried once, and not polled for again
+                task = DownloadTask(job.job_id, job.workflow, refs, age=job.refetch_age)
+            self.downloads.put(task)
         elif result.status == "FAILED":
             self._learn(job, elapsed)
             error = f"the provider reported FAILED: {result.error}"

@@ -7,7 +7,10 @@ the wait a host's 429 or 503 names, up to ``rate.max_wait``), and record
 ``completed`` or ``download_failed``. A failed download is never a reason to POST again: the next
 run downloads from the same URLs. An output its host no longer has (403, 404, 410: the provider
 keeps outputs about 7 days; tried again first if the job just finished) makes the job
-``expired``: only ``--retry-failed`` runs it again, paying again.
+``expired``: only ``--retry-failed`` runs it again, paying again. Before that, an output an earlier
+run left to download whose URL no longer works is asked for again: the job is polled once more
+(one request, never a POST), since a host's URLs may lapse long before its files do (an S3
+presigned URL lasts hours), and a fresh poll hands out new ones.
 
 An output that cannot be *written* (a full disk, a file size limit, the folder gone or read-only)
 is not tried again in this run: that does not pass in seconds, and each try would fetch the file
@@ -45,6 +48,17 @@ class DownloadTask:
     #: A download left by an earlier run: seconds since its job was submitted, by the ledger's
     #: times (None: not known). Its files are taken for gone for good only past OUTPUTS_KEPT.
     age: float | None = None
+    #: A download left by an earlier run: its job's poll_url and request id, by the ledger.
+    poll_url: str | None = None
+    request_id: str | None = None
+
+    @property
+    def may_poll_again(self) -> bool:
+        """Left by an earlier run, with a poll_url and young enough (by OUTPUTS_KEPT) that its
+        record may still be kept: if its URLs no longer work, a poll may hand out new ones.
+        The scheduler is held open for it until it is saved or settled (``Scheduler.hold``)."""
+        young = self.age is not None and self.age < OUTPUTS_KEPT
+        return young and not self.fresh and self.poll_url is not None
 
 
 #: How long the provider is taken to keep a job's outputs (it says about 7 days): a download
@@ -67,6 +81,7 @@ class Collector:
         rng: random.Random,
         stop: Callable[[str], None],
         max_wait: float,
+        settle: Callable[[DownloadTask, bool], None],
     ) -> None:
         self.ledger = ledger
         self.stats = stats
@@ -77,14 +92,24 @@ class Collector:
         self.rng = rng
         #: Stops submissions, with the reason (the scheduler's ``stop``).
         self.stop = stop
+        #: Called once for each task that :attr:`~DownloadTask.may_poll_again`, when it is
+        #: settled: True to poll its job again for new URLs, False when it needs no more.
+        self.settle = settle
         self._folder_failed = False
 
     async def worker(self, tasks: Handoff[DownloadTask], saver: OutputSaver) -> None:
         """Save the outputs of finished jobs as they come, until ``tasks`` is closed."""
         while (task := await tasks.get()) is not None:
-            await self._save(task, saver)
+            again = False
+            try:
+                again = await self._save(task, saver)
+            finally:
+                if task.may_poll_again:
+                    self.settle(task, again)
 
-    async def _save(self, task: DownloadTask, saver: OutputSaver) -> None:
+    async def _save(self, task: DownloadTask, saver: OutputSaver) -> bool:
+        """Save the task's outputs and record the outcome; True instead when its URLs no longer
+        work and its job is to be polled again for new ones (nothing recorded yet)."""
         attempt = 0
         while True:
             try:
@@ -113,6 +138,15 @@ class Collector:
                         pause = max(pause, min(exc.retry_after, self.max_wait))
                     await self.clock.sleep(pause)
                     continue
+                if exc.gone and task.may_poll_again:
+                    # Its URL may have lapsed (a presigned URL lasts hours) while the file is
+                    # still kept: a poll of the job hands out new ones, one request, not a POST.
+                    # Its answer decides: COMPLETED, saved from the new URLs (tried as a fresh
+                    # download); a record gone for good (404), expired.
+                    self.stats.downloading -= 1
+                    self.stats.polled_for_urls += 1
+                    log.info("%s: %s; polling the job again for new output URLs", task.job_id, exc)
+                    return True
                 if exc.gone and not task.fresh and (task.age is None or task.age >= OUTPUTS_KEPT):
                     # Old enough for its files to be gone for good: only a new POST can make it.
                     # The job is ``expired``, as one whose record is gone; not fetched again, and
@@ -125,7 +159,7 @@ class Collector:
                     self.stats.outcomes["expired"] += 1
                     self.stats.downloading -= 1
                     log.warning("%s: %s", task.job_id, error)
-                    return
+                    return False
                 self.ledger.event(
                     task.job_id,
                     "download_failed",
@@ -137,7 +171,7 @@ class Collector:
                 self.stats.outcomes["download_failed"] += 1
                 self.stats.downloading -= 1
                 log.warning("%s: %s", task.job_id, exc)
-                return
+                return False
             if not task.refs:
                 log.warning("%s: the provider reported COMPLETED with no outputs", task.job_id)
             self.ledger.event(
@@ -145,7 +179,7 @@ class Collector:
             )
             self.stats.outcomes["completed"] += 1
             self.stats.downloading -= 1
-            return
+            return False
 
 
 def _younger(exc: DownloadFailed) -> str:

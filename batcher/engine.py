@@ -264,6 +264,7 @@ class _Run:
                             rng=self.rng,
                             stop=self.sched.stop,
                             max_wait=s.rate.max_wait,
+                            settle=self.feeder.settle,
                         )
                         for _ in range(s.output.concurrency):
                             work.start_soon(collector.worker, downloads, saver)

@@ -91,12 +91,11 @@ class Feeder:
         """Ledger work first (re-attach, download), then manifest rows, lazily."""
         await self._check_unsynced_outputs()
         retry_failed = self.settings.retry_failed
-        now_wall, now = self.clock.wall(), self.clock.monotonic()
+        now_wall = self.clock.wall()
         #: Jobs the ledger says were submitted after this machine's current time.
         future: list[tuple[float, str]] = []
         for job_id, js in self.state.jobs.items():
             step = js.next_step(retry_failed=retry_failed)
-            wf = self.registry.get(js.workflow or "") if js.workflow else None
             refs: tuple[OutputRef, ...] = ()
             if step is Next.DOWNLOAD:
                 refs = tuple(OutputRef.from_json(o) for o in js.outputs or [] if isinstance(o, dict))
@@ -108,25 +107,19 @@ class Feeder:
                 started = parse_iso(js.submitted_ts) if js.submitted_ts else None
                 if started is not None and started > now_wall + CLOCK_SLACK:
                     future.append((started, js.submitted_ts or ""))
-                job = Job(
-                    job_id,
-                    js.workflow or "?",
-                    wf.price_usd if wf else None,
-                    request_id=js.request_id,
-                    poll_url=js.poll_url,
-                    # Polled at once, then on this run's own clock (see Job.submitted_at).
-                    submitted_at=now - self.settings.poll.interval,
-                    # Counted from now, not from its submission: each run polls it that long.
-                    give_up_at=self.settings.poll.give_up_at(now),
-                )
                 self.stats.attached += 1
-                self.sched.attach(job)
+                self.sched.attach(self._attached(job_id, js.workflow or "?", js.request_id, js.poll_url))
             elif step is Next.DOWNLOAD:
                 self.stats.downloads_resumed += 1
                 self.stats.downloading += 1
                 submitted = parse_iso(js.submitted_ts) if js.submitted_ts else None
                 age = None if submitted is None else max(0.0, now_wall - submitted)
-                downloads.put(DownloadTask(job_id, js.workflow or "?", refs, age=age))
+                task = DownloadTask(
+                    job_id, js.workflow or "?", refs, age=age, poll_url=js.poll_url, request_id=js.request_id
+                )
+                if task.may_poll_again:
+                    self.sched.hold()
+                downloads.put(task)
         if future:
             log.warning(
                 "%s submitted, by the ledger, after this machine's current time (%s; up to %s):"
@@ -199,6 +192,31 @@ class Feeder:
                 self.stats.left += 1
         self.sched.pending.close()
         self.read_all = True
+
+    def _attached(self, job_id: str, workflow: str, request_id: str | None, poll_url: str) -> Job:
+        """A job an earlier run submitted, to be polled by this one (never POSTed again)."""
+        wf = self.registry.get(workflow)
+        now = self.clock.monotonic()
+        return Job(
+            job_id,
+            workflow,
+            wf.price_usd if wf else None,
+            request_id=request_id,
+            poll_url=poll_url,
+            # Polled at once, then on this run's own clock (see Job.submitted_at).
+            submitted_at=now - self.settings.poll.interval,
+            # Counted from now, not from its submission: each run polls it that long.
+            give_up_at=self.settings.poll.give_up_at(now),
+        )
+
+    def settle(self, task: DownloadTask, poll_again: bool) -> None:
+        """A held download (:attr:`DownloadTask.may_poll_again`) is settled: its job is polled
+        again for new output URLs, or needs nothing more from the scheduler."""
+        job = None
+        if poll_again and task.poll_url is not None:
+            job = self._attached(task.job_id, task.workflow, task.request_id, task.poll_url)
+            job.refetch_age = task.age
+        self.sched.release(job)
 
     async def _orphaned(self, item: JobSpec) -> bool:
         """Whether a row the ledger has no record of already has an output on disk, and if so,

@@ -78,6 +78,8 @@ class Scheduler:
         self.budget = BudgetPressure()
         #: Jobs submitted (or being submitted) and not finished at the provider.
         self.in_flight = 0
+        #: Downloads that may still hand their job back to be polled (see :meth:`hold`).
+        self._held = 0
         self.unsent: list[Job] = []
         #: Asked before every POST (see :mod:`batcher.guards`).
         self.guards: list[SubmitGuard] = []
@@ -112,6 +114,18 @@ class Scheduler:
         job.attached = True
         self.in_flight += 1
         self.schedule(job, "poll", self.clock.monotonic())
+
+    def hold(self) -> None:
+        """A download that may hand its job back to be polled again is queued: the loop does
+        not end (every job done) until :meth:`release` says what became of it."""
+        self._held += 1
+
+    def release(self, job: Job | None) -> None:
+        """A held download is settled: ``job`` is to be polled again (:meth:`attach`), or None."""
+        self._held -= 1
+        if job is not None:
+            self.attach(job)
+        self.wake()
 
     def finish(self, job: Job) -> None:
         """The job no longer needs requests from this run."""
@@ -214,7 +228,7 @@ class Scheduler:
         return at
 
     def _drained(self) -> bool:
-        if self._busy() or self._heap or self._parked:
+        if self._busy() or self._heap or self._parked or self._held:
             return False
         if self.halted or self.stop_submitting:
             return True

@@ -41,6 +41,9 @@ class RunStats:
     #: Jobs re-attached from the ledger (a poll_url was known) and downloads resumed.
     attached: int = 0
     downloads_resumed: int = 0
+    #: Of the downloads resumed, those whose URLs no longer worked (403/404/410): their jobs
+    #: were polled again for new ones (a request each, not a POST).
+    polled_for_urls: int = 0
     #: Jobs waiting to send their POST again when the run ended (after a 429, a 5xx or a lost
     #: answer): no poll_url, so the next run sends them (not counted in ``in_flight``).
     resends_waiting: int = 0

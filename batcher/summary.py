@@ -76,6 +76,12 @@ def render_summary(result: RunResult) -> str:
         lines.append(
             f"Resumed: {plural(st.attached, 'job')} re-attached by poll_url (not paid again), "
             f"{plural(st.downloads_resumed, 'download')} retried"
+            + (
+                f"; the output URLs of {plural(st.polled_for_urls, 'job')} no longer worked, so they"
+                " were polled again for new ones"
+                if st.polled_for_urls
+                else ""
+            )
         )
     if st.gave_up_polling:
         cap = human_duration(result.give_up_after) if result.give_up_after is not None else "the cap"

@@ -48,6 +48,10 @@ class Job:
     sent_at: float = 0.0
     #: Re-attached from the ledger (submitted by an earlier run), not submitted by this one.
     attached: bool = False
+    #: Polled again for new output URLs, those an earlier run left no longer working (see
+    #: :class:`~batcher.collect.Collector`): that download's age, which the new URLs are tried
+    #: at (once, as the files of a job that old, not as a new file a replica may lag behind).
+    refetch_age: float | None = None
     #: An earlier run's POST of it got no clear answer: its first POST here is counted as sent
     #: again (``RunStats.resubmitted_unknown``), as it may be billed twice.
     post_unknown: bool = False

@@ -24,6 +24,16 @@ pytestmark = pytest.mark.anyio
 FAST = EmulatorConfig(render="placeholder", duration_median=3.0, duration_spread=0.4)
 
 
+def _as_if_killed_before_saving(tmp_path: Path) -> None:
+    """Make the ledger and the output folder what a kill after the provider's COMPLETED, before
+    the files were saved, leaves: ``generated`` lines with the URLs, no files."""
+    ledger = tmp_path / "ledger.jsonl"
+    kept = [r for r in ledger_lines(ledger) if r["status"] not in ("completed", "run_end")]
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    for saved in (tmp_path / "out").iterdir():
+        saved.unlink()
+
+
 @pytest.mark.parametrize("header", ["x-api-key", "bearer"])
 async def test_a_run_completes_whichever_header_the_provider_reads_the_key_from(
     tmp_path: Path, registry: WorkflowRegistry, header: str
@@ -70,9 +80,11 @@ async def test_an_output_gone_from_the_provider_expires_its_job_a_week_on_and_on
     failed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
     assert failed[0]["retryable"] is True and "the next run fetches it again" in failed[0]["error"]
     assert young.stats.outcomes == {"download_failed": 1} and young.stats.submitted == 0
+    assert young.stats.polled_for_urls == 1  # the record may hand out a new URL: it does not
 
     assert old.exit_code is ExitCode.FAILED and old.stats.outcomes == {"expired": 1}
-    assert fetched["output"] == {"404": 7}  # one try each for the two resumed downloads
+    # One try each for the two resumed downloads, and one of the new URL the young run polled for.
+    assert fetched["output"] == {"404": 8}
     [expired] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "expired"]
     assert "HTTP 404 fetching output: the provider no longer has it" in expired["error"]
     assert "--retry-failed" in expired["error"]
@@ -90,17 +102,14 @@ async def test_a_download_left_by_an_earlier_run_is_tried_once_and_expires_only_
 ) -> None:
     """A week on, every output a ledger left to download may be gone: each is tried once, not
     with backoff (which would hold the few download workers for hours on a big ledger), and a job
-    that old is ``expired``; one submitted yesterday stays to be fetched again, free."""
+    that old is ``expired``, and not polled for new URLs (a poll a job would spend the request
+    budget on records the provider no longer keeps). One submitted yesterday is polled once for
+    new URLs, their file is tried once, and it stays to be fetched again, free."""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
-    ledger = tmp_path / "ledger.jsonl"
     async with run_emulator(FAST, clock=clock) as emu:
         await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
-        # As if killed after the provider's COMPLETED, before the files were saved.
-        kept = [r for r in ledger_lines(ledger) if r["status"] not in ("completed", "run_end")]
-        ledger.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        for saved in (tmp_path / "out").iterdir():
-            saved.unlink()
+        _as_if_killed_before_saving(tmp_path)
         emu.state.reconfigure(output_ttl=0.001)  # ... and resumed after the files expired
         before = emu.stats()["requests"]["output"]
         next_day = await run(
@@ -112,10 +121,69 @@ async def test_a_download_left_by_an_earlier_run_is_tried_once_and_expires_only_
         )
         after = emu.stats()
     assert next_day.stats.downloads_resumed == 2 and next_day.stats.outcomes == {"download_failed": 2}
-    assert middle == {**before, "404": 2}
+    assert next_day.stats.polled_for_urls == 2
+    assert middle == {**before, "404": 4}
     assert week_on.stats.downloads_resumed == 2 and week_on.stats.outcomes == {"expired": 2}
-    assert after["requests"]["output"] == {**before, "404": 4}
+    assert week_on.stats.polled_for_urls == 0
+    assert after["requests"]["output"] == {**before, "404": 6}
     assert after["submissions"] == 2 and week_on.exit_code is ExitCode.FAILED
+
+
+async def test_lapsed_output_urls_of_an_earlier_run_are_asked_for_again_by_a_poll_not_paid_again(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Output URLs may lapse long before the files do (an S3 presigned URL lasts hours; the
+    provider keeps files about a week). A run killed after COMPLETED and resumed the next day
+    fetched the stale URLs, got 403, and left the jobs ``download_failed``, for every later run to
+    meet the same 403 until they expired and only a new POST could bring them back. Now such a
+    job is polled once more (a request, never a POST), and its outputs are saved from the new URLs."""
+    clock = ScaledClock(SPEED)
+    provider = SkewedClock(clock, 0.0)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    async with run_emulator(dataclasses.replace(FAST, output_url_ttl=3600.0), clock=provider) as emu:
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        _as_if_killed_before_saving(tmp_path)
+        before = emu.stats()
+        provider.offset = DAY  # resumed the next day: the URLs in the ledger have lapsed
+        result = await run(
+            settings_for(emu.base_url, tmp_path), [manifest], registry, SkewedClock(clock, DAY)
+        )
+        after = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 2}
+    assert (result.stats.downloads_resumed, result.stats.polled_for_urls, result.stats.submitted) == (2, 2, 0)
+    assert after["output_urls_refused"] - before["output_urls_refused"] == 2
+    assert after["requests"]["poll"]["200"] - before["requests"]["poll"]["200"] == 2
+    assert after["submissions"] == 2 and after["requests"]["output"]["200"] == 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sketch-0000.png", "sketch-0001.png"]
+    lines = ledger_lines(tmp_path / "ledger.jsonl")
+    regenerated = [r for r in lines if r["status"] == "generated"][2:]
+    assert len(regenerated) == 2 and all("Expires=" in r["outputs"][0]["url"] for r in regenerated)
+    assert [r for r in lines if r["status"] == "download_failed"] == []
+
+
+async def test_a_lapsed_output_whose_record_is_gone_too_is_expired_after_one_more_poll(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The poll for new URLs is the provider's word on the job: a record it no longer keeps
+    (404 through the retries) makes the job ``expired`` at once, instead of ``download_failed``
+    for every run to fetch the same dead URL again until it is six days old."""
+    clock = ScaledClock(SPEED)
+    provider = SkewedClock(clock, 0.0)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    config = dataclasses.replace(FAST, output_url_ttl=3600.0)
+    async with run_emulator(config, clock=provider) as emu:
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        _as_if_killed_before_saving(tmp_path)
+        emu.state.reconfigure(record_ttl=0.001)  # the provider no longer keeps the record
+        provider.offset = 2 * DAY
+        result = await run(
+            settings_for(emu.base_url, tmp_path), [manifest], registry, SkewedClock(clock, 2 * DAY)
+        )
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.FAILED and result.stats.outcomes == {"expired": 1}
+    assert result.stats.polled_for_urls == 1 and stats["submissions"] == 1
+    [expired] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "expired"]
+    assert "no longer knows this request" in expired["error"]
 
 
 @pytest.mark.parametrize("header", ["retry-after-seconds", "retry-after-date", "reset-at-utc"])

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
 from email.utils import formatdate
@@ -219,6 +220,13 @@ async def _output(request: web.Request, config: EmulatorConfig, job: Job) -> Any
         ]
         return json.dumps(entries)
     urls = [f"{origin}/outputs/{job.request_id}/{out.name}" for out in outputs]
+    if config.output_url_ttl is not None:  # signed, good until then (see emulator.signing)
+        state = request.app[STATE]
+        expires = math.ceil(state.clock.wall() + config.output_url_ttl)
+        urls = [
+            f"{url}?{state.url_signer.query(job.request_id, out.name, expires)}"
+            for url, out in zip(urls, outputs, strict=True)
+        ]
     if config.output_shape == "flat":
         return json.dumps({"image_output": urls[0] if urls else ""})
     entries = [{"keyname": job.workflow.output_key, "value": {"data": url, "type": "image"}} for url in urls]
@@ -236,6 +244,13 @@ async def output_file(request: web.Request) -> web.StreamResponse:
     )
     if found is None:
         return json_error(404, "Not Found")
+    if state.config.output_url_ttl is not None:
+        refused = state.url_signer.refusal(
+            request.match_info["request_id"], request.match_info["name"], request.query, state.clock.wall()
+        )
+        if refused is not None:
+            state.events["output_url_refused"] += 1
+            return web.Response(status=403, text=refused, content_type="application/xml")
     wait = state.output_limiter.check("", state.clock.monotonic())
     if wait > 0.0:
         state.events["output_rate_limited"] += 1

@@ -207,6 +207,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     jobs.add_argument("--record-ttl", type=float, default=None, help="seconds a finished job stays pollable")
     jobs.add_argument("--output-ttl", type=float, default=None, help="seconds output files stay downloadable")
+    jobs.add_argument(
+        "--output-url-ttl",
+        type=float,
+        default=None,
+        help="sign output URLs, good for this many seconds after the poll that gave them (a 403 after)",
+    )
 
     out = parser.add_argument_group("outputs")
     out.add_argument("--output-shape", choices=OUTPUT_SHAPES, default=d.output_shape)

@@ -42,7 +42,7 @@ _NON_NEGATIVE = (
     "bimodal_long",
     "queue_delay",
 )
-_POSITIVE_OR_NONE = ("rate_limit", "record_ttl", "output_ttl", "output_rate_limit")
+_POSITIVE_OR_NONE = ("rate_limit", "record_ttl", "output_ttl", "output_url_ttl", "output_rate_limit")
 
 #: A rate's period in seconds by the unit after its slash (``50/min``, ``5/s``, ``1000/h``).
 PERIODS = {
@@ -140,6 +140,11 @@ class EmulatorConfig:
     record_ttl: float | None = None
     #: Seconds after a job ends before its output files answer 404.
     output_ttl: float | None = None
+    #: Seconds an output URL stays good after the poll that handed it out: URLs are signed, as
+    #: an S3 bucket's presigned ones are, and past it the file host answers 403 ("Request has
+    #: expired") while the file is still there; a new poll of the job hands out new URLs.
+    #: ``None``: plain URLs that never lapse.
+    output_url_ttl: float | None = None
 
     #: Send this exact ``x-remaining-credits`` value instead of the balance ("nan", "inf",
     #: "-1", "lots"), on every JSON answer, to test what a client makes of it.

@@ -15,6 +15,7 @@ from .config import EmulatorConfig
 from .faults import RateLimiter
 from .jobs import Job, JobStore
 from .persist import StateDir
+from .signing import UrlSigner
 
 
 class EmulatorState:
@@ -46,6 +47,8 @@ class EmulatorState:
         self.limiter = RateLimiter(config)
         #: The output file host's own budget (``output_rate_limit``), shared by every client.
         self.output_limiter = RateLimiter(config, output=True)
+        #: Signs output URLs when they lapse (``output_url_ttl``).
+        self.url_signer = UrlSigner()
         self._sequence = itertools.count()
         #: Answers sent, by (request kind, status or "dropped").
         self.requests: Counter[tuple[str, str]] = Counter()
@@ -69,6 +72,8 @@ class EmulatorState:
             self.saved.record_schedules(changed)
         self.limiter = RateLimiter(config)
         self.output_limiter = RateLimiter(config, output=True)
+        #: Signs output URLs when they lapse (``output_url_ttl``).
+        self.url_signer = UrlSigner()
         return config
 
     async def remember(self, job: Job) -> None:
@@ -127,6 +132,9 @@ class EmulatorState:
             "output_downloads_with_credentials": self.events["output_download_with_credentials"],
             # Output downloads the file host answered 429 (``output_rate_limit``).
             "output_rate_limited": self.events["output_rate_limited"],
+            # Output downloads answered 403: a signed URL past its end, or not signed by this
+            # emulator (``output_url_ttl``).
+            "output_urls_refused": self.events["output_url_refused"],
         }
 
 

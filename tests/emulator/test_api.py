@@ -293,6 +293,32 @@ async def test_404_once_the_record_expires_while_the_file_lives_on() -> None:
         assert (await api.request("GET", url)).status == 404
 
 
+async def test_signed_output_urls_lapse_with_403_while_a_new_poll_hands_out_working_ones() -> None:
+    """``output_url_ttl``: each poll hands out URLs good for that long (an S3 presigned URL);
+    past it the file host answers 403 "Request has expired" though the file is still kept, and
+    a URL whose signature was tampered with is refused at once."""
+    config = EmulatorConfig(
+        render="placeholder", duration_median=10.0, duration_spread=0.0, output_url_ttl=3600.0
+    )
+    async with serve(config) as api:
+        clock = api.clock
+        assert isinstance(clock, ManualClock)
+        answer = await api.queued(SKETCH, sketch_input())
+        body = await api.finish(answer["request_id"])
+        url = json.loads(body["output"])[0]["value"]["data"]
+        assert re.search(r"\?Expires=[0-9]+&Signature=[0-9a-f]{32}$", url), url
+        assert (await api.request("GET", url)).status == 200
+        unsigned = await api.request("GET", url.split("?")[0])
+        forged = await api.request("GET", url[:-1] + ("0" if url[-1] != "0" else "1"))
+        assert (unsigned.status, forged.status) == (403, 403) and "Access Denied" in forged.text
+        clock.advance(3600.0)
+        lapsed = await api.request("GET", url)
+        assert lapsed.status == 403 and "Request has expired" in lapsed.text
+        again = json.loads((await api.poll(answer["poll_url"])).json()["output"])[0]["value"]["data"]
+        assert again != url and (await api.request("GET", again)).status == 200
+        assert api.emu.stats()["output_urls_refused"] == 3
+
+
 async def test_405_is_an_html_page() -> None:
     async with serve(PLACEHOLDER) as api:
         reply = await api.request("GET", f"{api.base}/workflows/{SKETCH}")
