@@ -77,8 +77,8 @@ def render_summary(result: RunResult) -> str:
             f"Resumed: {plural(st.attached, 'job')} re-attached by poll_url (not paid again), "
             f"{plural(st.downloads_resumed, 'download')} retried"
             + (
-                f"; the output URLs of {plural(st.polled_for_urls, 'job')} no longer worked, so they"
-                " were polled again for new ones"
+                f", {plural(st.polled_for_urls, 'job')} polled again for new output URLs (the ones"
+                " kept no longer worked)"
                 if st.polled_for_urls
                 else ""
             )

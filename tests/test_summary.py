@@ -25,6 +25,7 @@ def _result(n: int) -> RunResult:
         throttled=n,
         attached=n,
         downloads_resumed=n,
+        polled_for_urls=n,
         outputs_refetched=n,
     )
     return RunResult(ExitCode.FAILED, stats, seconds=2.0, ledger=Path("l.jsonl"), out_dir=Path("out"))
@@ -39,7 +40,8 @@ def _result(n: int) -> RunResult:
                 "This run: 1 completed, 1 invalid row",
                 "Submitted 1 job ($0.10 at list prices); "
                 "1 submit and 1 poll request, 1 rate-limited (429); 2.0 s",
-                "Resumed: 1 job re-attached by poll_url (not paid again), 1 download retried",
+                "Resumed: 1 job re-attached by poll_url (not paid again), 1 download retried, 1 job polled"
+                " again for new output URLs (the ones kept no longer worked)",
                 "Recovered: the files of 1 completed job were missing or short after a run that did not end "
                 "in order; fetched again (not paid again)",
                 "Outcome unknown: 1 POST got no clear answer this run and 1 job with an earlier POST of "
@@ -52,7 +54,8 @@ def _result(n: int) -> RunResult:
                 "This run: 2 completed, 2 invalid rows",
                 "Submitted 2 jobs ($0.20 at list prices); "
                 "2 submit and 2 poll requests, 2 rate-limited (429); 2.0 s",
-                "Resumed: 2 jobs re-attached by poll_url (not paid again), 2 downloads retried",
+                "Resumed: 2 jobs re-attached by poll_url (not paid again), 2 downloads retried, 2 jobs"
+                " polled again for new output URLs (the ones kept no longer worked)",
                 "Recovered: the files of 2 completed jobs were missing or short after a run that did not end "
                 "in order; fetched again (not paid again)",
                 "Outcome unknown: 2 POSTs got no clear answer this run and 2 jobs with an earlier POST of "
