@@ -3,7 +3,8 @@
 Ledger statuses, in the order a job meets them::
 
     submitting ─► submitted ─► generated ─► completed
-        │  ▲          │            └──────► download_failed ─► (next run: download again)
+        │  ▲          │            └──────► download_failed ─► (next run: download again;
+        │  │          │                       URLs that no longer work: poll for new ones)
         ▼  │          ├──► failed (provider FAILED, or polling gave up: retryable, re-attached)
     submit_unknown    └──► expired (poll said 404: the record is gone)
     deferred (not sent: 429, stop, credits)      invalid (a bad manifest row)
