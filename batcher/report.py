@@ -13,10 +13,12 @@ Like ``status``, it never takes the ledger's lock.
 from __future__ import annotations
 
 import base64
+import contextlib
 import heapq
 import io
 import os
 import re
+import stat
 import time
 import warnings
 from collections.abc import Container, Iterable, Mapping
@@ -27,6 +29,7 @@ from urllib.parse import quote, urlsplit
 
 from PIL import Image, ImageOps
 
+from .errors import UsageError
 from .fold import LedgerFold, fold_ledger
 from .ledger import path_bases, read_records, utc_iso
 from .report_data import Card, FailedJob, Page, Tile
@@ -39,6 +42,9 @@ THUMB_PX = 200
 #: Source images larger than this are linked, not thumbnailed (decoding them would take too long).
 MAX_SOURCE_BYTES = 40 * 1024 * 1024
 TEXT_PREVIEW = 600
+#: Inputs, and outputs, shown on one card; the rest are counted. A workflow that makes 50 images
+#: a job made a 500-card page of 25,000 thumbnails (minutes to make, hundreds of MB).
+CARD_TILES = 4
 #: The blog-image workflow's composed input (jobs/blog-image.yaml): shown as a title and a description.
 _BLOG = re.compile(r"\ATitle: (?P<title>[^\n]*)\n\nDescription: (?P<description>.*)\Z", re.DOTALL)
 
@@ -111,6 +117,39 @@ def _locate(text: str, bases: Iterable[Path]) -> Path | None:
     return None
 
 
+class _Moved:
+    """Outputs of a run folder that was moved or copied since (``mv runs/nightly /archive/``, or
+    ``scp -r`` to a laptop): the ledger holds their absolute paths, which are gone, and every
+    output was "file not found" while it lay beside the ledger. A gone path is looked for under
+    the ledger's folder and the one above it by its tail, longest first, and taken only if its
+    size is the one the ledger recorded; a folder found so is tried first for the next one."""
+
+    def __init__(self, ledger: Path) -> None:
+        here = ledger.resolve().parent
+        self.roots = [here, here.parent]
+        self.moves: dict[Path, Path] = {}  # an old folder's path -> where it is now
+
+    def find(self, path: Path, size: object) -> Path | None:
+        for old, new in self.moves.items():
+            if path.is_relative_to(old) and self._fits(found := new / path.relative_to(old), size):
+                return found
+        parts = path.parts[1:]
+        for root in self.roots:
+            for keep in range(len(parts), 0, -1):
+                found = root.joinpath(*parts[-keep:])
+                if self._fits(found, size):
+                    self.moves[path.parents[keep - 1]] = root
+                    return found
+        return None
+
+    @staticmethod
+    def _fits(path: Path, size: object) -> bool:
+        try:
+            return path.is_file() and (not isinstance(size, int) or path.stat().st_size == size)
+        except OSError:
+            return False
+
+
 def _href(path: Path, page_dir: Path) -> str:
     # The name's bytes on disk, quoted: a name that is not UTF-8 was a UnicodeEncodeError.
     return quote(os.fsencode(os.path.relpath(path, page_dir).replace(os.sep, "/")))
@@ -127,10 +166,11 @@ def _clip(text: str, n: int = TEXT_PREVIEW) -> str:
 class _Tiles:
     """Turns ledger input previews and saved outputs into gallery tiles."""
 
-    def __init__(self, bases: list[Path], page_dir: Path, thumbs: Thumbnailer) -> None:
+    def __init__(self, bases: list[Path], page_dir: Path, thumbs: Thumbnailer, moved: _Moved) -> None:
         self.bases = bases
         self.page_dir = page_dir
         self.thumbs = thumbs
+        self.moved = moved
         self.missing = 0
 
     def input(self, name: str, value: Any) -> Tile:
@@ -160,6 +200,8 @@ class _Tiles:
         key = str(out.get("key", "output"))
         path, url = out.get("path"), out.get("url")
         found = _locate(path, self.bases) if isinstance(path, str) and path else None
+        if found is None and isinstance(path, str) and os.path.isabs(path):
+            found = self.moved.find(Path(path), out.get("bytes"))
         if found is not None:
             image = self.thumbs(found)
             href = _href(found, self.page_dir)
@@ -209,9 +251,52 @@ def _details(ledger: Path, wanted: set[str]) -> dict[str, dict[str, Any]]:
             entry["workflow"] = rec.get("workflow")
         elif status == "completed":
             entry = found.setdefault(job_id, {})
-            entry["outputs"] = rec.get("outputs")
+            outputs = rec.get("outputs")
+            valid = [o for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else []
+            entry["outputs"] = valid[:CARD_TILES]  # only what a card shows is kept, for 500 cards
+            entry["outputs_total"] = len(valid)
             entry["ts"] = rec.get("ts")
     return found
+
+
+def _looks_like_html(path: Path) -> bool:
+    """An empty file, or one whose first character (past a BOM and blank space) opens a tag."""
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    return not head.strip() or head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<")
+
+
+def check_page_path(ledger: Path, out_html: Path) -> None:
+    """Refuse a page path whose file must not be replaced: the ledger itself (by any name: a
+    link, ``./``, another spelling), any other file that is not a web page (a manifest, another
+    ledger, an output image: the page is written over it whole), or a read-only one. ``-o`` onto
+    the ledger replaced it with the page: the record of every paid job was gone, and the next run
+    paid for them all again."""
+    try:
+        mode = out_html.stat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        return  # a folder or a device: the caller says what is wrong with it
+    try:
+        same = ledger.exists() and os.path.samefile(ledger, out_html)
+        html = _looks_like_html(out_html)
+    except OSError as exc:
+        raise UsageError(f"cannot check report path {out_html}: {exc.strerror}") from None
+    if same:
+        raise UsageError(
+            f"{out_html} is the ledger itself; give -o the page's own file name"
+            f" such as {Path(out_html).with_name('report.html')}"
+        )
+    if not html:
+        raise UsageError(
+            f"{out_html} is there and is not a web page (the report would replace it whole); give -o"
+            " a new file name, or an earlier report's"
+        )
+    if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(
+            f"{out_html} is read-only; make it writable (chmod u+w) or give -o another file name"
+        )
 
 
 def build_report(
@@ -224,7 +309,9 @@ def build_report(
     thumb_px: int = THUMB_PX,
     retry_failed: bool = False,
 ) -> ReportInfo:
-    """Write the report for ``ledger`` to ``out_html`` (replaced atomically). Raises LedgerError."""
+    """Write the report for ``ledger`` to ``out_html`` (replaced atomically). Raises LedgerError,
+    or UsageError for a page path that must not be replaced (:func:`check_page_path`)."""
+    check_page_path(ledger, out_html)
     now = time.time() if now is None else now
     fold = fold_ledger(ledger, durations=True, lines=True)
     status = summarize(fold, ledger=str(ledger), prices=prices, now=now, retry_failed=retry_failed)
@@ -234,23 +321,21 @@ def build_report(
     details = _details(ledger, set(shown) | set(failed_ids))
 
     page_dir = out_html.resolve().parent
-    tiles = _Tiles(path_bases(ledger), page_dir, Thumbnailer(thumb_px))
+    tiles = _Tiles(path_bases(ledger), page_dir, Thumbnailer(thumb_px), _Moved(ledger))
     cards = []
     for job_id in shown:
         entry = details.get(job_id, {})
-        inputs = entry.get("inputs")
-        outputs = entry.get("outputs")
+        inputs = list(entry["inputs"].items()) if isinstance(entry.get("inputs"), dict) else []
+        outputs = entry.get("outputs", [])
         cards.append(
             Card(
                 job_id=job_id,
                 workflow=fold.jobs[job_id].workflow,
                 finished=entry.get("ts"),
-                inputs=tuple(tiles.input(str(k), v) for k, v in inputs.items())
-                if isinstance(inputs, dict)
-                else (),
-                outputs=tuple(tiles.output(o) for o in outputs if isinstance(o, dict))
-                if isinstance(outputs, list)
-                else (),
+                inputs=tuple(tiles.input(str(k), v) for k, v in inputs[:CARD_TILES]),
+                outputs=tuple(tiles.output(o) for o in outputs),
+                more_inputs=max(0, len(inputs) - CARD_TILES),
+                more_outputs=entry.get("outputs_total", 0) - len(outputs),
             )
         )
     failed = tuple(
@@ -279,6 +364,8 @@ def build_report(
     tmp = out_html.with_name(f".{out_html.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
+        with contextlib.suppress(FileNotFoundError):  # an earlier page kept private stays private
+            os.chmod(tmp, stat.S_IMODE(out_html.stat().st_mode))
         os.replace(tmp, out_html)  # a reader never sees half a page
     finally:
         tmp.unlink(missing_ok=True)

@@ -40,6 +40,8 @@ class Card:
     finished: str | None
     inputs: tuple[Tile, ...]
     outputs: tuple[Tile, ...]
+    more_inputs: int = 0  # not shown: the card shows the first few
+    more_outputs: int = 0
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,10 @@ def _small_tile(tile: Tile | None) -> str:
     return f'<span class="clamp">{esc(text)}</span>'
 
 
+def _more(n: int, what: str) -> str:
+    return f'<div class="tile-note">and {plural(n, f"more {what}")}, not shown</div>' if n > 0 else ""
+
+
 def _gallery(page: Page) -> str:
     if not page.cards:
         return '<p class="muted">No job has completed yet.</p>'
@@ -125,10 +129,10 @@ def _gallery(page: Page) -> str:
         inputs = (
             "".join(_tile_html(t) for t in card.inputs)
             or '<div class="textbox muted">(no inputs recorded)</div>'
-        )
+        ) + _more(card.more_inputs, "input")
         outputs = (
             "".join(_tile_html(t) for t in card.outputs) or '<div class="textbox muted">(no outputs)</div>'
-        )
+        ) + _more(card.more_outputs, "output")
         cards.append(
             f'<article class="card"><header><code title="{esc(card.job_id)}">{esc(card.job_id)}</code>'
             f'<span class="pill">{esc(card.workflow or "?")}</span></header>'

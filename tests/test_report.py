@@ -18,10 +18,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 from batcher.cli_inspect import add_report_parser, main_report
+from batcher.clock import ScaledClock
+from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.report import build_report
 from batcher.report_chart import histogram
+from batcher.workflows import WorkflowRegistry
 
 from .ledger_builder import PRICES, LedgerBuilder
+from .support import SPEED, run, settings_for, sketch_rows, write_jsonl
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE_ERROR = (
@@ -393,7 +397,7 @@ def test_a_report_written_through_a_symlink_keeps_the_link(run_dir: Path) -> Non
     """os.replace swapped the link for a file and left its target stale."""
     target = run_dir.parent / "keep" / "report.html"
     target.parent.mkdir()
-    target.write_text("old")
+    target.write_text("<!doctype html><p>an earlier report</p>")
     link = run_dir.parent / "link.html"
     link.symlink_to(target)
     assert main_report(_cli([str(run_dir / "ledger.jsonl"), "-o", str(link)])) == 0
@@ -502,3 +506,128 @@ def test_the_in_flight_and_runs_tables_show_utc_for_a_time_written_with_an_offse
     assert "<tr><td>2026-11-21 00:00:00</td>" in page  # the runs table
     assert "<td>2026-11-21 00:00:30</td>" in page  # the in-flight table
     assert "05:00" not in page.replace("+05:00", "")
+
+
+# --- where the page goes, and what it must never replace -------------------------------------
+
+
+@pytest.mark.parametrize("how", ["same path", "another spelling", "symlink", "hard link"])
+def test_report_onto_the_ledger_itself_is_refused_and_the_ledger_kept(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """``-o ledger.jsonl`` replaced the ledger with the page (exit 0): the record of every paid
+    job was gone, and the next run paid for them all again."""
+    ledger = run_dir / "ledger.jsonl"
+    before = ledger.read_bytes()
+    target = {
+        "same path": ledger,
+        "another spelling": run_dir / "outputs" / ".." / "." / "ledger.jsonl",
+        "symlink": run_dir / "page.html",
+        "hard link": run_dir / "page.html",
+    }[how]
+    if how == "symlink":
+        target.symlink_to(ledger)
+    elif how == "hard link":
+        target.hardlink_to(ledger)
+    assert main_report(_cli([str(ledger), "-o", str(target)])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("batcher: error: ") and "is the ledger itself; give -o" in err
+    assert err.count("\n") == 1
+    assert ledger.read_bytes() == before and not ledger.is_symlink()
+
+
+def test_report_onto_a_file_that_is_no_web_page_is_refused_but_an_earlier_report_is_replaced(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-o`` onto a manifest or an output image replaced it whole with the page."""
+    manifest = run_dir.parent / "jobs.jsonl"
+    manifest.write_text('{"id": "a", "workflow": "sketch", "input": {"input_image": "a.png"}}\n')
+    picture = run_dir / "outputs" / "sketch-00" / "sketch_output.png"
+    for victim in (manifest, picture):
+        before = victim.read_bytes()
+        assert main_report(_cli([str(run_dir / "ledger.jsonl"), "-o", str(victim)])) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"batcher: error: {victim} is there and is not a web page (the report would replace it"
+            " whole); give -o a new file name, or an earlier report's\n"
+        )
+        assert victim.read_bytes() == before
+    for earlier in ("\ufeff  <!DOCTYPE html><p>old", ""):  # a page (BOM and all), or an empty file
+        (run_dir / "old.html").write_text(earlier, encoding="utf-8")
+        assert main_report(_cli([str(run_dir / "ledger.jsonl"), "-o", str(run_dir / "old.html")])) == 0
+        assert (run_dir / "old.html").read_text(encoding="utf-8").startswith("<!doctype html>")
+
+
+def test_a_read_only_report_is_refused_and_a_private_one_stays_private(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The page replaced a read-only file (os.replace needs only the folder writable), and a
+    report kept at 0600 (its thumbnails may be private) came back 0644 after the next run."""
+    page = run_dir / "report.html"
+    page.write_text("<!doctype html><p>kept</p>")
+    page.chmod(0o444)
+    assert main_report(_cli([str(run_dir / "ledger.jsonl")])) == 2
+    assert capsys.readouterr().err == (
+        f"batcher: error: {page} is read-only; make it writable (chmod u+w) or give -o another file name\n"
+    )
+    assert page.read_text() == "<!doctype html><p>kept</p>"
+    page.chmod(0o600)
+    assert main_report(_cli([str(run_dir / "ledger.jsonl")])) == 0
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600 and "Gallery" in page.read_text(encoding="utf-8")
+
+
+# --- odd ledgers ---------------------------------------------------------------------------
+
+
+def test_a_job_with_50_outputs_shows_its_first_few_and_counts_the_rest(tmp_path: Path) -> None:
+    """Every output of every card was thumbnailed: a workflow making 50 images a job gave a
+    500-card page of 25,000 thumbnails (minutes to make, hundreds of MB to open)."""
+    b = LedgerBuilder().run()
+    for job in ("many-a", "many-b"):
+        paths = {}
+        for k in range(50):
+            image = tmp_path / "out" / job / f"image_{k}.png"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (24, 16), (k * 5, 90, 160)).save(image)
+            paths[f"image_{k}"] = str(image)
+        inputs = {f"field_{k}": f"value {k}" for k in range(6)}
+        b.tick(1).submit(job, "sketch", inputs).tick(30).generated(job, tuple(paths)).tick(1)
+        b.completed(job, paths)
+    b.tick(1).submit("one", "sketch", {"input_image": "https://img.example.com/1.jpg"}).tick(30)
+    b.generated("one").tick(1).completed("one", {"image": str(tmp_path / "out" / "many-a" / "image_0.png")})
+    info = build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert info.thumbnails == 2 * 4 and info.missing == 0
+    assert page.count('<div class="tile-note">and 46 more outputs, not shown</div>') == 2
+    assert page.count('<div class="tile-note">and 2 more inputs, not shown</div>') == 2
+    assert page.count("image_3<") == 2 and "image_4<" not in page
+    assert page.count("more output") == 2  # the one-output job has no such note
+
+
+@pytest.mark.anyio
+async def test_a_run_folder_moved_elsewhere_still_shows_its_outputs(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The ledger holds its outputs' absolute paths: once the run's folder was moved (to an
+    archive, or copied to a laptop), every output was "file not found" though it lay beside the
+    ledger. A path that is gone is found again below the ledger's folder, if its size is the one
+    the ledger recorded (a different file of the same name is not taken)."""
+    clock = ScaledClock(SPEED)
+    site = tmp_path / "server" / "runs" / "nightly #1"
+    site.mkdir(parents=True)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=1.0), clock=clock) as emu:
+        result = await run(settings_for(emu.base_url, site), [manifest], registry, clock)
+    assert result.exit_code == 0
+    moved = tmp_path / "laptop" / "nightly"
+    moved.parent.mkdir()
+    (site).rename(moved)
+    info = build_report(moved / "ledger.jsonl", moved / "report.html", prices=PRICES, now=0)
+    page = (moved / "report.html").read_text(encoding="utf-8")
+    assert (info.completed, info.missing, info.thumbnails) == (3, 0, 3)
+    links = sorted(re.findall(r'<a href="([^"]+)"', page))
+    assert links == [f"out/sketch-{i:04d}.png" for i in range(3)]
+    # A file of that name that is not the one the ledger recorded is not shown as it.
+    (moved / "out" / "sketch-0001.png").write_bytes(b"not the output")
+    info = build_report(moved / "ledger.jsonl", moved / "report.html", prices=PRICES, now=0)
+    assert (info.missing, info.thumbnails) == (1, 2)
