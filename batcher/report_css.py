@@ -42,6 +42,7 @@ td { padding: 7px 8px; border-bottom: 1px solid var(--line); vertical-align: top
 tr:last-child td { border-bottom: 0; }
 .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.msg { word-break: break-word; white-space: pre-wrap; max-width: 560px; }
+td code { overflow-wrap: anywhere; }  /* a 128-character job id must not widen the page */
 .chart { width: 100%; height: auto; display: block; }
 .chart .bar { fill: var(--accent); }
 .chart .bar:hover { fill: #f59e0b; }

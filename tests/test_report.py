@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from batcher.cli_inspect import add_report_parser, main_report
 from batcher.clock import ScaledClock
 from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.manifest import MAX_ID_LENGTH
 from batcher.report import build_report
 from batcher.report_chart import histogram
 from batcher.workflows import WorkflowRegistry
@@ -631,3 +632,28 @@ async def test_a_run_folder_moved_elsewhere_still_shows_its_outputs(
     (moved / "out" / "sketch-0001.png").write_bytes(b"not the output")
     info = build_report(moved / "ledger.jsonl", moved / "report.html", prices=PRICES, now=0)
     assert (info.missing, info.thumbnails) == (1, 2)
+
+
+@pytest.mark.timeout(1800)
+def test_a_job_id_of_the_longest_length_allowed_does_not_widen_the_page(
+    tmp_path: Path, chromium: Path
+) -> None:
+    """A 128-character job id (MAX_ID_LENGTH) in the failures and in-flight tables made them
+    1,229 px wide: on a window narrower than that the whole page scrolled sideways. The test
+    measures a copy of the page, its CSP taken out and a script put in to read the layout."""
+    job = "catalogue-photo-" + "x" * (MAX_ID_LENGTH - 16)
+    b = LedgerBuilder().run()
+    b.tick(1).submit(job, "sketch", {"input_image": "https://img.example.com/a.jpg"}).tick(3)
+    b.failed(job, "the provider reported FAILED: NSFW")
+    b.tick(1).submit(job[:-1] + "y", "sketch", {"input_image": "https://img.example.com/b.jpg"})
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.count(f"<code>{job}</code>") == 2  # the failed job, and the failures' examples
+    probe = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page).replace(
+        "</body>",
+        "<script>const d = document.documentElement; document.title ="
+        " d.scrollWidth <= d.clientWidth ? 'fits' : 'wider: ' + d.scrollWidth;</script></body>",
+    )
+    (tmp_path / "probe.html").write_text(probe, encoding="utf-8")
+    dom = _browse(chromium, tmp_path, "--dump-dom", "--window-size=800,1200", page=tmp_path / "probe.html")
+    assert "<title>fits</title>" in dom
