@@ -240,7 +240,9 @@ class LedgerFold:
         if seconds is None:
             # No run_end (a killed run, an older ledger): its first and last lines' times apart.
             start, end = parse_iso(started), parse_iso(last)
-            seconds = end - start if start is not None and end is not None and end >= start else None
+            if start is not None and end is not None and end >= start:
+                # To the ms the times carry: a float difference printed 20.299999952316284.
+                seconds = round(end - start, 3)
         self.runs.append(RunSpan(started, seconds, lines, submissions))
         self._run = None
 

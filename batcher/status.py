@@ -167,7 +167,7 @@ class StatusReport:
     @property
     def active_seconds(self) -> float | None:
         spans = [r.seconds for r in self.runs if r.seconds is not None]
-        return sum(spans) if spans else None
+        return round(sum(spans), 3) if spans else None
 
 
 def summarize(
