@@ -59,14 +59,16 @@ def in_clear_off_machine(url: str) -> bool:
 
 
 def shown(url: str) -> str:
-    """``url`` as it may be printed: a user name and password become ``***``."""
+    """``url`` as it may be printed: a user name and password become ``***``.
+
+    Everything up to the last ``@`` is hidden, not only up to the first ``/``: a password with a
+    ``/`` in it (``http://bob:s3/cr3t@proxy:3128``, not percent-encoded, as generated passwords
+    often are) ends the authority there for a URL parser, and the message refusing that URL
+    quoted the password. Only proxy and API base URLs are shown, which have no ``@`` after it."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
+    if not sep or "@" not in rest:
         return url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{authority}{slash}{path}"
+    return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
 
 
 def described(url: str) -> str:
@@ -95,6 +97,12 @@ def proxy_problem(url: str) -> str | None:
         return f"{what!r} is not a valid URL: {exc}"
     if parts.scheme.lower() not in PROXY_SCHEMES:
         return f"{what!r} is not an http(s) proxy URL (SOCKS proxies are not supported)"
+    if "@" in url.partition("://")[2][len(parts.netloc) :]:
+        # The user name or password holds a / ? or # that ends the host part early (it was
+        # refused for "an invalid port" or "a path", which named the wrong thing).
+        return (
+            f"{what!r}: its user name or password holds a '/', '?' or '#'; percent-encode it (%2F, %3F, %23)"
+        )
     try:
         parts.port  # noqa: B018 (raises for a port out of range or not a number)
     except ValueError:

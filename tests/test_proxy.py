@@ -277,6 +277,26 @@ def test_a_proxy_url_that_cannot_work_is_refused_naming_where_it_came_from_and_h
     assert PASSWORD not in str(raised.value)
 
 
+@pytest.mark.parametrize("char", ["/", "?", "#"], ids=["slash", "question-mark", "hash"])
+def test_a_proxy_password_holding_a_slash_is_never_quoted_and_the_refusal_says_to_encode_it(
+    tmp_path: Path, char: str
+) -> None:
+    """A generated password with a ``/`` in it (``http://me:s3cr/t@proxy:3128``, not
+    percent-encoded) ends the host part early for a URL parser: the refusal quoted the URL with
+    the password in it, since only the part before the first ``/`` was searched for ``user:pass@``.
+    A ``?`` or ``#`` there was hidden but refused as "a path" or "an invalid port", naming the
+    wrong thing. The URL is now shown without the password, and the message says what to do."""
+    secret = f"s3cr{char}t-{PASSWORD}"
+    with pytest.raises(ConfigError) as raised:
+        _load(tmp_path, {"HTTPS_PROXY": f"http://me:{secret}@proxy.corp:3128"}, "")
+    message = str(raised.value)
+    assert "s3cr" not in message and PASSWORD not in message, message
+    assert (
+        "environment variable HTTPS_PROXY: api.proxy: 'http://***@proxy.corp:3128': its user name or"
+        " password holds a '/', '?' or '#'; percent-encode it (%2F, %3F, %23)"
+    ) in message
+
+
 def test_the_ledger_header_shows_the_proxy_without_its_password() -> None:
     settings = Settings(api=ApiSettings(proxy=f"http://me:{PASSWORD}@proxy.corp:3128"))
     assert settings.public()["api"]["proxy"] == "http://***@proxy.corp:3128"
