@@ -44,11 +44,27 @@ EMULATOR_KEY = "emulator-demo-key"
 
 
 class _JsonFormatter(logging.Formatter):
-    """One JSON object per log event (``--log-format json``)."""
+    """One JSON object per log event (``--log-format json``), a traceback included as a field
+    of it, and a library's record (``aiohttp.server``, ``asyncio``, ``py.warnings``) named by
+    its ``logger``: every line on stderr stays one object."""
 
     def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, object] = {}
+        if record.name != "batcher" and not record.name.startswith("batcher."):
+            fields["logger"] = record.name
+        if record.exc_info:
+            fields["traceback"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            fields["stack"] = self.formatStack(record.stack_info)
+        code = getattr(record, "exit_code", None)
+        if code is not None:
+            fields["exit_code"] = int(code)
         return event_line(
-            record.getMessage(), level=record.levelname.lower(), created=record.created, stream=sys.stderr
+            record.getMessage(),
+            level=record.levelname.lower(),
+            created=record.created,
+            stream=sys.stderr,
+            fields=fields,
         )
 
 
@@ -57,16 +73,27 @@ def _json_logs(args: argparse.Namespace) -> bool:
     return getattr(args, "log_format", "text") == "json" or getattr(args, "progress", "") == "json"
 
 
-def _say(args: argparse.Namespace, message: str, *, level: str = "error") -> None:
+def _say(args: argparse.Namespace, message: str, *, level: str = "error", code: int | None = None) -> None:
     """A run's last word on stderr (why it stopped): a line as the log's, so that with
-    ``--log-format json`` a log shipper reading stderr gets JSON to the end (it was plain text)."""
+    ``--log-format json`` a log shipper reading stderr gets JSON to the end (it was plain text).
+    ``code``: the exit code it ends with, an ``exit_code`` field in JSON (the run's last event)."""
     if _json_logs(args):
-        print(event_line(message, level=level, created=time.time(), stream=sys.stderr), file=sys.stderr)
+        fields = {} if code is None else {"exit_code": int(code)}
+        line = event_line(message, level=level, created=time.time(), stream=sys.stderr, fields=fields)
+        print(line, file=sys.stderr)
     else:
         print(f"batcher: {'error: ' if level == 'error' else ''}{message}", file=sys.stderr)
 
 
+#: Marks the handler :func:`_setup_logging` put on the root logger (and takes off again).
+_OURS = "_batcher_handler"
+
+
 def _setup_logging(args: argparse.Namespace, display: Display | None) -> None:
+    """batcher's log lines through one handler (JSON, plain, or above the live panel); so are
+    other loggers' warnings and errors (aiohttp's, asyncio's) and Python's warnings. Without
+    that, they went to logging's last-resort handler: plain text, a traceback over many lines,
+    among the JSON on stderr, and drawn through a live panel."""
     root = logging.getLogger("batcher")
     handler: logging.Handler
     if isinstance(display, RichDisplay):
@@ -86,6 +113,12 @@ def _setup_logging(args: argparse.Namespace, display: Display | None) -> None:
         level = logging.WARNING
     root.setLevel(level)
     root.propagate = False
+    others = logging.getLogger()  # the root logger keeps its level (WARNING, as the last resort's)
+    for old in [h for h in others.handlers if getattr(h, _OURS, False)]:
+        others.removeHandler(old)
+    setattr(handler, _OURS, True)
+    others.addHandler(handler)
+    logging.captureWarnings(True)
 
 
 def _progress_mode(args: argparse.Namespace) -> str:
@@ -176,7 +209,10 @@ def _last_words(args: argparse.Namespace) -> str:
         " the ledger has every step: run the same command to resume"
     )
     if _json_logs(args):
-        return event_line(words, level="warning", created=time.time(), stream=sys.stderr) + "\n"
+        fields = {"exit_code": int(ExitCode.INTERRUPTED)}
+        return (
+            event_line(words, level="warning", created=time.time(), stream=sys.stderr, fields=fields) + "\n"
+        )
     lead = "\n\x1b[?25h" if isinstance(args.display, RichDisplay) else ""
     return f"{lead}batcher: {words}\n"
 
@@ -255,21 +291,33 @@ def _main_run(args: argparse.Namespace) -> int:
         _run_is_over()
         exc = _unwrap(raised)
         if isinstance(exc, LedgerLockedError):
-            _say(args, str(exc), level="warning")
+            _say(args, str(exc), level="warning", code=ExitCode.LOCKED)
             return ExitCode.LOCKED
         if isinstance(exc, LedgerWriteError):
-            _say(args, str(exc))
+            _say(args, str(exc), code=ExitCode.LEDGER_WRITE)
             return ExitCode.LEDGER_WRITE
         if isinstance(exc, BatcherError):
-            _say(args, str(exc))
+            _say(args, str(exc), code=ExitCode.USAGE)
             return ExitCode.USAGE
         if isinstance(exc, KeyboardInterrupt):
             _say(
                 args,
                 "interrupted; the ledger has every step: run the same command to resume",
                 level="warning",
+                code=ExitCode.INTERRUPTED,
             )
             return ExitCode.INTERRUPTED
+        if _json_logs(args) and isinstance(exc, Exception):
+            # A bug: its report is one JSON event too (the traceback a field of it), exit 1 as
+            # Python's own report would; the ledger has every step taken.
+            log.critical(
+                "unexpected error: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+                extra={"exit_code": ExitCode.FAILED},
+            )
+            return ExitCode.FAILED
         raise
     _run_is_over()
     if result is None:
@@ -277,17 +325,58 @@ def _main_run(args: argparse.Namespace) -> int:
             args,
             "stopped at once by a second signal; the ledger has every step: run the same command to resume",
             level="warning",
+            code=ExitCode.INTERRUPTED,
         )
         return ExitCode.INTERRUPTED
     if isinstance(result, DryRunReport):
-        print(render_dry_run(result))
+        text = render_dry_run(result)
+        print(text)
         _summary_written(args, None)
-        return ExitCode.FAILED if result.invalid or result.edited or result.orphan else ExitCode.OK
-    print(render_summary(result))
+        code = ExitCode.FAILED if result.invalid or result.edited or result.orphan else ExitCode.OK
+        _summary_event(args, text, code)
+        return code
+    text = render_summary(result)
+    print(text)
     _summary_written(args, result.ledger)
     if result.ledger_error is not None:
         _say(args, str(result.ledger_error))
+    _summary_event(args, text, result.exit_code, result)
     return int(result.exit_code)
+
+
+def _summary_event(
+    args: argparse.Namespace, text: str, code: ExitCode, result: RunResult | None = None
+) -> None:
+    """With JSON logs, the summary is also the run's last event on stderr (``event``:
+    ``"summary"``, with ``exit_code``): a log shipper reading stderr alone saw the run's end
+    only in its last progress update, never how it ended, nor what the next run resumes (the
+    summary went to stdout only)."""
+    if not _json_logs(args):
+        return
+    level = "info" if code is ExitCode.OK else "warning" if code in _EXPECTED else "error"
+    fields: dict[str, object] = {"exit_code": int(code)}
+    if result is not None:
+        st = result.stats
+        fields.update(
+            by_state=dict(st.outcomes),
+            invalid=st.invalid,
+            in_flight=st.in_flight,
+            not_started=st.left,
+            submitted=st.submitted,
+            spend_usd=round(st.spend_usd, 6),
+            seconds=round(result.seconds, 3),
+            interrupted=result.interrupted,
+            ledger=None if result.ledger is None else str(result.ledger),
+            outputs=None if result.out_dir is None else str(result.out_dir),
+        )
+    line = event_line(
+        text, level=level, created=time.time(), stream=sys.stderr, event="summary", fields=fields
+    )
+    print(line, file=sys.stderr)
+
+
+#: Exit codes of a run that ended as runs do (something to look at, or stopped by a signal).
+_EXPECTED = (ExitCode.FAILED, ExitCode.INTERRUPTED)
 
 
 def _summary_written(args: argparse.Namespace, ledger: Path | None) -> None:

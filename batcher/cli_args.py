@@ -43,6 +43,7 @@ def parse_command_line(parser: argparse.ArgumentParser, words: Sequence[str]) ->
     ("batcher run: error: unrecognized arguments: -v" for ``batcher -v run``, which has -v)."""
     args, extras = parser.parse_known_args(words)
     if not extras:
+        _one_format_on_stderr(parser, args)
         return args
     name = getattr(args, "command", None)
     command = _command_parser(parser, name) or parser
@@ -62,6 +63,19 @@ def parse_command_line(parser: argparse.ArgumentParser, words: Sequence[str]) ->
     close = _closest_flag(command, typed)
     meant = f"; did you mean {close}?" if close else ""
     command.error(f"unrecognized arguments: {' '.join(extras)}{meant}")
+
+
+def _one_format_on_stderr(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--log-format json`` promises one JSON object a line on stderr, where the progress goes
+    too: with ``--progress plain`` its lines were text among the JSON, and with ``--progress
+    rich`` the log itself was rich text (a panel redrawn in a log file). Refused, in JSON."""
+    progress = getattr(args, "progress", None)
+    if getattr(args, "log_format", None) == "json" and progress in ("plain", "rich"):
+        command = _command_parser(parser, args.command) or parser
+        command.error(
+            f"--progress {progress} writes text to stderr, where --log-format json writes one JSON"
+            " object a line; use --progress json (its default) or --progress quiet"
+        )
 
 
 def _closest_flag(command: argparse.ArgumentParser, typed: str) -> str | None:

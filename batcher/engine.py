@@ -191,6 +191,7 @@ class _Run:
             total=self.total,
             in_flight=self.sched.in_flight,
             rate=self.sched.rate.rate,
+            wall=self.clock.wall(),
         )
 
     def _guards(self) -> list[SubmitGuard]:

@@ -6,7 +6,9 @@ The engine keeps counting in :class:`~batcher.stats.RunStats`; this module only 
 - ``rich``: a live panel on a terminal (jobs by state, completion, ETA, spend, credits, request
   rate and recent 429s), redrawn in place;
 - ``plain``: one summary line per update, no control characters (cron, CI, pipes);
-- ``json``: one JSON object per update, a line each (for tools);
+- ``json``: one JSON object per update, a line each (for tools), shaped as ``--log-format json``'s
+  log events are (``ts``, ``level``, ``event``: ``"progress"``, ``message``: the plain line), the
+  last one ``"final": true``;
 - ``quiet``: nothing.
 
 ``auto`` picks ``rich`` on a terminal and ``plain`` elsewhere. The formatting is pure functions of
@@ -33,6 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .clock import Clock
+from .ledger import utc_iso
 from .stats import RunStats
 from .status_text import human_duration, money, plural
 
@@ -61,6 +64,7 @@ class Snapshot:
     poll_requests: int = 0
     throttled: int = 0
     rate: float | None = None  # the rate controller's target, requests per second
+    wall: float | None = None  # when it was taken: the run's wall clock (POSIX seconds)
 
     @property
     def finished(self) -> int:
@@ -84,8 +88,10 @@ def snapshot_from(
     total: int | None = None,
     in_flight: int | None = None,
     rate: float | None = None,
+    wall: float | None = None,
 ) -> Snapshot:
-    """A snapshot of ``stats`` at ``now`` (the run's clock.monotonic()).
+    """A snapshot of ``stats`` at ``now`` (the run's clock.monotonic()); ``wall`` is the same
+    moment on its wall clock (clock.wall()), the ``ts`` of a JSON update.
 
     ``in_flight`` and ``rate`` are not kept in RunStats while a run is going (the scheduler knows
     them: ``sched.in_flight`` and ``sched.rate.rate``); pass them when you have them.
@@ -104,6 +110,7 @@ def snapshot_from(
         poll_requests=stats.requests["poll"],
         throttled=stats.throttled,
         rate=rate,
+        wall=wall,
     )
 
 
@@ -201,11 +208,18 @@ def format_plain_line(snap: Snapshot, rates: Rates | None = None) -> str:
     return " | ".join(parts)
 
 
-def snapshot_json(snap: Snapshot, rates: Rates | None = None) -> dict[str, Any]:
-    """One update as JSON-able data (``--progress json``)."""
+def snapshot_json(snap: Snapshot, rates: Rates | None = None, *, final: bool = False) -> dict[str, Any]:
+    """One update as JSON-able data (``--progress json``). It opens with the fields every
+    ``--log-format json`` line has (``ts``, ``level``, ``event``), so a reader of stderr tells a
+    progress update from a log line by ``event``; ``final`` marks the run's last numbers."""
     rates = rates or Window().observe(snap)
     eta = eta_seconds(snap, rates.jobs_per_s)
     return {
+        "ts": None if snap.wall is None else utc_iso(snap.wall),
+        "level": "info",
+        "event": "progress",
+        "message": format_plain_line(snap, rates),
+        "final": final,
         "elapsed": round(snap.elapsed, 3),
         "total": snap.total,
         "done": snap.done,
@@ -316,9 +330,18 @@ class PlainDisplay(_Base):
 
 
 class JsonDisplay(_Base):
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._final = False
+
     def show(self, snap: Snapshot, rates: Rates) -> None:
-        self.stream.write(json.dumps(snapshot_json(snap, rates), separators=(",", ":")) + "\n")
+        data = snapshot_json(snap, rates, final=self._final)
+        self.stream.write(json.dumps(data, separators=(",", ":")) + "\n")
         self.stream.flush()
+
+    def finish(self, snap: Snapshot | None = None) -> None:
+        self._final = True  # the numbers the run ended with: a reader need not wait for more
+        super().finish(snap)
 
 
 class RichDisplay(_Base):

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from .ledger import utc_iso
@@ -110,7 +111,16 @@ def ascii_json(stream: TextIO | None) -> bool:
     return encoding != "utf8"
 
 
-def event_line(message: str, *, level: str, created: float, stream: TextIO | None) -> str:
-    """One ``--log-format json`` event: the line every log message, progress-free, becomes."""
-    event = {"ts": utc_iso(created), "level": level, "event": "log", "message": message}
-    return json.dumps(event, ensure_ascii=ascii_json(stream))
+def event_line(
+    message: str,
+    *,
+    level: str,
+    created: float,
+    stream: TextIO | None,
+    event: str = "log",
+    fields: Mapping[str, Any] | None = None,
+) -> str:
+    """One ``--log-format json`` event, one line whatever ``message`` holds (its line breaks
+    are JSON escapes): ``ts``, ``level``, ``event`` and ``message`` first, then ``fields``."""
+    data = {"ts": utc_iso(created), "level": level, "event": event, "message": message, **(fields or {})}
+    return json.dumps(data, ensure_ascii=ascii_json(stream))

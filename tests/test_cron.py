@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from batcher.emulator import EmulatorConfig, run_emulator
 
 from .ledger_builder import LedgerBuilder
-from .support import cli_env, ledger_lines, run_command, sketch_rows, write_jsonl
+from .support import API_KEY, StderrLines, cli_env, ledger_lines, run_command, sketch_rows, write_jsonl
 
 FAST_ARGS = ["--poll-interval", "0.1", "--rate-limit", "60000"]
 EMULATED = "emulator:\n  render: placeholder\n  duration_median: 0\n"
@@ -251,6 +252,24 @@ def test_with_json_logs_a_flag_mistake_is_json_too(tmp_path: Path, flags: list[s
     )
 
 
+@pytest.mark.parametrize("progress", ["plain", "rich"])
+def test_json_logs_with_a_text_progress_display_are_refused_in_json(tmp_path: Path, progress: str) -> None:
+    """``--log-format json --progress plain`` put a text progress line among the JSON every 30 s;
+    with ``--progress rich`` the log lines themselves were rich text, not JSON. Both write to
+    stderr, so the pair is refused before anything is sent: one JSON line, exit 2."""
+    command = [*_emulated(tmp_path), "--log-format", "json", "--progress", progress]
+    done = _run(command, tmp_path, capture_output=True)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.decode().splitlines()
+    event = json.loads(line)
+    assert event["level"] == "error" and event["event"] == "log"
+    assert event["message"].startswith(
+        f"batcher run: --progress {progress} writes text to stderr, where --log-format json writes one"
+        " JSON object a line; use --progress json (its default) or --progress quiet"
+    )
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
 def _on_a_terminal(cwd: Path, command: list[str], *, nohup: bool) -> tuple[int, bytes]:
     """Run ``command`` with a pty as its controlling terminal, close the terminal once a job
     is submitted (an ssh session ending), and return its exit code and what it had printed."""
@@ -389,3 +408,63 @@ def test_a_default_ledger_in_a_folder_that_cannot_be_written_is_refused_first(tm
         " batcher starts in)\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.anyio
+async def test_json_logs_stay_one_object_a_line_through_a_library_traceback_and_a_sigterm(
+    tmp_path: Path,
+) -> None:
+    """Under ``--log-format json`` everything on stderr is one JSON object a line, to the end.
+    A malformed request to the embedded emulator (a port scanner, a health probe) made aiohttp's
+    server log "Error handling request" and a 14-line traceback through logging's last resort:
+    plain lines among the JSON. It is now one event, named by its ``logger``, the traceback a
+    field of it. And a run stopped by SIGTERM ended its stderr with a progress update: how it
+    ended (exit 130) and what the next run picks up were only in the summary on stdout, which a
+    shipper of stderr never sees. The last event is now the summary, with ``exit_code``. The
+    API key is in none of it."""
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    (tmp_path / "c.yaml").write_text(
+        "emulator:\n  render: placeholder\n  duration_median: 3600\n  duration_spread: 0\n"
+    )
+    command = [*run_command(), "--emulator", "--config", "c.yaml", *FAST_ARGS, "-v", "--log-format", "json"]
+    proc = await anyio.open_process(command, cwd=tmp_path, env=_env())
+    async with proc:
+        lines = StderrLines(proc)
+        seen: list[str] = []  # every line, for the checks below
+
+        async def until(needle: str, count: int = 1) -> str:
+            async for line in lines:
+                seen.append(line)
+                count -= needle in line
+                if count == 0:
+                    return line
+            raise AssertionError(f"no {needle!r} in {seen}")
+
+        with anyio.fail_after(30):
+            serving = await until("emulator serving at")
+            port = int(json.loads(serving)["message"].rsplit(":", 1)[1])
+            await until("submitted as request", count=3)  # every job: in flight for an hour
+            async with await anyio.connect_tcp("127.0.0.1", port) as probe:
+                await probe.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+                assert (await probe.receive()).startswith(b"HTTP/1.0 400")
+            await until("Error handling request")
+            proc.send_signal(signal.SIGTERM)
+            seen += await lines.rest()
+            code = await proc.wait()
+        assert proc.stdout is not None
+        stdout = b"".join([chunk async for chunk in proc.stdout])
+    assert code == 130, seen
+    events = [json.loads(line) for line in seen]  # every line, each one object
+    assert all(isinstance(e, dict) and {"ts", "level", "event"} <= e.keys() for e in events), seen
+    [library] = [e for e in events if e.get("logger") == "aiohttp.server"]
+    assert library["level"] == "error" and library["message"] == "Error handling request from 127.0.0.1"
+    assert "BadHttpMessage" in library["traceback"]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [e["final"] for e in progress] == [False] * (len(progress) - 1) + [True]
+    last = events[-1]
+    assert last["event"] == "summary" and last["exit_code"] == 130 and last["level"] == "warning"
+    assert last["in_flight"] == 3 and last["interrupted"] is True
+    assert "3 still in flight (re-attached next run)" in last["message"]
+    assert "run the same command again to resume" in last["message"]
+    assert last["message"] in stdout.decode()  # the summary on stdout, whole
+    assert API_KEY not in "\n".join(seen) and API_KEY.encode() not in stdout

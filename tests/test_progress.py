@@ -246,7 +246,8 @@ async def _drive(mode: str, updates: int, interval: float | None = None) -> tupl
             stats.requests["poll"] += 7
             if reads == updates:
                 tg.cancel_scope.cancel()  # the batch is done
-            return snapshot_from(stats, now=clock.monotonic(), total=100, in_flight=4, rate=2.0)
+            now = clock.monotonic()
+            return snapshot_from(stats, now=now, total=100, in_flight=4, rate=2.0, wall=clock.wall())
 
         tg.start_soon(lambda: run_progress(read, clock=clock, mode=mode, interval=interval, stream=out))
     return out.getvalue(), clock
@@ -268,6 +269,31 @@ async def test_json_mode_writes_one_object_a_line() -> None:
     objects = [json.loads(line) for line in text.splitlines()]
     assert [o["elapsed"] for o in objects] == [0.0, 5.0, 10.0, 10.0]
     assert objects[-1]["by_state"] == {"completed": 8}
+
+
+@pytest.mark.anyio
+async def test_json_updates_are_timestamped_progress_events_and_the_last_says_final() -> None:
+    """With ``--log-format json`` the updates share stderr with the log's events, which carry
+    ``ts``, ``level`` and ``event``; the updates had none of them (no time at all but ``elapsed``),
+    so a log shipper could neither tell them apart by a field nor place them in time, and nothing
+    marked the numbers the run ended with. Each update now opens as a log event does, with the
+    wall time the run's clock gives, and the one shown on the way out is ``"final": true``."""
+    text, _ = await _drive("json", updates=3, interval=5.0)
+    objects = [json.loads(line) for line in text.splitlines()]
+    assert [(o["level"], o["event"], o["final"]) for o in objects] == [
+        ("info", "progress", False),
+        ("info", "progress", False),
+        ("info", "progress", False),
+        ("info", "progress", True),
+    ]
+    assert [o["ts"] for o in objects] == [
+        "2026-11-21T00:16:40.000Z",
+        "2026-11-21T00:16:45.000Z",
+        "2026-11-21T00:16:50.000Z",
+        "2026-11-21T00:16:50.000Z",
+    ]
+    assert list(objects[0])[:5] == ["ts", "level", "event", "message", "final"]
+    assert objects[-1]["message"].startswith("batcher: 10s | 8/100 done (8.0%) | completed 8 |")
 
 
 @pytest.mark.anyio
