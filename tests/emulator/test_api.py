@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+from typing import Any
 
 import pytest
 
 from batcher.emulator import EmulatorConfig
 
-from .helpers import BLOG, BLOG_TEXT, DEMO_IMAGES, SKETCH, ManualClock, serve, sketch_input
+from .helpers import BLOG, BLOG_TEXT, DEMO_IMAGES, SKETCH, Api, ManualClock, serve, sketch_input
 
 pytestmark = pytest.mark.anyio
 
@@ -270,16 +271,22 @@ async def test_404_for_an_unknown_request_and_for_another_accounts_request() -> 
         assert theirs.status == 404
 
 
+async def _finished_sketch(api: Api) -> tuple[ManualClock, dict[str, Any], str]:
+    """A sketch job run to COMPLETED on ``api``'s manual clock: the clock, the submit's answer
+    and the URL of its output."""
+    clock = api.clock
+    assert isinstance(clock, ManualClock)
+    answer = await api.queued(SKETCH, sketch_input())
+    body = await api.finish(answer["request_id"])
+    return clock, answer, json.loads(body["output"])[0]["value"]["data"]
+
+
 async def test_404_once_the_record_expires_while_the_file_lives_on() -> None:
     config = EmulatorConfig(
         render="placeholder", duration_median=10.0, duration_spread=0.0, record_ttl=60.0, output_ttl=3600.0
     )
     async with serve(config) as api:
-        clock = api.clock
-        assert isinstance(clock, ManualClock)
-        answer = await api.queued(SKETCH, sketch_input())
-        body = await api.finish(answer["request_id"])
-        url = json.loads(body["output"])[0]["value"]["data"]
+        clock, answer, url = await _finished_sketch(api)
         clock.advance(59.0)
         assert (await api.poll(answer["poll_url"])).status == 200
         clock.advance(1.0)
@@ -301,11 +308,7 @@ async def test_signed_output_urls_lapse_with_403_while_a_new_poll_hands_out_work
         render="placeholder", duration_median=10.0, duration_spread=0.0, output_url_ttl=3600.0
     )
     async with serve(config) as api:
-        clock = api.clock
-        assert isinstance(clock, ManualClock)
-        answer = await api.queued(SKETCH, sketch_input())
-        body = await api.finish(answer["request_id"])
-        url = json.loads(body["output"])[0]["value"]["data"]
+        clock, answer, url = await _finished_sketch(api)
         assert re.search(r"\?Expires=[0-9]+&Signature=[0-9a-f]{32}$", url), url
         assert (await api.request("GET", url)).status == 200
         unsigned = await api.request("GET", url.split("?")[0])
