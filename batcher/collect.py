@@ -141,8 +141,8 @@ class Collector:
                 if exc.gone and task.may_poll_again:
                     # Its URL may have lapsed (a presigned URL lasts hours) while the file is
                     # still kept: a poll of the job hands out new ones, one request, not a POST.
-                    # Its answer decides: COMPLETED, saved from the new URLs (tried as a fresh
-                    # download); a record gone for good (404), expired.
+                    # Its answer decides: COMPLETED, saved from the new URLs (tried once, as
+                    # files of a job this old: Job.refetch_age); a record gone (404), expired.
                     self.stats.downloading -= 1
                     self.stats.polled_for_urls += 1
                     log.info("%s: %s; polling the job again for new output URLs", task.job_id, exc)
