@@ -53,12 +53,17 @@ class DownloadTask:
     request_id: str | None = None
 
     @property
+    def young(self) -> bool:
+        """Left by an earlier run less than OUTPUTS_KEPT after its job was submitted: its files
+        may still be kept (False when its age is not known)."""
+        return self.age is not None and self.age < OUTPUTS_KEPT
+
+    @property
     def may_poll_again(self) -> bool:
-        """Left by an earlier run, with a poll_url and young enough (by OUTPUTS_KEPT) that its
-        record may still be kept: if its URLs no longer work, a poll may hand out new ones.
-        The scheduler is held open for it until it is saved or settled (``Scheduler.hold``)."""
-        young = self.age is not None and self.age < OUTPUTS_KEPT
-        return young and not self.fresh and self.poll_url is not None
+        """Left by an earlier run, with a poll_url and :attr:`young`, so its record may still be
+        kept: if its URLs no longer work, a poll may hand out new ones. The scheduler is held
+        open for it until it is saved or settled (``Scheduler.hold``)."""
+        return self.young and not self.fresh and self.poll_url is not None
 
 
 #: How long the provider is taken to keep a job's outputs (it says about 7 days): a download
@@ -147,7 +152,7 @@ class Collector:
                     self.stats.polled_for_urls += 1
                     log.info("%s: %s; polling the job again for new output URLs", task.job_id, exc)
                     return True
-                if exc.gone and not task.fresh and (task.age is None or task.age >= OUTPUTS_KEPT):
+                if exc.gone and not task.fresh and not task.young:
                     # Old enough for its files to be gone for good: only a new POST can make it.
                     # The job is ``expired``, as one whose record is gone; not fetched again, and
                     # run again (paid) only with --retry-failed.

@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import Settings, with_paths
+from .config import Settings, default_ledger, with_paths
 from .download import check_out_dir
 from .errors import UsageError
 from .ledger import check_ledger_path
@@ -57,8 +57,7 @@ def check_default_ledger(settings: Settings, manifests: Sequence[Path]) -> None:
     UsageError."""
     if settings.ledger.path is not None or not manifests:
         return
-    default = with_paths(settings, list(manifests)).ledger.path
-    assert default is not None
+    default = default_ledger(manifests[0])
     if _has_records(default):
         return  # this folder's own ledger: the usual case
     here = (Path.cwd() / default).resolve()
