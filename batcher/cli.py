@@ -32,6 +32,7 @@ from .errors import BatcherError, ConfigError, LedgerLockedError, LedgerWriteErr
 from .preflight import preflight
 from .progress import Display, RichDisplay, make_display, resolve_mode, run_progress
 from .result import ExitCode, RunResult
+from .settings_check import environment_source
 from .settings_load import load_settings
 from .signals import ignore_signals, stop_on_signals
 from .streams import event_line, guard_standard_streams, lost
@@ -223,7 +224,7 @@ def _no_key(env: Mapping[str, str]) -> ConfigError:
     if "SEGMIND_API_KEY" in env:
         return ConfigError(
             "is set, but empty",
-            source="environment variable SEGMIND_API_KEY",
+            source=environment_source("SEGMIND_API_KEY"),
             fix="a command meant to fill it, such as $(cat ~/.segmind-key), may have printed"
             " nothing; or set api.api_key in --config, or use --emulator",
         )

@@ -18,6 +18,20 @@ from .netpolicy import in_clear_off_machine, proxy_problem, shown
 #: Where each setting's value came from: dotted key → (source, line or None).
 Origins = dict[str, tuple[str, int | None]]
 
+_ENVIRONMENT = "environment variable "
+
+
+def environment_source(variable: str) -> str:
+    """The source of a setting read from the environment variable ``variable``, as errors name
+    it and :data:`Origins` records it."""
+    return _ENVIRONMENT + variable
+
+
+def _from_environment(source: str) -> bool:
+    """Whether ``source`` is an :func:`environment_source`."""
+    return source.startswith(_ENVIRONMENT)
+
+
 #: What no API key holds: an HTTP header cannot carry line breaks, and keys are printable ASCII.
 _NOT_KEY = re.compile(r"[^\x21-\x7e]")
 #: The shortest API key accepted. Error texts are redacted by blanking every occurrence of the key,
@@ -124,7 +138,7 @@ def validate(s: Settings, origins: Origins | None = None) -> None:
     # variable is told apart where a key is needed: a dry run needs none.)
     key_source = (origins or {}).get("api.api_key", ("",))[0]
     need(
-        bool(s.api.api_key) or not key_source or key_source.startswith("environment variable"),
+        bool(s.api.api_key) or not key_source or _from_environment(key_source),
         "api.api_key",
         "is empty",
         "give the key, or leave api_key out to use SEGMIND_API_KEY",

@@ -27,7 +27,7 @@ from .netpolicy import (
     proxy_from_environment,
     split_hosts,
 )
-from .settings_check import Origins, validate
+from .settings_check import Origins, environment_source, validate
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
 
@@ -339,7 +339,7 @@ def load_settings(
             settings = _apply(
                 settings,
                 {"api": {key: env[variable].strip()}},
-                source=f"environment variable {variable}",
+                source=environment_source(variable),
                 prefix="",
                 lines={},
                 origins=origins,
@@ -379,7 +379,7 @@ def _with_proxy(settings: Settings, env: Mapping[str, str], origins: Origins) ->
         found = proxy_from_environment(env)
         if found is not None:
             variable, proxy = found
-            origins["api.proxy"] = (f"environment variable {variable}", None)
+            origins["api.proxy"] = (environment_source(variable), None)
     no_proxy = split_hosts(api.no_proxy) if "api.no_proxy" in origins else no_proxy_from_environment(env)
     proxy = normalize_proxy(proxy) if proxy else None
     return dataclasses.replace(settings, api=dataclasses.replace(api, proxy=proxy, no_proxy=no_proxy))
