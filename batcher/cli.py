@@ -15,7 +15,6 @@ import logging
 import os
 import shlex
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from .result import ExitCode, RunResult
 from .settings_check import environment_source
 from .settings_load import load_settings
 from .signals import ignore_signals, stop_on_signals
-from .streams import event_line, guard_standard_streams, lost
+from .streams import event_line, guard_standard_streams, lost, stderr_event
 from .summary import render_summary
 from .workflows import WorkflowRegistry, load_workflows
 
@@ -80,8 +79,7 @@ def _say(args: argparse.Namespace, message: str, *, level: str = "error", code: 
     ``code``: the exit code it ends with, an ``exit_code`` field in JSON (the run's last event)."""
     if _json_logs(args):
         fields = {} if code is None else {"exit_code": int(code)}
-        line = event_line(message, level=level, created=time.time(), stream=sys.stderr, fields=fields)
-        print(line, file=sys.stderr)
+        print(stderr_event(message, level=level, fields=fields), file=sys.stderr)
     else:
         print(f"batcher: {'error: ' if level == 'error' else ''}{message}", file=sys.stderr)
 
@@ -210,10 +208,7 @@ def _last_words(args: argparse.Namespace) -> str:
         " the ledger has every step: run the same command to resume"
     )
     if _json_logs(args):
-        fields = {"exit_code": int(ExitCode.INTERRUPTED)}
-        return (
-            event_line(words, level="warning", created=time.time(), stream=sys.stderr, fields=fields) + "\n"
-        )
+        return stderr_event(words, level="warning", fields={"exit_code": int(ExitCode.INTERRUPTED)}) + "\n"
     lead = "\n\x1b[?25h" if isinstance(args.display, RichDisplay) else ""
     return f"{lead}batcher: {words}\n"
 
@@ -370,10 +365,7 @@ def _summary_event(
             ledger=None if result.ledger is None else str(result.ledger),
             outputs=None if result.out_dir is None else str(result.out_dir),
         )
-    line = event_line(
-        text, level=level, created=time.time(), stream=sys.stderr, event="summary", fields=fields
-    )
-    print(line, file=sys.stderr)
+    print(stderr_event(text, level=level, event="summary", fields=fields), file=sys.stderr)
 
 
 #: Exit codes of a run that ended as runs do (something to look at, or stopped by a signal).

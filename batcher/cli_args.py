@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import sys
-import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 
 from .cli_inspect import add_report_parser, add_status_parser
 from .errors import ConfigError
-from .streams import event_line
+from .streams import stderr_event
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -31,7 +29,7 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:
         if self.json_errors:
             text = f"{self.prog}: {message} (see {self.prog} --help)"
-            self.exit(2, event_line(text, level="error", created=time.time(), stream=sys.stderr) + "\n")
+            self.exit(2, stderr_event(text, level="error") + "\n")
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -124,3 +125,13 @@ def event_line(
     are JSON escapes): ``ts``, ``level``, ``event`` and ``message`` first, then ``fields``."""
     data = {"ts": utc_iso(created), "level": level, "event": event, "message": message, **(fields or {})}
     return json.dumps(data, ensure_ascii=ascii_json(stream))
+
+
+def stderr_event(
+    message: str, *, level: str, event: str = "log", fields: Mapping[str, Any] | None = None
+) -> str:
+    """An :func:`event_line` of now, for stderr: what the command itself says there (a usage
+    mistake, why a run stopped, its summary), not through the log."""
+    return event_line(
+        message, level=level, created=time.time(), stream=sys.stderr, event=event, fields=fields
+    )
