@@ -33,7 +33,7 @@ from .outage import SubmitCircuit
 from .outfiles import sync_outputs
 from .pollpolicy import PollPolicy
 from .preflight import estimate_rows, preflight, warn_unterminated
-from .progress import Snapshot, snapshot_from
+from .progress_view import Snapshot, snapshot_from
 from .ratecontrol import RateController
 from .result import ExitCode as ExitCode
 from .result import RunResult as RunResult

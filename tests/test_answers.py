@@ -19,7 +19,7 @@ from batcher.download import DownloadFailed, OutputSaver
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode, RunResult
 from batcher.outputs import OutputRef, parse_outputs
-from batcher.progress import snapshot_from, snapshot_json
+from batcher.progress_view import snapshot_from, snapshot_json
 from batcher.summary import render_summary
 from batcher.transport import Transport
 from batcher.workflows import WorkflowRegistry

@@ -16,14 +16,16 @@ from batcher.progress import (
     PlainDisplay,
     QuietDisplay,
     RichDisplay,
+    make_display,
+    resolve_mode,
+    run_progress,
+)
+from batcher.progress_view import (
     Snapshot,
     Window,
     eta_seconds,
     format_plain_line,
-    make_display,
-    resolve_mode,
     rich_panel,
-    run_progress,
     snapshot_from,
     snapshot_json,
 )
