@@ -70,7 +70,7 @@ class SubmitActions(ActionsBase):
             # its fsync: the POST has not left, and nothing more is sent.
             self._not_posted(job, f"the run stopped before its POST was sent ({self.sched.halted})")
             return
-        log.debug("%s: submitting recorded, POST sent", job.job_id)
+        log.debug("%s: submitting recorded; sending its POST", job.job_id)
         sent = False
 
         def sending() -> None:

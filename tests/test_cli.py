@@ -490,7 +490,7 @@ async def test_kill_9_between_submitting_and_submitted_resubmits_once_and_counts
         async with proc:
             lines = StderrLines(proc)
             with anyio.fail_after(30):
-                await lines.wait_for("POST sent")  # the ledger says submitting; no answer yet
+                await lines.wait_for("sending its POST")  # the ledger says submitting; no answer yet
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
         statuses = [r["status"] for r in ledger_lines(tmp_path / "l.jsonl")]

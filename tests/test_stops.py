@@ -230,7 +230,7 @@ async def test_a_post_stopped_while_it_waits_for_a_connection_is_not_sent_and_no
 
     class Sent(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage().startswith(f"{SECOND}: submitting recorded, POST sent"):
+            if record.getMessage().startswith(f"{SECOND}: submitting recorded; sending its POST"):
                 sending.set()
 
     logger, handler = logging.getLogger("batcher"), Sent(logging.DEBUG)
