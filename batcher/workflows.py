@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import string
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,7 +242,12 @@ def parse_workflow(path: Path) -> Workflow:
             fix="24 hex digits, then -v and the version, e.g. 66cec9a38aeef98f887211f1-v1",
         )
     price = data.get("price_usd")
-    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float) or price < 0):
+    # YAML's .nan and .inf are floats: NaN passed "price < 0", and then every --budget check
+    # (spent + NaN > budget is False: no budget at all) and `status --json` (NaN is no JSON);
+    # an integer past a float's range raised OverflowError below.
+    if price is not None and (
+        isinstance(price, bool) or not isinstance(price, int | float) or not 0 <= price <= sys.float_info.max
+    ):
         raise ConfigError(f"bad price {price!r}", source=src, key="price_usd", fix="a number of USD")
     raw_inputs = need("inputs", dict)
     inputs = []

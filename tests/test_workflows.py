@@ -50,3 +50,17 @@ def test_a_template_with_literal_braces_and_a_format_spec_is_fine(tmp_path: Path
     )
     [workflow] = load_workflows(tmp_path)
     assert workflow.prepare({"title": "ab", "description": "c"}) == {"text": "{   ab} c"}
+
+
+@pytest.mark.parametrize("price", [".nan", ".inf", "1" + "0" * 400], ids=["nan", "inf", "huge"])
+def test_a_price_that_is_not_a_finite_amount_is_refused_when_read(tmp_path: Path, price: str) -> None:
+    """YAML's ``.nan`` and ``.inf`` are floats, and passed the check for a negative price: NaN
+    then let every job past ``--budget`` (spent + NaN > budget is never true), and ``status
+    --json`` printed ``NaN`` and ``Infinity``, which are not JSON; an integer past a float's range
+    was an OverflowError traceback."""
+    path = tmp_path / "blog.yaml"
+    path.write_text(f"{HEAD}price_usd: {price}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_workflows(tmp_path)
+    assert str(caught.value).startswith(f"{path}: price_usd: bad price ")
+    assert str(caught.value).endswith(" (a number of USD)")
