@@ -12,7 +12,7 @@ from __future__ import annotations
 from .report_chart import duration_svg
 from .report_css import CSS
 from .report_data import Page, Tile, esc
-from .status import StatusReport
+from .status import UNKNOWN_WORKFLOW, StatusReport
 from .status_text import human_duration, money, plural, price, utc_time
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -75,7 +75,7 @@ def _spend_table(report: StatusReport) -> str:
     if not report.spend:
         return '<p class="muted">Nothing was submitted.</p>'
     rows = "".join(
-        f"<tr><td>{esc(s.workflow)}</td><td class='num'>{s.submissions:,}</td>"
+        f"<tr><td>{esc(s.workflow or UNKNOWN_WORKFLOW)}</td><td class='num'>{s.submissions:,}</td>"
         f"<td class='num'>{esc(price(s.price_usd))}</td>"
         f"<td class='num'>{esc(money(s.usd)) if s.usd is not None else 'unknown'}</td></tr>"
         for s in report.spend

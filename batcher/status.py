@@ -91,11 +91,16 @@ class FailureGroup:
     examples: tuple[str, ...]
 
 
+#: How text names the workflow of submissions whose ``submitting`` line the ledger lacks.
+UNKNOWN_WORKFLOW = "(unknown workflow)"
+
+
 @dataclass(frozen=True)
 class Spend:
     """Billed submissions of one workflow (one ``submitted`` line is one billed job)."""
 
-    workflow: str
+    #: None: the ledger does not say (no ``submitting`` line named it); text shows UNKNOWN_WORKFLOW.
+    workflow: str | None
     submissions: int
     price_usd: float | None
 
@@ -229,7 +234,7 @@ def summarize(
         key=lambda f: (-f.count, f.message),
     )
     spend = tuple(
-        Spend(workflow or "(unknown workflow)", n, prices.get(workflow) if workflow else None)
+        Spend(workflow or None, n, prices.get(workflow) if workflow else None)
         for workflow, n in sorted(fold.submitted.items(), key=lambda kv: (-kv[1], kv[0] or ""))
     )
     return StatusReport(

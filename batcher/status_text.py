@@ -8,11 +8,11 @@ characters before it reaches a terminal.
 from __future__ import annotations
 
 import re
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from .ledger import iso_datetime
-from .status import StatusReport
+from .status import UNKNOWN_WORKFLOW, StatusReport
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -68,6 +68,16 @@ def _next_words(step: str, report: StatusReport) -> str:
     return _NEXT_WORDS.get(step, step)
 
 
+def _utc_datetime(ts: str) -> datetime | None:
+    """A ledger time in UTC (one without an offset is UTC: :func:`~batcher.ledger.iso_datetime`),
+    or None if it is not a time (a hand edit) or has none in UTC (an offset past year 1 or 9999)."""
+    try:
+        when = iso_datetime(ts)
+        return None if when is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
 def utc_time(ts: str | None, *, seconds: bool = True) -> str:
     """A ledger time as ``2026-11-21 00:00:00 UTC`` (to the minute without ``seconds``); ``-`` for none.
 
@@ -78,15 +88,31 @@ def utc_time(ts: str | None, *, seconds: bool = True) -> str:
     """
     if not ts:
         return "-"
-    try:
-        when = iso_datetime(ts)
-        if when is None:
-            raise ValueError(ts)
-        when = when.astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
+    when = _utc_datetime(ts)
+    if when is None:
         return clean(repr(ts if len(ts) <= 32 else ts[:31] + "…")) + " (not a time)"
     text = when.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
     return (text if seconds else text[:16]) + " UTC"
+
+
+def iso_utc(ts: str | None) -> str | None:
+    """A ledger time for ``status --json``: ``2026-11-21T00:00:00.000Z`` (UTC, to the millisecond,
+    as the ledger and ``--log-format json`` write times), whatever form the line wrote it in
+    (another offset, none, a lower-case ``z``, microseconds); None for none or one that is not a time.
+
+    The ledger's own text was passed through: ``2026-11-21T00:10:00`` (no offset, UTC to batcher)
+    read as local time in a script, and ``yesterday`` was no time at all.
+    """
+    when = _utc_datetime(ts) if ts else None
+    if when is None:
+        return None
+    return when.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def usd(amount: float | None) -> float | None:
+    """An amount of USD for JSON: to the millionth of a dollar, without float noise (six jobs at
+    $0.1006 were 0.6035999999999999)."""
+    return None if amount is None else round(amount, 6)
 
 
 def render_status_text(report: StatusReport) -> str:
@@ -110,7 +136,7 @@ def render_status_text(report: StatusReport) -> str:
     )
     rows["Spend"] = [
         (
-            clean(s.workflow),
+            clean(s.workflow or UNKNOWN_WORKFLOW),
             f"{s.submissions:,}",
             f"x {price(s.price_usd)} = {money(s.usd or 0)}" if s.price_usd is not None else "(price unknown)",
         )
@@ -188,18 +214,25 @@ def render_status_text(report: StatusReport) -> str:
 
 
 def status_json(report: StatusReport) -> dict[str, Any]:
-    """The report as JSON-able data (``batcher status --json``)."""
+    """The report as JSON-able data (``batcher status --json``): an interface for scripts, each
+    field in the README's ``status --json`` table (tests/test_docs.py holds the two together).
+    Times are :func:`iso_utc`'s form, seconds to the millisecond, USD to the millionth."""
     return {
         "ledger": report.ledger,
         "lines": report.lines,
         "jobs": report.jobs,
         "by_state": dict(report.by_state),
         "spend": {
-            "usd": round(report.spend_usd, 6),
+            "usd": usd(report.spend_usd),
             "submissions": report.submissions,
             "unpriced_submissions": report.unpriced_submissions,
             "by_workflow": [
-                {"workflow": s.workflow, "submissions": s.submissions, "price_usd": s.price_usd, "usd": s.usd}
+                {
+                    "workflow": s.workflow,
+                    "submissions": s.submissions,
+                    "price_usd": s.price_usd,
+                    "usd": usd(s.usd),
+                }
                 for s in report.spend
             ],
             "unknown_outcomes": report.unknown_outcomes,
@@ -219,7 +252,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
                     "job_id": f.job_id,
                     "workflow": f.workflow,
                     "status": f.status,
-                    "submitted": f.submitted_ts,
+                    "submitted": iso_utc(f.submitted_ts),
                     "age_seconds": None if f.age_seconds is None else round(f.age_seconds, 3),
                 }
                 for f in report.in_flight
@@ -254,13 +287,18 @@ def status_json(report: StatusReport) -> dict[str, Any]:
                 for r in report.invalid_rows
             ],
         },
-        "first_ts": report.first_ts,
-        "last_ts": report.last_ts,
+        "first_ts": iso_utc(report.first_ts),
+        "last_ts": iso_utc(report.last_ts),
         "runs": {
             "count": len(report.runs),
             "active_seconds": report.active_seconds,
             "list": [
-                {"started": r.started, "seconds": r.seconds, "lines": r.lines, "submissions": r.submissions}
+                {
+                    "started": iso_utc(r.started),
+                    "seconds": None if r.seconds is None else round(r.seconds, 3),
+                    "lines": r.lines,
+                    "submissions": r.submissions,
+                }
                 for r in report.runs
             ],
         },

@@ -108,3 +108,59 @@ class LedgerBuilder:
             for rec in self.records:
                 fh.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
         return path
+
+
+SKETCH = {"input_image": "https://images.example.com/cat.jpg"}
+BLOG = {"Blog_title_and_description": "Title: Hello\n\nDescription: World\n"}
+
+
+def every_branch() -> LedgerBuilder:
+    """A ledger on which every list ``batcher status`` shows has entries and every field has a
+    value other than its default: two runs; completions of two workflows; failures for several
+    reasons and of every failed status (one given up polling, one retryable); a POST of unknown
+    outcome; jobs in flight, one of an unpriced raw workflow and one no ``submitting`` line names;
+    invalid rows; and a last run that ended early, leaving rows unstarted, unread and edited."""
+    b = LedgerBuilder().run()
+    b.invalid("old-row", 9, "input_image", "local file not found: a.png", "give an existing image file")
+    b.tick(1).submit("sketch-0", "sketch", SKETCH).tick(30).generated("sketch-0").tick(1)
+    b.completed("sketch-0", {"image": "/o/sketch-0.png"})
+    b.tick(1).submit("blog-0", "blog-image", BLOG).tick(40).generated("blog-0").tick(1)
+    b.completed("blog-0", {"image": "/o/blog-0.png"})
+    for job in ("sketch-f1", "sketch-f2"):
+        b.tick(1).submit(job, "sketch", SKETCH).tick(5)
+        b.failed(job, f"the provider reported FAILED: request {b.request_ids[job]} NSFW content")
+    b.tick(1).submit("sketch-x", "sketch", SKETCH).tick(5)
+    b.line("sketch-x", "expired", error="HTTP 404 on poll: the record is gone")
+    b.tick(1).submit("sketch-dl", "sketch", SKETCH).tick(20).generated("sketch-dl").tick(1)
+    b.line(
+        "sketch-dl", "download_failed", error="HTTP 503 from https://cdn.example.com/a.png", retryable=True
+    )
+    b.tick(1).submit("sketch-g", "sketch", SKETCH).tick(7200)
+    b.line(
+        "sketch-g",
+        "failed",
+        error="still PROCESSING after 7200.0 s",
+        retryable=True,
+        gave_up_polling=True,
+    )
+    b.tick(1).submitting("sketch-u", "sketch", SKETCH).tick(60)
+    b.line("sketch-u", "submit_unknown", error="HTTP 502", retryable=True)
+    b.tick(1).line(None, "run_end", outputs_synced=True, seconds=7381.5, not_started=0, edited_rows=0)
+    b.tick(3600).run()
+    b.invalid("row-7", 7, "title", "is missing or empty", "give title")
+    b.tick(1).submit("raw-0", "66cec9a38aeef98f887211f1-v2", {"x": 1})
+    b.tick(1).submit("blog-1", "blog-image", BLOG).tick(2).line("blog-1", "polled", remote_status="STARTING")
+    b.tick(1).submitted("orphan")  # its submitting line is not in this ledger: workflow unknown
+    b.tick(1).submitting("sketch-d", "sketch", SKETCH).tick(1)
+    b.line("sketch-d", "deferred", error="HTTP 429", retryable=True)
+    b.tick(1).line(
+        None,
+        "run_end",
+        outputs_synced=True,
+        seconds=8.25,
+        not_started=4,
+        stop_reason="max runtime: too little time left for another job to finish inside the window",
+        edited_rows=2,
+        rows_unread=True,
+    )
+    return b

@@ -1,10 +1,13 @@
-"""What a user copies from README.md and config.example.yaml exists in the code, and the reverse."""
+"""What a user copies from README.md and config.example.yaml exists in the code, and the reverse
+(the fields `batcher status --json` prints are the ones the README lists, of the types it says)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import fnmatch
+import json
+import math
 import re
 import shlex
 import tomllib
@@ -14,12 +17,20 @@ from pathlib import Path
 import pytest
 
 from batcher.cli_args import build_parser, overrides_from
+from batcher.cli_inspect import add_status_parser, main_status
+from batcher.clock import ScaledClock
 from batcher.config import Settings
+from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.emulator.cli import config_from_args
 from batcher.engine import ExitCode
 from batcher.manifest import read_manifests
 from batcher.settings_load import load_settings, parse_duration
+from batcher.status import ledger_status
+from batcher.status_text import status_json
 from batcher.workflows import load_workflows
+
+from .ledger_builder import PRICES, SKETCH, T0, LedgerBuilder, every_branch
+from .support import SPEED, run, settings_for, sketch_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -264,3 +275,143 @@ def test_every_setting_the_readme_names_exists() -> None:
     assert len(named) >= 15, named
     unknown = sorted(named - set(_setting_keys()))
     assert not unknown, f"the README names settings that do not exist: {unknown}"
+
+
+STATUS_JSON = "#### `status --json`"
+#: What the README's type column may say, and what each admits (``or null`` admits None too).
+_JSON_TYPES: dict[str, typing.Callable[[object], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+    "string": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "list of strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "object of ints": lambda v: (
+        isinstance(v, dict)
+        and all(isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) for k, n in v.items())
+    ),
+}
+#: A ``status --json`` time: UTC, to the millisecond, ``Z`` (the ledger's and the JSON log's form).
+_JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def _status_json_fields() -> dict[str, tuple[str, str]]:
+    """The README's ``status --json`` table: each field's path (``spend.by_workflow[].usd``) and
+    its type and meaning as written."""
+    return {row[0].strip("`"): (row[1], row[2]) for row in _table(STATUS_JSON)}
+
+
+def _paths(value: object, path: str, maps: set[str]) -> list[str]:
+    """Every field path of a ``status --json`` object: ``a.b`` for an object's keys, ``a[]`` and
+    ``a[].b`` for a list of objects; a list of plain values, or a ``maps`` object (its keys are
+    data, such as ``by_state``'s statuses), is one field."""
+    if isinstance(value, dict) and path not in maps:
+        return [p for key, v in value.items() for p in _paths(v, f"{path}.{key}" if path else key, maps)]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [f"{path}[]", *(p for v in value for p in _paths(v, f"{path}[]", maps))]
+    return [path]
+
+
+def _values(data: dict[str, typing.Any], path: str) -> list[object]:
+    """The values at a documented path (one per list entry under a ``[]``); KeyError if missing."""
+    values: list[object] = [data]
+    *parents, last = path.split(".")
+    for name in parents:
+        values = [v[name.removesuffix("[]")] for v in values]  # type: ignore[index]
+        if name.endswith("[]"):
+            values = [entry for v in values for entry in v]  # type: ignore[attr-defined]
+    return [v[last.removesuffix("[]")] for v in values]  # type: ignore[index]
+
+
+def _status_json_of(ledger: Path, now: float) -> dict[str, typing.Any]:
+    report = ledger_status(ledger, prices=PRICES, now=now)
+    # As `batcher status --json` prints it: NaN or Infinity would make this raise.
+    return typing.cast(dict[str, typing.Any], json.loads(json.dumps(status_json(report), allow_nan=False)))
+
+
+def test_every_field_of_status_json_is_in_the_readme_and_only_those(tmp_path: Path) -> None:
+    """`status --json` is an interface scripts rely on: a field added, dropped or renamed
+    without its row in the README's table (and a row left for a field that is gone) fails here.
+    The ledger has an entry in every list and a value in every field."""
+    documented = _status_json_fields()
+    maps = {path for path, (kind, _) in documented.items() if kind.startswith("object")}
+    b = every_branch()
+    data = _status_json_of(b.write(tmp_path / "ledger.jsonl"), b.now + 100)
+    emitted = set(_paths(data, "", maps))
+    undocumented, stale = sorted(emitted - set(documented)), sorted(set(documented) - emitted)
+    assert not undocumented, f"status --json fields missing from the README: {undocumented}"
+    assert not stale, f"the README documents fields status --json lacks: {stale}"
+
+
+def _ledger_with_hand_edited_times(path: Path) -> Path:
+    b = LedgerBuilder().run().submit("a", "sketch", SKETCH).tick(1).submit("b", "sketch", SKETCH)
+    b.tick(1).submit("c", "sketch", SKETCH)
+    b.records[0]["ts"] = "2026-11-21T01:00:00+01:00"  # the run line: another offset
+    b.records[2]["ts"] = "yesterday"  # a's submitted line: not a time
+    b.records[4]["ts"] = "2026-11-21T00:00:01.123456"  # b's: no offset (UTC), microseconds
+    b.records[-1]["ts"] = "0001-01-01T00:00:00+05:00"  # c's: no time in UTC (before year 1)
+    return b.write(path)
+
+
+def _ledger_older_format(path: Path) -> Path:
+    """No ``run`` line, no ``run_end``, times to the second without an offset: a ledger another
+    tool (or a hand) wrote, or one cut at its head."""
+    b = LedgerBuilder().submit("a", "sketch", SKETCH).tick(5).generated("a").tick(1)
+    b.completed("a", {"image": "/o/a.png"}).tick(1).submit("b", "sketch", SKETCH)
+    for record in b.records:
+        record["ts"] = record["ts"][:19]  # to the second, no Z
+    return b.write(path)
+
+
+LEDGERS: dict[str, typing.Callable[[Path], Path]] = {
+    "every-branch": lambda path: every_branch().write(path),
+    "empty": lambda path: LedgerBuilder().write(path),
+    "hand-edited-times": _ledger_with_hand_edited_times,
+    "older-format": _ledger_older_format,
+    "unknown-outcome-only": lambda path: LedgerBuilder().run().submitting("a", "sketch", SKETCH).write(path),
+}
+
+
+@pytest.mark.parametrize("kind", LEDGERS)
+def test_status_json_holds_every_documented_field_with_its_documented_type(tmp_path: Path, kind: str) -> None:
+    """On any ledger, every field the README lists is there (nothing left out on an empty or an
+    older ledger), of its documented type, and no number is NaN or Infinity. Every time is the
+    one form the README promises, or null: they were the ledger lines' text as written
+    ('yesterday', an offset, or none, which a script reads as its own local time)."""
+    _check_documented_types(_status_json_of(LEDGERS[kind](tmp_path / "ledger.jsonl"), T0 + 86400))
+
+
+@pytest.mark.anyio
+async def test_status_json_of_a_real_runs_ledger_is_as_documented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run on the emulator with invalid rows, failed jobs and a budget that stops it early:
+    ``batcher status LEDGER --json`` prints what the README's table says, field by field."""
+    rows = [*sketch_rows(8), {"id": "bad-0", "workflow": "sketch", "input": {}}, {"workflow": "nope"}]
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    clock = ScaledClock(SPEED)
+    config = EmulatorConfig(render="placeholder", duration_median=1.0, fail_rate=0.5, seed=3)
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"limits.budget_usd": 0.5})
+        await run(settings, [manifest], load_workflows(), clock)
+    parser = argparse.ArgumentParser(prog="batcher")
+    add_status_parser(parser.add_subparsers(dest="command"))
+    assert main_status(parser.parse_args(["status", str(tmp_path / "ledger.jsonl"), "--json"])) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["spend"]["submissions"] == 4 and data["last_run"]["not_started"] == 4
+    assert data["failures"]["jobs"] > 0 and data["invalid"]["total"] == 2
+    _check_documented_types(data)
+
+
+def _check_documented_types(data: dict[str, typing.Any]) -> None:
+    for path, (kind_text, meaning) in _status_json_fields().items():
+        nullable = kind_text.endswith(" or null")
+        check = _JSON_TYPES[kind_text.removesuffix(" or null")]
+        try:
+            values = _values(data, path)
+        except KeyError:
+            pytest.fail(f"{path}: the README documents it, status --json lacks it")
+        for value in values:
+            assert (value is None and nullable) or check(value), f"{path}: {value!r} is not {kind_text}"
+            if meaning.startswith("the time of") and value is not None:
+                assert _JSON_TIME.fullmatch(str(value)), f"{path}: {value!r} is not a UTC ISO 8601 time"

@@ -662,3 +662,69 @@ def test_a_runs_duration_is_what_its_run_end_says_when_the_clock_stepped_while_i
     assert report.active_seconds == 140.8
     assert status_json(report)["runs"]["active_seconds"] == 140.8
     assert "(active 2m 21s)" in render_status_text(report).splitlines()[1]
+
+
+def test_json_money_is_to_the_millionth_without_float_noise(tmp_path: Path) -> None:
+    """Six sketch jobs at $0.1006 printed ``"usd": 0.6035999999999999`` in ``by_workflow``
+    (the total was rounded, each workflow's amount was not): a script comparing it with its own
+    sum, or printing it, met the float's noise."""
+    b = LedgerBuilder().run()
+    for i in range(6):
+        b.tick(1).submit(f"sketch-{i}", "sketch", IMG)
+    b.tick(1).submit("blog-0", "blog-image", BLOG)
+    path = b.write(tmp_path / "ledger.jsonl")
+    text = json.dumps(status_json(ledger_status(path, prices=PRICES, now=b.now)))
+    spend = json.loads(text)["spend"]
+    assert [w["usd"] for w in spend["by_workflow"]] == [0.6036, 0.4363]
+    assert spend["usd"] == 1.0399
+    assert "0.6035999" not in text
+
+
+def test_json_names_no_workflow_for_submissions_no_submitting_line_names(tmp_path: Path) -> None:
+    """A ``submitted`` line without its job's ``submitting`` line (a hand edit, a ledger cut at
+    its head): ``in_flight`` said ``"workflow": null`` and ``spend`` said ``"(unknown workflow)"``,
+    a name no workflow has, for the same job. Both are null; the text still says it in words."""
+    b = LedgerBuilder().run().submitted("orphan")
+    report = _status(tmp_path, b)
+    data = status_json(report)
+    assert data["spend"]["by_workflow"] == [
+        {"workflow": None, "submissions": 1, "price_usd": None, "usd": None}
+    ]
+    assert data["in_flight"]["oldest"][0]["workflow"] is None
+    assert re.search(r"\n  \(unknown workflow\) +1  \(price unknown\)\n", render_status_text(report))
+
+
+def test_json_times_are_utc_iso_to_the_millisecond_whatever_the_ledger_wrote(tmp_path: Path) -> None:
+    """``first_ts``, ``last_ts``, an in-flight job's ``submitted`` and a run's ``started`` were the
+    ledger's text as written: a time with another offset, one without (UTC to batcher, local
+    time to a script's parser), or ``yesterday``. They are one form now, the ledger's own and
+    ``--log-format json``'s, and null for what is not a time, as the text shows them."""
+    b = LedgerBuilder().run()
+    written = {
+        "a": "2026-11-21T01:00:00+01:00",
+        "b": "2026-11-21T00:00:01.123456",
+        "c": "2026-11-21T00:00:02.5z",
+        "d": "yesterday",
+    }
+    for job_id, ts in written.items():
+        b.tick(1).submit(job_id, "sketch", IMG)
+        b.records[-1]["ts"] = ts
+    b.records[0]["ts"] = "2026-11-20T19:00:00-05:00"
+    data = status_json(_status(tmp_path, b, now=T0 + 60))
+    assert data["first_ts"] == data["runs"]["list"][0]["started"] == "2026-11-21T00:00:00.000Z"
+    assert data["last_ts"] is None  # "yesterday", as the text's "'yesterday' (not a time)"
+    submitted = {f["job_id"]: f["submitted"] for f in data["in_flight"]["oldest"]}
+    assert submitted == {
+        "a": "2026-11-21T00:00:00.000Z",
+        "b": "2026-11-21T00:00:01.123Z",
+        "c": "2026-11-21T00:00:02.500Z",
+        "d": None,
+    }
+
+
+def test_json_seconds_of_a_run_are_to_the_millisecond_as_its_total(tmp_path: Path) -> None:
+    """A ``run_end`` written with more digits (a hand edit, another tool) was passed through
+    (``90.1234567``) beside an ``active_seconds`` rounded to the millisecond."""
+    b = LedgerBuilder().run().tick(90).line(None, "run_end", outputs_synced=True, seconds=90.1234567)
+    data = status_json(_status(tmp_path, b))
+    assert data["runs"]["list"][0]["seconds"] == data["runs"]["active_seconds"] == 90.123
