@@ -193,6 +193,34 @@ async def test_a_wave_of_submissions_dispatched_together_shares_one_fsync(tmp_pa
         assert ledger.fsyncs == 1
 
 
+@pytest.mark.anyio
+async def test_a_line_written_while_an_fsync_runs_waits_for_the_next_fsync(tmp_path: Path) -> None:
+    """A submission whose ``submitting`` line is written after another's fsync has taken what it
+    covers (and is running in its thread) must not go ahead on that fsync: its POST waits for one
+    that covers its own line (one that took "everything written by the time it ended" let a POST
+    out whose line was in no fsync, lost to a power cut: the job paid again)."""
+    import anyio
+    import anyio.lowlevel
+
+    with Ledger.open(tmp_path / "l.jsonl") as ledger:
+
+        async def first() -> None:
+            ledger.event("a", "submitting", 1_800_000_000.0)
+            await ledger.sync()
+
+        async def second() -> None:
+            await anyio.lowlevel.checkpoint()  # first's sync lets the rest of its wave append
+            await anyio.lowlevel.checkpoint()  # first has handed its fsync to a thread
+            ledger.event("b", "submitting", 1_800_000_000.0)
+            await ledger.sync()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            tg.start_soon(second)
+        assert ledger._synced == ledger._written == 2
+        assert ledger.fsyncs == 2
+
+
 @contextlib.contextmanager
 def _file_size_limit(nbytes: int) -> Iterator[None]:
     """Writes past ``nbytes`` fail in this process (RLIMIT_FSIZE: a disk that fills up; Python
