@@ -41,7 +41,10 @@ DEFAULT_INTERVAL = {"rich": 0.5, "plain": 30.0, "json": 10.0, "quiet": 60.0}
 
 
 class Display(Protocol):
-    """Something that shows snapshots: ``start()``, then ``update()`` repeatedly, then ``finish()``."""
+    """Something that shows snapshots: ``start()``, then ``update()`` repeatedly, then ``finish()``,
+    by default every :attr:`every` seconds."""
+
+    every: float
 
     def start(self) -> None: ...
 
@@ -70,17 +73,23 @@ class _Base:
 
 
 class QuietDisplay(_Base):
+    every = DEFAULT_INTERVAL["quiet"]
+
     def show(self, snap: Snapshot, rates: Rates) -> None:
         pass
 
 
 class PlainDisplay(_Base):
+    every = DEFAULT_INTERVAL["plain"]
+
     def show(self, snap: Snapshot, rates: Rates) -> None:
         self.stream.write(format_plain_line(snap, rates) + "\n")
         self.stream.flush()
 
 
 class JsonDisplay(_Base):
+    every = DEFAULT_INTERVAL["json"]
+
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._final = False
@@ -101,6 +110,8 @@ class RichDisplay(_Base):
     Log lines written to the same terminal while it is live should go through :attr:`console`
     (``console.print`` or ``rich.logging.RichHandler(console=...)``) so they land above the panel.
     """
+
+    every = DEFAULT_INTERVAL["rich"]
 
     def __init__(self, stream: TextIO, console: Console | None = None) -> None:
         super().__init__(stream)
@@ -156,13 +167,14 @@ async def run_progress(
 ) -> None:
     """Show ``read()`` every ``interval`` seconds of ``clock`` until cancelled, then a final update.
 
-    Run it in the batch's task group and cancel it when the batch ends; the last snapshot is
-    shown on the way out, so the final numbers are always on screen (or in the log).
+    Without ``interval``, at the pace of the display shown (its ``every``), ``display`` when given:
+    the command line makes its display before the run and passes no ``mode``. Run it in the
+    batch's task group and cancel it when the batch ends; the last snapshot is shown on the way
+    out, so the final numbers are always on screen (or in the log).
     """
     out = stream if stream is not None else sys.stderr
-    resolved = resolve_mode(mode, out)
-    shown = display if display is not None else make_display(resolved, out)
-    every = interval if interval is not None else DEFAULT_INTERVAL[resolved]
+    shown = display if display is not None else make_display(mode, out)
+    every = interval if interval is not None else shown.every
     shown.start()
     try:
         while True:

@@ -265,6 +265,41 @@ async def test_plain_mode_writes_one_line_per_interval_and_the_final_numbers() -
     assert all(line.isprintable() and "\x1b" not in line for line in lines)
 
 
+@pytest.mark.parametrize("tty", [False, True], ids=["not-a-terminal", "terminal"])
+@pytest.mark.parametrize(("kind", "every"), [(JsonDisplay, 10.0), (PlainDisplay, 30.0), (QuietDisplay, 60.0)])
+@pytest.mark.anyio
+async def test_a_display_made_before_the_run_updates_at_its_own_pace_on_a_terminal_or_not(
+    kind: type[JsonDisplay | PlainDisplay | QuietDisplay], every: float, tty: bool
+) -> None:
+    """``batcher run`` makes its display first and hands it to the loop without a mode, so the
+    loop took its pace from ``auto`` resolved against stderr: ``--log-format json`` in cron
+    (not a terminal) wrote a progress event every 30 s, not the 10 s the README promises, and
+    ``--progress plain`` or ``json`` on a terminal one every half second (the rich panel's
+    pace), flooding the screen. Each display now has its own pace, whatever stderr is."""
+
+    class Stream(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    clock, out = FakeClock(), Stream()
+    stats = RunStats(started=clock.monotonic())
+    reads = 0
+
+    async with anyio.create_task_group() as tg:
+
+        def read() -> Snapshot:
+            nonlocal reads
+            reads += 1
+            if reads == 4:
+                tg.cancel_scope.cancel()
+            return snapshot_from(
+                stats, now=clock.monotonic(), total=10, in_flight=0, rate=1.0, wall=clock.wall()
+            )
+
+        tg.start_soon(lambda: run_progress(read, clock=clock, stream=out, display=kind(out)))
+    assert clock.slept == [every] * 3
+
+
 @pytest.mark.anyio
 async def test_json_mode_writes_one_object_a_line() -> None:
     text, _ = await _drive("json", updates=3, interval=5.0)
