@@ -29,7 +29,9 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:
         if self.json_errors:
             text = f"{self.prog}: {message} (see {self.prog} --help)"
-            self.exit(2, stderr_event(text, level="error") + "\n")
+            # exit_code, as every error a run stops on carries it (a log shipper tells the run's
+            # end by that field; a mistyped flag's event lacked it).
+            self.exit(2, stderr_event(text, level="error", fields={"exit_code": 2}) + "\n")
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

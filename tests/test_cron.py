@@ -237,7 +237,8 @@ def test_a_manifest_whose_name_is_not_utf8_runs_and_resumes(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("flags", [["--log-format", "json"], ["--log-format=json"], ["--progress", "json"]])
 def test_with_json_logs_a_flag_mistake_is_json_too(tmp_path: Path, flags: list[str]) -> None:
-    """argparse's own mistakes were a plain line among the JSON a log shipper reads."""
+    """argparse's own mistakes were a plain line among the JSON a log shipper reads. The event
+    carries ``exit_code`` (2), as the README says of every error a run stops on (it had none)."""
     done = _run(
         [sys.executable, "-m", "batcher", "run", "m.jsonl", *flags, "--concurrency", "many"],
         tmp_path,
@@ -246,7 +247,7 @@ def test_with_json_logs_a_flag_mistake_is_json_too(tmp_path: Path, flags: list[s
     assert done.returncode == 2
     [line] = done.stderr.decode().splitlines()
     event = json.loads(line)
-    assert event["level"] == "error" and event["event"] == "log"
+    assert event["level"] == "error" and event["event"] == "log" and event["exit_code"] == 2
     assert event["message"] == (
         "batcher run: argument --concurrency: invalid int value: 'many' (see batcher run --help)"
     )
@@ -262,7 +263,7 @@ def test_json_logs_with_a_text_progress_display_are_refused_in_json(tmp_path: Pa
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.decode().splitlines()
     event = json.loads(line)
-    assert event["level"] == "error" and event["event"] == "log"
+    assert event["level"] == "error" and event["event"] == "log" and event["exit_code"] == 2
     assert event["message"].startswith(
         f"batcher run: --progress {progress} writes text to stderr, where --log-format json writes one"
         " JSON object a line; use --progress json (its default) or --progress quiet"
