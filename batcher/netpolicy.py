@@ -95,8 +95,11 @@ def proxy_problem(url: str) -> str | None:
         parts = urlsplit(url)
     except ValueError as exc:  # an unclosed [ of an IPv6 address: it was a traceback
         return f"{what!r} is not a valid URL: {exc}"
-    if parts.scheme.lower() not in PROXY_SCHEMES:
-        return f"{what!r} is not an http(s) proxy URL (SOCKS proxies are not supported)"
+    scheme = parts.scheme.lower()
+    if scheme not in PROXY_SCHEMES:
+        # The SOCKS note only for a SOCKS URL: an ftp:// one was told SOCKS is not supported.
+        why = " (SOCKS proxies are not supported)" if scheme.startswith("socks") else ""
+        return f"{what!r} is not an http(s) proxy URL{why}"
     if "@" in url.partition("://")[2][len(parts.netloc) :]:
         # The user name or password holds a / ? or # that ends the host part early (it was
         # refused for "an invalid port" or "a path", which named the wrong thing).
@@ -110,7 +113,8 @@ def proxy_problem(url: str) -> str | None:
     if not parts.hostname:
         return f"{what!r} names no host"
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return f"{what!r} has a path; a proxy URL is scheme://host:port"
+        extra = "a path" if parts.path not in ("", "/") else "a query" if parts.query else "a fragment"
+        return f"{what!r} has {extra}; a proxy URL is scheme://host:port"
     return None
 
 

@@ -266,6 +266,19 @@ def test_the_proxy_comes_from_the_config_or_else_the_environment(
             f"concurrency: 4\napi:\n  proxy: http://me:{PASSWORD}@proxy.corp:3128/path\n",
             "c.yaml:3: api.proxy: 'http://***@proxy.corp:3128/path' has a path",
         ),
+        # An ftp:// proxy was refused "(SOCKS proxies are not supported)"; a query was "a path".
+        (
+            {"HTTPS_PROXY": f"ftp://me:{PASSWORD}@proxy.corp:21"},
+            "",
+            "environment variable HTTPS_PROXY: api.proxy: 'ftp://***@proxy.corp:21' is not an"
+            " http(s) proxy URL (give",
+        ),
+        (
+            {"HTTPS_PROXY": f"http://me:{PASSWORD}@proxy.corp:3128?via=corp"},
+            "",
+            "environment variable HTTPS_PROXY: api.proxy: 'http://***@proxy.corp:3128?via=corp' has a"
+            " query; a proxy URL is scheme://host:port",
+        ),
     ],
 )
 def test_a_proxy_url_that_cannot_work_is_refused_naming_where_it_came_from_and_hiding_its_password(
