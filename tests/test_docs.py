@@ -24,13 +24,14 @@ from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.emulator.cli import config_from_args
 from batcher.engine import ExitCode
 from batcher.manifest import read_manifests
+from batcher.progress import JsonDisplay, PlainDisplay
 from batcher.settings_load import load_settings, parse_duration
 from batcher.status import ledger_status
 from batcher.status_text import status_json
 from batcher.workflows import load_workflows
 
 from .ledger_builder import PRICES, SKETCH, T0, LedgerBuilder, every_branch
-from .support import SPEED, run, settings_for, sketch_rows, write_jsonl
+from .support import SPEED, run, run_cli, settings_for, sketch_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -415,3 +416,47 @@ def _check_documented_types(data: dict[str, typing.Any]) -> None:
             assert (value is None and nullable) or check(value), f"{path}: {value!r} is not {kind_text}"
             if meaning.startswith("the time of") and value is not None:
                 assert _JSON_TIME.fullmatch(str(value)), f"{path}: {value!r} is not a UTC ISO 8601 time"
+
+
+def _json_events() -> dict[str, set[str]]:
+    """The fields the README's ``--log-format json`` table lists for each event beyond the four
+    every line opens with: the backticked names after the first colon of its description."""
+    fields = {}
+    for event, what in _table("With `--log-format json` (or `--progress json`)"):
+        named = set(re.findall(r"`([a-z_]+)`", what.partition(": ")[2])) - {"true"}
+        fields[event.strip("`")] = named
+    return fields
+
+
+def test_the_json_events_the_readme_lists_are_the_ones_a_run_writes(tmp_path: Path) -> None:
+    """A real run on the embedded emulator with ``--log-format json``: every line on stderr is one
+    object opening with ``ts``, ``level``, ``event`` and ``message``; each ``progress`` and the
+    ``summary`` carry exactly the fields the README's table lists (a field renamed or added in
+    the code, or in the README alone, fails here); a dry run's summary carries ``exit_code``
+    alone; and the paces it gives, progress events every 10 s and plain lines every 30, are the
+    displays' own."""
+    listed = _json_events()
+    assert set(listed) == {"log", "progress", "summary"}, listed
+    write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    (tmp_path / "c.yaml").write_text("emulator:\n  render: placeholder\n  duration_median: 0\n")
+    fast = ["--emulator", "--config", "c.yaml", "--poll-interval", "0.1", "--rate-limit", "60000"]
+    common = ("run", "m.jsonl", "--ledger", "l.jsonl", "--out", "out", *fast, "--log-format", "json")
+    for extra, code in [((), 0), (("--dry-run",), 0)]:
+        done = run_cli(*common, *extra, cwd=tmp_path)
+        assert done.returncode == code, done.stderr
+        events = [json.loads(line) for line in done.stderr.splitlines()]
+        assert all(list(e)[:4] == ["ts", "level", "event", "message"] for e in events), events
+        assert {e["event"] for e in events} <= set(listed)
+        summary = events[-1]
+        assert summary["event"] == "summary" and summary["exit_code"] == code
+        if extra:
+            assert set(summary) - {"ts", "level", "event", "message"} == {"exit_code"}
+            continue
+        progress = [e for e in events if e["event"] == "progress"]
+        assert progress and all(
+            set(e) - {"ts", "level", "event", "message"} == listed["progress"] for e in progress
+        )
+        assert set(summary) - {"ts", "level", "event", "message"} == listed["summary"]
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert "| `progress` | every 10 s," in text and JsonDisplay.every == 10.0
+    assert "one plain summary line every 30 seconds" in text and PlainDisplay.every == 30.0
