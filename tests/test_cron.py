@@ -31,8 +31,8 @@ EMULATED = "emulator:\n  render: placeholder\n  duration_median: 0\n"
 ON_A_TERMINAL = """
 import os, signal, sys, fcntl, termios
 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-if sys.argv[1] == "nohup":
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+# SIGHUP as a login shell leaves it (the suite itself may run under nohup, which children inherit)
+signal.signal(signal.SIGHUP, signal.SIG_IGN if sys.argv[1] == "nohup" else signal.SIG_DFL)
 os.execv(sys.argv[2], sys.argv[2:])
 """
 
@@ -291,7 +291,11 @@ def _on_a_terminal(cwd: Path, command: list[str], *, nohup: bool) -> tuple[int, 
                 break
             seen += chunk
         os.close(master)  # hang up
-        return proc.wait(timeout=60), seen
+        try:
+            return proc.wait(timeout=60), seen
+        except subprocess.TimeoutExpired:
+            proc.kill()  # a run that did not stop: fail, and leave no process behind
+            raise
 
 
 def test_a_terminal_that_hangs_up_stops_the_run_in_order(tmp_path: Path) -> None:
