@@ -98,6 +98,29 @@ def test_a_server_told_wait_is_clamped_to_max_wait() -> None:
     assert rate.on_throttled(0.0, retry_after=86_400.0) == 60.0
 
 
+def test_requests_saved_up_before_a_429_are_not_sent_in_a_burst_when_the_pause_ends() -> None:
+    """A 429 says the server's allowance is spent: tokens the client had saved up (a burst of 5)
+    must not all go out the instant the reset time comes, into the same 429 again."""
+    rate = AdaptiveRate(10.0, burst=5)
+    assert rate.wait_time(0.0) == 0.0  # five requests could go now
+    resume = rate.on_throttled(0.0, retry_after=0.1)
+    times = _send_all(rate, 3, start=resume)
+    assert times[0] >= resume  # nothing before the reset time
+    assert times[1] > times[0] and times[2] > times[1]  # then paced, one at a time
+
+
+def test_a_later_reset_time_in_the_429_of_a_request_sent_earlier_still_pauses_the_run() -> None:
+    """A 429 answering a request sent before the last 429 was known is not new evidence about the
+    rate (no second cut), but the reset time it carries is the server's word: the pause must last
+    until then, not end at the first 429's earlier reset into more 429s."""
+    rate = AdaptiveRate(10.0, burst=5)
+    assert rate.on_throttled(1.0, retry_after=5.0, sent_at=0.9) == 6.0
+    cut = rate.rate
+    assert rate.on_throttled(1.2, retry_after=30.0, sent_at=0.95) == 31.2
+    assert rate.rate == cut  # the same event: not cut twice
+    assert rate.wait_time(10.0) >= 21.2 - 1e-9
+
+
 def test_successes_below_the_target_rate_do_not_raise_it() -> None:
     """Application-limited (RFC 7661): a run sending slower than its target learns nothing about
     the limit; growing anyway would leave a target far above it for the next burst."""
