@@ -904,3 +904,45 @@ async def test_waiting_for_a_connection_does_not_count_against_the_deadline(
             release.set()
     assert got == {"/slow": b"slow", "/fast": b"fast"}
     assert order == ["slow in", "slow out", "fast in"]  # it did wait for the connection
+
+
+async def test_a_download_redirected_to_another_origin_does_not_carry_its_headers_there() -> None:
+    """``Transport.stream`` follows redirects by hand so that headers given for the first origin
+    (a credential, were a caller to pass one) reach no other: a CDN's redirect to a host of its
+    choosing gets none of them. A redirect within the origin keeps them."""
+    seen: dict[str, str | None] = {}
+
+    async def elsewhere_file(request: web.Request) -> web.Response:
+        seen["other origin"] = request.headers.get("Authorization")
+        return web.Response(body=b"png", content_type="image/png")
+
+    async def own_file(request: web.Request) -> web.Response:
+        seen["same origin"] = request.headers.get("Authorization")
+        return web.Response(body=b"png", content_type="image/png")
+
+    other_app = web.Application()
+    other_app.router.add_get("/x.png", elsewhere_file)
+    async with served(other_app) as other:
+
+        async def away(request: web.Request) -> web.Response:
+            raise web.HTTPFound(f"{other}/x.png")
+
+        async def within(request: web.Request) -> web.Response:
+            raise web.HTTPFound("/own.png")
+
+        app = web.Application()
+        app.router.add_get("/away.png", away)
+        app.router.add_get("/within.png", within)
+        app.router.add_get("/own.png", own_file)
+        async with served(app) as base, Transport() as transport:
+            for path in ("/away.png", "/within.png"):
+                got = bytearray()
+
+                async def sink(chunk: bytes, got: bytearray = got) -> None:
+                    got.extend(chunk)
+
+                done = await transport.stream(
+                    base + path, sink, headers={"Authorization": "Bearer secret"}, max_bytes=1024
+                )
+                assert (done.status, bytes(got)) == (200, b"png")
+    assert seen == {"other origin": None, "same origin": "Bearer secret"}
