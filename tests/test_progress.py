@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from batcher.progress import (
+    Display,
     JsonDisplay,
     PlainDisplay,
     QuietDisplay,
@@ -233,9 +234,18 @@ def test_displays_are_made_by_mode() -> None:
     assert isinstance(make_display("auto", out), PlainDisplay)
 
 
-async def _drive(mode: str, updates: int, interval: float | None = None) -> tuple[str, FakeClock]:
-    """Run the progress loop on a fake clock until ``updates`` snapshots were read, then cancel it."""
-    clock, out = FakeClock(), io.StringIO()
+async def _drive(
+    mode: str,
+    updates: int,
+    interval: float | None = None,
+    *,
+    out: io.StringIO | None = None,
+    display: Display | None = None,
+) -> tuple[str, FakeClock]:
+    """Run the progress loop on a fake clock until ``updates`` snapshots were read, then cancel it
+    (with ``display``, a display made beforehand as ``batcher run`` makes it, writing to ``out``)."""
+    clock = FakeClock()
+    out = io.StringIO() if out is None else out
     stats = RunStats(started=clock.monotonic())
     reads = 0
 
@@ -251,7 +261,9 @@ async def _drive(mode: str, updates: int, interval: float | None = None) -> tupl
             now = clock.monotonic()
             return snapshot_from(stats, now=now, total=100, in_flight=4, rate=2.0, wall=clock.wall())
 
-        tg.start_soon(lambda: run_progress(read, clock=clock, mode=mode, interval=interval, stream=out))
+        tg.start_soon(
+            lambda: run_progress(read, clock=clock, mode=mode, interval=interval, stream=out, display=display)
+        )
     return out.getvalue(), clock
 
 
@@ -281,22 +293,8 @@ async def test_a_display_made_before_the_run_updates_at_its_own_pace_on_a_termin
         def isatty(self) -> bool:
             return tty
 
-    clock, out = FakeClock(), Stream()
-    stats = RunStats(started=clock.monotonic())
-    reads = 0
-
-    async with anyio.create_task_group() as tg:
-
-        def read() -> Snapshot:
-            nonlocal reads
-            reads += 1
-            if reads == 4:
-                tg.cancel_scope.cancel()
-            return snapshot_from(
-                stats, now=clock.monotonic(), total=10, in_flight=0, rate=1.0, wall=clock.wall()
-            )
-
-        tg.start_soon(lambda: run_progress(read, clock=clock, stream=out, display=kind(out)))
+    out = Stream()
+    _, clock = await _drive("auto", updates=4, out=out, display=kind(out))
     assert clock.slept == [every] * 3
 
 
