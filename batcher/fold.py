@@ -112,6 +112,9 @@ class LedgerFold:
         #: The last run stopped before it read every manifest row (more than ``not_started``
         #: are left).
         self.rows_unread = False
+        #: Whether the last run wrote its ``run_end`` (ended in order); False: killed, cut off or
+        #: still running; None: the ledger has no run at all.
+        self.last_run_ended: bool | None = None
         self.durations: list[float] | None = [] if durations else None
         self.runs: list[RunSpan] = []
         #: The last run's ``ledger.unknown_submit``: what a POST of unknown outcome gets next.
@@ -151,6 +154,7 @@ class LedgerFold:
             self.invalid_total = 0
             self.not_started, self.stop_reason, self.edited_rows = 0, None, 0
             self.rows_unread = False
+            self.last_run_ended = False
             return
         run = self._run
         if run is not None:
@@ -161,6 +165,7 @@ class LedgerFold:
             if status == "invalid":
                 self._add_invalid(rec)
             elif status == "run_end":
+                self.last_run_ended = True
                 if run is not None:
                     run[4] = recorded_seconds(rec.get("seconds"))
                 left = rec.get("not_started")

@@ -140,6 +140,9 @@ class StatusReport:
     #: The last run stopped before it read every manifest row: the rows after those it counted
     #: in ``not_started`` are left too (the next run reads them).
     rows_unread: bool = False
+    #: The last run wrote its ``run_end``: it ended in order (True), or did not (False: killed, cut
+    #: off, or still running; its other ``last_run`` facts are then 0 and None); None: no run.
+    last_run_ended: bool | None = None
     #: Of the failed jobs, those a run stopped polling after ``poll.give_up_after`` while the
     #: provider still had them unfinished: paid for, re-attached (never POSTed) by the next run.
     gave_up_polling: int = 0
@@ -260,6 +263,7 @@ def summarize(
         stop_reason=fold.stop_reason,
         edited_rows=fold.edited_rows,
         rows_unread=fold.rows_unread,
+        last_run_ended=fold.last_run_ended,
         gave_up_polling=gave_up,
         failure_reasons=len(failures),
     )

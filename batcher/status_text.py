@@ -149,8 +149,11 @@ def render_status_text(report: StatusReport) -> str:
     flag = " with --retry-failed" if report.retry_failed else ""
     head.append(("Next run", f"{plural(report.next_run_total, 'known job')} would run{flag}"))
     rows["Next run"] = [(_next_words(step, report), f"{n:,}", "") for step, n in report.next_run.items() if n]
-    if report.not_started or report.stop_reason or report.edited_rows or report.rows_unread:
+    ended = report.last_run_ended is not False
+    if report.not_started or report.stop_reason or report.edited_rows or report.rows_unread or not ended:
         said = [f"stopped submitting: {clean(report.stop_reason)}"] if report.stop_reason else []
+        if not ended:
+            said.append("no end in the ledger: killed, cut off, or still running (the next run goes on)")
         if report.not_started:
             said.append(f"{plural(report.not_started, 'job')} not started (the next run submits them)")
         if report.rows_unread:
@@ -244,6 +247,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
             "stop_reason": report.stop_reason,
             "edited_rows": report.edited_rows,
             "rows_unread": report.rows_unread,
+            "ended": report.last_run_ended,
         },
         "in_flight": {
             "total": report.in_flight_total,

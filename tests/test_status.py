@@ -604,6 +604,7 @@ async def test_the_morning_after_a_run_stopped_early_says_what_it_left_unstarted
             "stop_reason": report.stop_reason,
             "edited_rows": 0,
             "rows_unread": False,
+            "ended": True,
         }
         await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
     report = ledger_status(ledger, prices=PRICES, now=T0)
@@ -728,3 +729,29 @@ def test_json_seconds_of_a_run_are_to_the_millisecond_as_its_total(tmp_path: Pat
     b = LedgerBuilder().run().tick(90).line(None, "run_end", outputs_synced=True, seconds=90.1234567)
     data = status_json(_status(tmp_path, b))
     assert data["runs"]["list"][0]["seconds"] == data["runs"]["active_seconds"] == 90.123
+
+
+def test_a_last_run_that_wrote_no_end_is_told_from_one_that_ended_with_nothing_left(tmp_path: Path) -> None:
+    """A run killed (or cut off, or still running) writes no ``run_end``: its ``last_run`` facts
+    are then 0 and None, as for a run that ended in order with nothing left, and a cron check
+    reading ``status --json`` could not tell the two apart. ``last_run.ended`` says which, and the
+    text says so; a ledger with no run has no last run (null)."""
+    b = LedgerBuilder()
+    b.submit("sketch-a", "sketch", IMG)  # an older ledger: job lines, no run lines
+    assert status_json(_status(tmp_path, b))["last_run"]["ended"] is None
+    b.tick(1).run().tick(10).submit("sketch-b", "sketch", IMG)
+    b.line(None, "run_end", outputs_synced=True, seconds=10.0, not_started=0, stop_reason=None, edited_rows=0)
+    report = _status(tmp_path, b)
+    assert status_json(report)["last_run"] == {
+        "not_started": 0,
+        "stop_reason": None,
+        "edited_rows": 0,
+        "rows_unread": False,
+        "ended": True,
+    }
+    assert "Last run" not in render_status_text(report)
+    b.tick(3600).run().tick(20).submit("sketch-c", "sketch", IMG)  # killed: no run_end
+    report = _status(tmp_path, b)
+    assert status_json(report)["last_run"]["ended"] is False
+    last = "Last run  no end in the ledger: killed, cut off, or still running (the next run goes on)"
+    assert last in render_status_text(report).splitlines()
