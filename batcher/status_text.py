@@ -198,11 +198,12 @@ def render_status_text(report: StatusReport) -> str:
             out.append(f"  {g.count:>{count},}  {'/'.join(g.statuses)}{retry}: {clean(g.message)}")
         if unshown > 0:
             out.append(f"  ... and {plural(unshown, 'more reason')} ({plural(unshown_jobs, 'job')})")
-    if report.gave_up_polling:
+    if n := report.gave_up_polling:
+        them, their = ("it", "its") if n == 1 else ("them", "their")
         out.append(
-            f"{'Gave up':<10}{plural(report.gave_up_polling, 'job')} still unfinished when a run stopped "
-            "polling (poll.give_up_after): paid for; the next run re-attaches them by poll_url, "
-            "never POSTs them again"
+            f"{'Gave up':<10}{plural(n, 'job')} still unfinished when a run stopped "
+            f"polling (poll.give_up_after): paid for; the next run re-attaches {them} by {their} poll_url, "
+            f"never POSTs {them} again"
         )
     if report.invalid_total:
         out.append(f"{'Invalid':<10}{plural(report.invalid_total, 'manifest row')} refused by the last run")

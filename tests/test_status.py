@@ -755,3 +755,34 @@ def test_a_last_run_that_wrote_no_end_is_told_from_one_that_ended_with_nothing_l
     assert status_json(report)["last_run"]["ended"] is False
     last = "Last run  no end in the ledger: killed, cut off, or still running (the next run goes on)"
     assert last in render_status_text(report).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("jobs", "words"),
+    [
+        (1, "re-attaches it by its poll_url, never POSTs it"),
+        (2, "re-attaches them by their poll_url, never POSTs them"),
+    ],
+)
+def test_jobs_a_run_gave_up_polling_are_said_to_be_re_attached_not_paid_again(
+    tmp_path: Path, jobs: int, words: str
+) -> None:
+    """A job still PROCESSING past ``poll.give_up_after`` is paid for: status says the next run
+    polls it again by its poll_url, in words that fit one job as well as many."""
+    b = LedgerBuilder().run()
+    for i in range(jobs):
+        b.tick(1).submit(f"sketch-{i}", "sketch", IMG).tick(7200)
+        b.line(
+            f"sketch-{i}",
+            "failed",
+            error="still PROCESSING after 7200.0 s",
+            retryable=True,
+            gave_up_polling=True,
+        )
+    report = _status(tmp_path, b)
+    assert report.gave_up_polling == jobs
+    [line] = [line for line in render_status_text(report).splitlines() if line.startswith("Gave up")]
+    assert line.startswith(
+        f"Gave up   {jobs} job{'s' if jobs > 1 else ''} still unfinished when a run stopped polling"
+    )
+    assert line.endswith(f"paid for; the next run {words} again")
