@@ -198,10 +198,10 @@ def render_status_text(report: StatusReport) -> str:
             out.append(f"  {g.count:>{count},}  {'/'.join(g.statuses)}{retry}: {clean(g.message)}")
         if unshown > 0:
             out.append(f"  ... and {plural(unshown, 'more reason')} ({plural(unshown_jobs, 'job')})")
-    if n := report.gave_up_polling:
-        them, their = ("it", "its") if n == 1 else ("them", "their")
+    if gave_up := report.gave_up_polling:
+        them, their = ("it", "its") if gave_up == 1 else ("them", "their")
         out.append(
-            f"{'Gave up':<10}{plural(n, 'job')} still unfinished when a run stopped "
+            f"{'Gave up':<10}{plural(gave_up, 'job')} still unfinished when a run stopped "
             f"polling (poll.give_up_after): paid for; the next run re-attaches {them} by {their} poll_url, "
             f"never POSTs {them} again"
         )
