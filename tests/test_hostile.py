@@ -480,6 +480,29 @@ async def test_a_406_on_a_poll_stops_submitting_and_keeps_polling_what_is_in_fli
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed", "sketch-0001": "completed"}
 
 
+@pytest.mark.parametrize(
+    ("status", "then"),
+    [(429, "completed"), (404, "completed"), (401, "submitted")],
+    ids=["rate-limited", "not-found-once", "key-refused"],
+)
+async def test_a_poll_refused_for_the_account_is_no_failed_job_whatever_its_body_says(
+    tmp_path: Path, registry: WorkflowRegistry, status: int, then: str
+) -> None:
+    """A non-200 poll answer whose body says ``"status": "FAILED"`` fails its job (FAILED may come
+    as a 422), except a 401, 403, 404 or 429: a gateway's "rate limited" or "unauthorized" in that
+    shape is about the account or the moment, not the job. A 429 is waited out and a first 404
+    tried again (the job completes); a 401 stops the run with the job still in flight (the next
+    run re-attaches it). None is recorded ``failed``, a paid job that only --retry-failed (paying
+    again) would bring back."""
+    body = json.dumps({"status": "FAILED", "error": "request refused"})
+    done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
+    hostile = Hostile([(status, "application/json", body), (200, "application/json", done)])
+    async with served(hostile.app()) as base:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": then}
+
+
 async def test_a_key_refused_on_a_poll_leaves_its_job_counted_in_flight(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
