@@ -32,9 +32,6 @@ from .clock import Clock
 from .progress_view import Rates, Snapshot, Window, format_plain_line, rich_panel, snapshot_json
 
 MODES = ("auto", "rich", "plain", "json", "quiet")
-#: Seconds between updates when the caller does not say: a terminal redraws often; a log line
-#: every half minute is enough for cron mail and CI logs.
-DEFAULT_INTERVAL = {"rich": 0.5, "plain": 30.0, "json": 10.0, "quiet": 60.0}
 
 
 # --- displays ----------------------------------------------------------------------------
@@ -42,7 +39,8 @@ DEFAULT_INTERVAL = {"rich": 0.5, "plain": 30.0, "json": 10.0, "quiet": 60.0}
 
 class Display(Protocol):
     """Something that shows snapshots: ``start()``, then ``update()`` repeatedly, then ``finish()``,
-    by default every :attr:`every` seconds."""
+    by default every :attr:`every` seconds (when the caller does not say): a terminal panel
+    redraws often; a log line every half minute is enough for cron mail and CI logs."""
 
     every: float
 
@@ -73,14 +71,14 @@ class _Base:
 
 
 class QuietDisplay(_Base):
-    every = DEFAULT_INTERVAL["quiet"]
+    every = 60.0
 
     def show(self, snap: Snapshot, rates: Rates) -> None:
         pass
 
 
 class PlainDisplay(_Base):
-    every = DEFAULT_INTERVAL["plain"]
+    every = 30.0
 
     def show(self, snap: Snapshot, rates: Rates) -> None:
         self.stream.write(format_plain_line(snap, rates) + "\n")
@@ -88,7 +86,7 @@ class PlainDisplay(_Base):
 
 
 class JsonDisplay(_Base):
-    every = DEFAULT_INTERVAL["json"]
+    every = 10.0  # a log shipper's events, more often than plain lines
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
@@ -111,7 +109,7 @@ class RichDisplay(_Base):
     (``console.print`` or ``rich.logging.RichHandler(console=...)``) so they land above the panel.
     """
 
-    every = DEFAULT_INTERVAL["rich"]
+    every = 0.5
 
     def __init__(self, stream: TextIO, console: Console | None = None) -> None:
         super().__init__(stream)
