@@ -72,8 +72,6 @@ class EmulatorState:
             self.saved.record_schedules(changed)
         self.limiter = RateLimiter(config)
         self.output_limiter = RateLimiter(config, output=True)
-        #: Signs output URLs when they lapse (``output_url_ttl``).
-        self.url_signer = UrlSigner()
         return config
 
     async def remember(self, job: Job) -> None:
