@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -17,12 +21,50 @@ from batcher.engine import ExitCode
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, blog_rows, last_status, run, served, settings_for, sketch_rows, write_jsonl
+from .support import (
+    SPEED,
+    blog_rows,
+    last_status,
+    ledger_lines,
+    png_data_uri,
+    run,
+    served,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.anyio
 
 SKETCH = 0.1006
 BLOG = 0.4363
+
+
+class _OnLog(logging.Handler):
+    """Calls ``action()`` the first time batcher logs a line holding ``needle`` (debug lines too)."""
+
+    def __init__(self, needle: str, action: Callable[[], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self.needle, self.action, self.fired = needle, action, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.fired and self.needle in record.getMessage():
+            self.fired = True
+            self.action()
+
+
+@contextlib.contextmanager
+def _watching(handler: logging.Handler) -> Iterator[None]:
+    """``handler`` sees batcher's log lines, debug ones included, while the block runs."""
+    logger = logging.getLogger("batcher")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 async def test_a_budget_is_never_exceeded_counting_in_flight_jobs_at_full_price(
@@ -301,3 +343,36 @@ def test_dry_run_counts_a_job_that_gave_up_on_unknown_posts_per_unknown_submit(
     assert dict(report.known) == {"unknown": 1} and dict(report.to_submit) == {"sketch": to_submit}
     assert report.cost_usd == pytest.approx(to_submit * SKETCH)
     assert "1 with a POST of unknown outcome" in render_dry_run(report)
+
+
+async def test_a_row_whose_local_file_vanishes_before_its_post_fails_alone_and_frees_its_budget(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A local image moved away between the row's check and its POST (an archive job mid-run):
+    that job fails (not retried: nothing was sent or paid), and its price no longer counts
+    against --budget. The budget fits the three other rows exactly; still holding the failed
+    job's price, the run stopped on the budget one job short."""
+    clock = ScaledClock(SPEED)
+    rows = []
+    for i in range(4):
+        (tmp_path / f"r{i}.png").write_bytes(base64.b64decode(png_data_uri(i).split(",", 1)[1]))
+        rows.append({"id": f"r{i}", "workflow": "sketch", "input": {"input_image": f"r{i}.png"}})
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    watch = _OnLog("r0: submitted as request", (tmp_path / "r2.png").unlink)
+    async with run_emulator(EmulatorConfig(render="placeholder", duration_median=1.0), clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, concurrency=1, **{"limits.budget_usd": 3 * SKETCH})
+        with _watching(watch):
+            result = await run(settings, [manifest], registry, clock)
+        submissions = emu.stats()["submissions"]
+    assert watch.fired
+    failed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r.get("status") == "failed"]
+    assert [(r["job_id"], r["retryable"]) for r in failed] == [("r2", False)]
+    assert "cannot read local input file" in failed[0]["error"]
+    assert submissions == 3 and result.stats.outcomes == {"completed": 3, "failed": 1}
+    assert result.stats.stop_reason is None and result.stats.committed_usd == pytest.approx(3 * SKETCH)
+    assert last_status(tmp_path / "ledger.jsonl") == {
+        "r0": "completed",
+        "r1": "completed",
+        "r2": "failed",
+        "r3": "completed",
+    }
