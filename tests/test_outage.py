@@ -3,10 +3,12 @@ sends one at a time, then stops, instead of paying for every row up to five time
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from batcher.outage import OPEN_AFTER, SubmitCircuit
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, last_status, run, settings_for, sketch_rows, write_jsonl
+from .support import SPEED, last_status, ledger_lines, run, settings_for, sketch_rows, write_jsonl
 
 FAST = {"duration_median": 3.0, "duration_spread": 0.4, "render": "placeholder"}
 
@@ -99,6 +101,7 @@ async def test_a_provider_that_bills_and_answers_502_is_paid_a_bounded_number_of
         second = await run(settings, [manifest], registry, clock)
         stats = emu.stats()
     limit = OPEN_AFTER + 2 * settings.retry.max_attempts
+    assert (limit, limit + settings.concurrency) == (13, 17)  # the README's numbers, which users read
     assert limit <= billed <= limit + settings.concurrency, billed
     assert first.exit_code is ExitCode.FAILED
     assert first.stats.stop_reason is not None
@@ -127,3 +130,32 @@ async def test_when_the_provider_answers_again_the_run_goes_back_to_full_speed_a
     assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 12
     assert result.stats.stop_reason is None
     assert stats["submissions"] <= 12 + settings.concurrency  # the few answerless ones, sent again
+
+
+@pytest.mark.anyio
+async def test_after_the_outage_several_posts_are_on_the_wire_at_once_again(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The first accepted POST closes the circuit: the POSTs after it go up to the concurrency
+    limit at once, not one at a time for the rest of the run. Each POST takes 2 s once the
+    outage is over, so in the ledger the ones sent together overlap (``submitting`` to
+    ``submitted``); one at a time, none would."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(12))
+    config = EmulatorConfig(**FAST, lost_rate=1.0)  # type: ignore[arg-type]
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, concurrency=4)
+        recover = lambda: emu.state.reconfigure(lost_rate=0.0, slow_rate=1.0, slow_seconds=2.0)  # noqa: E731
+        with _on_log("POSTs in a row", recover) as seen:
+            result = await run(settings, [manifest], registry, clock)
+    assert seen and result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 12
+    sent: dict[str, datetime] = {}
+    accepted: list[tuple[datetime, datetime]] = []
+    for line in ledger_lines(tmp_path / "ledger.jsonl"):
+        ts = datetime.fromisoformat(line["ts"])
+        if line["status"] == "submitting":
+            sent[line["job_id"]] = ts
+        elif line["status"] == "submitted":
+            accepted.append((sent.pop(line["job_id"]), ts))
+    overlapping = [(a, b) for a, b in itertools.combinations(accepted, 2) if a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, accepted
