@@ -7,10 +7,11 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,30 @@ class Bucket:
             self.tokens -= 1.0
             return True, 0.0
         return False, (1.0 - self.tokens) / self.limit
+
+
+@contextlib.contextmanager
+def on_log(needle: str, action: Callable[[], None], *, debug: bool = False) -> Iterator[list[str]]:
+    """Call ``action()`` the first time batcher logs a line containing ``needle`` (a hook for a
+    test to change the world at a known step of a run); yields the list that line is put in.
+    ``debug``: debug lines count too (batcher's logger is set to DEBUG while the block runs)."""
+    seen: list[str] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if needle in message and not seen:
+                seen.append(message)
+                action()
+
+    handler = Watch(logging.DEBUG)
+    logger = logging.getLogger("batcher")
+    level = logger.level
+    logger.addHandler(handler)
+    if debug:
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import logging
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -26,6 +23,7 @@ from .support import (
     blog_rows,
     last_status,
     ledger_lines,
+    on_log,
     png_data_uri,
     run,
     served,
@@ -38,33 +36,6 @@ pytestmark = pytest.mark.anyio
 
 SKETCH = 0.1006
 BLOG = 0.4363
-
-
-class _OnLog(logging.Handler):
-    """Calls ``action()`` the first time batcher logs a line holding ``needle`` (debug lines too)."""
-
-    def __init__(self, needle: str, action: Callable[[], None]) -> None:
-        super().__init__(logging.DEBUG)
-        self.needle, self.action, self.fired = needle, action, False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if not self.fired and self.needle in record.getMessage():
-            self.fired = True
-            self.action()
-
-
-@contextlib.contextmanager
-def _watching(handler: logging.Handler) -> Iterator[None]:
-    """``handler`` sees batcher's log lines, debug ones included, while the block runs."""
-    logger = logging.getLogger("batcher")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 async def test_a_budget_is_never_exceeded_counting_in_flight_jobs_at_full_price(
@@ -358,13 +329,12 @@ async def test_a_row_whose_local_file_vanishes_before_its_post_fails_alone_and_f
         (tmp_path / f"r{i}.png").write_bytes(base64.b64decode(png_data_uri(i).split(",", 1)[1]))
         rows.append({"id": f"r{i}", "workflow": "sketch", "input": {"input_image": f"r{i}.png"}})
     manifest = write_jsonl(tmp_path / "m.jsonl", rows)
-    watch = _OnLog("r0: submitted as request", (tmp_path / "r2.png").unlink)
     async with run_emulator(EmulatorConfig(render="placeholder", duration_median=1.0), clock=clock) as emu:
         settings = settings_for(emu.base_url, tmp_path, concurrency=1, **{"limits.budget_usd": 3 * SKETCH})
-        with _watching(watch):
+        with on_log("r0: submitted as request", (tmp_path / "r2.png").unlink, debug=True) as seen:
             result = await run(settings, [manifest], registry, clock)
         submissions = emu.stats()["submissions"]
-    assert watch.fired
+    assert seen
     failed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r.get("status") == "failed"]
     assert [(r["job_id"], r["retryable"]) for r in failed] == [("r2", False)]
     assert "cannot read local input file" in failed[0]["error"]

@@ -4,10 +4,7 @@ sends one at a time, then stops, instead of paying for every row up to five time
 from __future__ import annotations
 
 import itertools
-import logging
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from batcher.outage import OPEN_AFTER, SubmitCircuit
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, last_status, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+from .support import SPEED, last_status, ledger_lines, on_log, run, settings_for, sketch_rows, write_jsonl
 
 FAST = {"duration_median": 3.0, "duration_spread": 0.4, "render": "placeholder"}
 
@@ -59,27 +56,6 @@ def test_probes_are_spaced_by_a_doubling_backoff_up_to_the_cap_and_then_the_run_
 
 
 # --- the run -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def _on_log(needle: str, action: Callable[[], None]) -> Iterator[list[str]]:
-    """Call ``action()`` the first time batcher logs a line containing ``needle``."""
-    seen: list[str] = []
-
-    class Watch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            message = record.getMessage()
-            if needle in message and not seen:
-                seen.append(message)
-                action()
-
-    handler = Watch()
-    logger = logging.getLogger("batcher")
-    logger.addHandler(handler)
-    try:
-        yield seen
-    finally:
-        logger.removeHandler(handler)
 
 
 @pytest.mark.anyio
@@ -123,7 +99,7 @@ async def test_when_the_provider_answers_again_the_run_goes_back_to_full_speed_a
     config = EmulatorConfig(**FAST, lost_rate=1.0)  # type: ignore[arg-type]
     async with run_emulator(config, clock=clock) as emu:
         settings = settings_for(emu.base_url, tmp_path, concurrency=4)
-        with _on_log("POSTs in a row", lambda: emu.state.reconfigure(lost_rate=0.0)) as seen:
+        with on_log("POSTs in a row", lambda: emu.state.reconfigure(lost_rate=0.0)) as seen:
             result = await run(settings, [manifest], registry, clock)
         stats = emu.stats()
     assert seen and "one goes at a time until it answers" in seen[0]
@@ -146,7 +122,7 @@ async def test_after_the_outage_several_posts_are_on_the_wire_at_once_again(
     async with run_emulator(config, clock=clock) as emu:
         settings = settings_for(emu.base_url, tmp_path, concurrency=4)
         recover = lambda: emu.state.reconfigure(lost_rate=0.0, slow_rate=1.0, slow_seconds=2.0)  # noqa: E731
-        with _on_log("POSTs in a row", recover) as seen:
+        with on_log("POSTs in a row", recover) as seen:
             result = await run(settings, [manifest], registry, clock)
     assert seen and result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 12
     sent: dict[str, datetime] = {}
