@@ -212,10 +212,12 @@ def _explicit_id(value: object) -> str:
         raise Refused("id", "is empty", "give a non-empty id, or leave the id out")
     if len(text) > MAX_ID_LENGTH:
         raise Refused("id", f"is {len(text)} characters long", f"keep ids to {MAX_ID_LENGTH} characters")
-    if bad := CONTROL.search(text) or _SURROGATE.search(text):
+    if bad := CONTROL.search(text):
         raise Refused(
             "id", f"contains the control character U+{ord(bad.group()):04X}", "use printable characters"
         )
+    if _SURROGATE.search(text):
+        raise Refused("id", "contains an unpaired UTF-16 surrogate", "give valid text")
     return text
 
 

@@ -213,6 +213,14 @@ JSONL_ROW_ERRORS = [
         "strength: must be a finite number, not inf (give a number)",
     ),
     ('{"title": "\\ud800"}', "title: contains an unpaired UTF-16 surrogate (give valid text)"),
+    (  # inside a mapping: its keys and values are checked like the input itself
+        f'{{"workflow": "{RAW_ID}", "input": {{"options": {{"\\ud800": 1}}}}}}',
+        "options: contains an unpaired UTF-16 surrogate (give valid text)",
+    ),
+    (
+        '{"id": "a\\ud800", "input_image": "https://example.com/a.png"}',
+        "id: contains an unpaired UTF-16 surrogate (give valid text)",
+    ),
     (  # names in another case: said so, not "add a workflow field"
         '{"ID": "p1", "Title": "Bread"}',
         "workflow: is not given, and no workflow takes the inputs ID, Title "
@@ -442,6 +450,18 @@ YAML_ROW_ERRORS = [
     (
         "- {1: x, input_image: https://example.com/b.png}\n",
         "1: field names must be text (quote the field name)",
+    ),
+    (  # a workflow without a definition takes any input name, but only as text
+        f"- {{workflow: {RAW_ID}, input: {{1: x, prompt: a cat}}}}\n",
+        "1: input names must be text (quote the input name)",
+    ),
+    (  # inside a mapping: its keys and values are checked like the input itself
+        f"- {{workflow: {RAW_ID}, input: {{options: {{1: x}}}}}}\n",
+        "options: has a non-text key 1 (quote the key)",
+    ),
+    (
+        f"- {{workflow: {RAW_ID}, input: {{options: {{when: 2024-01-01}}}}}}\n",
+        "options: must be text, a number, true/false, a list or an object, not date (quote the value)",
     ),
     (
         "- id: good\n  input_image: https://example.com/b.png\n",
@@ -819,6 +839,40 @@ def test_csv_cells_of_number_and_boolean_inputs_are_typed(tmp_path: Path, regist
     assert messages(items) == [f"{path}:3: scale: must be a integer, not 'two' (give a integer)"]
 
 
+def test_csv_cells_are_typed_only_for_typed_inputs_and_only_when_they_read_as_their_type(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A text input's cell stays text even when it reads as a number or a boolean ("1984",
+    "true"); a number input's "1" is the int 1, as JSON has it, so the row is the same job as its
+    JSONL twin; a boolean cell is true or false in any case, and any other word is refused (never
+    read as false)."""
+    definition = tmp_path / "defs" / "tag.yaml"
+    definition.parent.mkdir()
+    definition.write_text(
+        "name: tag\nworkflow_id: 0123456789abcdef01234567-v3\ninputs:\n"
+        "  image: {type: image, required: true}\n  label: {type: text}\n  scale: {type: integer}\n"
+        "  strength: {type: number}\n  face: {type: boolean}\n",
+        encoding="utf-8",
+    )
+    from batcher.workflows import load_workflows
+
+    custom = load_workflows(definition.parent)
+    third = "https://example.com/c.png"
+    path = write(
+        tmp_path,
+        "m.csv",
+        f"image,label,scale,strength,face\n{URL},1984,2,1,false\n{URL2},true,3,0.5,TRUE\n{third},x,4,1,yes\n",
+    )
+    items = read(path, custom)
+    first = {"image": URL, "label": "1984", "scale": 2, "strength": 1, "face": False}
+    second = {"image": URL2, "label": "true", "scale": 3, "strength": 0.5, "face": True}
+    assert [job.inputs for job in jobs(items)] == [first, second]
+    assert [type(value) for value in jobs(items)[0].inputs.values()] == [str, str, int, int, bool]
+    assert messages(items) == [f"{path}:4: face: must be true or false, not 'yes' (give a boolean)"]
+    twin = write(tmp_path, "m.jsonl", json.dumps({"workflow": "tag", **first}) + "\n")
+    assert [job.job_id for job in jobs(read(twin, custom))] == [jobs(items)[0].job_id]
+
+
 def test_invalid_row_carries_its_own_id_but_a_duplicate_does_not(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -840,6 +894,60 @@ def test_job_id_is_sha256_of_workflow_id_and_canonical_inputs(registry: Workflow
     canonical = '{"input_image":"https://example.com/é.png"}'
     expected = hashlib.sha256(f"{SKETCH_ID}\n{canonical}".encode()).hexdigest()[:16]
     assert job_id_for(sketch, inputs) == expected
+
+
+def test_job_id_hashes_the_inputs_with_sorted_keys_whatever_their_order_in_the_row(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The derived id of a row with several inputs is pinned too (sorted keys): a workflow
+    without a definition sends its inputs in the row's order, and a CSV export with its columns
+    reordered must not make every row a new job, paid for again."""
+    canonical = '{"prompt":"a cat","steps":20}'
+    expected = hashlib.sha256(f"{RAW_ID}\n{canonical}".encode()).hexdigest()[:16]
+    path = write(
+        tmp_path,
+        "m.jsonl",
+        json.dumps({"workflow": RAW_ID, "steps": 20, "prompt": "a cat"})
+        + "\n"
+        + json.dumps({"workflow": RAW_ID, "prompt": "a cat", "steps": 20})
+        + "\n",
+    )
+    items = read(path, registry)
+    assert [job.job_id for job in jobs(items)] == [expected]
+    assert messages(items) == [
+        f"{path}:2: same workflow and inputs as line 1 (remove the repeated row, or give each its own id)"
+    ]
+
+
+def test_inputs_hash_is_pinned_over_the_workflow_name_and_the_row_fields_as_written(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A row with its own id: the ledger's inputs_hash is SHA-256 of the workflow's name and the
+    row's input fields (sorted keys, compact, UTF-8), 16 hex digits. Pinned: another hash would
+    make every row of every nightly ledger look edited since its job ran (warned about, exit 1)."""
+    row = {"id": "bread-1", "title": "Pain é", "description": "Levain"}
+    path = write(tmp_path, "m.jsonl", json.dumps(row, ensure_ascii=False) + "\n")
+    [job] = jobs(read(path, registry))
+    canonical = '{"description":"Levain","title":"Pain é"}'
+    assert job.inputs_hash() == hashlib.sha256(f"blog-image\n{canonical}".encode()).hexdigest()[:16]
+
+
+def test_a_128_character_id_and_nulls_inside_an_input_are_taken(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The limits are inclusive: an id of 128 characters is the row's own id, and a null inside a
+    list or mapping is a value sent as written (only an input that is null itself is left out)."""
+    row = {
+        "id": "x" * 128,
+        "workflow": RAW_ID,
+        "input": {"options": {"a": None, "b": [1, None]}, "seed": None},
+    }
+    path = write(tmp_path, "m.jsonl", json.dumps(row) + "\n")
+    items = read(path, registry)
+    assert messages(items) == []
+    assert [(job.job_id, job.inputs) for job in jobs(items)] == [
+        ("x" * 128, {"options": {"a": None, "b": [1, None]}})
+    ]
 
 
 def test_the_same_row_has_the_same_id_in_every_format(tmp_path: Path, registry: WorkflowRegistry) -> None:
