@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 from pathlib import Path
 
 import anyio
@@ -13,8 +14,11 @@ from aiohttp import web
 from batcher.clock import ScaledClock
 from batcher.config import Settings
 from batcher.dryrun import DryRunReport, dry_run, render_dry_run
+from batcher.durations import DurationModel
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
+from batcher.guards import FailureRateGuard, WindowGuard
+from batcher.stats import RunStats
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
@@ -346,3 +350,39 @@ async def test_a_row_whose_local_file_vanishes_before_its_post_fails_alone_and_f
         "r2": "failed",
         "r3": "completed",
     }
+
+
+def test_the_failure_rate_counts_only_failures_and_halts_past_the_rate_once_enough_jobs_finished() -> None:
+    """--halt-on-failure-rate 0.2 with --halt-min-jobs 20: a completed or deferred (not sent) job
+    is no failure, so a healthy or throttled run never halts; the rate is counted from the 20th
+    finished job on, and only more than 20% failed (expired and download_failed count) halts."""
+    stats = RunStats()
+    guard = FailureRateGuard(0.2, 20, stats)
+
+    def halts(**outcomes: int) -> bool:
+        stats.outcomes = Counter(outcomes)
+        return guard.objection(workflow="sketch", price=SKETCH, now=0.0) is not None
+
+    assert not halts(failed=19)  # 19 finished: too few to count yet
+    assert halts(failed=20)  # the 20th finished job is counted
+    assert not halts(completed=40)
+    assert not halts(deferred=30, completed=10)
+    assert not halts(failed=1, completed=19)  # 5%
+    assert not halts(failed=4, completed=16)  # 20% exactly: not more than the rate
+    assert halts(failed=5, completed=15)
+    assert halts(expired=3, download_failed=2, completed=15)
+
+
+def test_max_runtime_keeps_the_expected_duration_plus_two_poll_intervals_before_the_deadline() -> None:
+    """The window guard's margin, as the README gives it: the 90th percentile of the durations
+    learned (before any, the fallback) plus two poll.intervals; a job is still sent when it would
+    finish exactly at the deadline, not a moment later."""
+    durations = DurationModel()
+    guard = WindowGuard(deadline=100.0, durations=durations, poll_interval=5.0, fallback=30.0)
+    assert guard.margin("sketch") == 40.0
+    assert guard.objection(workflow="sketch", price=SKETCH, now=60.0) is None
+    assert guard.objection(workflow="sketch", price=SKETCH, now=60.5) is not None
+    for _ in range(10):
+        durations.observe("sketch", 20.0, 20.0)
+    assert guard.margin("sketch") == 30.0
+    assert guard.objection(workflow="sketch", price=SKETCH, now=70.0) is None
