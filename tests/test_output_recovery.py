@@ -171,3 +171,38 @@ async def test_relative_paths_of_older_ledgers_are_found_from_the_ledgers_folder
         after = emu.stats()
     assert result.exit_code is ExitCode.OK and result.stats.outputs_refetched == 0
     assert after["output_downloads"] == before["output_downloads"]
+
+
+async def test_files_a_later_run_downloaded_for_an_earlier_runs_failed_download_are_checked_after_a_crash(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Run 1's download failed (``download_failed``, then its ``run_end``); run 2 fetched the files
+    (a ``completed`` line with no ``generated`` before it in that run) and the machine died before
+    its ``run_end``: run 3 checks those files like any other of run 2, and fetches a lost one again
+    without paying. (Dating the job's completion by an earlier line of it, before run 1's
+    ``run_end``, passed every other test and left the file lost.)"""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(FAST, clock=clock) as emu:
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        lines = ledger_lines(ledger)
+        run_line, completed, run_end = lines[0], lines[-2], lines[-1]
+        assert (run_line["status"], completed["status"], run_end["status"]) == ("run", "completed", "run_end")
+        generated = next(r for r in lines if r["status"] == "generated")
+        failed = {
+            **completed,
+            "status": "download_failed",
+            "outputs": generated["outputs"],
+            "retryable": True,
+        }
+        history = [*lines[:-2], failed, run_end, run_line, completed]  # run 2: no run_end
+        ledger.write_text("".join(json.dumps(r) + "\n" for r in history))
+        path = Path(str(completed["outputs"][0]["path"]))
+        path.unlink()
+        before = emu.stats()
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        after = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outputs_refetched == 1
+    assert after["submissions"] == before["submissions"] == 1
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == completed["outputs"][0]["sha256"]

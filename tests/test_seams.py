@@ -13,7 +13,8 @@ from batcher.clock import ScaledClock
 from batcher.dryrun import dry_run
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
-from batcher.seams import Seam, survey
+from batcher.seams import Seam, recorded_seams, survey
+from batcher.state import replay
 from batcher.workflows import WorkflowRegistry
 
 from .support import SPEED, ledger_lines, run, settings_for, sketch_rows
@@ -210,3 +211,27 @@ async def test_a_row_still_being_written_when_the_run_starts_is_left_whole_for_t
         if r["status"] == "submitting"
     ]
     assert sorted(sent) == sorted(_url(i) for i in range(rows + 2))
+
+
+def test_an_unfinished_row_is_noted_under_the_run_that_met_it_not_an_earlier_one() -> None:
+    """The ledger's state files an ``unfinished`` line under the last ``run`` line before it, so
+    that run's seam at the cut is no seam: the next run reads the finished line as the row it is.
+    Filed under an earlier run (a mutant that passed the suite, whose ledgers had one run), a
+    nightly manifest with runs behind it had that row refused as two rows joined, every night."""
+    name = "/srv/batcher/nightly.txt"
+    state = replay(
+        [
+            {"job_id": None, "status": "run", "manifests": [name]},
+            {"job_id": None, "status": "run", "manifests": [name], "seams": {name: [[120, 3, 40, "ab"]]}},
+            {
+                "job_id": None,
+                "status": "unfinished",
+                "manifest": name,
+                "source": "nightly.txt",
+                "line": 3,
+                "at": 120,
+            },
+        ]
+    )
+    assert "unfinished" not in state.runs[0]
+    assert recorded_seams(state.runs, name) == []
