@@ -666,6 +666,10 @@ async def test_a_manifest_without_a_final_line_break_gets_a_warning_before_rows_
 async def test_an_unknown_outcome_fails_instead_when_configured(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
+    """Under ``unknown_submit: fail`` a job whose POST's outcome is unknown is failed for good, not
+    sent: a later run under the default policy leaves it too (it may have been billed already);
+    only ``--retry-failed`` sends it, counted as sent again. (Recording that failure as retryable
+    passed every test, and the next run under the default policy POSTed it unasked.)"""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
     ledger = tmp_path / "ledger.jsonl"
@@ -681,8 +685,16 @@ async def test_an_unknown_outcome_fails_instead_when_configured(
         settings = settings_for(emu.base_url, tmp_path, **{"ledger.unknown_submit": "fail"})
         result = await run(settings, [manifest], registry, clock)
         assert emu.stats()["submissions"] == 2
+        later = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 2
+        retried = await run(
+            settings_for(emu.base_url, tmp_path, retry_failed=True), [manifest], registry, clock
+        )
+        assert emu.stats()["submissions"] == 3
     assert result.exit_code is ExitCode.FAILED and result.stats.outcomes == {"failed": 1}
-    assert last_status(ledger)["sketch-0002"] == "failed"
+    assert later.stats.submitted == 0 and later.stats.skipped == 3
+    assert retried.stats.resubmitted_unknown == 1 and retried.stats.outcomes == {"completed": 1}
+    assert last_status(ledger)["sketch-0002"] == "completed"
 
 
 async def test_a_torn_ledger_tail_is_repaired_and_the_run_resumes(

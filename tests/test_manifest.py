@@ -990,12 +990,15 @@ def test_ids_do_not_depend_on_row_position(tmp_path: Path, registry: WorkflowReg
 
 
 def test_ids_are_unique_across_manifests(tmp_path: Path, registry: WorkflowRegistry) -> None:
-    """A second manifest repeating a job or an id names the first file and line."""
+    """A later manifest repeating a job or an id names the first file and line (also when that is
+    not the first manifest)."""
     a = write(tmp_path, "a.jsonl", f"{GOOD}\n{json.dumps({'input_image': URL2})}\n")
-    b = write(tmp_path, "b.csv", f"id,input_image\ngood,https://example.com/c.png\n,{URL2}\n")
-    assert messages(list(read_manifests([a, b], registry))) == [
+    b = write(tmp_path, "b.csv", f"id,input_image\ngood,https://example.com/c.png\n,{URL2}\nmid,{URL}\n")
+    c = write(tmp_path, "c.jsonl", json.dumps({"id": "mid", "input_image": URL2}) + "\n")
+    assert messages(list(read_manifests([a, b, c], registry))) == [
         f"{b}:2: id: 'good' is also the id of {a}:1 (give every row its own id)",
         f"{b}:3: same workflow and inputs as {a}:2 (remove the repeated row, or give each its own id)",
+        f"{c}:1: id: 'mid' is also the id of {b}:4 (give every row its own id)",
     ]
 
 

@@ -383,6 +383,8 @@ async def test_a_ledger_lost_between_runs_stops_the_run_before_anything_is_paid_
         assert "Put the ledger back" in reason and "move their old outputs away" in reason
         assert lost.exit_code is ExitCode.FAILED and lost.stats.submitted == 0
         assert lost.stats.outcomes.get("completed", 0) == 0
+        # Each of the 7 rows is done (in the older copy) or left for the next run, once.
+        assert lost.stats.skipped + lost.stats.left == 7
         # The fix the message gives: the ledger back, and only tonight's rows are sent.
         shutil.copy(kept, ledger)
         back = await run(settings, [manifest], registry, clock)
