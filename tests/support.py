@@ -52,8 +52,8 @@ async def served(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def png_data_uri(seed: int = 0, size: tuple[int, int] = (48, 32)) -> str:
-    """A small, distinct PNG as a data: URI (sketch inputs that need no network)."""
+def png_bytes(seed: int = 0, size: tuple[int, int] = (48, 32)) -> bytes:
+    """A small, distinct PNG (the bytes of a local image input)."""
     rnd = random.Random(seed)
     img = Image.new("RGB", size, (rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)))
     for _ in range(6):
@@ -63,7 +63,12 @@ def png_data_uri(seed: int = 0, size: tuple[int, int] = (48, 32)) -> str:
         )
     buf = io.BytesIO()
     img.save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+
+def png_data_uri(seed: int = 0, size: tuple[int, int] = (48, 32)) -> str:
+    """A small, distinct PNG as a data: URI (sketch inputs that need no network)."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(seed, size)).decode()
 
 
 def sketch_rows(n: int, start: int = 0) -> list[dict[str, Any]]:

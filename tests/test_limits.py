@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections import Counter
 from pathlib import Path
@@ -28,7 +27,7 @@ from .support import (
     last_status,
     ledger_lines,
     on_log,
-    png_data_uri,
+    png_bytes,
     run,
     served,
     settings_for,
@@ -330,7 +329,7 @@ async def test_a_row_whose_local_file_vanishes_before_its_post_fails_alone_and_f
     clock = ScaledClock(SPEED)
     rows = []
     for i in range(4):
-        (tmp_path / f"r{i}.png").write_bytes(base64.b64decode(png_data_uri(i).split(",", 1)[1]))
+        (tmp_path / f"r{i}.png").write_bytes(png_bytes(i))
         rows.append({"id": f"r{i}", "workflow": "sketch", "input": {"input_image": f"r{i}.png"}})
     manifest = write_jsonl(tmp_path / "m.jsonl", rows)
     async with run_emulator(EmulatorConfig(render="placeholder", duration_median=1.0), clock=clock) as emu:

@@ -7,7 +7,6 @@ command line (a subprocess), as a user runs it.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import shutil
@@ -30,6 +29,7 @@ from .support import (
     SPEED,
     blog_rows,
     ledger_lines,
+    png_bytes,
     png_data_uri,
     run,
     run_cli,
@@ -46,7 +46,7 @@ CLI_FAST = ["--poll-interval", "0.1", "--rate-limit", "60000"]
 
 def _png(path: Path, seed: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(base64.b64decode(png_data_uri(seed).split(",", 1)[1]))
+    path.write_bytes(png_bytes(seed))
 
 
 def _local_rows(folder: Path) -> list[dict[str, Any]]:

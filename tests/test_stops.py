@@ -9,7 +9,6 @@ the CLI's handler sets; a second is the cancel scope it cancels.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import random
@@ -30,11 +29,21 @@ from batcher.status import ledger_status
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, ledger_lines, png_data_uri, run, served, settings_for, sketch_rows, write_jsonl
+from .support import (
+    SPEED,
+    ledger_lines,
+    png_bytes,
+    png_data_uri,
+    run,
+    served,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.anyio
 
-PNG = base64.b64decode(png_data_uri(1).split(",", 1)[1])
+PNG = png_bytes(1)
 SECOND = "sketch-0001"
 
 
