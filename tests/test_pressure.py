@@ -76,6 +76,53 @@ def test_slots_being_scarce_discounts_budget_pressure() -> None:
     assert meter.share > 0.95 and meter.slots > 0.95 and meter.value < 0.05
 
 
+def test_time_is_credited_to_the_state_that_held_during_it() -> None:
+    """Slots full for 40 s, then freed: those 40 s were scarce slots, whatever comes next.
+    Credited to the new state, a run whose slots free up now and then would read as never
+    slot-bound, and poll sparsely while a finished job holds a slot."""
+    meter = BudgetPressure()
+    meter.observe(0.0, waiting=True, rate=1.0, slots_full=True)
+    meter.observe(40.0, waiting=False, rate=1.0, slots_full=False)
+    assert meter.slots == pytest.approx(1.0) and meter.share == pytest.approx(1.0)
+    meter.observe(100.0, waiting=False, rate=1.0, slots_full=False)
+    assert meter.slots < 0.1 and meter.share < 0.1
+
+
+def test_slot_scarcity_reads_at_once_from_the_start_of_a_run() -> None:
+    """As for the budget share: slots full for the first two seconds of a run read as full,
+    not as a tenth of full (the average divided by the weight it has gathered)."""
+    meter = BudgetPressure()
+    meter.observe(0.0, waiting=True, rate=1.0, slots_full=True)
+    meter.observe(2.0, waiting=True, rate=1.0, slots_full=True)
+    assert meter.slots == pytest.approx(1.0) and meter.value == pytest.approx(0.0)
+
+
+def test_an_observation_dated_before_the_last_one_changes_nothing() -> None:
+    """The scheduler may report a time read before another report of the same pass. A time
+    going back weighs nothing (a negative weight would push the averages out of [0, 1]), and
+    the next interval starts from the latest time seen."""
+    meter = BudgetPressure()
+    meter.observe(0.0, waiting=False, rate=1.0)
+    meter.observe(30.0, waiting=True, rate=1.0)
+    before = (meter.share, meter.slots, meter.value)
+    meter.observe(10.0, waiting=True, rate=1.0, slots_full=True)
+    assert (meter.share, meter.slots, meter.value) == before
+    meter.observe(30.0, waiting=True, rate=1.0, slots_full=True)  # no time since the latest
+    assert (meter.share, meter.slots, meter.value) == before
+
+
+def test_the_dead_zone_maps_a_fifth_of_the_time_waiting_to_none_and_the_rest_linearly() -> None:
+    """A slot-bound run's submissions wait a few percent of the time (one token as each slot
+    frees): that is no pressure. Past a fifth, pressure rises linearly to 1."""
+    for share, value in ((0.2, 0.0), (0.6, 0.5), (1.0, 1.0)):
+        meter = BudgetPressure()
+        for second in range(200):  # waiting for that share of every second, far below the horizon
+            meter.observe(second, waiting=True, rate=1.0)
+            meter.observe(second + share, waiting=False, rate=1.0)
+        assert meter.share == pytest.approx(share, abs=0.02), share
+        assert meter.value == pytest.approx(value, abs=0.03), share
+
+
 def _known_model() -> DurationModel:
     model = DurationModel()
     for d in (55.0, 58.0, 60.0, 62.0, 64.0, 66.0, 70.0, 75.0):
