@@ -786,3 +786,108 @@ def test_jobs_a_run_gave_up_polling_are_said_to_be_re_attached_not_paid_again(
         f"Gave up   {jobs} job{'s' if jobs > 1 else ''} still unfinished when a run stopped polling"
     )
     assert line.endswith(f"paid for; the next run {words} again")
+
+
+def test_a_new_run_starts_the_last_runs_facts_afresh(tmp_path: Path) -> None:
+    """The last run's facts are the last run's: a night that stopped at its budget with rows
+    left, then a night killed before its ``run_end``, reads as a killed night with nothing
+    known left, never as the earlier night's budget stop."""
+    b = LedgerBuilder().run().tick(10).submit("sketch-a", "sketch", IMG)
+    b.line(
+        None,
+        "run_end",
+        seconds=10.0,
+        not_started=5,
+        stop_reason="--budget reached",
+        edited_rows=2,
+        rows_unread=True,
+    )
+    assert status_json(_status(tmp_path, b))["last_run"] == {
+        "not_started": 5,
+        "stop_reason": "--budget reached",
+        "edited_rows": 2,
+        "rows_unread": True,
+        "ended": True,
+    }
+    b.tick(3600).run().tick(20).submit("sketch-b", "sketch", IMG)  # killed: no run_end
+    assert status_json(_status(tmp_path, b))["last_run"] == {
+        "not_started": 0,
+        "stop_reason": None,
+        "edited_rows": 0,
+        "rows_unread": False,
+        "ended": False,
+    }
+
+
+def test_a_hand_edited_run_end_is_read_for_what_it_can_mean(tmp_path: Path) -> None:
+    """``true`` is no count of rows and ``"yes"`` is not the flag: each reads as its default."""
+    b = LedgerBuilder().run().tick(10).submit("sketch-a", "sketch", IMG)
+    b.line(None, "run_end", seconds=10.0, not_started=True, edited_rows=False, rows_unread="yes")
+    last = status_json(_status(tmp_path, b))["last_run"]
+    assert (last["not_started"], last["edited_rows"], last["rows_unread"]) == (0, 0, False)
+
+
+def test_each_run_counts_its_own_lines_and_spans_its_dated_lines(tmp_path: Path) -> None:
+    """``runs[].lines`` counts a run's line and every line up to the next run's. A line without
+    a time (hand-edited) counts as a line but does not end the run's span: a killed run is
+    timed from its first to its last dated line."""
+    b = _mixed()
+    firsts = [i for i, rec in enumerate(b.records) if rec["status"] == "run"]
+    report = _status(tmp_path, b)
+    assert [r.lines for r in report.runs] == [firsts[1] - firsts[0], len(b.records) - firsts[1]]
+    assert sum(r.lines for r in report.runs) == report.lines
+    killed = LedgerBuilder().run().tick(30).submit("sketch-a", "sketch", IMG)
+    killed.records.append({"job_id": "sketch-a", "status": "polled", "remote_status": "PROCESSING"})
+    (run,) = _status(tmp_path, killed).runs
+    assert run.lines == 4 and run.seconds == pytest.approx(30.3)
+
+
+def test_a_killed_run_whose_clock_went_back_has_no_duration_never_a_negative_one(tmp_path: Path) -> None:
+    """No ``run_end``, and its last line dated before its first (the clock was set back while
+    it ran): how long it ran is unknown, not -3600 s; nor is a job's time to finish that the
+    wall clock measured backwards (the report's durations chart)."""
+    b = LedgerBuilder().run().tick(10).submit("sketch-a", "sketch", IMG)
+    b.tick(-3600).generated("sketch-a")
+    (run,) = _status(tmp_path, b).runs
+    assert run.seconds is None
+    fold = LedgerFold(durations=True)
+    for rec in b.records:  # without the monotonic bracket, as a re-attached job's line or an older ledger's
+        fold.apply({k: v for k, v in rec.items() if k not in ("finished_after", "finished_by")})
+    fold.finish()
+    assert fold.durations == []
+    assert fold.runs[0].seconds is None
+
+
+def test_more_invalid_rows_than_are_named_are_all_counted(tmp_path: Path) -> None:
+    """The log and ``status`` name the first 50 bad rows of the last run and count the rest."""
+    b = LedgerBuilder().run()
+    for line in range(1, 61):
+        b.invalid(f"row-{line}", line, "input_image", "is missing or empty", "give input_image")
+    report = _status(tmp_path, b)
+    assert report.invalid_total == 60
+    assert [r.line for r in report.invalid_rows] == list(range(1, 51))
+
+
+def test_expired_and_undownloadable_jobs_are_listed_with_their_own_reason(tmp_path: Path) -> None:
+    """A job the provider forgot, and one whose outputs could not be fetched, fail for reasons
+    of their own, which ``status`` groups and shows (with which the next run retries)."""
+    b = LedgerBuilder().run()
+    b.tick(1).submit("sketch-e", "sketch", IMG).tick(5)
+    b.line("sketch-e", "expired", error="the provider no longer knows this request (HTTP 404)")
+    b.tick(1).submit("sketch-d", "sketch", IMG).tick(5).generated("sketch-d")
+    b.line("sketch-d", "download_failed", error="output image: HTTP 403 from the output host", retryable=True)
+    report = _status(tmp_path, b)
+    reasons = {f.statuses: (f.message, f.retryable) for f in report.failures}
+    assert reasons == {
+        ("expired",): ("the provider no longer knows this request (HTTP 404)", 0),
+        ("download_failed",): ("output image: HTTP 403 from the output host", 1),
+    }
+
+
+def test_a_ledger_whose_first_line_is_still_being_written_is_an_empty_ledger(tmp_path: Path) -> None:
+    """``status`` the moment a first run starts: its first line is half written. That is a ledger
+    with nothing in it yet, not "not a batcher ledger"."""
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(b'{"ts":"2026-11-21T00:00:00.000Z","job_id":null,"status":"ru')
+    report = ledger_status(path, prices=PRICES, now=T0)
+    assert report.lines == 0 and report.jobs == 0
