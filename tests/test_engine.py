@@ -763,6 +763,36 @@ async def test_a_job_that_gave_up_on_unknown_posts_is_counted_or_failed_when_the
     assert "1 job with an earlier POST of unknown outcome had to be sent again" in render_summary(again)
 
 
+async def test_under_unknown_submit_fail_a_post_answered_502_is_sent_once_and_failed_for_good(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """``ledger.unknown_submit: fail`` is for accounts that would rather lose a job than pay for
+    it twice. A POST accepted (and billed) but answered 502 is failed at once, not retryable:
+    the run does not send it again after a backoff, and a later run under the default policy
+    leaves it too. Only ``--retry-failed`` sends it, counted as sent again."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    ledger = tmp_path / "ledger.jsonl"
+    async with _emulator(clock, lost_rate=1.0) as emu:  # type: ignore[attr-defined]
+        failing = settings_for(emu.base_url, tmp_path, **{"ledger.unknown_submit": "fail"})
+        first = await run(failing, [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 2  # one POST a job: each billed once
+        emu.state.reconfigure(lost_rate=0.0)
+        later = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 2
+        retried = await run(
+            settings_for(emu.base_url, tmp_path, retry_failed=True), [manifest], registry, clock
+        )
+        assert emu.stats()["submissions"] == 4
+    assert first.exit_code is ExitCode.FAILED and first.stats.outcomes == {"failed": 2}
+    assert first.stats.unknown_outcomes == 2 and first.stats.requests["submit"] == 2
+    failed = [r for r in ledger_lines(ledger) if r["status"] == "failed"]
+    assert len(failed) == 2 and all(r["retryable"] is False for r in failed)
+    assert all(r["error"].startswith("outcome of the POST unknown") for r in failed)
+    assert later.stats.requests["submit"] == 0 and later.earlier["failed"] == 2
+    assert retried.stats.outcomes == {"completed": 2} and retried.stats.resubmitted_unknown == 2
+
+
 async def test_a_post_of_unknown_outcome_stays_unknown_after_a_resend_that_never_connected(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
