@@ -467,6 +467,7 @@ async def test_a_post_that_never_connected_is_not_an_unknown_outcome(
     statuses = [r["status"] for r in ledger_lines(tmp_path / "ledger.jsonl") if r["job_id"]]
     assert first.stats.outcomes == {"deferred": 2} and first.stats.unknown_outcomes == 0
     assert "submit_unknown" not in statuses and "failed" not in statuses
+    assert statuses.count("deferred") == 4  # retry.max_attempts tries a job, each recorded
     assert first.stats.committed_usd == pytest.approx(0.0, abs=1e-9)
     async with _emulator(clock) as emu:  # type: ignore[attr-defined]
         second = await run(settings_for(emu.base_url, tmp_path, **changes), [manifest], registry, clock)
