@@ -294,8 +294,14 @@ async def _post_one(
             "Insufficient credits",
         ),
         ('{"error": "Forbidden", "code": 403}', "key", "Forbidden"),
+        # A status the contract does not describe fails that job alone, asking for a report.
+        (
+            '{"error": "I\'m a teapot", "code": 418}',
+            "failed",
+            "code 418 in its body: I'm a teapot (unexpected; please report it)",
+        ),
     ],
-    ids=["error", "failed-list", "error-object", "code-400", "credits", "code-403"],
+    ids=["error", "failed-list", "error-object", "code-400", "credits", "code-403", "code-418"],
 )
 async def test_a_200_submit_answer_that_is_an_error_is_the_refusal_it_spells_out(
     tmp_path: Path, registry: WorkflowRegistry, body: str, outcome: str, says: str
