@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from batcher.clock import ScaledClock
 from batcher.emulator import EmulatorConfig, run_emulator
@@ -17,7 +18,17 @@ from batcher.outage import OPEN_AFTER, SubmitCircuit
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, last_status, ledger_lines, on_log, run, settings_for, sketch_rows, write_jsonl
+from .support import (
+    SPEED,
+    last_status,
+    ledger_lines,
+    on_log,
+    run,
+    served,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
 
 FAST = {"duration_median": 3.0, "duration_spread": 0.4, "render": "placeholder"}
 
@@ -135,3 +146,33 @@ async def test_after_the_outage_several_posts_are_on_the_wire_at_once_again(
             accepted.append((sent.pop(line["job_id"]), ts))
     overlapping = [(a, b) for a, b in itertools.combinations(accepted, 2) if a[0] < b[1] and b[0] < a[1]]
     assert overlapping, accepted
+
+
+@pytest.mark.anyio
+async def test_refusals_between_answerless_posts_keep_the_circuit_closed(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A refusal is a clear answer: the provider is up and said no. POSTs answered 502 and 400
+    in turn are never 3 answerless in a row, so the run sends every row at full pace and never
+    stops for an outage. Had refusals not counted as answers, the 502s would add up across them:
+    the run would go one POST at a time and stop submitting after 13, leaving rows unsent."""
+    posts = itertools.count(1)
+
+    async def submit(request: web.Request) -> web.Response:
+        if next(posts) % 2:
+            return web.Response(status=502, text="<html>502 Bad Gateway</html>", content_type="text/html")
+        return web.json_response({"error": "invalid input_image"}, status=400)
+
+    app = web.Application()
+    app.router.add_post("/workflows/{wf}", submit)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(30))
+    async with served(app) as base:
+        settings = settings_for(
+            base, tmp_path, concurrency=1, **{"retry.base_delay": 0.01, "retry.max_delay": 0.05}
+        )
+        result = await run(settings, [manifest], registry, ScaledClock(SPEED))
+    answerless = result.stats.unknown_outcomes
+    assert answerless >= OPEN_AFTER + 10, answerless  # enough to give up, had they added up
+    assert result.stats.stop_reason is None
+    assert set(last_status(tmp_path / "ledger.jsonl").values()) == {"failed"}
+    assert len(last_status(tmp_path / "ledger.jsonl")) == 30
