@@ -94,6 +94,9 @@ async def test_a_provider_that_bills_and_answers_502_is_paid_a_bounded_number_of
     assert first.stats.stop_reason is not None
     assert f"no clear answer to {limit} POSTs in a row" in first.stats.stop_reason
     assert "no more are sent this run" in render_summary(first)
+    # Each row is counted once as left for the next run: the retries held back by the open
+    # circuit when it gave up too (they were dropped from the count, or counted in flight).
+    assert (first.stats.left, first.stats.in_flight, first.stats.resends_waiting) == (20, 0, 0)
     assert second.exit_code is ExitCode.OK and second.stats.outcomes["completed"] == 20
     assert set(last_status(tmp_path / "ledger.jsonl").values()) == {"completed"}
     assert stats["submissions"] == billed + 20  # the rows never sent, and the unknown ones again
@@ -176,3 +179,28 @@ async def test_refusals_between_answerless_posts_keep_the_circuit_closed(
     assert result.stats.stop_reason is None
     assert set(last_status(tmp_path / "ledger.jsonl").values()) == {"failed"}
     assert len(last_status(tmp_path / "ledger.jsonl")) == 30
+
+
+async def test_once_posts_go_unanswered_only_one_is_on_the_wire_at_a_time(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Every POST is billed and answered 502 after 2 s. Once three in a row went unanswered,
+    a POST goes only when none is on the wire (and its backoff is past): in the ledger, no
+    ``submitting`` line comes while another POST still waits for its answer. Sent as slots
+    freed instead, four were on the wire at once (16 jobs billed for nothing, not 13)."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(20))
+    config = EmulatorConfig(**FAST, lost_rate=1.0, slow_rate=1.0, slow_seconds=2.0)  # type: ignore[arg-type]
+    async with run_emulator(config, clock=clock) as emu:
+        result = await run(settings_for(emu.base_url, tmp_path, concurrency=4), [manifest], registry, clock)
+    unanswered, on_the_wire, most = 0, 0, 0
+    for line in ledger_lines(tmp_path / "ledger.jsonl"):
+        if line["status"] == "submitting":
+            on_the_wire += 1
+            if unanswered >= OPEN_AFTER:
+                most = max(most, on_the_wire)
+        elif line["status"] == "submit_unknown":
+            on_the_wire -= 1
+            unanswered += 1
+    assert result.exit_code is ExitCode.FAILED and unanswered == result.stats.unknown_outcomes > 0
+    assert most == 1
