@@ -101,6 +101,24 @@ async def test_max_runtime_ends_the_run_at_the_deadline_and_saves_in_flight_jobs
     assert result.stats.in_flight == 3 and result.exit_code is ExitCode.FAILED
 
 
+async def test_the_first_reason_to_stop_submitting_is_the_one_reported(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The budget stops submissions; later the deadline ends the run with jobs in flight. The
+    summary's "Stopped submitting" must still name the budget, which is what left the last row
+    unsent: naming the deadline sent the user to raise --max-runtime, which sends nothing more."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    config = EmulatorConfig(render="placeholder", duration_median=3600.0, duration_spread=0.0)
+    async with run_emulator(config, clock=clock) as emu:
+        changes = {"limits.max_runtime": 30.0, "limits.budget_usd": 0.25}
+        result = await run(settings_for(emu.base_url, tmp_path, **changes), [manifest], registry, clock)
+        assert emu.stats()["submissions"] == 2  # a third sketch would cost $0.3018
+    assert result.stats.in_flight == 2 and result.stats.left == 1
+    reason = result.stats.stop_reason or ""
+    assert "budget" in reason and "max runtime" not in reason, reason
+
+
 async def test_max_runtime_cutting_a_download_short_is_not_a_success(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
