@@ -181,6 +181,7 @@ async def test_refusals_between_answerless_posts_keep_the_circuit_closed(
     assert len(last_status(tmp_path / "ledger.jsonl")) == 30
 
 
+@pytest.mark.anyio
 async def test_once_posts_go_unanswered_only_one_is_on_the_wire_at_a_time(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
