@@ -1,0 +1,165 @@
+"""What a poll's answer means for its job and the run, end to end over real sockets: the emulator
+served behind a front that answers some of its submits or polls in its place (a provider's bad
+spell: a replica that has not seen a new request, a key revoked mid-run, a billing refusal)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from batcher.clock import ScaledClock
+from batcher.emulator import EmulatorConfig, EmulatorState, create_app
+from batcher.engine import ExitCode
+from batcher.workflows import WorkflowRegistry
+
+from .support import SPEED, last_status, run, served, settings_for, sketch_rows, write_jsonl
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"duration_median": 3.0, "duration_spread": 0.4, "render": "placeholder"}
+#: What the front says with each status it answers in the emulator's place.
+MESSAGES = {
+    401: "Invalid API key",
+    404: "Request not found",
+    406: "Insufficient credits",
+    500: "internal error",
+}
+#: settings_for's retry.max_attempts.
+ATTEMPTS = settings_for("http://unused", Path()).retry.max_attempts
+
+#: ``answer(kind, n)``: for the ``n``th (from 1) request of a kind ("submit" or "poll"), the
+#: status the front answers in the emulator's place, or None to let the emulator answer.
+Answer = Callable[[str, int], int | None]
+
+
+@contextlib.asynccontextmanager
+async def _fronted(
+    clock: ScaledClock, answer: Answer, **changes: float | str
+) -> AsyncIterator[tuple[str, EmulatorState, Counter[str]]]:
+    """The emulator behind ``answer``; yields its base URL, its state, and how many requests of
+    each kind the front answered in its place."""
+    state = EmulatorState(EmulatorConfig(**{**FAST, **changes}), clock)  # type: ignore[arg-type]
+    seen: Counter[str] = Counter()
+    replaced: Counter[str] = Counter()
+
+    @web.middleware
+    async def front(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        kind = "submit" if request.method == "POST" else "poll" if "/request/" in request.path else None
+        if kind is None:
+            return await handler(request)
+        seen[kind] += 1
+        status = answer(kind, seen[kind])
+        if status is None:
+            return await handler(request)
+        await request.read()
+        replaced[kind] += 1
+        return web.json_response({"error": MESSAGES[status]}, status=status)
+
+    app = create_app(state=state)
+    app.middlewares.insert(0, front)
+    try:
+        async with served(app) as base:
+            yield base, state, replaced
+    finally:
+        state.close()
+
+
+@pytest.mark.parametrize(("not_found", "outcome"), [(ATTEMPTS - 1, "completed"), (ATTEMPTS, "expired")])
+async def test_a_404_is_expired_only_when_it_persists_through_every_retry(
+    tmp_path: Path, registry: WorkflowRegistry, not_found: int, outcome: str
+) -> None:
+    """A poll answered 404 may be a replica that has not seen a new request yet: expiring the
+    job at once loses a paid job that was about to finish (nothing saved, exit 1). Only
+    ``retry.max_attempts`` 404s in a row mean its record is gone; one fewer, and it completes."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _fronted(clock, lambda kind, n: 404 if kind == "poll" and n <= not_found else None) as (
+        base,
+        state,
+        replaced,
+    ):
+        result = await run(settings_for(base, tmp_path), [manifest], registry, clock)
+        submissions = state.snapshot()["submissions"]
+    assert result.stats.outcomes == {outcome: 1}
+    assert replaced["poll"] == not_found and submissions == 1
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": outcome}
+
+
+async def test_a_key_refused_on_a_poll_stops_the_run_at_once_and_leaves_the_job_to_re_attach(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A key revoked mid-run (a poll answered 401): every further request would be refused too,
+    so nothing more is sent (no POST of the rows not yet sent, no retries of the poll) and the
+    run exits 3 naming the key. The job stays in flight with its poll_url for the next run;
+    retrying the poll as a 5xx instead ended it ``failed`` and went on POSTing the other rows."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    async with _fronted(clock, lambda kind, n: 401 if kind == "poll" else None) as (base, state, replaced):
+        result = await run(settings_for(base, tmp_path, concurrency=1), [manifest], registry, clock)
+        submissions = state.snapshot()["submissions"]
+    assert result.exit_code is ExitCode.PROVIDER
+    assert "refused the API key" in (result.stats.stop_reason or "")
+    assert submissions == 1 and replaced["poll"] == 1
+    assert result.stats.outcomes == {} and result.stats.in_flight == 1
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "submitted"}
+
+
+async def test_a_poll_refused_for_credits_stops_submitting_and_the_job_is_still_polled_to_the_end(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A poll answered 406 "insufficient credits": more POSTs would only be refused, so none is
+    sent (the other rows are left for the next run, exit 3 saying so), but the job already paid
+    for is polled on and saved, not abandoned in flight."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    async with _fronted(clock, lambda kind, n: 406 if kind == "poll" and n == 1 else None) as (
+        base,
+        state,
+        replaced,
+    ):
+        result = await run(settings_for(base, tmp_path, concurrency=1), [manifest], registry, clock)
+        submissions = state.snapshot()["submissions"]
+    assert result.exit_code is ExitCode.PROVIDER
+    assert "insufficient credits" in (result.stats.stop_reason or "")
+    assert replaced["poll"] == 1 and submissions == 1
+    assert result.stats.outcomes == {"completed": 1} and result.stats.left == 2
+
+
+async def test_poll_errors_between_good_answers_never_add_up_to_failing_a_long_job(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """``retry.max_attempts`` bounds poll errors in a row, not in a job's life: a provider that
+    answers every other poll with a 500 must not fail a long job (paid for, nothing saved)
+    after a few minutes of otherwise good answers."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _fronted(
+        clock,
+        lambda kind, n: 500 if kind == "poll" and n % 2 else None,
+        duration_median=60.0,
+        duration_spread=0.0,
+    ) as (base, _, replaced):
+        settings = settings_for(base, tmp_path, **{"poll.policy": "fixed"})
+        result = await run(settings, [manifest], registry, clock)
+    assert result.stats.outcomes == {"completed": 1}
+    assert replaced["poll"] > ATTEMPTS  # more errors in all than one spell may have
+
+
+async def test_the_balance_a_run_ends_with_is_the_one_its_last_poll_answer_gave(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The provider bills a job when it completes, so the POST's answer gives the balance before
+    the charge and the poll that finds the job done gives it after. The balance the run shows
+    (progress, summary) must be the latest, not the one from before anything was billed."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _fronted(clock, lambda kind, n: None, credits=1.0) as (base, state, _):
+        result = await run(settings_for(base, tmp_path), [manifest], registry, clock)
+        stats = state.snapshot()
+    assert result.stats.outcomes == {"completed": 1} and stats["charged_usd"] > 0
+    assert result.stats.credits == pytest.approx(stats["credits_remaining"], abs=1e-4)
