@@ -466,6 +466,8 @@ async def test_a_foreign_poll_url_in_the_ledger_is_never_sent_the_key(
     failed = [r for r in ledger_lines(ledger) if r["status"] == "failed"]
     assert len(failed) == 1 and "refusing to send the API key to evil.example" in failed[0]["error"]
     assert result.exit_code is ExitCode.FAILED
+    # Counted as failed, as its ledger line says, not left "in flight" in the summary.
+    assert result.stats.outcomes == {"failed": 1} and result.stats.in_flight == 0
 
 
 async def test_a_job_whose_poll_host_was_refused_is_re_attached_once_the_host_is_allowed(

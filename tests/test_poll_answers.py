@@ -17,7 +17,7 @@ from batcher.emulator import EmulatorConfig, EmulatorState, create_app
 from batcher.engine import ExitCode
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, last_status, run, served, settings_for, sketch_rows, write_jsonl
+from .support import SPEED, last_status, ledger_lines, run, served, settings_for, sketch_rows, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
@@ -163,3 +163,76 @@ async def test_the_balance_a_run_ends_with_is_the_one_its_last_poll_answer_gave(
         stats = state.snapshot()
     assert result.stats.outcomes == {"completed": 1} and stats["charged_usd"] > 0
     assert result.stats.credits == pytest.approx(stats["credits_remaining"], abs=1e-4)
+
+
+async def test_polls_that_keep_failing_end_the_job_retryable_and_the_next_run_re_attaches_it(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Polls answered 500 in a row: after ``retry.max_attempts`` of them (not one more, not
+    forever: the run must end) the job is ``failed``, retryable, because it is paid for. The
+    next run polls it by its poll_url and saves it without a new POST; a re-attached job's
+    age spans the gap between the runs, so its ``generated`` line gives no duration bracket."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    ledger = tmp_path / "ledger.jsonl"
+    down = True
+    async with _fronted(clock, lambda kind, n: 500 if kind == "poll" and down else None) as (
+        base,
+        state,
+        replaced,
+    ):
+        first = await run(settings_for(base, tmp_path), [manifest], registry, clock)
+        polled = replaced["poll"]
+        down = False
+        second = await run(settings_for(base, tmp_path), [manifest], registry, clock)
+        submissions = state.snapshot()["submissions"]
+    assert first.stats.outcomes == {"failed": 1} and polled == ATTEMPTS
+    [failed] = [r for r in ledger_lines(ledger) if r["status"] == "failed"]
+    assert failed["retryable"] is True
+    assert second.stats.outcomes == {"completed": 1} and submissions == 1
+    [generated] = [r for r in ledger_lines(ledger) if r["status"] == "generated"]
+    assert "finished_after" not in generated and "finished_by" not in generated
+
+
+async def test_a_generated_line_brackets_the_duration_between_the_last_unfinished_poll_and_the_done_one(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """``finished_after``/``finished_by`` are what later runs learn poll timing from (and what
+    the report charts): the age at the last poll that found the job unfinished, then at the one
+    that found it done. A 6 s job polled every 2 s from 1 s was unfinished at some age above 0
+    and below 6 s, and was done later than that."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _fronted(clock, lambda kind, n: None, duration_median=6.0, duration_spread=0.0) as (
+        base,
+        _,
+        _,
+    ):
+        settings = settings_for(base, tmp_path, **{"poll.policy": "fixed"})
+        result = await run(settings, [manifest], registry, clock)
+    assert result.stats.outcomes == {"completed": 1}
+    [generated] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "generated"]
+    assert 0.0 < generated["finished_after"] < 6.0
+    assert generated["finished_after"] < generated["finished_by"]
+
+
+async def test_the_fixed_policy_polls_first_at_first_delay_then_every_interval(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """``poll.policy: fixed`` with ``first_delay`` 1 s and ``interval`` 6 s, and a 4 s job: one
+    poll at 1 s finds it running, the next at 7 s finds it done. Two polls, recorded on its
+    ``generated`` line; polling every 1 s spends requests the user set out to save, and a
+    first poll at 6 s notices short jobs late."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _fronted(clock, lambda kind, n: None, duration_median=4.0, duration_spread=0.0) as (
+        base,
+        state,
+        _,
+    ):
+        changes = {"poll.policy": "fixed", "poll.first_delay": 1.0, "poll.interval": 6.0}
+        result = await run(settings_for(base, tmp_path, **changes), [manifest], registry, clock)
+        polls = state.snapshot()["requests"]["poll"]
+    assert result.stats.outcomes == {"completed": 1}
+    [generated] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "generated"]
+    assert generated["polls"] == 2 and polls == {"200": 2}
