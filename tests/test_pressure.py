@@ -150,3 +150,56 @@ def test_the_tracked_first_poll_settles_where_a_tenth_of_jobs_are_done() -> None
         seen.append(t)
     late = sorted(seen[2000:])
     assert 7.0 < late[len(late) // 2] < 14.0
+
+
+def test_durations_count_as_known_from_the_sixth_tight_bracket() -> None:
+    """Six tight brackets of 55-66 s jobs (``min_samples``): the first poll comes near the
+    shortest of them, not at a learning quarter of the median (some 15 s: a wasted poll per
+    job for one job longer than needed)."""
+    model = DurationModel()
+    for d in (55.0, 58.0, 60.0, 62.0, 64.0, 66.0):
+        model.observe("wf", d * 0.95, d * 1.05)
+    polls = AdaptivePolls(model, guess=7.0, pressure=lambda: 0.0)
+    assert polls.first_delay("wf") > 50.0
+
+
+def test_first_polls_while_learning_do_not_move_the_first_poll_once_durations_are_known() -> None:
+    """The tracked first poll starts from what the brackets say once they are known: first
+    polls found done while learning (against a guess, not the durations) must not pull it."""
+    model = DurationModel()
+    polls = AdaptivePolls(model, guess=7.0, pressure=lambda: 0.0)
+    for d in (55.0, 58.0, 60.0, 62.0, 64.0):
+        model.observe("wf", d * 0.95, d * 1.05)
+        polls.first_polled("wf", done=True)
+    model.observe("wf", 66.0 * 0.95, 66.0 * 1.05)
+    fresh = AdaptivePolls(model, guess=7.0, pressure=lambda: 0.0)
+    assert polls.first_delay("wf") == fresh.first_delay("wf")
+
+
+@pytest.mark.parametrize("pressure", [0.0, 1.0])
+@pytest.mark.parametrize("known", [False, True], ids=["learning", "known"])
+def test_a_job_polled_at_age_zero_is_not_polled_again_at_once(pressure: float, known: bool) -> None:
+    """A poll of a job of age 0 (or of a few milliseconds) must not be followed by another at
+    once: a job polled back to back, over and over, spends the request budget on nothing."""
+    polls = AdaptivePolls(_known_model() if known else DurationModel(), guess=7.0, pressure=lambda: pressure)
+    assert polls.next_delay("wf", 0.0, 1) > 0.0
+
+
+def test_while_learning_a_job_is_polled_again_at_1_5x_its_age_or_2x_when_requests_are_contested() -> None:
+    """Learning brackets each duration within 1.5x while requests are to spare, and spends
+    fewer polls (a bracket within 2x) when each poll delays a submission."""
+    spare = AdaptivePolls(DurationModel(), guess=7.0, pressure=lambda: 0.0)
+    contested = AdaptivePolls(DurationModel(), guess=7.0, pressure=lambda: 1.0)
+    assert spare.next_delay("wf", 10.0, 1) == pytest.approx(5.0)
+    assert contested.next_delay("wf", 10.0, 1) == pytest.approx(10.0)
+
+
+def test_under_full_pressure_a_young_job_is_next_polled_when_most_jobs_its_age_are_done() -> None:
+    """Every request contested: a 10 s old job of a workflow whose jobs take 55-75 s is next
+    polled where 80% of the jobs still running will have finished, not at 1.5x its age (five
+    more polls a job, each a submission not made)."""
+    model = _known_model()
+    polls = AdaptivePolls(model, guess=7.0, pressure=lambda: 1.0)
+    target = model.quantile("wf", 0.8)
+    assert target is not None
+    assert 10.0 + polls.next_delay("wf", 10.0, 1) == pytest.approx(target)
