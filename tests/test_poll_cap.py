@@ -73,9 +73,14 @@ async def test_a_job_that_never_finishes_is_given_up_after_the_cap_and_the_run_e
     assert result.seconds >= CAP
     assert result.exit_code is ExitCode.FAILED
     assert result.stats.gave_up_polling == 1 and stats["submissions"] == 1
+    assert result.stats.outcomes == {}  # counted once, as given up: not also as failed
     last = _job_lines(ledger, "sketch-0000")[-1]
     assert last["status"] == "failed" and last["retryable"] is True and last["gave_up_polling"] is True
     assert f"gave up polling: still {stuck} after 30s" in last["error"]
+    # A status we do not know gets one `polled` line when it first comes, not one a poll (a
+    # ledger that grows by a line a poll for hours); QUEUED and PROCESSING get none.
+    polled = [rec["remote_status"] for rec in _job_lines(ledger, "sketch-0000") if rec["status"] == "polled"]
+    assert polled == ([stuck] if stuck == "STARTING" else []) and _polls(stats) > 2
     assert "re-attaches it by its poll_url" in last["error"]
     summary = render_summary(result)
     assert "1 given up polling" in summary and "still in flight" not in summary
