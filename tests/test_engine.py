@@ -10,10 +10,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from batcher.clock import ScaledClock
-from batcher.emulator import EmulatorConfig, EmulatorState, create_app, run_emulator
+from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
 from batcher.inputs import InputSpec
 from batcher.summary import render_summary
@@ -26,7 +25,6 @@ from .support import (
     last_status,
     ledger_lines,
     run,
-    served,
     settings_for,
     sketch_rows,
     write_jsonl,
@@ -158,44 +156,6 @@ async def test_server_errors_and_dropped_connections_are_retried_until_done(
     # Dropped-before-accept POSTs and 5xx before acceptance start nothing: no double payment.
     dupes = stats["inputs_submitted_more_than_once"]
     assert dupes <= stats["lost_responses"] + stats["dropped_after_accept"]
-
-
-async def test_a_post_that_needed_retries_starts_polling_with_its_full_allowance_of_poll_errors(
-    tmp_path: Path, registry: WorkflowRegistry
-) -> None:
-    """A job whose POST got 500s before its 200 must not carry those errors into polling: with
-    them still counted, fewer poll 500s than ``retry.max_attempts`` failed the job (paid for,
-    nothing saved) in a run that should have completed it. Each phase gets its own allowance:
-    the provider answers 500 to the first ``max_attempts - 1`` POSTs and the first
-    ``max_attempts - 1`` polls, and the job completes, paid once."""
-    clock = ScaledClock(SPEED)
-    state = EmulatorState(EmulatorConfig(**FAST), clock)  # type: ignore[arg-type]
-    settings = settings_for("http://unused", tmp_path)
-    flaky = settings.retry.max_attempts - 1
-    answered_500 = {"submit": 0, "poll": 0}
-
-    @web.middleware
-    async def server_errors_first(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-        kind = "submit" if request.method == "POST" else "poll" if "/request/" in request.path else None
-        if kind is not None and answered_500[kind] < flaky:
-            await request.read()
-            answered_500[kind] += 1
-            return web.Response(status=500, text="internal error")
-        return await handler(request)
-
-    app = create_app(state=state)
-    app.middlewares.insert(0, server_errors_first)
-    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-    try:
-        async with served(app) as base:
-            result = await run(settings_for(base, tmp_path), [manifest], registry, clock)
-        stats = state.snapshot()
-    finally:
-        state.close()
-    assert result.stats.outcomes == {"completed": 1} and result.exit_code is ExitCode.OK
-    assert answered_500 == {"submit": flaky, "poll": flaky}
-    assert stats["submissions"] == 1
-    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
 
 
 async def test_lost_responses_are_resubmitted_and_counted(tmp_path: Path, registry: WorkflowRegistry) -> None:

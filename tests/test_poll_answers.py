@@ -69,6 +69,24 @@ async def _fronted(
         state.close()
 
 
+async def test_a_post_that_needed_retries_starts_polling_with_its_full_allowance_of_poll_errors(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A job whose POST got 500s before its 200 must not carry those errors into polling: with
+    them still counted, fewer poll 500s than ``retry.max_attempts`` failed the job (paid for,
+    nothing saved) in a run that should have completed it. Each phase gets its own allowance:
+    the first ``max_attempts - 1`` POSTs and polls are answered 500, and the job completes,
+    paid once."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    async with _fronted(clock, lambda kind, n: 500 if n < ATTEMPTS else None) as (base, state, replaced):
+        result = await run(settings_for(base, tmp_path), [manifest], registry, clock)
+        submissions = state.snapshot()["submissions"]
+    assert result.stats.outcomes == {"completed": 1} and result.exit_code is ExitCode.OK
+    assert replaced == {"submit": ATTEMPTS - 1, "poll": ATTEMPTS - 1} and submissions == 1
+    assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
+
+
 @pytest.mark.parametrize(("not_found", "outcome"), [(ATTEMPTS - 1, "completed"), (ATTEMPTS, "expired")])
 async def test_a_404_is_expired_only_when_it_persists_through_every_retry(
     tmp_path: Path, registry: WorkflowRegistry, not_found: int, outcome: str
