@@ -49,11 +49,13 @@ SECOND = "sketch-0001"
 
 class Provider:
     """A stand-in Segmind: every POST is queued (and counted), every poll answers COMPLETED with one
-    output, or what ``poll_answer`` says; ``before_poll`` and ``before_output`` run before an answer."""
+    output, or what ``poll_answer`` says; ``before_submit`` (once the POST is counted),
+    ``before_poll`` and ``before_output`` run before an answer."""
 
     def __init__(self) -> None:
         self.posts: list[str] = []
         self.poll_answer: Callable[[], web.Response] | None = None
+        self.before_submit: Callable[[], Any] | None = None
         self.before_poll: Callable[[], Any] | None = None
         self.before_output: Callable[[], Any] | None = None
 
@@ -68,6 +70,8 @@ class Provider:
         await request.read()
         self.posts.append(request.path)
         rid = f"{len(self.posts):032x}"
+        if self.before_submit is not None:
+            await self.before_submit()
         url = f"{request.url.origin()}/workflows/request/{rid}"
         return web.json_response({"request_id": rid, "poll_url": url, "status": "QUEUED"})
 
@@ -352,3 +356,32 @@ async def test_a_signal_is_acted_on_while_a_long_manifest_of_finished_rows_is_re
     assert second.exit_code is ExitCode.OK, render_summary(second)
     assert second.stats.skipped == done and not second.stats.rows_unread
     assert provider.posts == [] and (last_line(ledger, "attached") or {}).get("status") == "completed"
+
+
+async def test_a_post_on_the_wire_at_a_stop_is_let_land_and_its_job_re_attached_not_paid_again(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A first signal while a POST waits for its answer: nothing more is sent, but that POST is
+    given a moment (``SUBMIT_GRACE``) to land, so its poll_url reaches the ledger. The job is in
+    flight, and the next run re-attaches it: paid once. Cut off at once instead, its outcome was
+    unknown, and the next run POSTed it again (paying twice if the first had started it)."""
+    provider, answered = Provider(), anyio.Event()
+    provider.before_submit = answered.wait
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    ledger = tmp_path / "ledger.jsonl"
+    async with served(provider.app()) as base:
+        settings = settings_for(base, tmp_path, concurrency=1)
+        async with running(settings, manifest, registry) as (interrupt, _, results):
+            await until(lambda: len(provider.posts) == 1)  # on the wire, its answer held
+            interrupt.set()
+            await anyio.wait_all_tasks_blocked()  # the run has stopped sending and waits for it
+            answered.set()
+        (first,) = results
+        assert (last_line(ledger, "sketch-0000") or {}).get("status") == "submitted"
+        assert first.exit_code is ExitCode.INTERRUPTED
+        assert first.stats.cut_submits == 0 and first.stats.unknown_outcomes == 0
+        assert first.stats.in_flight == 1
+        provider.before_submit = None
+        second = await run(settings, [manifest], registry, ScaledClock(SPEED))
+    assert second.stats.outcomes == {"completed": 1} and second.stats.submitted == 0
+    assert len(provider.posts) == 1
