@@ -8,6 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 
 from batcher.clock import ScaledClock
@@ -205,3 +206,25 @@ async def test_an_output_host_that_answers_429_is_waited_for_as_long_as_it_says(
     assert stats["output_rate_limited"] >= 2 and stats["requests"]["output"]["200"] == 3
     assert stats["submissions"] == 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"sketch-000{i}.png" for i in range(3)]
+
+
+async def test_an_output_host_asking_for_a_day_is_waited_for_at_most_rate_max_wait(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A file host's 429 that names a wait of a day (a daily quota) is waited for only
+    ``rate.max_wait`` a try: kept to the letter, a download worker would sleep a day and the
+    run would never end. The outputs it refuses are left ``download_failed``, retryable: the
+    next run fetches them, never paying again."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    config = dataclasses.replace(FAST, output_rate_limit=1.0, output_rate_period=86400.0)
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"rate.max_wait": 5.0})
+        with anyio.fail_after(60):  # a wait of a day is 36 minutes at this scale
+            result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.FAILED
+    assert result.stats.outcomes == {"completed": 1, "download_failed": 2}
+    assert stats["output_rate_limited"] >= 2 and stats["submissions"] == 3
+    failed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
+    assert len(failed) == 2 and all(r["retryable"] is True for r in failed)
