@@ -23,6 +23,35 @@ def _order(path: Path) -> list[tuple[str, str]]:
     return [(r["status"], r["job_id"]) for r in lines if r["status"] in ("submitting", "generated")]
 
 
+async def _run_in_order(
+    tmp: Path,
+    registry: WorkflowRegistry,
+    *,
+    rows: int,
+    seconds: float,
+    concurrency: int,
+    requests_per_minute: float,
+    first_poll: float,
+    interval: float,
+) -> list[tuple[str, str]]:
+    """Run ``rows`` jobs of exactly ``seconds`` on the emulator under fixed polling, to the end;
+    the ledger's order of ``submitting`` and ``generated`` lines."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp / "m.jsonl", sketch_rows(rows))
+    config = EmulatorConfig(render="placeholder", duration_median=seconds, duration_spread=0.0)
+    async with run_emulator(config, clock=clock) as emu:
+        changes = {
+            "rate.requests_per_minute": requests_per_minute,
+            "poll.policy": "fixed",
+            "poll.interval": interval,
+            "poll.first_delay": first_poll,
+        }
+        settings = settings_for(emu.base_url, tmp, concurrency=concurrency, **changes)
+        result = await run(settings, [manifest], registry, clock)
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == rows
+    return _order(tmp / "ledger.jsonl")
+
+
 async def test_when_slots_are_scarce_a_freed_slot_is_refilled_before_due_polls(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -30,24 +59,16 @@ async def test_when_slots_are_scarce_a_freed_slot_is_refilled_before_due_polls(
     of the job still running always due: if due polls went first, a slot freed by one job
     stayed empty until the other job was done too, and a run bound by its slots took longer
     than it had to."""
-    clock = ScaledClock(SPEED)
-    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(8))
-    config = EmulatorConfig(render="placeholder", duration_median=20.0, duration_spread=0.0)
-    async with run_emulator(config, clock=clock) as emu:
-        settings = settings_for(
-            emu.base_url,
-            tmp_path,
-            concurrency=2,
-            **{
-                "rate.requests_per_minute": 30.0,
-                "poll.policy": "fixed",
-                "poll.interval": 0.1,
-                "poll.first_delay": 6.0,
-            },
-        )
-        result = await run(settings, [manifest], registry, clock)
-    assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 8
-    order = _order(tmp_path / "ledger.jsonl")
+    order = await _run_in_order(
+        tmp_path,
+        registry,
+        rows=8,
+        seconds=20.0,
+        concurrency=2,
+        requests_per_minute=30.0,
+        first_poll=6.0,
+        interval=0.1,
+    )
     in_flight = 0
     for i, (status, _) in enumerate(order):
         if status == "submitting":
@@ -66,23 +87,15 @@ async def test_when_requests_are_scarce_due_polls_go_before_new_submissions(
 ) -> None:
     """Slots to spare, a request a second: a job done is noticed at its next due poll, not after
     every row has been submitted (the outputs of the first jobs came only when all were sent)."""
-    clock = ScaledClock(SPEED)
-    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(10))
-    config = EmulatorConfig(render="placeholder", duration_median=2.0, duration_spread=0.0)
-    async with run_emulator(config, clock=clock) as emu:
-        settings = settings_for(
-            emu.base_url,
-            tmp_path,
-            concurrency=20,
-            **{
-                "rate.requests_per_minute": 60.0,
-                "poll.policy": "fixed",
-                "poll.interval": 1.0,
-                "poll.first_delay": 2.5,
-            },
-        )
-        result = await run(settings, [manifest], registry, clock)
-    assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 10
-    order = _order(tmp_path / "ledger.jsonl")
+    order = await _run_in_order(
+        tmp_path,
+        registry,
+        rows=10,
+        seconds=2.0,
+        concurrency=20,
+        requests_per_minute=60.0,
+        first_poll=2.5,
+        interval=1.0,
+    )
     last_submitting = max(i for i, (status, _) in enumerate(order) if status == "submitting")
     assert order.index(("generated", order[0][1])) < last_submitting, order
