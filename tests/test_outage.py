@@ -205,3 +205,24 @@ async def test_once_posts_go_unanswered_only_one_is_on_the_wire_at_a_time(
             unanswered += 1
     assert result.exit_code is ExitCode.FAILED and unanswered == result.stats.unknown_outcomes > 0
     assert most == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrency", [2, 4])
+async def test_retries_held_back_by_an_outage_still_keep_to_the_budget(
+    tmp_path: Path, registry: WorkflowRegistry, concurrency: int
+) -> None:
+    """Every POST is billed and answered 502, under ``--budget`` $1.00 (nine sketches at
+    $0.1006). Once three went unanswered, retries are held back while one POST at a time goes.
+    Each is checked against the budget again when its turn comes: it was allowed when it was
+    held back, but the POSTs sent meanwhile may have been billed too. The provider bills nine
+    POSTs, not one more."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(10))
+    config = EmulatorConfig(**FAST, lost_rate=1.0)  # type: ignore[arg-type]
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, concurrency=concurrency, **{"limits.budget_usd": 1.0})
+        result = await run(settings, [manifest], registry, clock)
+        billed = emu.stats()["submissions"]
+    assert billed == 9, billed
+    assert "budget" in (result.stats.stop_reason or ""), result.stats.stop_reason
