@@ -61,11 +61,12 @@ class AdaptivePolls:
       The guess starts at ``guess`` (the configured interval), becomes the median of the tight
       brackets as soon as there is one, and is cut to the median "done by" time seen.
     - **Known durations, requests to spare** (pressure 0): first poll at the 10th percentile,
-      then every 10% of the job's age, so a job is noticed within about 10% of its duration.
+      then every 10% of the job's age (sooner if 30% of the jobs still running at that age
+      finish sooner), so a job is noticed within about 10% of its duration.
     - **Known durations, every request contested** (pressure 1): first poll at the 95th
-      percentile, then at the point where 80% of the jobs still running will have finished:
-      little more than one poll per job, which is what a rate-bound run needs (each request is
-      a submission not made).
+      percentile, then at the later of 1.5x the job's age and the point where 80% of the jobs
+      still running will have finished: little more than one poll per job, which is what a
+      rate-bound run needs (each request is a submission not made).
     - In between, everything slides with the pressure (:mod:`batcher.pressure`).
     - **Censoring.** Durations come from tight brackets, and a job already done at its first
       poll gives none, so tight brackets cannot see durations shorter than the first poll (after
