@@ -5,9 +5,11 @@ and a COMPLETED whose output is cut short."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from aiohttp import web
@@ -176,6 +178,59 @@ async def test_an_inline_output_read_back_without_its_bytes_and_no_poll_url_fail
         with pytest.raises(DownloadFailed, match="not kept in the ledger") as caught:
             await saver.save_all("job", [ref])
     assert caught.value.retryable is False and not list(tmp_path.iterdir())
+
+
+def _saver(transport: Transport, out: Path) -> OutputSaver:
+    api_settings = ApiSettings(base_url="https://api.segmind.com", api_key=API_KEY)
+    return OutputSaver(SegmindAPI(transport, api_settings, SystemClock()), out, max_bytes=10**6, timeout=5)
+
+
+async def test_outputs_sharing_a_key_are_each_saved_to_a_file_of_their_own(tmp_path: Path) -> None:
+    """A workflow that answers three images under one ``keyname``: each is paid for and each is
+    kept (``job.png``, ``job+image.png``, ``job+image_1.png``). Named by key alone, the third
+    overwrote the second, and the ledger recorded two outputs at one path."""
+    images = [PNG + bytes([n]) for n in range(3)]
+    refs = [OutputRef("image", "data:image/png;base64," + base64.b64encode(i).decode()) for i in images]
+    async with Transport() as transport:
+        saved = await _saver(transport, tmp_path).save_all("job", refs)
+    assert [Path(s.path).name for s in saved] == ["job.png", "job+image.png", "job+image_1.png"]
+    assert [Path(s.path).read_bytes() for s in saved] == images
+    assert [s.sha256 for s in saved] == [hashlib.sha256(i).hexdigest() for i in images]
+
+
+async def test_an_outputs_extension_is_its_urls_in_any_case_or_encoding_else_its_types(
+    tmp_path: Path,
+) -> None:
+    """Output hosts answer ``application/octet-stream``, upper-case names, percent-encoded dots,
+    and types with parameters or capitals. The file's extension comes from the URL's name when it
+    is a known one (``.JPG`` is a ``.jpg``, ``b%2Epng`` a ``.png``), else from the type, read
+    without its parameters and case; an inline ``data:`` output with no type is text (RFC 2397).
+    Read by the URL's suffix as given, or by the type as written, each is a ``.bin`` that no
+    image viewer opens."""
+    types = {"A.JPG": "application/octet-stream", "b%2Epng": "application/octet-stream"}
+    types |= {"c": "Image/PNG; charset=binary", "d": "application/octet-stream"}
+
+    async def serve(request: web.Request) -> web.Response:
+        asked = {unquote(name): ctype for name, ctype in types.items()}[request.match_info["name"]]
+        return web.Response(body=PNG, headers={"Content-Type": asked})
+
+    app = web.Application()
+    app.router.add_get("/o/{name}", serve)
+    async with served(app) as base, Transport() as transport:
+        saver = _saver(transport, tmp_path)
+        names = {}
+        for name in types:
+            (saved,) = await saver.save_all(
+                name.split("%")[0].split(".")[0], [OutputRef("o", f"{base}/o/{name}")]
+            )
+            names[name] = Path(saved.path).name
+        inline = "data:;base64," + base64.b64encode(b"hi").decode()
+        (text,) = await saver.save_all("e", [OutputRef("o", inline)])
+        inline = "data:IMAGE/PNG;base64," + base64.b64encode(PNG).decode()
+        (image,) = await saver.save_all("f", [OutputRef("o", inline)])
+    assert names == {"A.JPG": "A.jpg", "b%2Epng": "b.png", "c": "c.png", "d": "d.bin"}
+    assert Path(text.path).name == "e.txt" and Path(text.path).read_bytes() == b"hi"
+    assert Path(image.path).name == "f.png"
 
 
 # --- 2. x-remaining-credits that is not a number -------------------------------------------
