@@ -161,6 +161,11 @@ async def test_a_bare_base64_output_over_the_size_cap_is_refused_not_saved(
     assert not list((tmp_path / "out").iterdir())
 
 
+def _saver(transport: Transport, out: Path) -> OutputSaver:
+    api_settings = ApiSettings(base_url="https://api.segmind.com", api_key=API_KEY)
+    return OutputSaver(SegmindAPI(transport, api_settings, SystemClock()), out, max_bytes=10**6, timeout=5)
+
+
 async def test_an_inline_output_read_back_without_its_bytes_and_no_poll_url_fails_clearly(
     tmp_path: Path,
 ) -> None:
@@ -171,18 +176,10 @@ async def test_an_inline_output_read_back_without_its_bytes_and_no_poll_url_fail
     )
     assert (ref.url, ref.inline) == (None, "image/png")
     async with Transport() as transport:
-        api_settings = ApiSettings(base_url="https://api.segmind.com", api_key=API_KEY)
-        saver = OutputSaver(
-            SegmindAPI(transport, api_settings, SystemClock()), tmp_path, max_bytes=10**6, timeout=5
-        )
+        saver = _saver(transport, tmp_path)
         with pytest.raises(DownloadFailed, match="not kept in the ledger") as caught:
             await saver.save_all("job", [ref])
     assert caught.value.retryable is False and not list(tmp_path.iterdir())
-
-
-def _saver(transport: Transport, out: Path) -> OutputSaver:
-    api_settings = ApiSettings(base_url="https://api.segmind.com", api_key=API_KEY)
-    return OutputSaver(SegmindAPI(transport, api_settings, SystemClock()), out, max_bytes=10**6, timeout=5)
 
 
 async def test_outputs_sharing_a_key_are_each_saved_to_a_file_of_their_own(tmp_path: Path) -> None:
