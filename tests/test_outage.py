@@ -30,6 +30,8 @@ from .support import (
     write_jsonl,
 )
 
+pytestmark = pytest.mark.anyio
+
 FAST = {"duration_median": 3.0, "duration_spread": 0.4, "render": "placeholder"}
 
 
@@ -69,7 +71,6 @@ def test_probes_are_spaced_by_a_doubling_backoff_up_to_the_cap_and_then_the_run_
 # --- the run -----------------------------------------------------------------------------------
 
 
-@pytest.mark.anyio
 async def test_a_provider_that_bills_and_answers_502_is_paid_a_bounded_number_of_times(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -102,7 +103,6 @@ async def test_a_provider_that_bills_and_answers_502_is_paid_a_bounded_number_of
     assert stats["submissions"] == billed + 20  # the rows never sent, and the unknown ones again
 
 
-@pytest.mark.anyio
 async def test_when_the_provider_answers_again_the_run_goes_back_to_full_speed_and_finishes(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -122,7 +122,6 @@ async def test_when_the_provider_answers_again_the_run_goes_back_to_full_speed_a
     assert stats["submissions"] <= 12 + settings.concurrency  # the few answerless ones, sent again
 
 
-@pytest.mark.anyio
 async def test_after_the_outage_several_posts_are_on_the_wire_at_once_again(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -151,7 +150,6 @@ async def test_after_the_outage_several_posts_are_on_the_wire_at_once_again(
     assert overlapping, accepted
 
 
-@pytest.mark.anyio
 async def test_refusals_between_answerless_posts_keep_the_circuit_closed(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -181,7 +179,6 @@ async def test_refusals_between_answerless_posts_keep_the_circuit_closed(
     assert len(last_status(tmp_path / "ledger.jsonl")) == 30
 
 
-@pytest.mark.anyio
 async def test_once_posts_go_unanswered_only_one_is_on_the_wire_at_a_time(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -207,7 +204,6 @@ async def test_once_posts_go_unanswered_only_one_is_on_the_wire_at_a_time(
     assert most == 1
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("concurrency", [2, 4])
 async def test_retries_held_back_by_an_outage_still_keep_to_the_budget(
     tmp_path: Path, registry: WorkflowRegistry, concurrency: int
