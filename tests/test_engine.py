@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from batcher.clock import ScaledClock
-from batcher.emulator import EmulatorConfig, run_emulator
-from batcher.engine import ExitCode
+from batcher.emulator import EmulatorConfig, RunningEmulator, run_emulator
+from batcher.engine import ExitCode, RunResult
 from batcher.inputs import InputSpec
 from batcher.summary import render_summary
 from batcher.workflows import Workflow, WorkflowRegistry
@@ -670,6 +670,17 @@ async def test_a_manifest_without_a_final_line_break_gets_a_warning_before_rows_
     assert len(warned) == 1 and str(cut) in warned[0] and "whole.jsonl" not in warned[0]
 
 
+async def _left_then_retried(
+    emu: RunningEmulator, tmp: Path, manifest: Path, registry: WorkflowRegistry, clock: ScaledClock
+) -> tuple[tuple[RunResult, int], tuple[RunResult, int]]:
+    """After a run under ``unknown_submit: fail``: a later run under the default policy, then one
+    with ``--retry-failed``; each result, with the submissions the provider has had after it."""
+    later = await run(settings_for(emu.base_url, tmp), [manifest], registry, clock)
+    after_later = emu.stats()["submissions"]
+    retried = await run(settings_for(emu.base_url, tmp, retry_failed=True), [manifest], registry, clock)
+    return (later, after_later), (retried, emu.stats()["submissions"])
+
+
 async def test_an_unknown_outcome_fails_instead_when_configured(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -692,12 +703,10 @@ async def test_an_unknown_outcome_fails_instead_when_configured(
         settings = settings_for(emu.base_url, tmp_path, **{"ledger.unknown_submit": "fail"})
         result = await run(settings, [manifest], registry, clock)
         assert emu.stats()["submissions"] == 2
-        later = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
-        assert emu.stats()["submissions"] == 2
-        retried = await run(
-            settings_for(emu.base_url, tmp_path, retry_failed=True), [manifest], registry, clock
+        (later, after_later), (retried, after_retried) = await _left_then_retried(
+            emu, tmp_path, manifest, registry, clock
         )
-        assert emu.stats()["submissions"] == 3
+    assert (after_later, after_retried) == (2, 3)  # left alone, then sent again
     assert result.exit_code is ExitCode.FAILED and result.stats.outcomes == {"failed": 1}
     assert later.stats.submitted == 0 and later.stats.skipped == 3
     assert retried.stats.resubmitted_unknown == 1 and retried.stats.outcomes == {"completed": 1}
@@ -785,12 +794,10 @@ async def test_under_unknown_submit_fail_a_post_answered_502_is_sent_once_and_fa
         first = await run(failing, [manifest], registry, clock)
         assert emu.stats()["submissions"] == 2  # one POST a job: each billed once
         emu.state.reconfigure(lost_rate=0.0)
-        later = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
-        assert emu.stats()["submissions"] == 2
-        retried = await run(
-            settings_for(emu.base_url, tmp_path, retry_failed=True), [manifest], registry, clock
+        (later, after_later), (retried, after_retried) = await _left_then_retried(
+            emu, tmp_path, manifest, registry, clock
         )
-        assert emu.stats()["submissions"] == 4
+    assert (after_later, after_retried) == (2, 4)  # left alone, then both sent again
     assert first.exit_code is ExitCode.FAILED and first.stats.outcomes == {"failed": 2}
     assert first.stats.unknown_outcomes == 2 and first.stats.requests["submit"] == 2
     failed = [r for r in ledger_lines(ledger) if r["status"] == "failed"]
