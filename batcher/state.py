@@ -57,8 +57,6 @@ class JobState:
     outputs: list[dict[str, Any]] | None = None
     error: str | None = None
     retryable: bool = False
-    submits: int = 0
-    unknown: int = 0
     #: A POST of this job may have been accepted (and billed) with no ``submitted`` since: a
     #: ``submit_unknown``, or a ``submitting`` whose process died before the answer. Cleared only
     #: by a ``submitted``: a later 429, a refused connection or a give-up says nothing about that
@@ -205,7 +203,6 @@ class LedgerState:
             if job_id in self.posting:  # a POST before it never got an answer line
                 job.post_unknown = True
             self.posting.add(job_id)
-            job.submits += 1
             job.inputs_hash = _hash_int(rec.get("inputs_hash"))
             job.request_id = job.poll_url = None
             job.outputs = None
@@ -213,7 +210,6 @@ class LedgerState:
         else:
             self.posting.discard(job_id)
         if status == "submit_unknown":
-            job.unknown += 1
             job.post_unknown = True
             job.error = rec.get("error")
         elif status == "submitted":

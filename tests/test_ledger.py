@@ -374,7 +374,8 @@ def test_a_new_submitting_line_forgets_the_old_poll_url() -> None:
             {"job_id": "j", "status": "submitting", "ts": "t"},
         ]
     )
-    assert state.jobs["j"].poll_url is None and state.jobs["j"].submits == 1
+    job = state.jobs["j"]
+    assert job.poll_url is None and job.request_id is None and job.status == "submitting"
 
 
 def test_a_replayed_ledger_keeps_little_of_each_job_that_a_run_finished_in_order(tmp_path: Path) -> None:
