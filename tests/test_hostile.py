@@ -503,13 +503,37 @@ async def test_a_poll_refused_for_the_account_is_no_failed_job_whatever_its_body
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": then}
 
 
+class PollsAfterPosts(Hostile):
+    """Holds every poll's answer until ``posts`` POSTs have been answered: the first poll can
+    otherwise come (on a busy machine) before the last of them was sent."""
+
+    def __init__(self, answers: list[tuple[int, str, str]], posts: int) -> None:
+        super().__init__(answers)
+        self.posts, self._answered, self._all_sent = posts, 0, asyncio.Event()
+
+    async def submit(self, request: web.Request) -> web.Response:
+        answer = await super().submit(request)
+        self._answered += 1
+        if self._answered >= self.posts:
+            self._all_sent.set()
+        return answer
+
+    async def poll(self, request: web.Request) -> web.Response:
+        await self._all_sent.wait()
+        return await super().poll(request)
+
+
 async def test_a_key_refused_on_a_poll_leaves_its_job_counted_in_flight(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
     """A 401 on a poll stops the run at once; the polled job is submitted and paid for, and the
     next run re-attaches it, but it was dropped from the count: "2 still in flight" for three
-    jobs submitted and none finished. All three are counted now."""
-    hostile = Hostile([(401, "application/json", '{"error": "Unauthorized: invalid API key"}')])
+    jobs submitted and none finished. All three are counted now. (The provider answers polls
+    only once all three POSTs are in: about one run in twenty under load, the 401 came before
+    the third POST was sent, and that job was deferred.)"""
+    hostile = PollsAfterPosts(
+        [(401, "application/json", '{"error": "Unauthorized: invalid API key"}')], posts=3
+    )
     async with served(hostile.app()) as base:
         manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(6))
         result = await run(
