@@ -993,3 +993,47 @@ async def test_a_download_redirected_to_another_origin_does_not_carry_its_header
                 )
                 assert (done.status, bytes(got)) == (200, b"png")
     assert seen == {"other origin": None, "same origin": "Bearer secret"}
+
+
+async def test_a_download_follows_five_redirects_of_every_kind_and_stops_at_a_loop() -> None:
+    """A storage host may answer an output with any of the five redirects, and chain them: a
+    chain of five (301, 302, 303, 307, 308; the third to another origin, whose next one is
+    relative to it) is followed to the file. A host that redirects to itself gets six requests
+    (the first and five redirects) and the download ends with that redirect's status, a failed
+    download: not an internal error, and not a loop of requests."""
+    hits: list[str] = []
+
+    def hop(status: int, to: str) -> Any:
+        async def answer(request: web.Request) -> web.Response:
+            hits.append(request.path)
+            return web.Response(status=status, headers={"Location": to})
+
+        return answer
+
+    async def file(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(body=b"png", content_type="image/png")
+
+    other_app = web.Application()
+    other_app.router.add_get("/r3", hop(307, "r4"))  # relative: resolved against this origin
+    other_app.router.add_get("/r4", hop(308, "/file.png"))
+    other_app.router.add_get("/file.png", file)
+    async with served(other_app) as other:
+        app = web.Application()
+        app.router.add_get("/r0", hop(301, "/r1"))
+        app.router.add_get("/r1", hop(302, "/r2"))
+        app.router.add_get("/r2", hop(303, f"{other}/r3"))
+        app.router.add_get("/loop", hop(302, "/loop"))
+        async with served(app) as base, Transport() as transport:
+            got = bytearray()
+
+            async def sink(chunk: bytes) -> None:
+                got.extend(chunk)
+
+            done = await transport.stream(f"{base}/r0", sink, max_bytes=1024)
+            assert (done.status, bytes(got)) == (200, b"png")
+            assert hits == ["/r0", "/r1", "/r2", "/r3", "/r4", "/file.png"]
+            hits.clear()
+            looped = await transport.stream(f"{base}/loop", sink, max_bytes=1024)
+    assert (looped.status, looped.size, bytes(got)) == (302, 0, b"png")
+    assert hits == ["/loop"] * 6
