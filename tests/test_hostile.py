@@ -1037,3 +1037,52 @@ async def test_a_download_follows_five_redirects_of_every_kind_and_stops_at_a_lo
             looped = await transport.stream(f"{base}/loop", sink, max_bytes=1024)
     assert (looped.status, looped.size, bytes(got)) == (302, 0, b"png")
     assert hits == ["/loop"] * 6
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("how", ["request", "stream"])
+@pytest.mark.parametrize("extra", [0, 1], ids=["at-the-cap", "one-byte-over"])
+async def test_an_answer_is_refused_one_byte_past_its_cap_whether_or_not_it_declares_its_length(
+    how: str, declared: bool, extra: int
+) -> None:
+    """An API answer or an output of exactly ``max_bytes`` is read whole; one byte more is an
+    UnsafeOutputError, whether the host declares its length (a Content-Length past the cap is
+    refused before the body is read into memory) or sends it chunked (counted as it comes).
+    An output of exactly the cap refused is a paid job with no file; one over it read whole is
+    what the cap is there to prevent."""
+    cap = 1000
+    body = bytes(range(256)) * 4
+    body = body[: cap + extra]
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        if declared:
+            resp.content_length = len(body)
+        else:
+            resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(body)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/answer", answer)
+    got = bytearray()
+
+    async def sink(chunk: bytes) -> None:
+        got.extend(chunk)
+
+    async with served(app) as base, Transport() as transport:
+        url = f"{base}/answer"
+        if extra:
+            with pytest.raises(UnsafeOutputError, match="1000"):
+                if how == "request":
+                    await transport.request("GET", url, max_bytes=cap)
+                else:
+                    await transport.stream(url, sink, max_bytes=cap)
+            assert len(got) <= cap
+        elif how == "request":
+            assert (await transport.request("GET", url, max_bytes=cap)).body == body
+        else:
+            done = await transport.stream(url, sink, max_bytes=cap)
+            assert (done.status, done.size, bytes(got)) == (200, cap, body)
