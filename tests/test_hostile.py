@@ -842,14 +842,18 @@ async def test_an_api_answer_that_trickles_is_cut_at_the_request_deadline_and_re
     assert result.exit_code is ExitCode.OK
 
 
+@pytest.mark.parametrize("size", [400, 100_000], ids=["one-read", "streamed"])
 async def test_an_output_that_trickles_is_cut_and_the_job_ends_as_a_retryable_download_failure(
-    tmp_path: Path, registry: WorkflowRegistry
+    tmp_path: Path, registry: WorkflowRegistry, size: int
 ) -> None:
     """A 100 KB output sent a byte every 50 ms: every byte received pushes the deadline back by
     1/min_rate of a second (a microsecond), so it is cut after about ``output.timeout``, not
     kept alive by its trickle; each try is cut, and the job ends ``download_failed`` (retryable:
-    the next run fetches it again), the error saying how slow the host was."""
-    hostile = Trickling("output", always=True, body=bytes(100_000))
+    the next run fetches it again), the error saying how slow the host was. A small output (the
+    usual one: a declared length under one chunk, read in one go, so no byte extends the
+    deadline) is cut at ``output.timeout`` too: its deadline starts with the request, not with
+    the first byte of its body."""
+    hostile = Trickling("output", always=True, body=bytes(size))
     result = await _one_job(hostile, tmp_path, registry, **{"output.timeout": 1.0, "retry.max_attempts": 2})
     assert hostile.cut == [True, True]
     [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
