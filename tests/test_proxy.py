@@ -133,6 +133,22 @@ async def test_a_proxy_that_fails_before_the_tunnel_is_a_connect_error_naming_it
     assert all(API_KEY.encode() not in r for r in proxy.received)
 
 
+@pytest.mark.parametrize("first", ["direct", "proxied"])
+async def test_each_origin_gets_its_own_route_whatever_was_asked_before(first: str) -> None:
+    """The route is decided once per origin and remembered: an https request to a loopback host
+    (direct) and one to an API host (through the proxy), in either order, each take their own.
+    Were the choice remembered per scheme, whichever came first would decide for every https
+    host after it: a no_proxy or loopback host sent to the proxy, or every host sent past it."""
+    direct, proxied = "https://localhost:9/x", "https://api.example.test/workflows/x"
+    async with proxy_serving("403 Forbidden") as (proxy, url), Transport(proxy=url) as transport:
+        for target in [direct, proxied] if first == "direct" else [proxied, direct]:
+            with pytest.raises(ConnectError) as raised:
+                await transport.request("GET", target, headers=HEADERS)
+            went_through = "refused a tunnel to api.example.test:443" in str(raised.value)
+            assert went_through is (target == proxied), str(raised.value)
+    assert proxy.heads() == ["CONNECT api.example.test:443 HTTP/1.1"]
+
+
 @pytest.mark.parametrize(
     ("url", "no_proxy"),
     [
@@ -140,21 +156,34 @@ async def test_a_proxy_that_fails_before_the_tunnel_is_a_connect_error_naming_it
         ("https://cdn.example.invalid/x", (".example.invalid",)),  # a domain suffix
         ("https://cdn.example.invalid:8443/x", ("other.test", "cdn.example.invalid:8443")),  # host:port
         ("https://cdn.example.invalid/x", ("*",)),  # everything
+        ("https://cdn.example.invalid/x", ("other.test", "*")),  # everything, in a list
+        ("https://cdn.example.invalid/x", ("cdn.example.invalid:443",)),  # https's default port
         ("https://localhost:9/x", ()),  # loopback: a proxy cannot reach it
         ("https://127.0.0.1:9/x", ()),
         ("http://api.example.invalid/x", ()),  # plain http would hand the proxy the key
         ("http://127.0.0.1:9/x", ()),
     ],
 )
-async def test_no_proxy_hosts_loopback_and_plain_http_go_direct(url: str, no_proxy: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("how", ["request", "download"])
+async def test_no_proxy_hosts_loopback_and_plain_http_go_direct(
+    url: str, no_proxy: tuple[str, ...], how: str
+) -> None:
     """Nothing reaches the proxy: the request goes straight to its host (which does not exist
-    or does not listen here), and the error says nothing of a proxy."""
+    or does not listen here), and the error says nothing of a proxy. An output download too: a
+    plain http one handed to the proxy would show it the whole URL (a presigned URL's token)."""
     async with (
         proxy_serving("403 Forbidden") as (proxy, proxy_url),
         Transport(proxy=proxy_url, no_proxy=no_proxy, connect_timeout=5.0) as transport,
     ):
         with pytest.raises(ConnectError) as raised:
-            await transport.request("GET", url, headers=HEADERS)
+            if how == "request":
+                await transport.request("GET", url, headers=HEADERS)
+            else:
+
+                async def sink(chunk: bytes) -> None:
+                    raise AssertionError("nothing can arrive")
+
+                await transport.stream(url + "?token=presigned", sink, max_bytes=1024)
     assert proxy.received == []
     assert "proxy" not in str(raised.value)
 
