@@ -339,6 +339,10 @@ def test_a_proxy_password_holding_a_slash_is_never_quoted_and_the_refusal_says_t
     ) in message
 
 
-def test_the_ledger_header_shows_the_proxy_without_its_password() -> None:
-    settings = Settings(api=ApiSettings(proxy=f"http://me:{PASSWORD}@proxy.corp:3128"))
+@pytest.mark.parametrize("secret", [PASSWORD, f"p@ss-{PASSWORD}"], ids=["plain", "holding-an-at"])
+def test_the_ledger_header_shows_the_proxy_without_its_password(secret: str) -> None:
+    """A password holding an ``@`` (not percent-encoded) is a valid proxy URL for a URL parser
+    (the host is after the last ``@``): hidden up to the first ``@`` only, the rest of the
+    password was written to the ledger."""
+    settings = Settings(api=ApiSettings(proxy=f"http://me:{secret}@proxy.corp:3128"))
     assert settings.public()["api"]["proxy"] == "http://***@proxy.corp:3128"
