@@ -61,6 +61,8 @@ def test_a_plain_http_base_in_the_config_file_is_refused_with_its_line(tmp_path:
         ("http://[::1]:8787", ""),
         ("http://localhost:8787", ""),
         ("http://LOCALHOST:8787", ""),
+        ("http://localhost.:8787", ""),  # the fully qualified name
+        ("http://[::ffff:127.0.0.1]:8787", ""),  # loopback as an IPv4-mapped IPv6 address
         ("https://api.segmind.com", ""),
         ("http://192.0.2.10:8787", "api:\n  allow_insecure_http: true\n"),  # the opt-in
     ],
