@@ -7,6 +7,8 @@ import base64
 import gzip
 import hashlib
 import json
+import socket
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -839,6 +841,70 @@ async def test_an_api_answer_that_trickles_is_cut_at_the_request_deadline_and_re
         assert statuses == ["submitting", "submitted", "generated", "completed"]
         assert hostile.posts == 1
     assert (tmp_path / "out" / "sketch-0000.png").read_bytes() == b"\x89PNG fake"
+    assert result.exit_code is ExitCode.OK
+
+
+class Unanswered(Hostile):
+    """Reads the first POST whole, then does not answer it as ``how`` says: ``silent`` (the
+    connection stays open and quiet until the test is over), ``reset`` (a TCP reset), ``cut``
+    (half of a declared body, then the connection closes) or ``hangup`` (closed, no answer)."""
+
+    def __init__(self, how: str) -> None:
+        done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
+        super().__init__([(200, "application/json", done)])
+        self.how = how
+        self.posts = 0
+        self.over = anyio.Event()
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        self.posts += 1
+        answer = await super().submit(request)  # reads the POST: the provider has it
+        if self.posts > 1:
+            return answer
+        assert request.transport is not None and isinstance(answer.body, bytes)
+        if self.how == "cut":
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.content_length = len(answer.body)
+            await resp.prepare(request)
+            await resp.write(answer.body[: len(answer.body) // 2])
+            request.transport.close()
+        elif self.how == "reset":
+            sock = request.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.transport.close()
+        elif self.how == "hangup":
+            request.transport.close()
+        await self.over.wait()
+        return answer
+
+
+@pytest.mark.parametrize("how", ["silent", "reset", "cut", "hangup"])
+async def test_a_post_the_host_read_and_never_answered_is_an_unknown_outcome_not_a_post_never_sent(
+    tmp_path: Path, registry: WorkflowRegistry, how: str
+) -> None:
+    """The host read the POST (and may have started the job and billed it), then went silent
+    past the read timeout, reset the connection, cut its answer short or hung up: the outcome
+    is unknown, recorded ``submit_unknown`` and counted, and the job sent again. Classed as a
+    connection that never reached the host, the job was sent again as if for the first time,
+    its first POST's cost given back to the budget and never counted as a possible double
+    charge."""
+    hostile = Unanswered(how)
+    async with served(hostile.app()) as base:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        settings = settings_for(base, tmp_path, **{"api.read_timeout": 0.3})
+        result = await run(settings, [manifest], registry, ScaledClock(SPEED))
+        hostile.over.set()
+    lines = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r.get("job_id")]
+    assert [r["status"] for r in lines] == [
+        "submitting",
+        "submit_unknown",
+        "submitting",
+        "submitted",
+        "generated",
+        "completed",
+    ]
+    assert lines[1]["retryable"] is True
+    assert result.stats.unknown_outcomes == 1 and hostile.posts == 2
     assert result.exit_code is ExitCode.OK
 
 
