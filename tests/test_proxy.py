@@ -11,10 +11,16 @@ import asyncio
 import base64
 import contextlib
 import os
+import shutil
+import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
+from aiohttp import web
 
 from batcher.clock import ScaledClock
 from batcher.config import ApiSettings, Settings
@@ -25,7 +31,17 @@ from batcher.settings_load import load_settings
 from batcher.transport import Transport
 from batcher.workflows import WorkflowRegistry
 
-from .support import API_KEY, SPEED, last_status, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+from .support import (
+    API_KEY,
+    REPO,
+    SPEED,
+    last_status,
+    ledger_lines,
+    run,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -346,3 +362,92 @@ def test_the_ledger_header_shows_the_proxy_without_its_password(secret: str) -> 
     password was written to the ledger."""
     settings = Settings(api=ApiSettings(proxy=f"http://me:{secret}@proxy.corp:3128"))
     assert settings.public()["api"]["proxy"] == "http://***@proxy.corp:3128"
+
+
+#: Run in a child process whose SSL_CERT_FILE trusts the test's certificate (aiohttp reads the
+#: trusted certificates once, when it is imported): two POSTs through the proxy given as argv[1].
+THROUGH_THE_TUNNEL = """
+import asyncio, sys
+from batcher.errors import TransportError
+from batcher.transport import Transport
+
+async def main() -> None:
+    async with Transport(proxy=sys.argv[1]) as transport:
+        for path in ("/answered", "/unanswered"):
+            try:
+                answer = await transport.request("POST", "https://api.example.test" + path, json_body={})
+                print(path, answer.status)
+            except TransportError as exc:
+                print(path, type(exc).__name__)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_post_through_an_open_tunnel_that_the_host_hangs_up_on_is_an_unknown_outcome(
+    tmp_path: Path,
+) -> None:
+    """Through a proxy, a host that reads a POST and hangs up (the tunnel open, TLS done) may have
+    started the job: ConnectionLost, an unknown outcome. aiohttp raises the same error as for a
+    proxy that closes instead of opening the tunnel (a ConnectError: nothing reached the host);
+    taken for that, every POST cut this way was sent again as never sent, and could be billed
+    twice. A real TLS host behind a relaying proxy; the first POST, answered, shows the tunnel
+    works."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make the host's certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    name = ["-subj", "/CN=api.example.test", "-addext", "subjectAltName=DNS:api.example.test"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", *name, *files],
+        check=True,
+        capture_output=True,
+    )
+
+    async def answered(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def unanswered(request: web.Request) -> web.Response:
+        await request.read()  # the host has the POST
+        assert request.transport is not None
+        request.transport.close()
+        return web.json_response({"ok": True})  # never sent
+
+    app = web.Application()
+    app.router.add_post("/answered", answered)
+    app.router.add_post("/unanswered", unanswered)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    connects: list[bytes] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A proxy that opens the tunnel it is asked for, to the TLS host whatever the name."""
+        connects.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0])
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+        await site.start()
+        port = runner.addresses[0][1]
+        proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
+        proxy_url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+        env = {**os.environ, "SSL_CERT_FILE": str(cert), "PYTHONPATH": str(REPO)}
+        with anyio.fail_after(60):
+            done = await anyio.run_process([sys.executable, "-c", THROUGH_THE_TUNNEL, proxy_url], env=env)
+        proxy.close()
+    finally:
+        await runner.cleanup()
+    assert done.stdout.decode().split("\n") == ["/answered 200", "/unanswered ConnectionLost", ""]
+    assert set(connects) == {b"CONNECT api.example.test:443 HTTP/1.1"}  # one, or one a POST
