@@ -458,18 +458,23 @@ async def test_a_job_whose_poll_host_was_refused_is_re_attached_once_the_host_is
     assert "finished_by" not in generated and "finished_after" not in generated, generated
 
 
+@pytest.mark.parametrize("unreachable", ["closed-port", "name-not-looked-up"])
 async def test_a_post_that_never_connected_is_not_an_unknown_outcome(
-    tmp_path: Path, registry: WorkflowRegistry
+    tmp_path: Path, registry: WorkflowRegistry, unreachable: str
 ) -> None:
     """Nothing listens on the port: no POST left the machine, so none may have been billed. The
-    jobs were failed for good under unknown_submit: fail, and took the budget, as if they had."""
+    jobs were failed for good under unknown_submit: fail, and took the budget, as if they had.
+    Likewise for an API host name that cannot be looked up at all (a label over 63 characters:
+    getaddrinfo raises UnicodeError, not a DNS error)."""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
     with socket.socket() as sock:  # a port that was free a moment ago, now closed
         sock.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    if unreachable == "name-not-looked-up":
+        base = f"https://{'a' * 64}.example.com"
     changes = {"ledger.unknown_submit": "fail", "retry.max_attempts": 2, "limits.budget_usd": 0.25}
-    first = await run(settings_for(closed, tmp_path, **changes), [manifest], registry, clock)
+    first = await run(settings_for(base, tmp_path, **changes), [manifest], registry, clock)
     statuses = [r["status"] for r in ledger_lines(tmp_path / "ledger.jsonl") if r["job_id"]]
     assert first.stats.outcomes == {"deferred": 2} and first.stats.unknown_outcomes == 0
     assert "submit_unknown" not in statuses and "failed" not in statuses
