@@ -319,6 +319,11 @@ def test_the_proxy_comes_from_the_config_or_else_the_environment(
             " http(s) proxy URL (give",
         ),
         (
+            {"HTTPS_PROXY": f"http://me:{PASSWORD}@:3128"},
+            "",
+            "environment variable HTTPS_PROXY: api.proxy: 'http://***@:3128' names no host",
+        ),
+        (
             {"HTTPS_PROXY": f"http://me:{PASSWORD}@proxy.corp:3128?via=corp"},
             "",
             "environment variable HTTPS_PROXY: api.proxy: 'http://***@proxy.corp:3128?via=corp' has a"
