@@ -24,7 +24,7 @@ from batcher.clock import ScaledClock, SystemClock
 from batcher.config import ApiSettings
 from batcher.download import SPILL, DownloadFailed, OutputSaver, safe_name
 from batcher.engine import ExitCode, RunResult
-from batcher.errors import UnsafeOutputError
+from batcher.errors import ConnectError, UnsafeOutputError
 from batcher.outputs import MAX_OUTPUTS, OutputRef
 from batcher.summary import render_summary
 from batcher.transport import Transport
@@ -1156,3 +1156,37 @@ async def test_an_answer_is_refused_one_byte_past_its_cap_whether_or_not_it_decl
         else:
             done = await transport.stream(url, sink, max_bytes=cap)
             assert (done.status, done.size, bytes(got)) == (200, cap, body)
+
+
+@pytest.mark.parametrize("failure", ["over-the-cap", "over-the-cap-chunked", "cannot-connect"])
+async def test_a_presigned_output_url_is_named_without_its_token_when_its_download_fails(
+    failure: str,
+) -> None:
+    """A storage host's presigned URL carries its signature in the query: the message of a
+    failed download (written to the ledger, shown by status and the report) names the URL
+    without it, so the ledger does not hand out read access to the output."""
+    token = "X-Amz-Signature=5ecret5ignature"
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        if failure == "over-the-cap":
+            resp.content_length = 2000
+        await resp.prepare(request)
+        await resp.write(bytes(2000))
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/out/a.png", big)
+
+    async def sink(chunk: bytes) -> None:
+        pass
+
+    async with served(app) as base, Transport() as transport:
+        if failure == "cannot-connect":
+            with socket.socket() as sock:  # a port that was free a moment ago, now closed
+                sock.bind(("127.0.0.1", 0))
+                base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with pytest.raises((UnsafeOutputError, ConnectError)) as raised:
+            await transport.stream(f"{base}/out/a.png?{token}", sink, max_bytes=1000)
+    assert f"{base}/out/a.png" in str(raised.value) and "5ecret" not in str(raised.value)
