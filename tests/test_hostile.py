@@ -24,7 +24,7 @@ from batcher.clock import ScaledClock, SystemClock
 from batcher.config import ApiSettings
 from batcher.download import SPILL, DownloadFailed, OutputSaver, safe_name
 from batcher.engine import ExitCode, RunResult
-from batcher.errors import ConnectError, UnsafeOutputError
+from batcher.errors import ConnectError, RequestTimeout, UnsafeOutputError
 from batcher.outputs import MAX_OUTPUTS, OutputRef
 from batcher.summary import render_summary
 from batcher.transport import Transport
@@ -842,6 +842,17 @@ async def test_an_api_answer_that_trickles_is_cut_at_the_request_deadline_and_re
         assert hostile.posts == 1
     assert (tmp_path / "out" / "sketch-0000.png").read_bytes() == b"\x89PNG fake"
     assert result.exit_code is ExitCode.OK
+
+
+async def test_a_request_given_its_own_deadline_is_cut_at_it_not_at_the_transports() -> None:
+    """``Transport.request(timeout=...)`` (what ``fetch_bytes`` gives an occasional fetch, such
+    as the emulator fetching an input by URL) cuts a trickling answer at that deadline; ignored,
+    the fetch waited for the transport's two-minute ``request_timeout`` instead."""
+    hostile = Trickling("poll")
+    async with served(hostile.app()) as base, Transport(request_timeout=120.0) as transport:
+        with pytest.raises(RequestTimeout, match=r"within 0\.5 s"):
+            await transport.request("GET", f"{base}/workflows/request/r", timeout=0.5)
+    assert hostile.cut == [True]
 
 
 class Unanswered(Hostile):
