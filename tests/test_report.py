@@ -25,7 +25,7 @@ from batcher.report import build_report
 from batcher.report_chart import histogram
 from batcher.workflows import WorkflowRegistry
 
-from .ledger_builder import PRICES, LedgerBuilder
+from .ledger_builder import PRICES, LedgerBuilder, every_branch
 from .support import SPEED, run, settings_for, sketch_rows, write_jsonl
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -657,3 +657,131 @@ def test_a_job_id_of_the_longest_length_allowed_does_not_widen_the_page(
     (tmp_path / "probe.html").write_text(probe, encoding="utf-8")
     dom = _browse(chromium, tmp_path, "--dump-dom", "--window-size=800,1200", page=tmp_path / "probe.html")
     assert "<title>fits</title>" in dom
+
+
+# --- the numbers an operator reads the morning after -----------------------------------------
+
+
+@pytest.fixture
+def every_branch_page(tmp_path: Path) -> str:
+    """The page of a ledger with an entry in every list (tests/ledger_builder.every_branch)."""
+    b = every_branch()
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=b.now + 100)
+    return (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def _rows(html: str) -> list[list[str]]:
+    """Each table row's cells, as text."""
+    return [
+        [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", html)
+        if "<td" in row
+    ]
+
+
+def test_the_headline_tiles_and_the_spend_table_show_the_ledgers_numbers(every_branch_page: str) -> None:
+    """The tiles and the spend table are what an operator reads first: a count or a sum taken
+    from the wrong field (failure reasons as failed jobs, one workflow's spend as the total, an
+    unknown price as $0.00) is a wrong number on the page with nothing else to contradict it."""
+    tiles = re.findall(
+        r'<div class="tile-label">([^<]*)</div><div class="tile-value">([^<]*)</div>'
+        r'<div class="tile-note">([^<]*)</div>',
+        every_branch_page,
+    )
+    assert tiles == [
+        ("Jobs", "12", "40 ledger lines"),
+        ("Completed", "2", "16.7% of jobs"),  # 2 of 12
+        ("Failed", "5", "4 distinct reasons"),  # 3 failed, 1 expired, 1 download_failed
+        # 6 sketch at $0.1006 and 2 blog-image at $0.4363; the orphan and the raw workflow's are unpriced
+        ("Spend", "$1.48", "10 billed submissions, 2 at an unknown price"),
+        ("Active time", "2h 03m", "2 runs"),  # 7,381.5 s + 8.25 s
+        ("Next run", "7", "known jobs left to run"),
+    ]
+    spend = every_branch_page[every_branch_page.index("<h2>Spend at list prices</h2>") :]
+    spend = spend[: spend.index("</table>")]
+    assert _rows(spend) == [
+        ["sketch", "6", "$0.1006", "$0.60"],
+        ["blog-image", "2", "$0.4363", "$0.87"],
+        ["(unknown workflow)", "1", "unknown", "unknown"],
+        ["66cec9a38aeef98f887211f1-v2", "1", "unknown", "unknown"],
+    ]
+
+
+def test_the_state_bar_and_the_failures_count_every_failed_status(every_branch_page: str) -> None:
+    """The state bar's shares are of all jobs, and the failures section lists expired and
+    download_failed jobs with the failed ones (an expired job left out of "Failed jobs" is a
+    failure nobody looks at), saying per reason how many the next run retries."""
+    legend = re.findall(r'</i>(\w+) <b>(\d+)</b> <span class="muted">([\d.]+)%</span>', every_branch_page)
+    assert legend == [
+        ("failed", "3", "25.0"),
+        ("completed", "2", "16.7"),
+        ("submitted", "2", "16.7"),
+        ("deferred", "1", "8.3"),
+        ("download_failed", "1", "8.3"),
+        ("expired", "1", "8.3"),
+        ("polled", "1", "8.3"),
+        ("submit_unknown", "1", "8.3"),
+    ]
+    widths = re.findall(r'<span style="width:([\d.]+)%', every_branch_page)
+    assert sum(float(w) for w in widths) == pytest.approx(100, abs=0.01)
+    failures = every_branch_page[every_branch_page.index('id="failures"') :]
+    groups = failures[: failures.index("</table>")]
+    assert [(r[0], r[1], r[3], r[4]) for r in _rows(groups)] == [
+        ("2", "failed", "0", "sketch-f1, sketch-f2"),
+        ("1", "expired", "0", "sketch-x"),
+        ("1", "download_failed", "1", "sketch-dl"),
+        ("1", "failed", "1", "sketch-g"),
+    ]
+    jobs = failures[failures.index("<h3>Failed jobs</h3>") :]  # all 5 shown: no "(latest N ...)"
+    jobs = jobs[: jobs.index("</table>")]
+    assert [(r[0], r[2]) for r in _rows(jobs)] == [
+        ("sketch-g", "failed"),
+        ("sketch-dl", "download_failed"),
+        ("sketch-x", "expired"),
+        ("sketch-f2", "failed"),
+        ("sketch-f1", "failed"),
+    ]
+
+
+def test_nothing_is_said_to_be_hidden_when_everything_is_shown(every_branch_page: str) -> None:
+    """Each list says "latest N of M" or "N more" only when it leaves some out: "Showing the 2
+    latest of 2", "0 more" or "oldest 3 of 3" sends the operator looking for jobs that are not
+    missing. The runs table lists the latest run first, with each run's own submissions."""
+    page = every_branch_page
+    assert "<h2>Still in flight</h2>" in page and "<h3>Failed jobs</h3>" in page and "<h3>Runs</h3>" in page
+    assert "Showing the" not in page and "commonest" not in page and " more" not in page
+    runs = page[page.index("<h3>Runs</h3>") :]
+    assert _rows(runs[: runs.index("</table>")]) == [
+        ["2026-11-21 03:02:59", "8s", "3", "11"],
+        ["2026-11-21 00:00:00", "2h 03m", "7", "29"],
+    ]
+    assert "generated 2026-11-21 03:04:47 UTC" in page  # the time given, not the clock's
+
+
+def test_the_runs_table_shows_the_latest_twenty_runs_newest_first(tmp_path: Path) -> None:
+    """A nightly ledger gains a run a night: the table shows the last 20 nights, last night at
+    the top, and says how many there are (it is not the first 20 nights forever)."""
+    b = LedgerBuilder()
+    for night in range(25):
+        b.tick(86_400).run()
+        for k in range(night % 3 + 1):  # 1, 2 or 3 submissions a night
+            b.tick(1).submit(f"n{night}-{k}", "sketch", {"input_image": "https://img.example.com/a.jpg"})
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=b.now)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    runs = page[page.index("<h3>Runs (latest 20 of 25)</h3>") :]
+    rows = _rows(runs[: runs.index("</table>")])
+    assert [r[0][:10] for r in rows] == [f"2026-12-{d:02d}" for d in range(16, 0, -1)] + [
+        f"2026-11-{d:02d}" for d in range(30, 26, -1)
+    ]
+    assert [r[2] for r in rows] == [str(night % 3 + 1) for night in range(24, 4, -1)]
+
+
+@pytest.mark.parametrize("ledger", ["empty", "a run that found nothing to do"])
+def test_a_ledger_with_no_jobs_yet_gets_a_page(tmp_path: Path, ledger: str) -> None:
+    """The first night's ledger can hold no job (an empty manifest, or every row invalid): the
+    report must still be written, saying so, not stop on a division by zero jobs."""
+    b = LedgerBuilder() if ledger == "empty" else LedgerBuilder().run()
+    info = build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert (info.jobs, info.completed) == (0, 0)
+    assert ">no jobs yet<" in page and "No job has completed yet." in page and "No failures." in page
