@@ -785,3 +785,39 @@ def test_a_ledger_with_no_jobs_yet_gets_a_page(tmp_path: Path, ledger: str) -> N
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert (info.jobs, info.completed) == (0, 0)
     assert ">no jobs yet<" in page and "No job has completed yet." in page and "No failures." in page
+
+
+def test_the_duration_chart_is_drawn_to_its_own_scale(tmp_path: Path) -> None:
+    """The bars stand on the axis, reach the gridline of their count, and the axis goes up in
+    round steps to at least the tallest bar; each bar's tooltip gives its range and count, the
+    last one "≥" only when it holds the outliers. A bar drawn to another scale than its axis
+    says a number of jobs that is not the ledger's."""
+    b = LedgerBuilder().run()
+    for i, seconds in enumerate([0.5, 1.5, 2.5, *range(1, 101)]):  # 7 under 5 s, then 5 every 5 s
+        job = f"job-{i:03d}"
+        b.tick(1).submit(job, "sketch", {"input_image": "https://img.example.com/a.jpg"}).tick(seconds)
+        b.generated(job).tick(1).completed(job, {"image": f"out/{job}.png"})
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    grid = {
+        int(label): float(y)
+        for y, label in re.findall(
+            r'<text class="axis" x="40" y="([\d.]+)" text-anchor="end">(\d+)</text>', svg
+        )
+    }
+    assert sorted(grid) == [0, 2, 4, 6, 8]
+    bars = re.findall(
+        r'<rect class="bar" x="[\d.]+" y="([\d.]+)" width="[\d.]+" height="([\d.]+)" rx="2">'
+        r"<title>([^<]*): (\d+) jobs?</title>",
+        svg,
+    )
+    # 7 in the first 5 s bin, five in each after it, and 95-99 s with the 100 s outlier in the last.
+    assert [(span, int(n)) for _, _, span, n in bars] == [("0s–5s", 7)] + [
+        (f"{lo}s–{lo + 5}s", 5) for lo in range(5, 95, 5)
+    ] + [("≥ 95s", 6)]
+    baseline, per_job = grid[0] - 4, (grid[0] - grid[8]) / 8  # the labels sit 4 px below their line
+    for y, height, _, n in bars:
+        assert float(y) + float(height) == pytest.approx(baseline, abs=0.11)
+        assert float(height) == pytest.approx(int(n) * per_job, abs=0.11)
+    assert "103 generations · median 49s · 90% within 90s · longest 1m 40s" in page
