@@ -821,3 +821,93 @@ def test_the_duration_chart_is_drawn_to_its_own_scale(tmp_path: Path) -> None:
         assert float(y) + float(height) == pytest.approx(baseline, abs=0.11)
         assert float(height) == pytest.approx(int(n) * per_job, abs=0.11)
     assert "103 generations · median 49s · 90% within 90s · longest 1m 40s" in page
+
+
+def _hostile(what: str) -> str:
+    """Text that, put on the page unescaped, adds an attribute (inside a quoted attribute) or
+    an element (as content): either is found by parsing the page."""
+    return f'{what}" data-pwned="1" x="<x-pwned>'
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_every_string_a_manifest_or_the_provider_wrote_is_shown_as_text_and_adds_no_markup(
+    tmp_path: Path,
+) -> None:
+    """Job ids, workflow names, input and output names, input URLs, a failed job's input, the
+    invalid rows' fields, fixes and manifest paths, and the ledger's own file and folder names
+    are text someone else wrote (a manifest from a spreadsheet, a provider's answer). Each is
+    shown as written, and none can add an element or an attribute to the page, nor a link that
+    is not to the web or a file beside it."""
+    run_dir = tmp_path / _hostile("run")  # the folder the ledger is in, shown in the header
+    workflow = _hostile("workflow")
+    photo = _picture(tmp_path / "photo.png", 1)
+    web = 'https://img.example.com/a.jpg?caption=" data-pwned="1'
+    b = LedgerBuilder().run()
+    b.line(
+        None,
+        "invalid",
+        row_id="r",
+        source=_hostile("/data/m.jsonl"),
+        line=3,
+        field=_hostile("field"),
+        error="is missing",
+        fix=_hostile("fix"),
+    )
+    done, bad, waiting = _hostile("done"), _hostile("bad"), _hostile("waiting")
+    b.tick(1).submit(done, workflow, {_hostile("photo"): str(photo), _hostile("url"): web}).tick(30)
+    b.generated(done).tick(1).line(
+        done,
+        "completed",
+        outputs=[{"key": _hostile("output"), "url": "javascript:alert(1)", "path": "run/gone.png"}],
+    )
+    b.tick(1).submit(
+        bad,
+        workflow,
+        {
+            "Blog_title_and_description": f"Title: {_hostile('title')}\n\n"
+            f"Description: {_hostile('description')}\n"
+        },
+    ).tick(5)
+    b.failed(bad, _hostile("error"))
+    b.tick(1).submit(waiting, workflow, {"input_image": web})
+    run_dir.mkdir()
+    ledger = b.write(run_dir / f"{_hostile('ledger')}.jsonl")
+    build_report(ledger, run_dir / "report.html", prices=PRICES, now=0)
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    for tag, attrs in _tags(page):
+        assert tag != "x-pwned" and "data-pwned" not in attrs and 'data-pwned"' not in attrs, (tag, attrs)
+        if tag == "a":
+            assert re.match(r"https://|[^:]*$", str(attrs["href"])), attrs
+    parser = _Text()
+    parser.feed(page)
+    text = "".join(parser.text)
+    for what in (
+        "run",
+        "ledger",
+        "workflow",
+        "done",
+        "bad",
+        "waiting",
+        "photo",
+        "url",
+        "output",
+        "title",
+        "description",
+        "error",
+        "field",
+        "fix",
+        "/data/m.jsonl",
+    ):
+        assert _hostile(what) in text, what
+    alts = [attrs.get("alt") for tag, attrs in _tags(page) if tag == "img"]
+    assert _hostile("photo") in alts
+    links = [attrs["href"] for tag, attrs in _tags(page) if tag == "a"]
+    assert links.count(web) == 1  # the completed job's input
