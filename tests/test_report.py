@@ -13,6 +13,7 @@ import stat
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from PIL import Image, ImageDraw
@@ -602,6 +603,7 @@ def test_a_job_with_50_outputs_shows_its_first_few_and_counts_the_rest(tmp_path:
     assert page.count('<div class="tile-note">and 46 more outputs, not shown</div>') == 2
     assert page.count('<div class="tile-note">and 2 more inputs, not shown</div>') == 2
     assert page.count("image_3<") == 2 and "image_4<" not in page
+    assert page.count(">field_3<") == 2 and ">field_4<" not in page  # the inputs are capped too
     assert page.count("more output") == 2  # the one-output job has no such note
 
 
@@ -823,6 +825,22 @@ def test_the_duration_chart_is_drawn_to_its_own_scale(tmp_path: Path) -> None:
     assert "103 generations · median 49s · 90% within 90s · longest 1m 40s" in page
 
 
+def test_a_reader_of_the_earlier_report_keeps_reading_the_whole_of_it(run_dir: Path) -> None:
+    """The page is replaced, not rewritten in place: a browser or a mail-out script that opened
+    last night's report while tonight's is written reads last night's whole, never a truncated
+    or half-new page, and no temporary file is left beside it."""
+    page = run_dir / "report.html"
+    earlier = "<!doctype html><p>last night's report</p>" + "x" * 100_000
+    page.write_text(earlier, encoding="utf-8")
+    before = {p.name for p in run_dir.iterdir()}
+    with page.open(encoding="utf-8") as reader:
+        assert reader.read(15) == "<!doctype html>"
+        build_report(run_dir / "ledger.jsonl", page, prices=PRICES, now=0)
+        assert reader.read() == earlier[15:]
+    assert 'id="gallery"' in page.read_text(encoding="utf-8")
+    assert {p.name for p in run_dir.iterdir()} == before
+
+
 def _hostile(what: str) -> str:
     """Text that, put on the page unescaped, adds an attribute (inside a quoted attribute) or
     an element (as content): either is found by parsing the page."""
@@ -911,3 +929,76 @@ def test_every_string_a_manifest_or_the_provider_wrote_is_shown_as_text_and_adds
     assert _hostile("photo") in alts
     links = [attrs["href"] for tag, attrs in _tags(page) if tag == "a"]
     assert links.count(web) == 1  # the completed job's input
+
+
+def test_text_outputs_are_shown_and_odd_file_names_are_linked_to_their_file(tmp_path: Path) -> None:
+    """An output saved as a text file (a caption: any case of .txt) shows its text, and one the
+    ledger holds inline shows that text, not "file not found". A file whose name has a space,
+    '#', '%' or '?' is linked so that the link opens that file: unquoted, a browser reads the
+    name's '#' as the start of a fragment and opens a file that is not there."""
+    run_dir = tmp_path / "run"
+    odd = _picture(run_dir / "out" / "night #1 50% done?.png", 2)
+    caption = run_dir / "out" / "caption.TXT"
+    caption.write_text("A house under a yellow sun.", encoding="utf-8")
+    b = LedgerBuilder().run()
+    b.tick(1).submit("job", "sketch", {"input_image": "https://img.example.com/a.jpg"}).tick(30)
+    outputs = [
+        {"key": "image", "path": str(odd)},
+        {"key": "caption", "path": str(caption)},
+        {"key": "summary", "text": "Two sentences about it."},
+    ]
+    b.generated("job", ("image", "caption", "summary")).tick(1).line("job", "completed", outputs=outputs)
+    info = build_report(b.write(run_dir / "ledger.jsonl"), run_dir / "report.html", prices=PRICES, now=0)
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert (info.missing, info.thumbnails) == (0, 1)
+    links = [
+        str(a["href"]) for tag, a in _tags(page) if tag == "a" and not str(a["href"]).startswith("https:")
+    ]
+    assert sorted(run_dir / unquote(urlsplit(href).path) for href in links) == sorted([caption, odd])
+    assert '<div class="textbox">A house under a yellow sun.</div>' in page
+    assert '<div class="textbox">Two sentences about it.</div>' in page
+
+
+def test_long_texts_are_clipped_and_a_failure_without_a_message_says_so(tmp_path: Path) -> None:
+    """A provider's 50,000-character error (an HTML error page) and a long prompt are clipped in
+    the failures table, not put on the page whole for each of up to 100 failed jobs; a failed
+    line with no error says so, not "None"."""
+    b = LedgerBuilder().run()
+    b.tick(1).submit("wordy", "sketch", {"prompt": "p" * 10_000}).tick(5).failed("wordy", "e" * 50_000)
+    b.tick(1).submit("silent", "sketch", {"prompt": "short"}).tick(5).line("silent", "failed")
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    jobs = page[page.index("<h3>Failed jobs</h3>") :]
+    rows = {row[0]: row for row in _rows(jobs[: jobs.index("</table>")])}
+    assert rows["wordy"][3] == "e" * 999 + "…" and rows["wordy"][4] == "p" * 599 + "…"
+    assert rows["silent"][3] == "(no error message)"
+    assert len(page) < 30_000
+
+
+def test_a_photo_taken_sideways_is_shown_upright(tmp_path: Path) -> None:
+    """A phone's portrait photo is stored landscape with an EXIF orientation: its thumbnail is
+    turned upright, not shown lying on its side."""
+    photo = tmp_path / "portrait.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° to show
+    Image.new("RGB", (300, 100), (200, 90, 40)).save(photo, exif=exif)
+    b = LedgerBuilder().run()
+    b.tick(1).submit("job", "sketch", {"input_image": str(photo)}).tick(30)
+    b.generated("job").tick(1).completed("job", {"image": "out/gone.png"})
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    (data,) = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page)
+    with Image.open(io.BytesIO(base64.b64decode(data))) as thumb:
+        assert thumb.height > thumb.width
+
+
+def test_an_input_file_gone_since_the_run_is_counted_among_the_files_not_found(tmp_path: Path) -> None:
+    """``batcher report`` ends "N files not found": a job's input photo deleted or moved since
+    the run is one of them, as its missing output would be, and its tile says so."""
+    b = LedgerBuilder().run()
+    b.tick(1).submit("job", "sketch", {"input_image": str(tmp_path / "photos" / "gone.png")}).tick(30)
+    b.generated("job").tick(1).completed("job", {"image": str(_picture(tmp_path / "out.png", 1))})
+    info = build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert (info.missing, info.thumbnails) == (1, 1)
+    assert f'{tmp_path}/photos/gone.png</div><div class="tile-note">file not found</div>' in page
