@@ -1002,3 +1002,36 @@ def test_an_input_file_gone_since_the_run_is_counted_among_the_files_not_found(t
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert (info.missing, info.thumbnails) == (1, 1)
     assert f'{tmp_path}/photos/gone.png</div><div class="tile-note">file not found</div>' in page
+
+
+def test_a_moved_runs_outputs_are_found_by_their_longest_matching_path(tmp_path: Path) -> None:
+    """A moved run folder's outputs are looked for by the longest tail of their old path first:
+    a file of the same name and size nearer the ledger (a copy put beside it to look at, another
+    job's output of the same name) is not linked, nor thumbnailed, in the output's place."""
+    moved = tmp_path / "laptop" / "nightly"
+    b = LedgerBuilder().run()
+    for job in ("job-b", "job-a"):  # job-a, completed last, is looked for first
+        output = _picture(moved / "out" / job / "image.png", 3 if job == "job-a" else 4)
+        b.tick(1).submit(job, "sketch", {"input_image": "https://img.example.com/a.jpg"}).tick(30)
+        b.generated(job).tick(1).line(
+            job,
+            "completed",
+            outputs=[
+                {
+                    "key": "image",
+                    "path": f"/srv/runs/nightly/out/{job}/image.png",
+                    "bytes": output.stat().st_size,
+                }
+            ],
+        )
+        if job == "job-a":  # the same bytes' count, another picture, beside the ledger
+            decoy = moved / "image.png"
+            decoy.write_bytes(output.read_bytes()[::-1])
+    info = build_report(b.write(moved / "ledger.jsonl"), moved / "report.html", prices=PRICES, now=0)
+    page = (moved / "report.html").read_text(encoding="utf-8")
+    assert (info.missing, info.thumbnails) == (0, 2)
+    links = sorted(re.findall(r'<a href="([^"]+)"', page))
+    assert [link for link in links if not link.startswith("https:")] == [
+        "out/job-a/image.png",
+        "out/job-b/image.png",
+    ]
