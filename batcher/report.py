@@ -106,13 +106,20 @@ class Thumbnailer:
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # "File name too long": a long one-line prompt with a dot in it is no file
+        return False
+
+
 def _locate(text: str, bases: Iterable[Path]) -> Path | None:
     path = Path(text)
     if path.is_absolute():
-        return path if path.is_file() else None
+        return path if _is_file(path) else None
     for base in bases:
         candidate = base / path
-        if candidate.is_file():
+        if _is_file(candidate):
             return candidate
     return None
 

@@ -1035,3 +1035,18 @@ def test_a_moved_runs_outputs_are_found_by_their_longest_matching_path(tmp_path:
         "out/job-a/image.png",
         "out/job-b/image.png",
     ]
+
+
+def test_a_long_one_line_text_input_is_shown_as_text(tmp_path: Path) -> None:
+    """A text input of one line over 255 bytes with a dot in it (a prompt of a few sentences) was
+    looked for as a file name: the operating system refused the name as too long and the report
+    stopped with "File name too long", writing no page. It is shown as the text it is."""
+    prompt = "A watercolour painting of a lighthouse at dusk, soft light. " * 5
+    b = LedgerBuilder().run()
+    b.tick(1).submit("job", "sketch", {"prompt": prompt}).tick(30)
+    b.generated("job").tick(1).completed("job", {"image": "out/job.png"})
+    b.tick(1).submit("bad", "sketch", {"prompt": prompt}).tick(5).failed("bad", "NSFW")
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f'<div class="textbox">{prompt}</div>' in page  # the gallery's card
+    assert f'<span class="clamp">{prompt}</span>' in page  # the failed job's input
