@@ -233,7 +233,11 @@ def preview_inputs(inputs: Mapping[str, Any], base_dir: Path | None, limit: int 
                 out[name] = value[:limit]
             elif base_dir is not None and value and not Path(value).is_absolute() and "\n" not in value:
                 candidate = base_dir / value
-                out[name] = str(candidate.resolve()) if candidate.is_file() else value[:limit]
+                try:
+                    found = candidate.is_file()
+                except OSError:  # "File name too long": one line of text over 255 bytes is no file
+                    found = False
+                out[name] = str(candidate.resolve()) if found else value[:limit]
             else:
                 out[name] = value[:limit]
         elif isinstance(value, int | float | bool) or value is None:

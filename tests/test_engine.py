@@ -842,3 +842,22 @@ async def test_a_post_of_unknown_outcome_stays_unknown_after_a_resend_that_never
     assert submissions == 1 and again.stats.outcomes == {"completed": 1}
     assert again.stats.resubmitted_unknown == 1
     assert "1 job with an earlier POST of unknown outcome had to be sent again" in render_summary(again)
+
+
+async def test_a_one_line_text_input_longer_than_a_file_name_is_sent(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A blog row giving its title and description on one line (the field allows 8,000
+    characters) was looked for as a file beside the manifest when its ledger preview was made:
+    over 255 bytes, the name's "File name too long" ended the whole run in a traceback, the row
+    never sent. It is text: the job is sent and completes, its text in the ledger's preview."""
+    text = "My trip to the coast. " + "A long description of the lighthouse at dusk. " * 6
+    rows = [{"id": "b1", "workflow": "blog-image", "input": {"Blog_title_and_description": text}}]
+    manifest = write_jsonl(tmp_path / "m.jsonl", rows)
+    clock = ScaledClock(SPEED)
+    async with _emulator(clock) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+    assert result.exit_code is ExitCode.OK
+    assert last_status(tmp_path / "ledger.jsonl") == {"b1": "completed"}
+    (submitting,) = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "submitting"]
+    assert submitting["inputs"] == {"Blog_title_and_description": text[:300]}
