@@ -1050,3 +1050,22 @@ def test_a_long_one_line_text_input_is_shown_as_text(tmp_path: Path) -> None:
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert f'<div class="textbox">{prompt}</div>' in page  # the gallery's card
     assert f'<span class="clamp">{prompt}</span>' in page  # the failed job's input
+
+
+def test_a_transparent_output_is_shown_on_white(tmp_path: Path) -> None:
+    """A PNG with a transparent background (a logo, a cut-out) is thumbnailed on white, as a
+    browser shows it: dropping the alpha channel turns the transparent part black."""
+    logo = Image.new("RGBA", (120, 80), (0, 0, 0, 0))
+    ImageDraw.Draw(logo).ellipse((40, 20, 80, 60), fill=(220, 40, 40, 255))
+    logo.save(tmp_path / "logo.png")
+    b = LedgerBuilder().run()
+    b.tick(1).submit("job", "sketch", {"input_image": "https://img.example.com/a.jpg"}).tick(30)
+    b.generated("job").tick(1).completed("job", {"image": str(tmp_path / "logo.png")})
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    (data,) = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page)
+    with Image.open(io.BytesIO(base64.b64decode(data))) as thumb:
+        rgb = thumb.convert("RGB")
+        assert min(rgb.getpixel((2, 2))) > 240  # the transparent corner: white
+        red, green, _ = rgb.getpixel((rgb.width // 2, rgb.height // 2))
+        assert red > 180 and green < 100  # the circle kept its colour
