@@ -120,15 +120,20 @@ def main_report(args: argparse.Namespace) -> int:
     out: Path = args.output or ledger.parent / "report.html"
     if args.gallery < 0:
         return _fail("--gallery must be 0 or more")
-    if out.is_dir():
-        return _fail(f"{out} is a folder; give -o a file name such as {out / 'report.html'}")
-    # The page replaces the file atomically: through a symlink to its target (the link stays),
-    # and never over a device or a pipe (as root, -o /dev/null would replace the device node).
-    if out.is_symlink():
-        out = Path(os.path.realpath(out))
-    if out.exists() and not out.is_file():
-        return _fail(f"{out} is not a regular file (a device, pipe or socket); give -o a file name")
-    if (blocked := _file_in_the_way(out.parent)) is not None:  # was "File exists" (from mkdir)
+    try:
+        if out.is_dir():
+            return _fail(f"{out} is a folder; give -o a file name such as {out / 'report.html'}")
+        # The page replaces the file atomically: through a symlink to its target (the link
+        # stays), and never over a device or a pipe (as root, -o /dev/null would replace the
+        # device node).
+        if out.is_symlink():
+            out = Path(os.path.realpath(out))
+        if out.exists() and not out.is_file():
+            return _fail(f"{out} is not a regular file (a device, pipe or socket); give -o a file name")
+        blocked = _file_in_the_way(out.parent)  # a file where a folder must be: was "File exists"
+    except OSError as exc:  # a name no filesystem takes ("File name too long"): was a traceback
+        return _fail(f"cannot write report {out}: {exc.strerror}; give -o another path")
+    if blocked is not None:
         return _fail(f"cannot write report {out}: {blocked} is a file, not a folder; give -o another path")
     try:
         info = build_report(ledger, out, prices=_prices(), gallery_cap=args.gallery)

@@ -362,6 +362,11 @@ def test_cli_report_says_the_gallery_holds_the_latest_jobs_and_how_to_see_more(
             ["{tmp}/run/ledger.jsonl", "-o", "{tmp}/pipe"],
             "batcher: error: {tmp}/pipe is not a regular file (a device, pipe or socket)",
         ),
+        (  # a name no filesystem takes: it was a traceback (OSError from the is_dir check)
+            ["{tmp}/run/ledger.jsonl", "-o", "{tmp}/" + "r" * 300 + ".html"],
+            "batcher: error: cannot write report {tmp}/" + "r" * 300 + ".html: File name too long;"
+            " give -o another path\n",
+        ),
     ],
 )
 def test_cli_report_mistakes_are_one_line_and_exit_2(
