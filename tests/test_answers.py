@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -18,7 +20,7 @@ from batcher.api import SegmindAPI
 from batcher.clock import ScaledClock, SystemClock
 from batcher.config import ApiSettings
 from batcher.download import DownloadFailed, OutputSaver
-from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.emulator import EmulatorConfig, EmulatorState, create_app, run_emulator
 from batcher.engine import ExitCode, RunResult
 from batcher.outputs import OutputRef, parse_outputs
 from batcher.progress_view import snapshot_from, snapshot_json
@@ -233,13 +235,14 @@ async def test_an_outputs_extension_is_its_urls_in_any_case_or_encoding_else_its
 # --- 2. x-remaining-credits that is not a number -------------------------------------------
 
 
-@pytest.mark.parametrize("header", ["nan", "NaN", "inf", "-Infinity", "1e999"])
+@pytest.mark.parametrize("header", ["nan", "NaN", "inf", "-Infinity", "1e999", "unlimited"])
 async def test_remaining_credits_that_are_not_a_finite_number_are_ignored(
     tmp_path: Path, registry: WorkflowRegistry, header: str
 ) -> None:
     """float() reads "nan", "inf" and "1e999" (infinite): they were taken as the balance, shown
     as "credits remaining: $nan" and written as NaN in ``--progress json`` (which is no JSON).
-    They are ignored now, as a missing header is."""
+    They are ignored now, as a missing header is, and so is a word ("unlimited"), which must not
+    end the run."""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
     async with _emulator(clock, credits_header=header) as emu:
@@ -333,6 +336,7 @@ async def _post_one(
     ("body", "outcome", "says"),
     [
         ('{"error": "invalid input"}', "failed", "invalid input"),
+        ('{"error_message": "invalid seed"}', "failed", "invalid seed"),  # its other name, alone
         (
             '{"status": "FAILED", "error_message": [{"model": "flux", "error": "nsfw"}]}',
             "failed",
@@ -345,6 +349,10 @@ async def _post_one(
             "credits",
             "Insufficient credits",
         ),
+        # Either half of the provider's out-of-credit message is enough: the words alone, or the
+        # amounts alone (then the reason still says insufficient credits, read from them).
+        ('{"error": "Insufficient credits"}', "credits", "Insufficient credits"),
+        ('{"error": "Balance $0.05, required $0.10"}', "credits", "insufficient credits (HTTP 200"),
         ('{"error": "Forbidden", "code": 403}', "key", "Forbidden"),
         # A status the contract does not describe fails that job alone, asking for a report.
         (
@@ -353,14 +361,26 @@ async def _post_one(
             "code 418 in its body: I'm a teapot (unexpected; please report it)",
         ),
     ],
-    ids=["error", "failed-list", "error-object", "code-400", "credits", "code-403", "code-418"],
+    ids=[
+        "error",
+        "error-message",
+        "failed-list",
+        "error-object",
+        "code-400",
+        "credits",
+        "credits-words",
+        "credits-amounts",
+        "code-403",
+        "code-418",
+    ],
 )
 async def test_a_200_submit_answer_that_is_an_error_is_the_refusal_it_spells_out(
     tmp_path: Path, registry: WorkflowRegistry, body: str, outcome: str, says: str
 ) -> None:
     """An explicit error in a 200 with no poll_url is read as the error answer it would have been:
     a bad input fails that job (not retried, not an unknown outcome); the provider's
-    insufficient-credits message stops submitting as its 406 does; a code it names (403) is
+    insufficient-credits message, or either half of it, stops submitting as its 406 does (read
+    as a bad input, it failed every job of the manifest for good); a code it names (403) is
     that status's refusal (the key: the run stops)."""
     result, lines, posts = await _post_one(body, tmp_path / "run", registry)
     assert result.stats.unknown_outcomes == 0 and not [r for r in lines if r["status"] == "submit_unknown"]
@@ -381,8 +401,10 @@ async def test_a_200_submit_answer_without_a_poll_url_or_an_explicit_error_stays
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
     """The safe default holds: a 2xx that is unreadable, or lacks a poll_url without saying it
-    failed, may have queued (and billed) the job: ``submit_unknown``, sent again, counted. A
-    sibling answer that does say FAILED is a refusal: one POST, no unknown outcome."""
+    failed, may have queued (and billed) the job: ``submit_unknown``, sent again, counted; so
+    does one whose request_id is no id (empty, or a path), which names nothing to poll. A
+    sibling answer that does say FAILED (or ERROR, in any case) is a refusal: one POST, no
+    unknown outcome."""
     for i, body in enumerate(
         [
             '{"message": "Request queued", "status": "QUEUED"}',
@@ -390,16 +412,22 @@ async def test_a_200_submit_answer_without_a_poll_url_or_an_explicit_error_stays
             '{"status": 500, "message": "oops"}',
             "<html>OK</html>",
             '{"status": "FAILED", "error": "upstream timed out", "code": 504}',  # a 5xx stays unknown
+            # A request_id that is no id names no request to poll: the next POST is the way on.
+            '{"status": "QUEUED", "request_id": ""}',
+            '{"status": "QUEUED", "request_id": "4f7471d8ac431cffe0468dc487b5d354/../../admin"}',
         ]
     ):
         result, lines, posts = await _post_one(body, tmp_path / f"unknown-{i}", registry)
         assert result.stats.unknown_outcomes == 4 and posts == 4, body  # 2 jobs x 2 tries
         assert all(r["retryable"] is True for r in lines if r["status"] == "failed"), body
-    result, lines, posts = await _post_one('{"status": "FAILED"}', tmp_path / "explicit", registry)
-    assert result.stats.unknown_outcomes == 0 and posts == 2
-    assert all(
-        "without a reason" in r["error"] or "FAILED" in r["error"] for r in lines if r["status"] == "failed"
-    )
+    for i, body in enumerate(['{"status": "FAILED"}', '{"status": " Error "}']):  # ERROR, any spelling
+        result, lines, posts = await _post_one(body, tmp_path / f"explicit-{i}", registry)
+        assert result.stats.unknown_outcomes == 0 and posts == 2, body
+        assert all(
+            "without a reason" in r["error"] or "Error" in r["error"] or "FAILED" in r["error"]
+            for r in lines
+            if r["status"] == "failed"
+        ), body
 
 
 # --- 4. a COMPLETED answer whose output is cut short ------------------------------------------
@@ -432,3 +460,102 @@ async def test_a_completed_answer_whose_output_json_is_cut_short_is_polled_again
     assert second.exit_code is ExitCode.OK and second.stats.outcomes == {"completed": 2}
     assert second.stats.attached == 2 and stats["submissions"] == 2
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sketch-0000.png", "sketch-0001.png"]
+
+
+# --- 5. submit and poll answers spelled loosely ------------------------------------------------
+
+#: ``rewrite(answer)``: the JSON the front sends in place of the emulator's answer.
+Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+async def _fronted_run(
+    tmp: Path,
+    registry: WorkflowRegistry,
+    *,
+    submit: Rewrite | None = None,
+    poll: Rewrite | None = None,
+    **changes: Any,
+) -> tuple[RunResult, list[dict[str, Any]], dict[str, Any]]:
+    """Two sketch jobs against the emulator behind a front that rewrites its 200 submit and poll
+    answers (settings ``changes``); the run's result, its ledger, and the emulator's stats."""
+    clock = ScaledClock(SPEED)
+    state = EmulatorState(EmulatorConfig(**FAST), clock)  # type: ignore[arg-type]
+
+    @web.middleware
+    async def front(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        kind = "submit" if request.method == "POST" else "poll" if "/request/" in request.path else None
+        answer = await handler(request)
+        rewrite = {"submit": submit, "poll": poll}.get(kind) if kind else None
+        if rewrite is None or answer.status != 200 or not isinstance(answer, web.Response):
+            return answer
+        assert answer.body is not None
+        return web.json_response(rewrite(json.loads(bytes(answer.body))))
+
+    app = create_app(state=state)
+    app.middlewares.insert(0, front)
+    try:
+        async with served(app) as base:
+            manifest = write_jsonl(tmp / "m.jsonl", sketch_rows(2))
+            result = await run(settings_for(base, tmp, **changes), [manifest], registry, clock)
+            stats = state.snapshot()
+    finally:
+        state.close()
+    return result, ledger_lines(tmp / "ledger.jsonl"), stats
+
+
+@pytest.mark.parametrize(
+    "poll_url",
+    [None, "", "  \n", "PADDED"],
+    ids=["missing", "empty", "blank", "padded"],
+)
+async def test_a_submit_answer_without_a_usable_poll_url_is_polled_by_its_request_id(
+    tmp_path: Path, registry: WorkflowRegistry, poll_url: str | None
+) -> None:
+    """An accepted POST (paid for) whose answer has no poll_url, an empty or blank one, or one
+    padded with whitespace, is polled at ``{base}/workflows/request/{request_id}`` (the
+    contract's fallback) or at its poll_url stripped: polled anywhere else, every 404 expired a
+    paid job with nothing saved. Each job completes, one POST each."""
+
+    def without_poll_url(answer: dict[str, Any]) -> dict[str, Any]:
+        given = answer.pop("poll_url")
+        if poll_url is not None:
+            answer["poll_url"] = f" {given}\n" if poll_url == "PADDED" else poll_url
+        return answer
+
+    result, lines, stats = await _fronted_run(tmp_path, registry, submit=without_poll_url)
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 2}
+    assert stats["submissions"] == 2
+    submitted = [r for r in lines if r["status"] == "submitted"]
+    assert len(submitted) == 2
+    assert all(r["poll_url"].endswith(f"/workflows/request/{r['request_id']}") for r in submitted)
+
+
+async def test_a_submit_answer_without_a_request_id_records_the_one_its_poll_url_ends_in(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The ledger's request id (what the provider's support asks for, and what ``status``
+    shows) is the last part of the poll_url when the answer names none, not the whole URL."""
+
+    def without_request_id(answer: dict[str, Any]) -> dict[str, Any]:
+        return {"poll_url": answer["poll_url"], "status": answer["status"]}
+
+    result, lines, _ = await _fronted_run(tmp_path, registry, submit=without_request_id)
+    assert result.stats.outcomes == {"completed": 2}
+    submitted = [r for r in lines if r["status"] == "submitted"]
+    assert len(submitted) == 2
+    assert all(re.fullmatch("[0-9a-f]{32}", r["request_id"]) for r in submitted)
+
+
+async def test_a_poll_status_in_any_case_or_padded_with_spaces_is_read_as_that_status(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """``"status": " completed "`` is COMPLETED: read as an unknown status, each job was polled
+    again and again until ``poll.give_up_after`` (here 2 minutes: jobs take seconds), then
+    failed, its output never saved."""
+
+    def loose(answer: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "status": f" {answer['status'].lower()} "}
+
+    result, _, stats = await _fronted_run(tmp_path, registry, poll=loose, **{"poll.give_up_after": 120.0})
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 2}
+    assert stats["submissions"] == 2
