@@ -162,6 +162,23 @@ async def test_output_urls_with_other_schemes_are_refused(tmp_path: Path, url: s
     assert caught.value.retryable is False
 
 
+async def test_an_output_url_whose_scheme_is_in_capitals_is_downloaded(tmp_path: Path) -> None:
+    """A scheme is read without case (RFC 3986 3.1): ``HTTP://host/x.png`` is an http URL, and
+    refusing it as an unsafe scheme lost a paid-for output, not retried."""
+
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=b"\x89PNG fake", content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/x.png", image)
+    async with served(app) as base, Transport() as transport:
+        saver = await _saver(tmp_path, transport)
+        [saved] = await saver.save_all(
+            "job", [OutputRef("img", base.replace("http://", "HTTP://") + "/x.png")]
+        )
+    assert Path(saved.path).read_bytes() == b"\x89PNG fake"
+
+
 async def test_an_inline_output_in_base64_with_line_breaks_is_saved(tmp_path: Path) -> None:
     """base64 as MIME writes it (RFC 2045, what data: URIs use; Python's encodebytes) has a line
     break every 76 characters; the strict decoder refused it as 'not valid base64', and the
@@ -374,6 +391,20 @@ async def test_a_key_echoed_by_the_provider_is_redacted_before_any_cut(
     assert API_KEY[:6] not in text and API_KEY[:6].upper() not in text
 
 
+async def test_a_key_echoed_in_a_broken_completed_output_is_redacted_before_the_cut(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A COMPLETED whose output is not JSON fails its job, the error quoting the output's
+    beginning; a key the provider echoed there, across where that quote is cut, left its first
+    characters in the ledger."""
+    broken = json.dumps({"status": "COMPLETED", "output": '[{"keyname": "' + "x" * 40 + API_KEY})
+    hostile = Hostile([(200, "application/json", broken)])
+    await _one_job(hostile, tmp_path, registry, **{"retry.max_attempts": 2})
+    text = (tmp_path / "ledger.jsonl").read_text()
+    assert "not valid JSON" in text and "xxxxxxxx" in text  # the provider's text is there
+    assert API_KEY[:6] not in text and API_KEY[:6].upper() not in text
+
+
 async def test_outputs_past_the_cap_are_named_in_the_ledger_and_a_warning(
     tmp_path: Path, registry: WorkflowRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -484,18 +515,18 @@ async def test_a_406_on_a_poll_stops_submitting_and_keeps_polling_what_is_in_fli
 
 @pytest.mark.parametrize(
     ("status", "then"),
-    [(429, "completed"), (404, "completed"), (401, "submitted")],
-    ids=["rate-limited", "not-found-once", "key-refused"],
+    [(429, "completed"), (404, "completed"), (401, "submitted"), (403, "submitted"), (500, "completed")],
+    ids=["rate-limited", "not-found-once", "key-refused", "key-forbidden", "server-error"],
 )
 async def test_a_poll_refused_for_the_account_is_no_failed_job_whatever_its_body_says(
     tmp_path: Path, registry: WorkflowRegistry, status: int, then: str
 ) -> None:
     """A non-200 poll answer whose body says ``"status": "FAILED"`` fails its job (FAILED may come
     as a 422), except a 401, 403, 404 or 429: a gateway's "rate limited" or "unauthorized" in that
-    shape is about the account or the moment, not the job. A 429 is waited out and a first 404
-    tried again (the job completes); a 401 stops the run with the job still in flight (the next
-    run re-attaches it). None is recorded ``failed``, a paid job that only --retry-failed (paying
-    again) would bring back."""
+    shape is about the account or the moment, not the job; nor a 5xx, the server's trouble. A 429
+    is waited out and a first 404 or 500 tried again (the job completes); a 401 or 403 stops the
+    run with the job still in flight (the next run re-attaches it). None is recorded ``failed``, a
+    paid job that only --retry-failed (paying again) would bring back."""
     body = json.dumps({"status": "FAILED", "error": "request refused"})
     done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
     hostile = Hostile([(status, "application/json", body), (200, "application/json", done)])
@@ -503,6 +534,22 @@ async def test_a_poll_refused_for_the_account_is_no_failed_job_whatever_its_body
         manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
         await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": then}
+
+
+async def test_a_4xx_poll_answer_saying_failed_in_lower_case_fails_its_job_at_once(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A 422 whose body says ``"status": "failed"`` is the provider's FAILED, whatever its case:
+    read as a bad answer, the job was polled again ``retry.max_attempts`` times and then failed
+    as retryable, without the provider's reason, so --retry-failed would pay for it again."""
+    body = json.dumps({"status": "failed", "error": "nsfw content detected"})
+    hostile = Hostile([(422, "application/json", body)])
+    async with served(hostile.app()) as base:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
+    failed = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "failed"]
+    assert hostile.polls == 1 and len(failed) == 1
+    assert "nsfw content detected" in failed[0]["error"] and failed[0]["retryable"] is False
 
 
 class PollsAfterPosts(Hostile):
