@@ -142,6 +142,24 @@ async def test_429s_in_every_header_style_slow_the_run_and_pay_nothing_twice(
     assert stats["submissions"] == 8 and stats["inputs_submitted_more_than_once"] == 0
 
 
+@pytest.mark.parametrize("header", ["retry-after-seconds", "reset-at-utc"])
+async def test_a_submit_429_is_waited_out_for_as_long_as_it_says_not_retried_on_a_guess(
+    tmp_path: Path, registry: WorkflowRegistry, header: str
+) -> None:
+    """A 429 naming its wait (a limit of one POST every 90 seconds) pauses the run until then:
+    the POST sent after the pause is taken. Retried on our own short, jittered backoff instead,
+    each POST was refused again and again through the window (a 429 storm against the account).
+    Three jobs: the two held back meet two 429s and three at most."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(3))
+    limit = {"rate_limit": 1, "rate_period": 90, "rate_burst": 1, "rate_limit_polls": False}
+    async with _emulator(clock, rate_header=header, **limit) as emu:  # type: ignore[attr-defined]
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 3}
+    assert 2 <= stats["rate_limited"] <= 3 and stats["submissions"] == 3
+
+
 async def test_server_errors_and_dropped_connections_are_retried_until_done(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
