@@ -91,6 +91,14 @@ def test_loopback_https_and_the_opt_in_are_accepted(tmp_path: Path, base: str, c
             False,
         ),
         ({"credential_hosts": ("poll.segmind.com",)}, "https://poll.segmind.com/workflows/request/r", True),
+        # A host name is read without case, in the settings as in the URL.
+        ({"credential_hosts": ("Poll.Segmind.COM",)}, "https://poll.segmind.com/workflows/request/r", True),
+        # The API's own origin is the whole host: a look-alike that begins with it gets nothing.
+        (
+            {"base_url": "https://api.segmind.com"},
+            "https://api.segmind.com.evil.example/workflows/request/r",
+            False,
+        ),
     ],
 )
 @pytest.mark.anyio
