@@ -44,6 +44,16 @@ from .support import (
 
 pytestmark = pytest.mark.anyio
 
+#: A job whose first POST's outcome was unknown, sent again and completed.
+UNKNOWN_THEN_SENT_AGAIN = [
+    "submitting",
+    "submit_unknown",
+    "submitting",
+    "submitted",
+    "generated",
+    "completed",
+]
+
 
 @pytest.mark.parametrize(
     "name",
@@ -874,14 +884,7 @@ async def test_an_api_answer_that_trickles_is_cut_at_the_request_deadline_and_re
     lines = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r.get("job_id")]
     statuses = [r["status"] for r in lines]
     if what == "submit":
-        assert statuses == [
-            "submitting",
-            "submit_unknown",
-            "submitting",
-            "submitted",
-            "generated",
-            "completed",
-        ]
+        assert statuses == UNKNOWN_THEN_SENT_AGAIN
         assert "within 1 s" in lines[1]["error"] and lines[1]["retryable"] is True
         assert result.stats.unknown_outcomes == 1 and hostile.posts == 2  # sent twice, not silently
     else:
@@ -953,14 +956,7 @@ async def test_a_post_the_host_read_and_never_answered_is_an_unknown_outcome_not
         result = await run(settings, [manifest], registry, ScaledClock(SPEED))
         hostile.over.set()
     lines = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r.get("job_id")]
-    assert [r["status"] for r in lines] == [
-        "submitting",
-        "submit_unknown",
-        "submitting",
-        "submitted",
-        "generated",
-        "completed",
-    ]
+    assert [r["status"] for r in lines] == UNKNOWN_THEN_SENT_AGAIN
     assert lines[1]["retryable"] is True
     assert result.stats.unknown_outcomes == 1 and hostile.posts == 2
     assert result.exit_code is ExitCode.OK
