@@ -172,6 +172,16 @@ def local_path(ref: str, base_dir: Path | None) -> Path | None:
     return path
 
 
+def is_a_file(path: Path) -> bool:
+    """``path.is_file()``, but False instead of an error for a name no filesystem takes ("File
+    name too long": one line of text over 255 bytes, looked up in case it names a file) or a
+    folder this user may not read."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def check_local_file(name: str, ref: str, base_dir: Path | None) -> None:
     """Raise :class:`InputProblem` unless the local image file ``ref`` names (checked by
     :func:`check_image_ref`) is a regular file, small enough to send inline."""
@@ -233,11 +243,7 @@ def preview_inputs(inputs: Mapping[str, Any], base_dir: Path | None, limit: int 
                 out[name] = value[:limit]
             elif base_dir is not None and value and not Path(value).is_absolute() and "\n" not in value:
                 candidate = base_dir / value
-                try:
-                    found = candidate.is_file()
-                except OSError:  # "File name too long": one line of text over 255 bytes is no file
-                    found = False
-                out[name] = str(candidate.resolve()) if found else value[:limit]
+                out[name] = str(candidate.resolve()) if is_a_file(candidate) else value[:limit]
             else:
                 out[name] = value[:limit]
         elif isinstance(value, int | float | bool) or value is None:

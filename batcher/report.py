@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 
 from .errors import UsageError
 from .fold import LedgerFold, fold_ledger
+from .inputs import is_a_file
 from .ledger import path_bases, read_records, utc_iso
 from .report_data import Card, FailedJob, Page, Tile
 from .report_html import render_page
@@ -106,20 +107,13 @@ class Thumbnailer:
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # "File name too long": a long one-line prompt with a dot in it is no file
-        return False
-
-
 def _locate(text: str, bases: Iterable[Path]) -> Path | None:
     path = Path(text)
     if path.is_absolute():
-        return path if _is_file(path) else None
+        return path if is_a_file(path) else None
     for base in bases:
         candidate = base / path
-        if _is_file(candidate):
+        if is_a_file(candidate):
             return candidate
     return None
 
