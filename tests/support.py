@@ -11,12 +11,13 @@ import logging
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from PIL import Image
 
 from batcher.clock import Clock
@@ -29,6 +30,7 @@ from batcher.config import (
     RetrySettings,
     Settings,
 )
+from batcher.emulator import EmulatorConfig, EmulatorState, create_app
 from batcher.engine import RunResult, run_batch
 from batcher.ledger import read_records
 from batcher.workflows import WorkflowRegistry
@@ -50,6 +52,35 @@ async def served(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+#: ``front(kind, request, handler)``: a provider's answer to ``request``, where ``kind`` is
+#: "submit" (a POST), "poll" (a request's status) or None (anything else); ``await
+#: handler(request)`` is the emulator's own answer.
+Front = Callable[[str | None, web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def fronted_emulator(
+    clock: Clock, config: EmulatorConfig, front: Front
+) -> AsyncIterator[tuple[str, EmulatorState]]:
+    """The emulator served behind ``front``, which may answer a request in its place or change
+    its answer (a provider's bad spell, a loosely spelled answer); yields its base URL and its
+    state."""
+    state = EmulatorState(config, clock)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        kind = "submit" if request.method == "POST" else "poll" if "/request/" in request.path else None
+        return await front(kind, request, handler)
+
+    app = create_app(state=state)
+    app.middlewares.insert(0, middleware)
+    try:
+        async with served(app) as base:
+            yield base, state
+    finally:
+        state.close()
 
 
 def png_bytes(seed: int = 0, size: tuple[int, int] = (48, 32)) -> bytes:

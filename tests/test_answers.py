@@ -20,7 +20,7 @@ from batcher.api import SegmindAPI
 from batcher.clock import ScaledClock, SystemClock
 from batcher.config import ApiSettings
 from batcher.download import DownloadFailed, OutputSaver
-from batcher.emulator import EmulatorConfig, EmulatorState, create_app, run_emulator
+from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode, RunResult
 from batcher.outputs import OutputRef, parse_outputs
 from batcher.progress_view import snapshot_from, snapshot_json
@@ -31,6 +31,7 @@ from batcher.workflows import WorkflowRegistry
 from .support import (
     API_KEY,
     SPEED,
+    fronted_emulator,
     last_status,
     ledger_lines,
     run,
@@ -479,11 +480,8 @@ async def _fronted_run(
     """Two sketch jobs against the emulator behind a front that rewrites its 200 submit and poll
     answers (settings ``changes``); the run's result, its ledger, and the emulator's stats."""
     clock = ScaledClock(SPEED)
-    state = EmulatorState(EmulatorConfig(**FAST), clock)  # type: ignore[arg-type]
 
-    @web.middleware
-    async def front(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-        kind = "submit" if request.method == "POST" else "poll" if "/request/" in request.path else None
+    async def front(kind: str | None, request: web.Request, handler: web.Handler) -> web.StreamResponse:
         answer = await handler(request)
         rewrite = {"submit": submit, "poll": poll}.get(kind) if kind else None
         if rewrite is None or answer.status != 200 or not isinstance(answer, web.Response):
@@ -491,15 +489,11 @@ async def _fronted_run(
         assert answer.body is not None
         return web.json_response(rewrite(json.loads(bytes(answer.body))))
 
-    app = create_app(state=state)
-    app.middlewares.insert(0, front)
-    try:
-        async with served(app) as base:
-            manifest = write_jsonl(tmp / "m.jsonl", sketch_rows(2))
-            result = await run(settings_for(base, tmp, **changes), [manifest], registry, clock)
-            stats = state.snapshot()
-    finally:
-        state.close()
+    config = EmulatorConfig(**FAST)  # type: ignore[arg-type]
+    async with fronted_emulator(clock, config, front) as (base, state):
+        manifest = write_jsonl(tmp / "m.jsonl", sketch_rows(2))
+        result = await run(settings_for(base, tmp, **changes), [manifest], registry, clock)
+        stats = state.snapshot()
     return result, ledger_lines(tmp / "ledger.jsonl"), stats
 
 

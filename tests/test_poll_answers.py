@@ -13,11 +13,20 @@ import pytest
 from aiohttp import web
 
 from batcher.clock import ScaledClock
-from batcher.emulator import EmulatorConfig, EmulatorState, create_app
+from batcher.emulator import EmulatorConfig, EmulatorState
 from batcher.engine import ExitCode
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, last_status, ledger_lines, run, served, settings_for, sketch_rows, write_jsonl
+from .support import (
+    SPEED,
+    fronted_emulator,
+    last_status,
+    ledger_lines,
+    run,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -43,13 +52,10 @@ async def _fronted(
 ) -> AsyncIterator[tuple[str, EmulatorState, Counter[str]]]:
     """The emulator behind ``answer``; yields its base URL, its state, and how many requests of
     each kind the front answered in its place."""
-    state = EmulatorState(EmulatorConfig(**{**FAST, **changes}), clock)  # type: ignore[arg-type]
     seen: Counter[str] = Counter()
     replaced: Counter[str] = Counter()
 
-    @web.middleware
-    async def front(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-        kind = "submit" if request.method == "POST" else "poll" if "/request/" in request.path else None
+    async def front(kind: str | None, request: web.Request, handler: web.Handler) -> web.StreamResponse:
         if kind is None:
             return await handler(request)
         seen[kind] += 1
@@ -60,13 +66,9 @@ async def _fronted(
         replaced[kind] += 1
         return web.json_response({"error": MESSAGES[status]}, status=status)
 
-    app = create_app(state=state)
-    app.middlewares.insert(0, front)
-    try:
-        async with served(app) as base:
-            yield base, state, replaced
-    finally:
-        state.close()
+    config = EmulatorConfig(**{**FAST, **changes})  # type: ignore[arg-type]
+    async with fronted_emulator(clock, config, front) as (base, state):
+        yield base, state, replaced
 
 
 async def test_a_post_that_needed_retries_starts_polling_with_its_full_allowance_of_poll_errors(
