@@ -82,6 +82,16 @@ class Scenario:
         return "rate" if self.name.startswith("rate") else "slots"
 
 
+SHORT_AND_LONG_ON_4_SLOTS = Scenario(
+    "slots: bimodal 0.1 s / 3 s, C=4",
+    jobs=60,
+    rate=60.0,
+    concurrency=4,
+    shape="bimodal",
+    short=0.1,
+    long_share=0.3,
+)
+
 SCENARIOS = [
     Scenario("rate: narrow lognormal", jobs=240, rate=12.0, concurrency=64),
     Scenario("rate: wide lognormal", jobs=240, rate=12.0, concurrency=64, median=0.7, spread=1.0),
@@ -102,30 +112,14 @@ SCENARIOS = [
     Scenario(
         "slots: bimodal 0.5 s / 3 s, C=4", jobs=40, rate=20.0, concurrency=4, shape="bimodal", short=0.5
     ),
-    Scenario(
-        "slots: bimodal 0.1 s / 3 s, C=4",
-        jobs=60,
-        rate=60.0,
-        concurrency=4,
-        shape="bimodal",
-        short=0.1,
-        long_share=0.3,
-    ),
+    SHORT_AND_LONG_ON_4_SLOTS,
     # The row above is bound by its budget at the scale of single polls, though a run uses about
     # two thirds of it: requests go out one every 1/R (never a burst past a known limit), 17 ms
     # at 60/s, and a 0.1 s job is noticed within 10% only by a poll within 10 ms of its end, so
     # whenever two polls fall due together one of them is late. (Simulated at the real scale, 3 s
     # / 90 s jobs at 120 a minute, 12 seeds: 1.36 requests/s used of 2, median delay 5.9-10.2%;
     # at 300 a minute, 3.8-7.6%.) The same jobs (C=4) with budget to spare:
-    Scenario(
-        "slots: bimodal 0.1 s / 3 s, rate 150",
-        jobs=60,
-        rate=150.0,
-        concurrency=4,
-        shape="bimodal",
-        short=0.1,
-        long_share=0.3,
-    ),
+    replace(SHORT_AND_LONG_ON_4_SLOTS, name="slots: bimodal 0.1 s / 3 s, rate 150", rate=150.0),
     Scenario("server: 4 workers, C=32", jobs=60, rate=20.0, concurrency=32, workers=4, median=2.5),
 ]
 
