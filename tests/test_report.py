@@ -101,19 +101,24 @@ def run_dir(tmp_path: Path) -> Path:
     return run
 
 
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
+class _Parsed(HTMLParser):
+    """A page's start tags with their attributes, and its text."""
+
+    def __init__(self, page: str) -> None:
         super().__init__()
         self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(page)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
 
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
 
 def _tags(page: str) -> list[tuple[str, dict[str, str | None]]]:
-    parser = _Tags()
-    parser.feed(page)
-    return parser.tags
+    return _Parsed(page).tags
 
 
 def test_the_page_is_self_contained_and_can_run_no_script(run_dir: Path) -> None:
@@ -852,15 +857,6 @@ def _hostile(what: str) -> str:
     return f'{what}" data-pwned="1" x="<x-pwned>'
 
 
-class _Text(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.text: list[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-
 def test_every_string_a_manifest_or_the_provider_wrote_is_shown_as_text_and_adds_no_markup(
     tmp_path: Path,
 ) -> None:
@@ -904,14 +900,12 @@ def test_every_string_a_manifest_or_the_provider_wrote_is_shown_as_text_and_adds
     run_dir.mkdir()
     ledger = b.write(run_dir / f"{_hostile('ledger')}.jsonl")
     build_report(ledger, run_dir / "report.html", prices=PRICES, now=0)
-    page = (run_dir / "report.html").read_text(encoding="utf-8")
-    for tag, attrs in _tags(page):
+    parsed = _Parsed((run_dir / "report.html").read_text(encoding="utf-8"))
+    for tag, attrs in parsed.tags:
         assert tag != "x-pwned" and "data-pwned" not in attrs and 'data-pwned"' not in attrs, (tag, attrs)
         if tag == "a":
             assert re.match(r"https://|[^:]*$", str(attrs["href"])), attrs
-    parser = _Text()
-    parser.feed(page)
-    text = "".join(parser.text)
+    text = "".join(parsed.text)
     for what in (
         "run",
         "ledger",
@@ -930,9 +924,9 @@ def test_every_string_a_manifest_or_the_provider_wrote_is_shown_as_text_and_adds
         "/data/m.jsonl",
     ):
         assert _hostile(what) in text, what
-    alts = [attrs.get("alt") for tag, attrs in _tags(page) if tag == "img"]
+    alts = [attrs.get("alt") for tag, attrs in parsed.tags if tag == "img"]
     assert _hostile("photo") in alts
-    links = [attrs["href"] for tag, attrs in _tags(page) if tag == "a"]
+    links = [attrs["href"] for tag, attrs in parsed.tags if tag == "a"]
     assert links.count(web) == 1  # the completed job's input
 
 
