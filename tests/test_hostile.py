@@ -252,13 +252,15 @@ async def test_outputs_over_the_size_cap_are_refused(tmp_path: Path, registry: W
 
 
 class Hostile:
-    """A provider that answers polls with whatever the test says (a real aiohttp server)."""
+    """A provider that answers polls with whatever the test says (a real aiohttp server), and
+    counts the POSTs and polls it had."""
 
     def __init__(
         self, answers: list[tuple[int, str, str]], refuse: tuple[int, str, str] | None = None
     ) -> None:
         self.answers = answers
         self.refuse = refuse  # the answer to every POST, instead of accepting it
+        self.posts = 0
         self.polls = 0
 
     def app(self) -> web.Application:
@@ -269,6 +271,7 @@ class Hostile:
         return app
 
     async def submit(self, request: web.Request) -> web.Response:
+        self.posts += 1
         if self.refuse is not None:
             status, ctype, body = self.refuse
             return web.Response(status=status, content_type=ctype, text=body)
@@ -563,17 +566,16 @@ async def test_a_4xx_poll_answer_saying_failed_in_lower_case_fails_its_job_at_on
 
 
 class PollsAfterPosts(Hostile):
-    """Holds every poll's answer until ``posts`` POSTs have been answered: the first poll can
+    """Holds every poll's answer until ``until`` POSTs have been answered: the first poll can
     otherwise come (on a busy machine) before the last of them was sent."""
 
-    def __init__(self, answers: list[tuple[int, str, str]], posts: int) -> None:
+    def __init__(self, answers: list[tuple[int, str, str]], until: int) -> None:
         super().__init__(answers)
-        self.posts, self._answered, self._all_sent = posts, 0, asyncio.Event()
+        self.until, self._all_sent = until, asyncio.Event()
 
     async def submit(self, request: web.Request) -> web.Response:
         answer = await super().submit(request)
-        self._answered += 1
-        if self._answered >= self.posts:
+        if self.posts >= self.until:
             self._all_sent.set()
         return answer
 
@@ -591,7 +593,7 @@ async def test_a_key_refused_on_a_poll_leaves_its_job_counted_in_flight(
     only once all three POSTs are in: about one run in twenty under load, the 401 came before
     the third POST was sent, and that job was deferred.)"""
     hostile = PollsAfterPosts(
-        [(401, "application/json", '{"error": "Unauthorized: invalid API key"}')], posts=3
+        [(401, "application/json", '{"error": "Unauthorized: invalid API key"}')], until=3
     )
     async with served(hostile.app()) as base:
         manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(6))
@@ -610,7 +612,6 @@ class Redirects(Hostile):
     def __init__(self, status: int) -> None:
         super().__init__([])
         self.status = status
-        self.posts = 0
 
     async def submit(self, request: web.Request) -> web.Response:
         self.posts += 1
@@ -647,10 +648,8 @@ class AcceptsWith(Hostile):
             [(200, "application/json", json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"}))]
         )
         self.status = status
-        self.posts = 0
 
     async def submit(self, request: web.Request) -> web.Response:
-        self.posts += 1
         answer = await super().submit(request)
         answer.set_status(self.status)
         return answer
@@ -828,7 +827,6 @@ class Trickling(Hostile):
         self.what, self.always, self.body = what, always, body
         self.seen: dict[str, int] = {}
         self.cut: list[bool] = []
-        self.posts = 0
 
     def _trickles(self, what: str) -> bool:
         self.seen[what] = self.seen.get(what, 0) + 1
@@ -856,7 +854,6 @@ class Trickling(Hostile):
         return resp
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        self.posts += 1
         answer = await super().submit(request)
         return await self._trickle(request, answer, TRICKLE_PAD) if self._trickles("submit") else answer
 
@@ -914,12 +911,10 @@ class Unanswered(Hostile):
         done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
         super().__init__([(200, "application/json", done)])
         self.how = how
-        self.posts = 0
         self.over = anyio.Event()
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        self.posts += 1
-        answer = await super().submit(request)  # reads the POST: the provider has it
+        answer = await super().submit(request)  # reads the POST: the provider has it (counted)
         if self.posts > 1:
             return answer
         assert request.transport is not None and isinstance(answer.body, bytes)
