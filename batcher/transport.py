@@ -20,10 +20,16 @@ deadline from the moment it holds a slot (DNS, connect, send, headers and body):
   the Content-Length a host declares (a hostile host could declare any size and then trickle).
   The longest a host can hold one try of a download is ``output.timeout + max_bytes / min_rate``.
 
-Both also keep the session's connect and read (silence) timeouts; downloads used to replace them
-with a flat ``total`` that also counted the wait for a connection. A deadline that passes is a
-:class:`~batcher.errors.RequestTimeout`, like a silent host: the callers' retry paths apply (a
-POST cut by it has an unknown outcome, see :mod:`batcher.actions`).
+Both also end after ``read_timeout`` seconds of silence: nothing since the request was sent, its
+answer's head came, or the last chunk of its body. (The usual API answer, a few hundred bytes
+with a Content-Length, is read in one go, with no chunks to see: once its head has come, only its
+deadline applies.)
+The deadlines and silences are watched by :class:`~batcher.deadlines.Watchdog` with one timer for
+every request in flight, not a timer or three per request (``asyncio.timeout``, aiohttp's
+``sock_read``): a request is cut at most a twentieth of its limit late. Connecting keeps aiohttp's
+own timeouts (``connect_timeout``). A deadline that passes, or a silence, is a
+:class:`~batcher.errors.RequestTimeout`: the callers' retry paths apply (a POST cut by it has an
+unknown outcome, see :mod:`batcher.actions`).
 
 Proxies. aiohttp's ``trust_env`` would read HTTP(S)_PROXY, and send plain http through a proxy
 (key and all), and also read ``~/.netrc`` and attach its passwords. So it stays off, and the
@@ -38,6 +44,7 @@ reached the host.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -46,6 +53,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from .deadlines import Watch, Watchdog
 from .errors import ConnectError, ConnectionLost, RequestTimeout, TransportError, UnsafeOutputError
 from .netpolicy import Routes, described, normalize_proxy, redirect_target, shown, via_proxy
 
@@ -92,11 +100,14 @@ class Transport:
         proxy: str | None = None,
         no_proxy: Sequence[str] = (),
     ) -> None:
-        # No ``total``: aiohttp's counts the wait for a pooled connection. Deadlines are ours.
+        # No ``total`` (it counts the wait for a pooled connection) and no ``sock_read`` (a timer
+        # per request and another per read): deadlines and silences are watched here.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=None
         )
+        self._read_timeout = read_timeout
         self._request_timeout = request_timeout
+        self._watchdog: Watchdog | None = None
         self._max_connections = max_connections
         #: The connection limit. A request waits here, untimed, before its deadline starts. The
         #: connector has the same limit but never waits for it: a connection goes back to it
@@ -111,6 +122,7 @@ class Transport:
         self._routes = Routes(proxy_text, no_proxy) if proxy_text else None
 
     async def __aenter__(self) -> Transport:
+        self._watchdog = Watchdog(asyncio.get_running_loop(), self._read_timeout)
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_connections)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -126,6 +138,9 @@ class Transport:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._watchdog is not None:
+            self._watchdog.close()
+            self._watchdog = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -135,6 +150,17 @@ class Transport:
         if self._session is None:
             raise RuntimeError("Transport used outside 'async with'")
         return self._session
+
+    @property
+    def watchdog(self) -> Watchdog:
+        if self._watchdog is None:
+            raise RuntimeError("Transport used outside 'async with'")
+        return self._watchdog
+
+    def _silent(self, url: str, proxy: URL | None) -> RequestTimeout:
+        return RequestTimeout(
+            f"no answer from {described(url)} in time (silent for {self._read_timeout:g} s){via_proxy(proxy)}"
+        )
 
     def proxy_for(self, url: str) -> URL | None:
         """The proxy a request to ``url`` goes through, or None (direct): see
@@ -160,42 +186,50 @@ class Transport:
         ``on_send`` is called once the request holds its slot, just before it is handed to the
         network: a request cancelled before that (waiting for a slot) never left this machine."""
         limit = self._request_timeout if timeout is None else timeout
-        deadline: asyncio.Timeout | None = None
         proxy = None if self._proxy is None else self.proxy_for(url)
         try:
             async with self._slots:
                 if on_send is not None:
                     on_send()
-                deadline = asyncio.timeout(limit)
-                async with (
-                    deadline,
-                    self.session.request(
+                watchdog = self.watchdog
+                watch = watchdog.watch(limit)
+                try:
+                    async with self.session.request(
                         method,
                         url,
                         headers=headers,
                         allow_redirects=False,
                         json=json_body,  # None: no body (aiohttp's default)
                         proxy=proxy,
-                    ) as resp,
-                ):
-                    declared = resp.content_length
-                    # Content-Length counts the bytes on the wire: trust it for the cap only when
-                    # the answer is not compressed (aiohttp inflates as it reads).
-                    encoding = resp.headers.get("Content-Encoding")
-                    identity = encoding is None or encoding.lower() == "identity"
-                    if identity and declared is not None and declared <= max_bytes:
-                        body = await resp.read()  # the usual case: a small JSON answer, one read
-                    else:
-                        body = await _read_capped(resp, max_bytes, url)
-                    # aiohttp's headers are case-insensitive: lower-case keys find them.
-                    return Answer(status=resp.status, headers=resp.headers, body=body)
-        except UnsafeOutputError:
+                    ) as resp:
+                        declared = resp.content_length
+                        # Content-Length counts the bytes on the wire: trust it for the cap only when
+                        # the answer is not compressed (aiohttp inflates as it reads).
+                        encoding = resp.headers.get("Content-Encoding")
+                        identity = encoding is None or encoding.lower() == "identity"
+                        if identity and declared is not None and declared <= max_bytes:
+                            # The usual case: a small JSON answer, one read, with no chunks to
+                            # see; from its head on, only its deadline applies.
+                            watch.last = math.inf
+                            body = await resp.read()
+                        else:
+                            watch.alive()  # its head came
+                            body = await _read_capped(resp, max_bytes, url, watch)
+                        # aiohttp's headers are case-insensitive: lower-case keys find them.
+                        return Answer(status=resp.status, headers=resp.headers, body=body)
+                except asyncio.CancelledError as exc:
+                    if not watchdog.was_cut(watch):
+                        raise
+                    if watch.cut == "silence":
+                        raise self._silent(url, proxy) from exc
+                    raise RequestTimeout(
+                        f"no complete answer from {described(url)} within {limit:g} s{via_proxy(proxy)}"
+                    ) from exc
+                finally:
+                    watchdog.drop(watch)
+        except (UnsafeOutputError, TransportError):
             raise
         except Exception as exc:
-            if deadline is not None and deadline.expired():
-                raise RequestTimeout(
-                    f"no complete answer from {described(url)} within {limit:g} s{via_proxy(proxy)}"
-                ) from exc
             raise _map(exc, url, proxy) from exc
 
     async def stream(
@@ -219,27 +253,30 @@ class Transport:
         kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
         base = self._request_timeout if timeout is None else timeout
         first = url
-        deadline: asyncio.Timeout | None = None
-        started = 0.0
         received = 0
         proxy: URL | None = None
+        watch: Watch | None = None
 
         def progress(n: int) -> None:
-            # Every min_rate bytes earn one more second (see the module's docstring).
+            # A sign of life; and every min_rate bytes earn one more second (see the module's
+            # docstring).
             nonlocal received
             received += n
-            if min_rate is not None and deadline is not None and not deadline.expired():
-                deadline.reschedule(started + base + received / min_rate)
+            if watch is not None:
+                watch.alive()
+                if min_rate is not None:
+                    watch.until = watch.started + base + received / min_rate
 
         try:
             # One slot for every hop: each hop's connection is released before the next.
             async with self._slots:
-                started = asyncio.get_running_loop().time()
-                deadline = asyncio.timeout(base)
-                async with deadline:
+                watchdog = self.watchdog
+                watch = watchdog.watch(base)
+                try:
                     for hop in range(MAX_REDIRECTS + 1):
                         proxy = None if self._proxy is None else self.proxy_for(url)
                         async with self.session.get(url, proxy=proxy, **kwargs) as resp:
+                            watch.alive()  # its head came
                             location = resp.headers.get("Location")
                             if resp.status in _REDIRECTS and location and hop < MAX_REDIRECTS:
                                 # Followed by hand: only to http(s), and headers go to the first
@@ -252,17 +289,25 @@ class Transport:
                             return await self._deliver(
                                 resp, url, sink, progress, max_bytes=max_bytes, chunk_size=chunk_size
                             )
-            raise AssertionError("unreachable: the last hop returns")  # pragma: no cover
-        except UnsafeOutputError:
+                    raise AssertionError("unreachable: the last hop returns")  # pragma: no cover
+                except asyncio.CancelledError as exc:
+                    if not watchdog.was_cut(watch):
+                        raise
+                    if watch.cut == "silence":
+                        raise self._silent(url, proxy) from exc
+                    elapsed = watch.task.get_loop().time() - watch.started
+                    allowed = f"{base:g} s" + (
+                        f", plus 1 s per {min_rate:g} bytes received" if min_rate else ""
+                    )
+                    raise RequestTimeout(
+                        f"{described(url)} too slow: {received} bytes in {elapsed:.1f} s"
+                        f" (allowed: {allowed}){via_proxy(proxy)}"
+                    ) from exc
+                finally:
+                    watchdog.drop(watch)
+        except (UnsafeOutputError, TransportError):
             raise
         except Exception as exc:
-            if deadline is not None and deadline.expired():
-                elapsed = asyncio.get_running_loop().time() - started
-                allowed = f"{base:g} s" + (f", plus 1 s per {min_rate:g} bytes received" if min_rate else "")
-                raise RequestTimeout(
-                    f"{described(url)} too slow: {received} bytes in {elapsed:.1f} s"
-                    f" (allowed: {allowed}){via_proxy(proxy)}"
-                ) from exc
             raise _map(exc, url, proxy) from exc
 
     async def _deliver(
@@ -304,10 +349,11 @@ class Transport:
         return Streamed(resp.status, resp.content_type, size, hdrs)
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int, url: str) -> bytes:
+async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int, url: str, watch: Watch) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(64 * 1024):
+        watch.alive()
         size += len(chunk)
         if size > max_bytes:
             raise UnsafeOutputError(f"answer from {described(url)} is over {max_bytes} bytes")

@@ -1003,18 +1003,70 @@ async def test_a_big_output_that_keeps_flowing_is_not_cut_by_the_download_deadli
     """``output.timeout`` was a flat limit on a whole download: an output bigger than the
     timeout times the link's speed was cut on every try of every run, paid for and never saved.
     A download now earns a second for every ``output.min_rate`` bytes received: this one (1.5 MiB
-    at 640 KiB/s, about 2.4 s, against a 0.5 s timeout and a 256 KiB/s minimum) completes."""
+    at 640 KiB/s, about 2.4 s, against a 0.5 s timeout and a 256 KiB/s minimum) completes. Nor is
+    it silent: each piece of its body is a sign of life, so the 0.3 s read timeout never cuts it,
+    though the download lasts eight times as long."""
     data = hashlib.sha256(b"big").digest() * (1536 * 1024 // 32)
     hostile = Steady(data, rate=640 * 1024)
     result = await _one_job(
         hostile,
         tmp_path,
         registry,
-        **{"output.timeout": 0.5, "output.min_rate": 256 * 1024, "retry.max_attempts": 2},
+        **{
+            "output.timeout": 0.5,
+            "output.min_rate": 256 * 1024,
+            "api.read_timeout": 0.3,
+            "retry.max_attempts": 2,
+        },
     )
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": "completed"}
     assert (tmp_path / "out" / "sketch-0000.png").read_bytes() == data
     assert result.exit_code is ExitCode.OK
+
+
+class Stalling(Hostile):
+    """Sends an output's head and its first 16 KiB, then nothing more until ``over`` is set (the
+    connection stays open and quiet); ``stalled`` counts the downloads it stalled."""
+
+    def __init__(self, data: bytes) -> None:
+        done = json.dumps({"status": "COMPLETED", "output": "ORIGIN/out/a.png"})
+        super().__init__([(200, "application/json", done)])
+        self.data = data
+        self.over = anyio.Event()
+        self.stalled = 0
+
+    async def output(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        resp.content_length = len(self.data)
+        await resp.prepare(request)
+        await resp.write(self.data[: 16 * 1024])
+        self.stalled += 1
+        await self.over.wait()
+        return resp
+
+
+async def test_an_output_that_stops_midway_is_cut_for_its_silence_not_at_its_deadline(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A host that sends the first 16 KiB of a 1 MiB output and then nothing, the connection
+    open: the download's deadline is a minute away, but ``api.read_timeout`` (0.3 s) of silence
+    cuts it, each try, and the job ends ``download_failed`` (retryable), the error saying the
+    host went silent. Without the silence rule, each try would hold a download worker until its
+    deadline."""
+    hostile = Stalling(bytes(1024 * 1024))
+    async with served(hostile.app()) as base:
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        overrides = {"output.timeout": 60.0, "api.read_timeout": 0.3, "retry.max_attempts": 2}
+        with anyio.fail_after(30):
+            result = await run(
+                settings_for(base, tmp_path, **overrides), [manifest], registry, ScaledClock(SPEED)
+            )
+        hostile.over.set()
+    assert hostile.stalled == 2
+    [failed] = [r for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "download_failed"]
+    assert "silent for 0.3 s" in failed["error"] and failed["retryable"] is True
+    assert result.exit_code is ExitCode.FAILED
+    assert not list((tmp_path / "out").glob("sketch-0000*"))
 
 
 @pytest.mark.parametrize("how", ["request", "stream"])
