@@ -21,6 +21,13 @@ costs and what the rest of a job costs (its submit and download, and for batcher
 ledger lines and output file). The target is judged on the first scenario, one poll a job, which
 is batcher's own mix: its adaptive polling finds most jobs done at their first poll.
 
+``--instructions N`` (diagnostic) also counts each side's instructions per request with
+valgrind's callgrind, at N/3 and N jobs (the difference takes start-up away): deterministic to a
+few tenths of a percent, where CPU time drifts by 10% from run to run, so it shows what a change
+to batcher's Python saves. It counts user-space instructions only (no kernel time for files and
+ledger writes, no cache misses), and the run is slowed about 50x, so batcher's group commits
+share more per fsync than at full speed: a lower bound of the CPU ratio, not the target's measure.
+
 Each side runs ``--repeat`` times, interleaved; the best (least CPU per request) is kept. Another
 row runs batcher with its ledger and outputs on tmpfs (``--tmpfs``, where fsync costs nothing), to
 split the price of durability from Python overhead. If the ratio misses the target (or with
@@ -29,7 +36,7 @@ is on PATH or in this venv (``pip install py-spy``; samples the GIL holder, so i
 of every thread and no waiting), else with cProfile.
 
     .venv/bin/python bench/overhead.py [--jobs 2000] [--concurrency 64] [--repeat 2] [--polls 5]
-                                       [--profile]
+                                       [--profile] [--instructions 600]
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import json
 import os
 import pstats
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -244,6 +252,59 @@ def profile_batcher(base: str, manifest: Path, args: argparse.Namespace, top: in
     _print_profile(rows, total, "s", top)
 
 
+def count_instructions(base: str, args: argparse.Namespace) -> None:
+    """Each side's instructions per request under callgrind (see the module's docstring)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("\n(--instructions: valgrind is not installed; skipped)")
+        return
+    sizes = (max(1, args.instructions // 3), args.instructions)
+    shape = ["--concurrency", str(args.concurrency), "--connections", str(args.connections)]
+    shape += ["--interval", str(args.interval)]
+    counted: dict[str, list[tuple[int, int]]] = {"bare": [], "batcher": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for jobs in sizes:
+            manifest = Path(tmp) / f"instructions-{jobs}.jsonl"
+            write_manifest(manifest, jobs)
+            where = Path(tmp) / f"run-{jobs}"
+            where.mkdir()
+            children = {
+                "bare": ["--bare-child", base],
+                "batcher": ["--child", base, str(manifest), str(where)],
+            }
+            for side, child in children.items():
+                command = [sys.executable, __file__, "--jobs", str(jobs), *shape, *child]
+                counted[side].append(_callgrind(valgrind, command, base, Path(tmp)))
+    print(f"\n--- instructions per request, counted by callgrind at {sizes[0]:,} and {sizes[1]:,} jobs ---\n")
+    print(f"| side | instructions, {sizes[0]:,} jobs | instructions, {sizes[1]:,} jobs | per request |")
+    print("|---|---:|---:|---:|")
+    per: dict[str, float] = {}
+    for side, ((i_small, r_small), (i_big, r_big)) in counted.items():
+        per[side] = (i_big - i_small) / max(1, r_big - r_small)
+        print(f"| {side} | {i_small:,} | {i_big:,} | {per[side] / 1000:,.0f}k |")
+    ratio = per["batcher"] / per["bare"]
+    print(
+        f"| batcher / bare (instructions: a lower bound of the CPU ratio, for diagnosis) | | | {ratio:.2f}x |"
+    )
+
+
+def _callgrind(valgrind: str, command: list[str], base: str, tmp: Path) -> tuple[int, int]:
+    """(instructions, requests the emulator counted) of one run of ``command`` under callgrind."""
+    before = emulator_stats(base)
+    out = subprocess.run(
+        [valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp / 'callgrind.out'}", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    after = emulator_stats(base)
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if out.returncode != 0 or found is None:
+        raise SystemExit(f"a run under callgrind failed:\n{out.stderr[-2000:]}")
+    requests = sum(after[k] - before[k] for k in ("api_requests", "output_downloads"))
+    return int(found.group(1)), requests
+
+
 def _report_samples(raw: Path, top: int) -> None:
     """Cumulative and own shares per function from py-spy's collapsed stacks (``a;b;c 12``)."""
     own: dict[str, float] = {}
@@ -343,7 +404,16 @@ def main() -> int:
     parser.add_argument(
         "--py-spy", metavar="PATH", help="py-spy to profile with (default: on PATH, or beside this Python)"
     )
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also count each side's instructions per request with callgrind, at N/3 and N jobs "
+        "(for diagnosis; about 2 minutes at 600; 0: skip, the default)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("BASE", "MANIFEST", "DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--bare-child", metavar="BASE", help=argparse.SUPPRESS)
     parser.add_argument(
         "--tmpfs",
         default="/dev/shm",
@@ -357,6 +427,11 @@ def main() -> int:
             base, Path(manifest), Path(where), args.concurrency, args.connections, args.interval
         )
         return 0 if asyncio.run(coro) == args.jobs else 1
+    if args.bare_child:  # the bare loop callgrind counts
+        done = asyncio.run(
+            bare_loop(args.bare_child, args.jobs, args.concurrency, args.connections, args.interval)
+        )
+        return 0 if done == args.jobs else 1
     tmpfs = Path(args.tmpfs) if args.tmpfs and os.access(args.tmpfs, os.W_OK) else None
 
     emulator, base = start_emulator(
@@ -459,6 +534,8 @@ def main() -> int:
             print(f"| batcher / bare | {ratio:.2f}x | ≤ {TARGET}x | {'pass' if ok else 'FAIL'} |")
             if not ok or args.profile:
                 profile_batcher(base, manifest, args)
+            if args.instructions:
+                count_instructions(base, args)
     finally:
         for proc in emulators:
             stop(proc)
