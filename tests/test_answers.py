@@ -319,11 +319,11 @@ class OneAnswer:
 
 
 async def _post_one(
-    body: str, tmp: Path, registry: WorkflowRegistry
+    body: str, tmp: Path, registry: WorkflowRegistry, status: int = 200
 ) -> tuple[RunResult, list[dict[str, Any]], int]:
-    """One sketch job against a provider that answers its POST with ``body`` (200)."""
+    """Two sketch jobs against a provider that answers every POST with ``body`` (``status``)."""
     tmp.mkdir()
-    provider = OneAnswer(body)
+    provider = OneAnswer(body, status)
     async with served(provider.app()) as base:
         manifest = write_jsonl(tmp / "m.jsonl", sketch_rows(2))
         settings = settings_for(
@@ -429,6 +429,22 @@ async def test_a_200_submit_answer_without_a_poll_url_or_an_explicit_error_stays
             for r in lines
             if r["status"] == "failed"
         ), body
+
+
+@pytest.mark.parametrize("status", [500, 599])
+async def test_a_submit_answered_with_any_5xx_up_to_599_is_an_unknown_outcome_not_a_refusal(
+    tmp_path: Path, registry: WorkflowRegistry, status: int
+) -> None:
+    """Every 5xx is server trouble, 599 (some proxies' "network connect timeout") as much as 500:
+    the POST may have started a billed job, so it is ``submit_unknown``, counted, and sent again
+    (retryable when the tries run out). Read as an odd status, a 599 failed each job for good
+    after one POST, not retryable, as if the provider had refused its input."""
+    result, lines, posts = await _post_one('{"error": "upstream gone"}', tmp_path / "run", registry, status)
+    assert result.stats.unknown_outcomes == 4 and posts == 4  # 2 jobs x 2 tries
+    assert len([r for r in lines if r["status"] == "submit_unknown"]) == 4
+    failed = [r for r in lines if r["status"] == "failed"]
+    assert len(failed) == 2 and all(r["retryable"] is True for r in failed)
+    assert all(f"HTTP {status} on submit" in r["error"] for r in failed)
 
 
 # --- 4. a COMPLETED answer whose output is cut short ------------------------------------------
