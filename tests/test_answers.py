@@ -254,6 +254,31 @@ async def test_remaining_credits_that_are_not_a_finite_number_are_ignored(
     assert json.loads(json.dumps(progress, allow_nan=False))["credits"] is None
 
 
+async def test_a_balance_given_only_with_submit_answers_is_the_one_the_run_shows(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A provider (or a gateway in front of it) may send ``x-remaining-credits`` with the POST's
+    answer and not with polls. The run's summary and ``--progress json`` still show that
+    balance: read from polls alone, a run against such a provider never showed one."""
+    clock = ScaledClock(SPEED)
+
+    async def front(kind: str | None, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        answer = await handler(request)
+        if kind == "submit":
+            answer.headers["x-remaining-credits"] = "12.5"
+        else:
+            answer.headers.popall("x-remaining-credits", None)
+        return answer
+
+    async with fronted_emulator(clock, EmulatorConfig(**FAST), front) as (base, _):  # type: ignore[arg-type]
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+        result = await run(settings_for(base, tmp_path), [manifest], registry, clock)
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 2}
+    assert result.stats.credits == 12.5
+    assert "Provider credits remaining: $12.50" in render_summary(result)
+    assert snapshot_json(snapshot_from(result.stats, now=result.stats.started + 1.0))["credits"] == 12.5
+
+
 # --- 3. a 2xx submit answer that is an error -------------------------------------------------
 
 
