@@ -594,3 +594,34 @@ async def test_a_poll_status_in_any_case_or_padded_with_spaces_is_read_as_that_s
     result, _, stats = await _fronted_run(tmp_path, registry, poll=loose, **{"poll.give_up_after": 120.0})
     assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 2}
     assert stats["submissions"] == 2
+
+
+@pytest.mark.parametrize("status", [None, "", "  "], ids=["missing", "empty", "blank"])
+async def test_a_poll_answer_with_no_status_is_a_bad_answer_tried_a_bounded_number_of_times(
+    tmp_path: Path, registry: WorkflowRegistry, status: str | None
+) -> None:
+    """A poll answer with no status, or an empty one, says nothing about the job: it is a poll
+    that failed, tried again with backoff ``retry.max_attempts`` times, then ``failed``,
+    retryable (paid for: the next run re-attaches it), saying the answer had no status. Read
+    as an unknown status, a provider answering ``"status": ""`` kept each job polled until
+    ``poll.give_up_after`` (two hours by default) and recorded an empty status in the ledger."""
+
+    def no_status(answer: dict[str, Any]) -> dict[str, Any]:
+        answer.pop("status")
+        return answer if status is None else {**answer, "status": status}
+
+    attempts = 3
+    result, lines, stats = await _fronted_run(
+        tmp_path,
+        registry,
+        poll=no_status,
+        **{"poll.give_up_after": 120.0, "retry.max_attempts": attempts},
+    )
+    assert result.exit_code is ExitCode.FAILED and result.stats.outcomes == {"failed": 2}
+    assert result.stats.gave_up_polling == 0 and stats["submissions"] == 2
+    assert stats["requests"]["poll"] == {"200": 2 * attempts}
+    assert not [r for r in lines if r["status"] == "polled"]
+    failed = [r for r in lines if r["status"] == "failed"]
+    assert len(failed) == 2 and all(r["retryable"] is True for r in failed)
+    said = f"polling gave up after {attempts} tries: poll answer has no status"
+    assert all(said in r["error"] for r in failed)
