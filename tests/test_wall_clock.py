@@ -13,11 +13,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from batcher.clock import ScaledClock
 from batcher.durations import DurationModel
-from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.emulator import EmulatorConfig, EmulatorState, create_app, run_emulator
 from batcher.engine import ExitCode
 from batcher.fold import fold_ledger
 from batcher.guards import WindowGuard
@@ -25,7 +27,7 @@ from batcher.status import ledger_status
 from batcher.status_text import render_status_text
 from batcher.workflows import WorkflowRegistry
 
-from .support import SPEED, SkewedClock, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+from .support import SPEED, SkewedClock, ledger_lines, run, served, settings_for, sketch_rows, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
@@ -181,6 +183,50 @@ async def test_a_clock_ten_minutes_slow_waits_what_the_provider_meant_after_a_42
         )
         result = await run(settings, [manifest], registry, SkewedClock(clock, -600.0))
         stats = emu.stats()
+    assert stats["rate_limited"] > 0
+    assert result.stats.stop_reason is None, result.stats.stop_reason
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 8}
+    assert result.seconds < 150.0
+
+
+@pytest.mark.parametrize("header", ["reset-at-utc", "retry-after-date"])
+async def test_a_429_naming_a_time_without_a_date_header_is_waited_for_on_this_machines_clock(
+    tmp_path: Path, registry: WorkflowRegistry, header: str
+) -> None:
+    """A gateway may answer without a ``Date`` header. The time its 429 names (a reset time, a
+    ``Retry-After`` date) is then read against this machine's clock, which agrees with the
+    provider's here: each pause is the second or so the limit needs, not a day cut to
+    ``rate.max_wait`` (15 minutes a 429), and the run finishes well inside its backstop."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(8))
+    config = EmulatorConfig(
+        render="placeholder",
+        duration_median=3.0,
+        rate_limit=30,
+        rate_period=60,
+        rate_burst=3,
+        rate_header=header,
+    )
+
+    async def no_date(request: web.Request, response: web.StreamResponse) -> None:
+        del response.headers["Date"]  # aiohttp adds one before this hook, none after it
+
+    state = EmulatorState(config, clock)
+    app = create_app(state=state)
+    app.on_response_prepare.append(no_date)
+    dates: list[str | None] = []
+    try:
+        async with served(app) as base:
+            async with aiohttp.ClientSession() as session, session.get(f"{base}/_emulator/stats") as probe:
+                dates.append(probe.headers.get("Date"))
+            settings = settings_for(
+                base, tmp_path, **{"rate.initial_per_minute": 600.0, "limits.max_runtime": BACKSTOP}
+            )
+            result = await run(settings, [manifest], registry, clock)
+            stats = state.snapshot()
+    finally:
+        state.close()
+    assert dates == [None]
     assert stats["rate_limited"] > 0
     assert result.stats.stop_reason is None, result.stats.stop_reason
     assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 8}
