@@ -974,6 +974,29 @@ def test_long_texts_are_clipped_and_a_failure_without_a_message_says_so(tmp_path
     assert len(page) < 30_000
 
 
+def test_a_job_sent_again_with_an_edited_row_shows_the_input_it_was_sent_with_last(tmp_path: Path) -> None:
+    """A row edited under the same id and sent again (``--retry-failed``, a resubmitted POST)
+    has two ``submitting`` lines. Its failure row and its gallery card show what was sent last,
+    the input that failed or made the picture: the first wording, shown beside an error or an
+    output it did not cause, sent the operator to fix a row that was already fixed."""
+    b = LedgerBuilder().run()
+    b.tick(1).submit("failed-twice", "sketch", {"prompt": "first wording"}).tick(5)
+    b.failed("failed-twice", "nsfw")
+    b.tick(1).submit("fixed", "sketch", {"prompt": "a cat, badly put"}).tick(5).failed("fixed", "nsfw")
+    b.run().tick(60)
+    b.submit("failed-twice", "sketch", {"prompt": "second wording"}).tick(5)
+    b.failed("failed-twice", "nsfw again")
+    b.tick(1).submit("fixed", "sketch", {"prompt": "a cat, put well"}).tick(30).generated("fixed").tick(1)
+    b.completed("fixed", {"image": "out/gone.png"})
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    jobs = page[page.index("<h3>Failed jobs</h3>") :]
+    rows = {row[0]: row for row in _rows(jobs[: jobs.index("</table>")])}
+    assert rows["failed-twice"][3] == "nsfw again" and rows["failed-twice"][4] == "second wording"
+    assert "a cat, put well" in page and "a cat, badly put" not in page
+    assert "first wording" not in page
+
+
 def test_a_photo_taken_sideways_is_shown_upright(tmp_path: Path) -> None:
     """A phone's portrait photo is stored landscape with an EXIF orientation: its thumbnail is
     turned upright, not shown lying on its side."""
