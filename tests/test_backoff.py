@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -72,10 +74,15 @@ def test_parse_retry_after_reads_seconds_and_http_dates(value: str, expected: fl
     [
         (datetime.fromtimestamp(NOW + 12, UTC).isoformat(), 12.0),
         (datetime.fromtimestamp(NOW + 12, UTC).isoformat().replace("+00:00", "Z"), 12.0),
+        (datetime.fromtimestamp(NOW + 12, UTC).isoformat().replace("+00:00", "z"), 12.0),
         (datetime.fromtimestamp(NOW + 12, UTC).replace(tzinfo=None).isoformat(), 12.0),
         (datetime.fromtimestamp(NOW - 12, UTC).isoformat(), 0.0),
         (str(NOW + 5), 5.0),
         ("tomorrow", None),
+        ("", None),
+        # float() reads these, and no wait is infinite (or NaN): they say nothing.
+        ("inf", None),
+        ("nan", None),
     ],
 )
 def test_parse_reset_at_reads_iso_8601(value: str, expected: float | None) -> None:
@@ -161,7 +168,42 @@ def test_a_time_to_come_back_long_past_with_no_date_says_nothing() -> None:
     assert server_wait({"x-rate-limit-reset-at-utc": _reset_at(NOW - 600)}, now=NOW, cap=600.0) is None
     assert server_wait({"retry-after": _http_date(NOW - 600)}, now=NOW, cap=600.0) is None
     assert server_wait({"x-rate-limit-reset-at-utc": _reset_at(NOW - 2)}, now=NOW, cap=600.0) == 0.0
+    at_tolerance = _reset_at(NOW - CLOCK_TOLERANCE)  # not *more* than the tolerance in the past
+    assert server_wait({"x-rate-limit-reset-at-utc": at_tolerance}, now=NOW, cap=600.0) == 0.0
     assert server_wait({"retry-after": "0"}, now=NOW, cap=600.0) == 0.0
+    # Epoch seconds in the reset header are a time too, and a delay in seconds is kept, whatever
+    # it says (never below 0).
+    assert server_wait({"x-rate-limit-reset-at-utc": str(NOW - 600)}, now=NOW, cap=600.0) is None
+    assert server_wait({"retry-after": "-600"}, now=NOW, cap=600.0) == 0.0
     # The first header that says something wins: a stale date gives way to the other.
     both = {"retry-after": _http_date(NOW - 600), "x-rate-limit-reset-at-utc": _reset_at(NOW + 9)}
     assert server_wait(both, now=NOW, cap=600.0) == pytest.approx(9.0)
+
+
+@pytest.fixture
+def local_zone_five_hours_west(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's local time zone is UTC-5 (no daylight saving) for the test, then back."""
+    monkeypatch.setenv("TZ", "XXX+5")
+    time.tzset()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.usefixtures("local_zone_five_hours_west")
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("x-rate-limit-reset-at-utc", datetime.fromtimestamp(NOW + 20, UTC).replace(tzinfo=None).isoformat()),
+        ("retry-after", _http_date(NOW + 20).replace("GMT", "-0000")),
+    ],
+    ids=["reset-at-without-offset", "http-date-minus-0000"],
+)
+def test_a_time_without_a_zone_is_utc_whatever_this_machines_zone(key: str, value: str) -> None:
+    """A reset time with no offset (the header says UTC), or an HTTP date in ``-0000``, is UTC.
+    Read as local time, on a machine five hours west of UTC a 20 s wait was five hours (cut to
+    ``rate.max_wait`` a 429), and five hours east it was none at all."""
+    assert time.timezone == 5 * 3600  # the zone took: else this test could not fail
+    assert server_wait({key: value}, now=NOW, cap=86400.0) == pytest.approx(20.0)
