@@ -98,6 +98,15 @@ def test_a_server_told_wait_is_clamped_to_max_wait() -> None:
     assert rate.on_throttled(0.0, retry_after=86_400.0) == 60.0
 
 
+def test_a_day_named_by_the_429_of_a_request_sent_before_the_last_429_is_clamped_to_max_wait() -> None:
+    """A 429 answering a request already in flight when the first 429 came still moves the pause
+    to the time it names, but no further than ``max_wait``: a daily quota's "come back in a day"
+    paused the whole run for a day whenever it answered such a request."""
+    rate = AdaptiveRate(1.0, max_wait=60.0)
+    assert rate.on_throttled(1.0, retry_after=5.0, sent_at=0.5) == 6.0
+    assert rate.on_throttled(1.2, retry_after=86_400.0, sent_at=0.9) == pytest.approx(61.2)
+
+
 def test_requests_saved_up_before_a_429_are_not_sent_in_a_burst_when_the_pause_ends() -> None:
     """A 429 says the server's allowance is spent: tokens the client had saved up (a burst of 5)
     must not all go out the instant the reset time comes, into the same 429 again."""
