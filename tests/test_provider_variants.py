@@ -10,13 +10,24 @@ from pathlib import Path
 
 import anyio
 import pytest
+from aiohttp import web
 
 from batcher.clock import ScaledClock
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
 from batcher.workflows import WorkflowRegistry
 
-from .support import API_KEY, SPEED, SkewedClock, ledger_lines, run, settings_for, sketch_rows, write_jsonl
+from .support import (
+    API_KEY,
+    SPEED,
+    SkewedClock,
+    fronted_emulator,
+    ledger_lines,
+    run,
+    settings_for,
+    sketch_rows,
+    write_jsonl,
+)
 
 DAY = 86400.0
 
@@ -206,6 +217,35 @@ async def test_an_output_host_that_answers_429_is_waited_for_as_long_as_it_says(
     assert stats["output_rate_limited"] >= 2 and stats["requests"]["output"]["200"] == 3
     assert stats["submissions"] == 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"sketch-000{i}.png" for i in range(3)]
+
+
+async def test_an_output_host_answering_503_with_a_retry_after_is_waited_for_as_long_as_it_says(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A file host down for maintenance answers 503 with ``Retry-After``, as a 429 does: the
+    wait it names is kept (at most ``rate.max_wait``). Tried again on our own backoff (seconds),
+    a host down for a minute refused every try, and the paid-for outputs were left
+    ``download_failed`` for the next run."""
+    clock = ScaledClock(SPEED)
+    down_until: dict[str, float] = {}
+    refused: list[str] = []
+
+    async def front(kind: str | None, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        if kind is not None or not request.path.startswith("/outputs/"):
+            return await handler(request)
+        until = down_until.setdefault(request.path, clock.monotonic() + 60.0)
+        if clock.monotonic() < until:
+            refused.append(request.path)
+            return web.Response(status=503, text="down for maintenance", headers={"Retry-After": "60"})
+        return await handler(request)
+
+    async with fronted_emulator(clock, FAST, front) as (base, state):
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+        result = await run(settings_for(base, tmp_path), [manifest], registry, clock)
+        stats = state.snapshot()
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 2}
+    assert len(refused) == 2 and stats["submissions"] == 2  # one 503 an output, then the file
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sketch-0000.png", "sketch-0001.png"]
 
 
 async def test_an_output_host_asking_for_a_day_is_waited_for_at_most_rate_max_wait(
