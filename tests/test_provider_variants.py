@@ -219,6 +219,29 @@ async def test_an_output_host_that_answers_429_is_waited_for_as_long_as_it_says(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"sketch-000{i}.png" for i in range(3)]
 
 
+async def test_a_429_asking_for_minutes_is_waited_for_once_not_asked_again_every_minute(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """An account allowed one POST every two minutes: the second POST's 429 says to come back in
+    120 s, and the run waits that long (within ``rate.max_wait``), once. A told wait cut short
+    sent the POST back into the same limit: another 429 each time, each one a request spent."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+    config = dataclasses.replace(
+        FAST,
+        rate_limit=1.0,
+        rate_period=120.0,
+        rate_burst=1,
+        rate_header="retry-after-seconds",
+        rate_limit_polls=False,
+    )
+    async with run_emulator(config, clock=clock) as emu:
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 2}
+    assert stats["rate_limited"] == 1 and stats["submissions"] == 2
+
+
 async def test_an_output_host_answering_503_with_a_retry_after_is_waited_for_as_long_as_it_says(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
