@@ -438,6 +438,7 @@ async def test_a_200_submit_answer_without_a_poll_url_or_an_explicit_error_stays
             '{"status": 500, "message": "oops"}',
             "<html>OK</html>",
             '{"status": "FAILED", "error": "upstream timed out", "code": 504}',  # a 5xx stays unknown
+            '{"error": "proxy timed out", "code": 599}',  # the last 5xx too
             # A request_id that is no id names no request to poll: the next POST is the way on.
             '{"status": "QUEUED", "request_id": ""}',
             '{"status": "QUEUED", "request_id": "4f7471d8ac431cffe0468dc487b5d354/../../admin"}',

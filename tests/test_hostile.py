@@ -655,7 +655,7 @@ class AcceptsWith(Hostile):
         return answer
 
 
-@pytest.mark.parametrize("status", [201, 202])
+@pytest.mark.parametrize("status", [201, 202, 299])
 async def test_a_submit_accepted_with_another_2xx_is_a_submitted_job(
     tmp_path: Path, registry: WorkflowRegistry, status: int
 ) -> None:
