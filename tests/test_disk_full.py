@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.emulator.server import RunningEmulator
 from batcher.ledger import read_records
 
+from .ledger_builder import LedgerBuilder
 from .support import StderrLines, blog_rows, cli_env, run_command, sketch_rows, write_jsonl
 
 FAST = ["--poll-interval", "0.1", "--rate-limit", "60000"]
@@ -206,6 +208,20 @@ async def test_a_full_output_folder_fails_downloads_at_once_and_stops_submitting
     assert f"{len(failed)} downloads retried" in stdout
     assert stats["submissions"] == 4 and stats["inputs_submitted_more_than_once"] == 0
     assert len(list(out.glob("blog-*.png"))) == 4
+
+
+def test_a_report_that_does_not_fit_is_one_line_exit_74_and_leaves_no_partial_page(tmp_path: Path) -> None:
+    """``batcher report`` on a full disk (pages over 4 KB cannot be written) is not the user's
+    mistake: one line naming the page and the cause, exit 74 as for ``status``'s output, no
+    advice to pick another path, and neither a page cut short nor its temporary file left."""
+    b = LedgerBuilder().run()
+    b.tick(1).submit("job", "sketch", {"prompt": "a cat"}).tick(5).failed("job", "nsfw")
+    b.write(tmp_path / "l.jsonl")
+    command = _capped(4096, [sys.executable, "-m", "batcher", "report", "l.jsonl", "-o", "report.html"])
+    done = subprocess.run(command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 74, done.stderr
+    assert done.stderr == "batcher: error: cannot write report report.html: File too large\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.jsonl"]
 
 
 @pytest.mark.anyio

@@ -352,6 +352,19 @@ def test_cli_report_says_the_gallery_holds_the_latest_jobs_and_how_to_see_more(
     assert "12 jobs, 3 of 10 completed jobs in the gallery (the latest; --gallery N for more)" in out
 
 
+def test_cli_report_with_gallery_0_writes_a_page_of_numbers_and_failures_only(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--gallery 0`` (its error for -1 says "0 or more") is a page of the numbers and the
+    failures without the gallery, not a mistake: it is written, with no card, and says how to
+    see the completed jobs."""
+    assert main_report(_cli([str(run_dir / "ledger.jsonl"), "--gallery", "0"])) == 0
+    out = capsys.readouterr().out
+    assert "12 jobs, 0 of 10 completed jobs in the gallery (the latest; --gallery N for more)" in out
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert '<article class="card">' not in page and "<h3>Failed jobs</h3>" in page
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
