@@ -549,14 +549,16 @@ async def test_a_poll_refused_for_the_account_is_no_failed_job_whatever_its_body
     assert last_status(tmp_path / "ledger.jsonl") == {"sketch-0000": then}
 
 
+@pytest.mark.parametrize("status", [422, 499])
 async def test_a_4xx_poll_answer_saying_failed_in_lower_case_fails_its_job_at_once(
-    tmp_path: Path, registry: WorkflowRegistry
+    tmp_path: Path, registry: WorkflowRegistry, status: int
 ) -> None:
     """A 422 whose body says ``"status": "failed"`` is the provider's FAILED, whatever its case:
     read as a bad answer, the job was polled again ``retry.max_attempts`` times and then failed
-    as retryable, without the provider's reason, so --retry-failed would pay for it again."""
+    as retryable, without the provider's reason, so --retry-failed would pay for it again. So is
+    any other 4xx up to 499 that says so (not 401, 403, 404 or 429: see the test above)."""
     body = json.dumps({"status": "failed", "error": "nsfw content detected"})
-    hostile = Hostile([(422, "application/json", body)])
+    hostile = Hostile([(status, "application/json", body)])
     async with served(hostile.app()) as base:
         manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
         await run(settings_for(base, tmp_path), [manifest], registry, ScaledClock(SPEED))
@@ -619,7 +621,7 @@ class Redirects(Hostile):
         return web.Response(status=self.status, headers={"Location": where})
 
 
-@pytest.mark.parametrize("status", [301, 308])
+@pytest.mark.parametrize("status", [301, 308, 399])
 async def test_a_submit_answered_with_a_redirect_stops_submitting_and_names_where_it_points(
     tmp_path: Path, registry: WorkflowRegistry, status: int
 ) -> None:
