@@ -185,6 +185,62 @@ async def test_the_balance_a_run_ends_with_is_the_one_its_last_poll_answer_gave(
     assert result.stats.credits == pytest.approx(stats["credits_remaining"], abs=1e-4)
 
 
+@pytest.mark.parametrize("ending", ["completed", "failed", "failed-422", "unknown-status"])
+async def test_the_balance_a_run_ends_with_is_the_last_one_an_answer_gave_however_its_job_ended(
+    tmp_path: Path, registry: WorkflowRegistry, ending: str
+) -> None:
+    """Each answer's ``x-remaining-credits`` is the latest word on the balance, whatever the
+    answer says of the job: COMPLETED, FAILED (as a 200, or as a 422), or a status the contract
+    does not name, polled until ``poll.give_up_after``. The run shows the last one it read, not
+    one from an earlier answer. (Here every answer gives a lower balance than the one before.)"""
+    clock = ScaledClock(SPEED)
+    told: list[float] = []
+
+    async def front(kind: str | None, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        answer = await handler(request)
+        if kind is None:
+            return answer
+        if kind == "poll" and ending == "unknown-status":
+            answer = web.json_response({"status": "WAITING_FOR_GPU"})
+        told.append(100.0 - len(told))
+        answer.headers["x-remaining-credits"] = f"{told[-1]}"
+        return answer
+
+    changes = {"fail_rate": 1.0} if ending.startswith("failed") else {}
+    if ending == "failed-422":
+        changes["failed_http_status"] = 422
+    config = EmulatorConfig(**{**FAST, **changes})  # type: ignore[arg-type]
+    async with fronted_emulator(clock, config, front) as (base, _):
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+        settings = settings_for(base, tmp_path, **{"poll.give_up_after": 20.0})
+        result = await run(settings, [manifest], registry, clock)
+    assert result.stats.outcomes.total() + result.stats.gave_up_polling == 1
+    assert len(told) >= 3 and result.stats.credits == told[-1]
+
+
+async def test_a_run_whose_polls_all_fail_shows_the_balance_its_posts_were_told(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A poll endpoint that answers only errors leaves the POSTs' answers as the run's latest
+    word on the balance: the summary shows it, not nothing."""
+    clock = ScaledClock(SPEED)
+
+    async def front(kind: str | None, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        if kind == "poll":
+            return web.json_response({"error": MESSAGES[500]}, status=500)
+        answer = await handler(request)
+        if kind == "submit":
+            answer.headers["x-remaining-credits"] = "42.0"
+        return answer
+
+    config = EmulatorConfig(**FAST)  # type: ignore[arg-type]
+    async with fronted_emulator(clock, config, front) as (base, _):
+        manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(2))
+        result = await run(settings_for(base, tmp_path, concurrency=1), [manifest], registry, clock)
+    assert result.stats.outcomes == {"failed": 2} and result.stats.submitted == 2
+    assert result.stats.credits == 42.0
+
+
 async def test_polls_that_keep_failing_end_the_job_retryable_and_the_next_run_re_attaches_it(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
