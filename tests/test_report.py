@@ -241,6 +241,23 @@ def test_a_nightly_ledgers_report_shows_last_nights_jobs_not_the_first_nights(tm
     assert "Failed jobs (latest 100, newest first; 21 more)" in failures
 
 
+@pytest.mark.parametrize(
+    ("failed", "heading"), [(100, "Failed jobs"), (101, "Failed jobs (latest 100, newest first; 1 more)")]
+)
+def test_the_failed_jobs_heading_says_so_when_even_one_is_not_listed(
+    tmp_path: Path, failed: int, heading: str
+) -> None:
+    """The table lists the latest 100 failed jobs: with 101, the heading says one more is not
+    listed (without it, the table reads as every failure); with 100, it says nothing of the
+    kind."""
+    b = LedgerBuilder().run()
+    for i in range(failed):
+        b.tick(1).submit(f"bad-{i:03d}", "sketch", {"prompt": f"p{i}"}).tick(5).failed(f"bad-{i:03d}", "nsfw")
+    build_report(b.write(tmp_path / "ledger.jsonl"), tmp_path / "report.html", prices=PRICES, now=0)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert re.findall(r"<h3>(Failed jobs[^<]*)</h3>", page) == [heading]
+
+
 def test_failures_are_grouped_and_in_flight_jobs_listed_after_the_gallery(run_dir: Path) -> None:
     build_report(run_dir / "ledger.jsonl", run_dir / "report.html", prices=PRICES, now=0)
     page = (run_dir / "report.html").read_text(encoding="utf-8")
