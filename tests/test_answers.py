@@ -626,3 +626,25 @@ async def test_a_poll_answer_with_no_status_is_a_bad_answer_tried_a_bounded_numb
     assert len(failed) == 2 and all(r["retryable"] is True for r in failed)
     said = f"polling gave up after {attempts} tries: poll answer has no status"
     assert all(said in r["error"] for r in failed)
+
+
+async def test_a_status_the_contract_does_not_name_is_recorded_once_not_at_every_poll(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """An unknown status is recorded in the ledger (``polled``, its ``remote_status``) when it
+    first comes, not again at every poll that repeats it: a job answering WAITING_FOR_GPU for
+    the two hours of ``poll.give_up_after`` added a line a poll to the ledger, which every
+    later run reads. It is polled until the cap, then given up, retryable."""
+
+    def waiting(answer: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "status": "WAITING_FOR_GPU"}
+
+    result, lines, stats = await _fronted_run(
+        tmp_path, registry, poll=waiting, **{"poll.give_up_after": 20.0, "poll.policy": "fixed"}
+    )
+    assert result.stats.gave_up_polling == 2 and stats["submissions"] == 2
+    assert stats["requests"]["poll"]["200"] >= 2 * 5  # every 2 s for 20 s: polled again and again
+    polled = [(r["job_id"], r["remote_status"]) for r in lines if r["status"] == "polled"]
+    assert sorted(polled) == [("sketch-0000", "WAITING_FOR_GPU"), ("sketch-0001", "WAITING_FOR_GPU")]
+    failed = [r for r in lines if r["status"] == "failed"]
+    assert len(failed) == 2 and all(r["retryable"] is True and r["gave_up_polling"] for r in failed)
