@@ -3,14 +3,22 @@ any time scale (the same policy at 5 requests a minute and at 20 a second)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
+from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from batcher.clock import ScaledClock
+from batcher.emulator import EmulatorConfig
+from batcher.engine import ExitCode, run_batch
 from batcher.ratecontrol import AdaptiveRate
+from batcher.workflows import WorkflowRegistry
 
-from .support import Bucket
+from .support import SPEED, Bucket, fronted_emulator, settings_for, sketch_rows, write_jsonl
 
 
 def _send_all(rate: AdaptiveRate, n: int, start: float = 0.0) -> list[float]:
@@ -171,3 +179,66 @@ def test_a_burst_of_429s_does_not_leave_the_run_slow_for_good(tell: bool) -> Non
         else:
             rate.on_throttled(now, reset if tell else None, now)
     assert done_late >= 0.9 * limit * 600  # the last ten minutes: back near the limit
+
+
+# --- which request a 429 answers, in a run against the emulator -------------------------------
+
+#: The run's starting rate (requests/s) in the engine tests below: no success comes before the
+#: first 429, so it is the rate the first burst of POSTs is sent at.
+START = 50.0
+
+
+async def _refused_run(tmp: Path, registry: WorkflowRegistry, refused: set[int]) -> AdaptiveRate:
+    """Six jobs in four slots; the provider holds its first four POSTs until all four are in and
+    refuses them together (one burst of 429s, "Retry-After: 1"), and refuses the POSTs numbered
+    in ``refused`` (counting from 1) too. Returns the run's rate controller, after the run."""
+    clock = ScaledClock(SPEED)
+    posts = 0
+    burst_in = asyncio.Event()
+
+    async def front(kind: str | None, request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal posts
+        if kind != "submit":
+            return await handler(request)
+        posts += 1
+        if posts <= 4:
+            if posts == 4:
+                burst_in.set()
+            await burst_in.wait()
+        if posts <= 4 or posts in refused:
+            refusal = {"message": "Too many requests"}
+            return web.json_response(refusal, status=429, headers={"Retry-After": "1"})
+        return await handler(request)
+
+    config = EmulatorConfig(render="placeholder", duration_median=2.0, duration_spread=0.0)
+    async with fronted_emulator(clock, config, front) as (base, _):
+        settings = settings_for(base, tmp, concurrency=4, **{"rate.initial_per_minute": START * 60})
+        rate = AdaptiveRate(START, rng=random.Random(0))
+        manifest = write_jsonl(tmp / "m.jsonl", sketch_rows(6))
+        result = await run_batch(settings, [manifest], registry=registry, clock=clock, rate=rate)
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 6
+    return rate
+
+
+@pytest.mark.anyio
+async def test_one_burst_of_429s_for_requests_sent_together_cuts_the_rate_once(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Four POSTs on the wire together, refused by one 429 each: one piece of evidence that the
+    run was sending too fast, not four. Dated by when the answers came (or not dated at all),
+    each counted as a 429 in a row: the rate fell to a thirtieth and the bound the run climbs
+    back to fell from 0.95x to 0.81x the rate it had been sending at, for the rest of the run."""
+    rate = await _refused_run(tmp_path, registry, refused=set())
+    assert rate.learned is not None and rate.learned >= 0.95 * START * (1 - 1e-9)
+
+
+@pytest.mark.anyio
+async def test_a_429_for_a_request_sent_after_the_last_429_was_known_is_new_evidence(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """After the burst, a retried POST sent after the pause is refused again: the rate it was
+    sent at is too fast too, and the bound must come down again. With every request dated
+    before the first 429 (no send time kept), each later 429 was taken for an echo of the first
+    one, and a run kept probing at a rate the provider had refused."""
+    rate = await _refused_run(tmp_path, registry, refused={8})
+    assert rate.learned is not None and rate.learned < 0.95 * START * 0.99
