@@ -99,3 +99,23 @@ async def test_when_requests_are_scarce_due_polls_go_before_new_submissions(
     )
     last_submitting = max(i for i, (status, _) in enumerate(order) if status == "submitting")
     assert order.index(("generated", order[0][1])) < last_submitting, order
+
+
+async def test_when_the_budget_binds_jobs_are_polled_about_once_each(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A slot for every row, 120 requests a minute, 4 s jobs, adaptive polls: submissions wait
+    for the budget, so each poll is a submission made later. The scheduler tells the poll policy
+    so (budget pressure), and jobs are polled about once each (1.0-1.1 today). Told nothing,
+    the policy polled as if requests were to spare: 2.5 polls a job, and the run took 1.6x as
+    long."""
+    rows = 40
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(rows))
+    config = EmulatorConfig(render="placeholder", duration_median=4.0, duration_spread=0.0)
+    async with run_emulator(config, clock=clock) as emu:
+        changes = {"rate.requests_per_minute": 120.0, "poll.policy": "adaptive", "poll.first_delay": 4.0}
+        settings = settings_for(emu.base_url, tmp_path, concurrency=rows, **changes)
+        result = await run(settings, [manifest], registry, clock)
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == rows
+    assert result.stats.requests["poll"] <= 1.5 * rows, result.stats.requests
