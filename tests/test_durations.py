@@ -3,16 +3,25 @@ a duration, what it keeps, and what it learns from earlier runs' ledger lines.
 
 The poll policy times every first poll and follow-up from these answers, so a wrong one costs
 requests (polls too early) or finishes a run late (polls too late). The simulated-clock policy
-tests judge whole runs with the slack those need; these pin the model's answers exactly."""
+tests judge whole runs with the slack those need; these pin the model's answers exactly. The
+last two run the engine against the emulator: what a run's own polls feed the model."""
 
 from __future__ import annotations
 
 import math
+import statistics
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batcher.clock import ScaledClock
 from batcher.durations import CORE, TIGHT, WINDOW, DurationModel, recorded_seconds
+from batcher.emulator import EmulatorConfig, run_emulator
+from batcher.engine import ExitCode
+from batcher.workflows import WorkflowRegistry
+
+from .support import SPEED, ledger_lines, run, settings_for, sketch_rows, write_jsonl
 
 WF = "sketch"
 
@@ -140,3 +149,57 @@ def test_recorded_seconds_accepts_finite_non_negative_numbers_only() -> None:
     assert recorded_seconds(2.5) == 2.5
     for bad in (True, False, -0.1, math.inf, -math.inf, math.nan, "3", None, [1.0]):
         assert recorded_seconds(bad) is None, bad
+
+
+# --- what a run learns from its own polls, against the emulator -------------------------------
+
+
+async def _generated(
+    tmp: Path, registry: WorkflowRegistry, **changes: Any
+) -> tuple[list[dict[str, Any]], int]:
+    """Forty 5 s jobs in four slots, 600 requests a minute (requests to spare), the poll
+    settings ``changes``: the ``generated`` lines in ledger order, and the polls the run sent."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp / "m.jsonl", sketch_rows(40))
+    config = EmulatorConfig(render="placeholder", duration_median=5.0, duration_spread=0.0)
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(
+            emu.base_url, tmp, concurrency=4, **{"rate.requests_per_minute": 600.0, **changes}
+        )
+        result = await run(settings, [manifest], registry, clock)
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes["completed"] == 40
+    generated = [r for r in ledger_lines(tmp / "ledger.jsonl") if r["status"] == "generated"]
+    return generated, result.stats.requests["poll"]
+
+
+@pytest.mark.anyio
+async def test_the_ledger_brackets_each_duration_between_the_last_running_poll_and_the_done_one(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Polls every second from 1 s: each job was last seen running at 4-5 s and found done by
+    the next poll. The bracket is what the next run learns durations from (``seed_from_ledger``):
+    recorded as "after 0 s" (the last running poll forgotten) it teaches nothing, and recorded
+    as "after" the poll that found it done it teaches every job as longer than it was."""
+    generated, _ = await _generated(
+        tmp_path, registry, **{"poll.policy": "fixed", "poll.interval": 1.0, "poll.first_delay": 1.0}
+    )
+    for line in generated:
+        assert 0.0 < line["finished_after"] < line["finished_by"], line
+        assert line["finished_by"] >= 5.0 and line["finished_by"] / line["finished_after"] < TIGHT, line
+
+
+@pytest.mark.anyio
+async def test_a_run_with_requests_to_spare_learns_its_durations_and_notices_jobs_soon_after_they_finish(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Adaptive polls from a guess of 4 s: once the first jobs taught the 5 s duration, the later
+    ones are noticed within a tenth of it (2-3% late today), at about four polls a job. Learning
+    from "after 0 s" (no tight bracket, ever) left the run guessing at 1.5x each job's age:
+    20-35% late, a slot idle that long each job. The first-poll tracker fed by every poll, not
+    only a job's first, pushed the first poll late and paid 7 polls a job."""
+    generated, polls = await _generated(
+        tmp_path, registry, **{"poll.policy": "adaptive", "poll.first_delay": 4.0}
+    )
+    late = [line["finished_by"] / 5.0 - 1.0 for line in generated[20:]]
+    assert statistics.median(late) <= 0.10, late
+    assert polls <= 5.5 * 40, polls
