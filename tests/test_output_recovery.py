@@ -63,6 +63,30 @@ async def test_files_lost_before_the_run_ended_are_fetched_again_without_paying(
     assert ledger_lines(ledger)[-1]["status"] == "run_end"
 
 
+async def test_a_file_longer_than_recorded_after_a_crash_is_fetched_again(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A file under an output's name that is longer than the one the ledger recorded (bytes
+    left after its end, another file written in its place) is not that output: fetched again,
+    free. Taken for intact for being at least as long, it would stay broken for good (the run
+    ends in order, and later runs trust its files)."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(FAST, clock=clock) as emu:
+        await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        saved = _saved(ledger)["sketch-0000"]
+        _crash_before_run_end(ledger)
+        grown = Path(str(saved["path"]))
+        grown.write_bytes(grown.read_bytes() + b"\0" * 512)
+        before = emu.stats()
+        result = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        after = emu.stats()
+    assert result.exit_code is ExitCode.OK
+    assert result.stats.outputs_refetched == 1 and after["submissions"] == before["submissions"] == 1
+    assert hashlib.sha256(grown.read_bytes()).hexdigest() == saved["sha256"]
+
+
 async def test_files_of_a_run_that_ended_in_order_are_not_checked_again(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
