@@ -392,6 +392,30 @@ async def test_a_ledger_lost_between_runs_stops_the_run_before_anything_is_paid_
     assert back.exit_code is ExitCode.OK and back.stats.outcomes == {"completed": 2}
 
 
+async def test_a_lost_ledger_shows_in_a_later_row_when_the_first_rows_have_no_outputs(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """The first rows' outputs are not on disk (moved away, or their jobs failed) when the ledger
+    is lost: the first PROBE_NEW_ROWS (64) new rows are looked at, and the run stops at the
+    first whose output is there, here the 64th: no job whose output is on disk is sent again.
+    Had it stopped looking sooner, it paid again for every one of them (here three)."""
+    clock = ScaledClock(SPEED)
+    moved = 63  # outfiles.PROBE_NEW_ROWS - 1, written out: the test must not follow a change of it
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(moved + 3))
+    async with run_emulator(EmulatorConfig(**FAST), clock=clock) as emu:  # type: ignore[arg-type]
+        settings = settings_for(emu.base_url, tmp_path)
+        assert (await run(settings, [manifest], registry, clock)).stats.outcomes == {"completed": moved + 3}
+        (tmp_path / "ledger.jsonl").unlink()
+        for i in range(moved):
+            (tmp_path / "out" / f"sketch-{i:04d}.png").unlink()
+        lost = await run(settings, [manifest], registry, clock)
+        submissions = emu.stats()["submissions"]
+    assert str(tmp_path / "out" / f"sketch-{moved:04d}.png") in (lost.stats.stop_reason or "")
+    sent = {r["job_id"] for r in ledger_lines(tmp_path / "ledger.jsonl") if r["status"] == "submitting"}
+    assert sent and not sent & {f"sketch-{i:04d}" for i in range(moved, moved + 3)}, sorted(sent)
+    assert submissions == (moved + 3) + len(sent) and lost.exit_code is ExitCode.FAILED
+
+
 async def test_rows_to_pay_for_again_run_once_their_old_outputs_are_moved_away(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
