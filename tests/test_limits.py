@@ -70,6 +70,51 @@ async def test_a_budget_counts_unknown_outcomes_as_spent(tmp_path: Path, registr
     assert result.stats.committed_usd <= 0.5 + 1e-9
 
 
+async def test_a_post_to_send_again_is_not_sent_when_the_budget_cannot_cover_it_being_billed_twice(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A POST answered 502 may have been billed: sending it again may bill it twice. With a
+    budget for one job, the one row is POSTed once, and its retry is not sent (the job is left
+    for the next run, as one of unknown outcome). Sent unchecked, it was POSTed at every try:
+    five POSTs, possibly billed on a $0.15 budget."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    config = EmulatorConfig(render="placeholder", duration_median=1.0, lost_rate=1.0)
+    async with run_emulator(config, clock=clock) as emu:
+        settings = settings_for(emu.base_url, tmp_path, **{"limits.budget_usd": 0.15})
+        result = await run(settings, [manifest], registry, clock)
+        stats = emu.stats()
+    assert stats["submissions"] == 1 and result.stats.committed_usd <= 0.15
+    assert "budget" in (result.stats.stop_reason or "") and result.exit_code is ExitCode.FAILED
+
+
+async def test_retries_held_back_by_an_open_circuit_are_checked_against_the_budget_when_they_go(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """Four POSTs answered 502 (each may be billed) open the circuit: their retries wait and go
+    one at a time, each POST's last try. Each is checked against the budget when it goes, not
+    only when it came due (when all four fitted): with room for five jobs, the first probe takes
+    the last of it and the other three are not sent. Checked only when they came due, they went
+    until the circuit gave up: seven POSTs, $0.70 possibly billed on a $0.55 budget.
+
+    The backoffs (4 s base) are long next to the spread of the four answers, so the seeded
+    draws decide: every retry comes due after the circuit opened and before its first probe."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(4))
+    config = EmulatorConfig(render="placeholder", duration_median=1.0, lost_rate=1.0)
+    async with run_emulator(config, clock=clock) as emu:
+        changes = {
+            "limits.budget_usd": 0.55,
+            "retry.max_attempts": 2,
+            "retry.base_delay": 4.0,
+            "retry.max_delay": 64.0,
+        }
+        result = await run(settings_for(emu.base_url, tmp_path, **changes), [manifest], registry, clock)
+        stats = emu.stats()
+    assert stats["submissions"] == 5 and result.stats.committed_usd <= 0.55
+    assert "budget" in (result.stats.stop_reason or "") and result.exit_code is ExitCode.FAILED
+
+
 async def test_max_runtime_stops_submitting_in_time_for_in_flight_jobs_to_finish(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
