@@ -22,6 +22,7 @@ from .support import (
     SPEED,
     SkewedClock,
     fronted_emulator,
+    last_status,
     ledger_lines,
     run,
     settings_for,
@@ -139,6 +140,32 @@ async def test_a_download_left_by_an_earlier_run_is_tried_once_and_expires_only_
     assert week_on.stats.polled_for_urls == 0
     assert after["requests"]["output"] == {**before, "404": 6}
     assert after["submissions"] == 2 and week_on.exit_code is ExitCode.FAILED
+
+
+async def test_a_gone_output_of_a_job_of_unknown_age_with_no_poll_url_is_expired_not_fetched_for_ever(
+    tmp_path: Path, registry: WorkflowRegistry
+) -> None:
+    """A ledger (hand-edited, or from elsewhere) whose ``submitted`` line has no time that reads
+    as one and no poll_url: its job's age is not known, and no poll can ask the provider for new
+    URLs. An output gone (404) from it is ``expired``, as an old job's. Taken for young, it was
+    left ``download_failed``, to be fetched again and fail on every later run, for ever."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
+    ledger = tmp_path / "ledger.jsonl"
+    async with run_emulator(dataclasses.replace(FAST, output_ttl=0.001), clock=clock) as emu:
+        first = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        lines = ledger_lines(ledger)
+        for line in lines:
+            if line["status"] == "submitted":
+                line["ts"] = "the day before the migration"
+                del line["poll_url"]
+        ledger.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        second = await run(settings_for(emu.base_url, tmp_path), [manifest], registry, clock)
+        stats = emu.stats()
+    assert first.stats.outcomes == {"download_failed": 1}
+    assert second.stats.outcomes == {"expired": 1} and second.stats.polled_for_urls == 0
+    assert stats["submissions"] == 1 and second.exit_code is ExitCode.FAILED
+    assert last_status(ledger) == {"sketch-0000": "expired"}
 
 
 async def test_lapsed_output_urls_of_an_earlier_run_are_asked_for_again_by_a_poll_not_paid_again(
