@@ -20,7 +20,7 @@ from aiohttp import web
 from batcher.clock import ScaledClock
 from batcher.durations import DurationModel
 from batcher.emulator import EmulatorConfig, EmulatorState, create_app, run_emulator
-from batcher.engine import ExitCode
+from batcher.engine import ExitCode, RunResult
 from batcher.fold import fold_ledger
 from batcher.guards import WindowGuard
 from batcher.status import ledger_status
@@ -160,6 +160,28 @@ async def test_a_clock_stepped_two_days_mid_run_does_not_show_as_days_in_status_
     assert all(4.0 <= seconds < 30.0 for seconds in fold.durations), fold.durations
 
 
+def _limited(header: str) -> EmulatorConfig:
+    """A provider allowing 30 requests a minute (bursts of 3) that names when its limit resets
+    in ``header`` (a UTC time, or a ``Retry-After`` date)."""
+    return EmulatorConfig(
+        render="placeholder",
+        duration_median=3.0,
+        rate_limit=30,
+        rate_period=60,
+        rate_burst=3,
+        rate_header=header,
+    )
+
+
+def _paused_only_as_meant(result: RunResult, stats: dict[str, Any]) -> None:
+    """Rate-limited, yet every job done well inside the backstop: each 429 paused the run for
+    the second or so the limit needed, not for minutes."""
+    assert stats["rate_limited"] > 0
+    assert result.stats.stop_reason is None, result.stats.stop_reason
+    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 8}
+    assert result.seconds < 150.0
+
+
 @pytest.mark.parametrize("header", ["reset-at-utc", "retry-after-date"])
 async def test_a_clock_ten_minutes_slow_waits_what_the_provider_meant_after_a_429(
     tmp_path: Path, registry: WorkflowRegistry, header: str
@@ -169,24 +191,14 @@ async def test_a_clock_ten_minutes_slow_waits_what_the_provider_meant_after_a_42
     Date header is the provider's clock: the wait is now counted on it."""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(8))
-    config = EmulatorConfig(
-        render="placeholder",
-        duration_median=3.0,
-        rate_limit=30,
-        rate_period=60,
-        rate_burst=3,
-        rate_header=header,
-    )
+    config = _limited(header)
     async with run_emulator(config, clock=clock) as emu:
         settings = settings_for(
             emu.base_url, tmp_path, **{"rate.initial_per_minute": 600.0, "limits.max_runtime": BACKSTOP}
         )
         result = await run(settings, [manifest], registry, SkewedClock(clock, -600.0))
         stats = emu.stats()
-    assert stats["rate_limited"] > 0
-    assert result.stats.stop_reason is None, result.stats.stop_reason
-    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 8}
-    assert result.seconds < 150.0
+    _paused_only_as_meant(result, stats)
 
 
 @pytest.mark.parametrize("header", ["reset-at-utc", "retry-after-date"])
@@ -199,14 +211,7 @@ async def test_a_429_naming_a_time_without_a_date_header_is_waited_for_on_this_m
     ``rate.max_wait`` (15 minutes a 429), and the run finishes well inside its backstop."""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(8))
-    config = EmulatorConfig(
-        render="placeholder",
-        duration_median=3.0,
-        rate_limit=30,
-        rate_period=60,
-        rate_burst=3,
-        rate_header=header,
-    )
+    config = _limited(header)
 
     async def no_date(request: web.Request, response: web.StreamResponse) -> None:
         del response.headers["Date"]  # aiohttp adds one before this hook, none after it
@@ -227,10 +232,7 @@ async def test_a_429_naming_a_time_without_a_date_header_is_waited_for_on_this_m
     finally:
         state.close()
     assert dates == [None]
-    assert stats["rate_limited"] > 0
-    assert result.stats.stop_reason is None, result.stats.stop_reason
-    assert result.exit_code is ExitCode.OK and result.stats.outcomes == {"completed": 8}
-    assert result.seconds < 150.0
+    _paused_only_as_meant(result, stats)
 
 
 def test_earlier_runs_teach_only_durations_their_own_run_timed() -> None:
