@@ -12,29 +12,41 @@ So a :class:`Watchdog` keeps the requests in flight in a set and looks at them e
 one loop timer that stops when nothing is in flight: ``CHECKS`` times per limit (the shortest
 limit of the requests in flight), so a request is cut at most a twentieth of its limit late. A
 request past either limit is cut by cancelling its task; the request turns that cancellation into
-a timeout with :meth:`Watchdog.was_cut`, which decides as ``asyncio.timeout`` does: another
+:class:`Cut` as it leaves its ``with`` block, deciding as ``asyncio.timeout`` does: another
 cancellation pending (the run stopping) wins, and the request is cancelled, not timed out.
 
-A request must drop its watch (:meth:`Watchdog.drop`) before it returns, with no ``await`` in
-between: then the task is always waiting inside the watched request when a check cancels it.
+A watch is a ``with`` block around the request (:meth:`Watchdog.watch`): it is dropped as the
+block ends, with no ``await`` in between, so the task is always waiting inside the watched
+request when a check cancels it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from types import TracebackType
 from typing import Any
 
 #: Looks at a request in flight per limit (its deadline, or ``read_timeout`` if shorter).
 CHECKS = 20
 
 
+class Cut(Exception):
+    """A watched request was cut: at its deadline, or for its silence (``watch.cut`` says which)."""
+
+    def __init__(self, watch: Watch) -> None:
+        super().__init__(watch.cut)
+        self.watch = watch
+
+
 class Watch:
-    """One request in flight, cut at ``until`` (loop time) or when silent too long."""
+    """One request in flight, cut at ``until`` (loop time) or when silent too long. A ``with``
+    block: leaving it stops the watch, and turns the watch's own cut into :class:`Cut`."""
 
-    __slots__ = ("cut", "last", "started", "step", "task", "until")
+    __slots__ = ("cut", "dog", "last", "started", "step", "task", "until")
 
-    def __init__(self, task: asyncio.Task[Any], now: float, until: float, step: float) -> None:
+    def __init__(self, dog: Watchdog, task: asyncio.Task[Any], now: float, until: float, step: float) -> None:
+        self.dog = dog
         self.task = task
         self.started = now
         #: When its deadline passes (loop time); a download's grows with what it receives.
@@ -49,6 +61,17 @@ class Watch:
     def alive(self) -> None:
         """A sign of life: silence counts from now."""
         self.last = self.task.get_loop().time()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.dog._watched.discard(self)
+        # The watch's own cut, and nothing else pending (a stop wins); its cancel is taken back.
+        if isinstance(exc, asyncio.CancelledError) and self.cut is not None and self.task.uncancel() == 0:
+            raise Cut(self) from exc
 
 
 class Watchdog:
@@ -65,14 +88,14 @@ class Watchdog:
         self._rounds: asyncio.TimerHandle | None = None
 
     def watch(self, limit: float) -> Watch:
-        """Watch the current task's request from now: cut ``limit`` seconds from now, or after
-        ``quiet`` seconds without a sign of life."""
+        """Watch the current task's request from now (``with dog.watch(limit) as watch:``): cut
+        ``limit`` seconds from now, or after ``quiet`` seconds without a sign of life."""
         loop = self._loop
         task = asyncio.current_task(loop)
         assert task is not None, "a request runs in a task"
         now = loop.time()
         step = min(limit, self.quiet) / CHECKS
-        watch = Watch(task, now, now + limit, step)
+        watch = Watch(self, task, now, now + limit, step)
         self._watched.add(watch)
         rounds = self._rounds
         if rounds is None or rounds.when() > now + step:
@@ -85,15 +108,6 @@ class Watchdog:
     def watching(self) -> int:
         """How many requests are watched (in flight)."""
         return len(self._watched)
-
-    def drop(self, watch: Watch) -> None:
-        """The request is over (or cut): stop watching it."""
-        self._watched.discard(watch)
-
-    def was_cut(self, watch: Watch) -> bool:
-        """Whether the CancelledError the watched request caught is its cut and nothing else.
-        Consumes the cut's cancellation either way (``Task.uncancel``)."""
-        return watch.cut is not None and watch.task.uncancel() == 0
 
     def close(self) -> None:
         """Stop looking (the transport is closing; nothing is in flight)."""

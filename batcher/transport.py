@@ -53,7 +53,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from .deadlines import Watch, Watchdog
+from .deadlines import Cut, Watch, Watchdog
 from .errors import ConnectError, ConnectionLost, RequestTimeout, TransportError, UnsafeOutputError
 from .netpolicy import Routes, described, normalize_proxy, redirect_target, shown, via_proxy
 
@@ -191,9 +191,7 @@ class Transport:
             async with self._slots:
                 if on_send is not None:
                     on_send()
-                watchdog = self.watchdog
-                watch = watchdog.watch(limit)
-                try:
+                with self.watchdog.watch(limit) as watch:
                     async with self.session.request(
                         method,
                         url,
@@ -217,16 +215,12 @@ class Transport:
                             body = await _read_capped(resp, max_bytes, url, watch)
                         # aiohttp's headers are case-insensitive: lower-case keys find them.
                         return Answer(status=resp.status, headers=resp.headers, body=body)
-                except asyncio.CancelledError as exc:
-                    if not watchdog.was_cut(watch):
-                        raise
-                    if watch.cut == "silence":
-                        raise self._silent(url, proxy) from exc
-                    raise RequestTimeout(
-                        f"no complete answer from {described(url)} within {limit:g} s{via_proxy(proxy)}"
-                    ) from exc
-                finally:
-                    watchdog.drop(watch)
+        except Cut as cut:
+            if cut.watch.cut == "silence":
+                raise self._silent(url, proxy) from cut
+            raise RequestTimeout(
+                f"no complete answer from {described(url)} within {limit:g} s{via_proxy(proxy)}"
+            ) from cut
         except (UnsafeOutputError, TransportError):
             raise
         except Exception as exc:
@@ -270,9 +264,7 @@ class Transport:
         try:
             # One slot for every hop: each hop's connection is released before the next.
             async with self._slots:
-                watchdog = self.watchdog
-                watch = watchdog.watch(base)
-                try:
+                with self.watchdog.watch(base) as watch:
                     for hop in range(MAX_REDIRECTS + 1):
                         proxy = None if self._proxy is None else self.proxy_for(url)
                         async with self.session.get(url, proxy=proxy, **kwargs) as resp:
@@ -290,21 +282,15 @@ class Transport:
                                 resp, url, sink, progress, max_bytes=max_bytes, chunk_size=chunk_size
                             )
                     raise AssertionError("unreachable: the last hop returns")  # pragma: no cover
-                except asyncio.CancelledError as exc:
-                    if not watchdog.was_cut(watch):
-                        raise
-                    if watch.cut == "silence":
-                        raise self._silent(url, proxy) from exc
-                    elapsed = watch.task.get_loop().time() - watch.started
-                    allowed = f"{base:g} s" + (
-                        f", plus 1 s per {min_rate:g} bytes received" if min_rate else ""
-                    )
-                    raise RequestTimeout(
-                        f"{described(url)} too slow: {received} bytes in {elapsed:.1f} s"
-                        f" (allowed: {allowed}){via_proxy(proxy)}"
-                    ) from exc
-                finally:
-                    watchdog.drop(watch)
+        except Cut as cut:
+            if cut.watch.cut == "silence":
+                raise self._silent(url, proxy) from cut
+            elapsed = cut.watch.task.get_loop().time() - cut.watch.started
+            allowed = f"{base:g} s" + (f", plus 1 s per {min_rate:g} bytes received" if min_rate else "")
+            raise RequestTimeout(
+                f"{described(url)} too slow: {received} bytes in {elapsed:.1f} s"
+                f" (allowed: {allowed}){via_proxy(proxy)}"
+            ) from cut
         except (UnsafeOutputError, TransportError):
             raise
         except Exception as exc:
