@@ -1,48 +1,86 @@
 """The transport's deadlines and silences (:mod:`batcher.deadlines`), against a real server: each
-request is watched while it runs and only then, whatever way it ends."""
+request is watched while it runs and only then, whatever way it ends.
+
+Time is the event loop's clock, moved on by the test (:class:`LoopClock`): the host answers
+when the test says, and nothing here waits on the wall clock."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 from aiohttp import web
 
 from batcher.errors import ConnectError, RequestTimeout
-from batcher.transport import Transport
+from batcher.transport import Answer, Transport
 
 from .support import served
 
 pytestmark = pytest.mark.anyio
 
 
+class LoopClock:
+    """The running event loop's clock, which the watchdog reads, moved on by :meth:`advance`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        loop = asyncio.get_running_loop()
+        real = loop.time
+        self.offset = 0.0
+        monkeypatch.setattr(loop, "time", lambda: real() + self.offset)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+async def settle() -> None:
+    """A few passes of the event loop: what a host just sent is read by the client."""
+    for _ in range(10):
+        await anyio.lowlevel.checkpoint()
+
+
 class Host:
     """Answers ``/ok``; never answers ``/silent``; sends ``/stall``'s head and 10 of its 100 bytes,
-    then nothing; sends ``/trickle``'s 100 bytes one every 20 ms (never silent). The held ones
-    wait for ``over``."""
+    then nothing; redirects ``/hop`` to ``/pieces`` once told to; sends ``/pieces`` 10 bytes at a
+    time, each when told to (:meth:`tick`), 60 in all (``?length=no``: without a Content-Length,
+    sent chunked as a big or compressed answer is). What it holds ends when ``over`` is set;
+    :meth:`seen` is set once a path (with its query) is asked for."""
 
     def __init__(self) -> None:
         self.over = anyio.Event()
-        self.arrived = anyio.Event()
+        self._seen: dict[str, anyio.Event] = {}
+        self._ticks, self._told = anyio.create_memory_object_stream[None](math.inf)
+
+    def seen(self, path: str) -> anyio.Event:
+        return self._seen.setdefault(path, anyio.Event())
+
+    def close(self) -> None:
+        self._ticks.close()
+        self._told.close()
+
+    def tick(self) -> None:
+        """Let the host send its next piece (or its redirect)."""
+        self._ticks.send_nowait(None)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/ok", self.ok)
         app.router.add_get("/silent", self.silent)
         app.router.add_get("/stall", self.stall)
-        app.router.add_get("/trickle", self.trickle)
-        app.router.add_get("/paced", self.paced)
+        app.router.add_get("/hop", self.hop)
+        app.router.add_get("/pieces", self.pieces)
         return app
 
     async def ok(self, request: web.Request) -> web.Response:
         return web.Response(body=b"ok")
 
     async def silent(self, request: web.Request) -> web.Response:
-        self.arrived.set()
+        self.seen(request.path_qs).set()
         await self.over.wait()
         return web.Response(body=b"late")
 
@@ -51,31 +89,24 @@ class Host:
         resp.content_length = 100
         await resp.prepare(request)
         await resp.write(bytes(10))
+        self.seen(request.path_qs).set()
         await self.over.wait()
         return resp
 
-    async def trickle(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse()
-        resp.content_length = 100
-        await resp.prepare(request)
-        try:
-            for _ in range(100):
-                await resp.write(b"x")
-                await anyio.sleep(0.02)
-        except ConnectionError:  # the client hung up
-            pass
-        return resp
+    async def hop(self, request: web.Request) -> web.Response:
+        self.seen(request.path_qs).set()
+        await self._told.receive()
+        raise web.HTTPFound("/pieces")
 
-    async def paced(self, request: web.Request) -> web.StreamResponse:
-        """Its head after 0.2 s, then 10 bytes every 0.2 s, 60 in all: never silent for 0.3 s.
-        ``?length=no``: no Content-Length (sent chunked, as a big or compressed answer is)."""
-        await anyio.sleep(0.2)
+    async def pieces(self, request: web.Request) -> web.StreamResponse:
+        self.seen(request.path_qs).set()
         resp = web.StreamResponse()
         if request.query.get("length") != "no":
             resp.content_length = 60
-        await resp.prepare(request)
-        for _ in range(6):
-            await anyio.sleep(0.2)
+        for i in range(6):
+            await self._told.receive()
+            if i == 0:
+                await resp.prepare(request)  # the head comes with the first piece
             await resp.write(bytes(10))
         await resp.write_eof()
         return resp
@@ -88,6 +119,7 @@ async def _over(host: Host) -> AsyncIterator[None]:
         yield
     finally:
         host.over.set()
+        host.close()
 
 
 def _closed_port() -> int:
@@ -97,11 +129,14 @@ def _closed_port() -> int:
     return port
 
 
-async def test_a_request_is_watched_only_while_it_runs_however_it_ends() -> None:
+async def test_a_request_is_watched_only_while_it_runs_however_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A request is cut (at its deadline, or after ``read_timeout`` of silence) by cancelling its
     task. A watch left behind once the request ended would cancel that task later, wherever it
     then was: a worker in the middle of another job. After a request answered, cut for its
-    silence, cut at its deadline, refused, or cancelled by the run stopping: nothing is watched
+    silence, cut at its deadline (a small answer whose body stops after its head included: it
+    has only its deadline), refused, or cancelled by the run stopping: nothing is watched
     and the task has no cancellation left pending; and a cancellation from outside stays a
     cancellation, not a timeout."""
     host = Host()
@@ -115,6 +150,7 @@ async def test_a_request_is_watched_only_while_it_runs_however_it_ends() -> None
         Transport(read_timeout=0.3, request_timeout=30.0) as transport,
         _over(host),
     ):
+        clock = LoopClock(monkeypatch)
         dog = transport.watchdog
         task = asyncio.current_task()
         assert task is not None
@@ -122,36 +158,64 @@ async def test_a_request_is_watched_only_while_it_runs_however_it_ends() -> None
         def after(what: str) -> None:
             seen.append((what, dog.watching, task.cancelling()))
 
+        async def moved_on(path: str, seconds: float) -> None:
+            """Once the host has the request for ``path``, ``seconds`` pass."""
+            await host.seen(path).wait()
+            clock.advance(seconds)
+
         assert (await transport.request("GET", f"{base}/ok")).body == b"ok"
         after("answered")
         assert (await transport.stream(f"{base}/ok", sink, max_bytes=100)).size == 2
         after("downloaded")
-        with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
-            await transport.request("GET", f"{base}/silent")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(moved_on, "/silent", 0.31)
+            with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
+                await transport.request("GET", f"{base}/silent")
         after("silent")
-        with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
-            await transport.stream(f"{base}/stall", sink, max_bytes=100)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(moved_on, "/stall", 0.31)
+            with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
+                await transport.stream(f"{base}/stall", sink, max_bytes=100)
         after("stalled")
-        with pytest.raises(RequestTimeout, match=r"within 0\.5 s"):
-            await transport.request("GET", f"{base}/trickle", timeout=0.5)
-        after("trickled")
+        async with anyio.create_task_group() as tg:
+            # A deadline shorter than the read timeout: past it, the request is cut at it.
+            tg.start_soon(moved_on, "/silent?deadline", 0.25)
+            with pytest.raises(RequestTimeout, match=r"within 0\.2 s"):
+                await transport.request("GET", f"{base}/silent?deadline", timeout=0.2)
+        after("past its deadline")
+        async with anyio.create_task_group() as tg:
+            # A small answer (a Content-Length, read in one go) whose body stops after its head:
+            # silent past the read timeout, it is cut at its deadline all the same.
+
+            async def past_both() -> None:
+                await host.seen("/stall?request").wait()
+                await settle()  # its head is read
+                clock.advance(0.35)  # silent for longer than read_timeout
+                await settle()
+                clock.advance(0.25)  # and past its deadline
+
+            tg.start_soon(past_both)
+            with pytest.raises(RequestTimeout, match=r"within 0\.5 s"):
+                await transport.request("GET", f"{base}/stall?request", timeout=0.5)
+        after("silent after its head")
         with pytest.raises(ConnectError):
             await transport.request("GET", f"http://127.0.0.1:{_closed_port()}/")
         after("refused")
-        host.arrived = anyio.Event()
         with anyio.CancelScope() as stop:
 
             async def stop_once_there() -> None:
-                await host.arrived.wait()
+                await host.seen("/silent?stopped").wait()
                 stop.cancel()
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stop_once_there)
-                await transport.request("GET", f"{base}/silent")
+                await transport.request("GET", f"{base}/silent?stopped")
         assert stop.cancelled_caught
         after("cancelled")
-        with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
-            await transport.request("GET", f"{base}/silent")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(moved_on, "/silent?again", 0.31)
+            with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
+                await transport.request("GET", f"{base}/silent?again")
         after("silent again")
     assert seen == [
         (what, 0, 0)
@@ -160,7 +224,8 @@ async def test_a_request_is_watched_only_while_it_runs_however_it_ends() -> None
             "downloaded",
             "silent",
             "stalled",
-            "trickled",
+            "past its deadline",
+            "silent after its head",
             "refused",
             "cancelled",
             "silent again",
@@ -168,43 +233,97 @@ async def test_a_request_is_watched_only_while_it_runs_however_it_ends() -> None
     ]
 
 
-async def test_a_request_that_keeps_showing_signs_of_life_is_not_cut_for_silence() -> None:
+async def test_a_request_that_keeps_showing_signs_of_life_is_not_cut_for_silence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Silence is time without a sign of life: the request sent, its answer's head, each piece of
-    its body. A download whose head comes 0.2 s after it was sent and whose body comes in pieces
-    0.2 s apart (1.4 s in all) is never silent for the 0.3 s read timeout, and completes; so does
-    an API answer of unknown length sent the same way. Counted from the request alone (its head
-    or its pieces not seen), either would be cut."""
+    its body. A download redirected after 0.2 s, whose body then comes in pieces 0.2 s apart
+    (1.4 s in all), is never silent for the 0.3 s read timeout, and completes; so does an API
+    answer of unknown length sent in pieces 0.1 s apart. Counted from the request alone (the
+    redirect's head or the pieces not seen), either would be cut."""
     host = Host()
     got: list[bytes] = []
+    piece = anyio.Event()
 
     async def sink(chunk: bytes) -> None:
+        nonlocal piece
         got.append(chunk)
+        piece.set()
+        piece = anyio.Event()
 
     async with (
         served(host.app()) as base,
         Transport(read_timeout=0.3, request_timeout=30.0) as transport,
         _over(host),
     ):
-        assert (await transport.stream(f"{base}/paced", sink, max_bytes=100, chunk_size=16)).size == 60
-        assert b"".join(got) == bytes(60)
-        answer = await transport.request("GET", f"{base}/paced?length=no")
-        assert answer.body == bytes(60)
+        clock = LoopClock(monkeypatch)
+        streamed = []
+        async with anyio.create_task_group() as tg:
+
+            async def download() -> None:
+                streamed.append(await transport.stream(f"{base}/hop", sink, max_bytes=100, chunk_size=16))
+
+            tg.start_soon(download)
+            await host.seen("/hop").wait()
+            clock.advance(0.2)
+            host.tick()  # the redirect
+            await host.seen("/pieces").wait()  # its head was read: the client asked for /pieces
+            for _ in range(6):
+                clock.advance(0.2)
+                waiting = piece
+                host.tick()
+                await waiting.wait()
+        assert [s.size for s in streamed] == [60] and b"".join(got) == bytes(60)
+
+        answered: list[Answer] = []
+        async with anyio.create_task_group() as tg:
+
+            async def ask() -> None:
+                answered.append(await transport.request("GET", f"{base}/pieces?length=no"))
+
+            tg.start_soon(ask)
+            await host.seen("/pieces?length=no").wait()
+            for _ in range(6):
+                clock.advance(0.1)
+                host.tick()
+                await settle()
+        assert [a.body for a in answered] == [bytes(60)]
 
 
-async def test_a_short_deadline_is_kept_while_longer_requests_are_in_flight() -> None:
+async def test_a_short_deadline_is_kept_while_longer_requests_are_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Requests in flight are looked at as often as the shortest limit among them needs. A
-    request given 0.5 s, sent while another with a minute's limit is in flight, is cut at about
-    0.5 s: before its trickling answer (2 s long) ends. Looked at only as often as the first
-    request needed (every 3 s), it would have run to its end."""
+    request given 0.5 s, sent while another with a minute's limit is in flight, is cut once
+    0.6 s have passed: before its host, held until then, answers. Looked at only as often as the
+    first request needed (every 3 s), it would have had its answer."""
     host = Host()
+    outcome: list[object] = []
     async with (
         served(host.app()) as base,
         Transport(read_timeout=60.0, request_timeout=60.0) as transport,
         _over(host),
-        anyio.create_task_group() as tg,
     ):
-        tg.start_soon(lambda: transport.request("GET", f"{base}/silent"))
-        await host.arrived.wait()
-        with pytest.raises(RequestTimeout, match=r"within 0\.5 s"):
-            await transport.request("GET", f"{base}/trickle", timeout=0.5)
-        tg.cancel_scope.cancel()
+        clock = LoopClock(monkeypatch)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: transport.request("GET", f"{base}/silent"))
+            await host.seen("/silent").wait()
+
+            done = anyio.Event()
+
+            async def short() -> None:
+                try:
+                    outcome.append(await transport.request("GET", f"{base}/hop", timeout=0.5))
+                except RequestTimeout as exc:
+                    outcome.append(exc)
+                done.set()
+
+            tg.start_soon(short)
+            await host.seen("/hop").wait()
+            clock.advance(0.6)
+            await settle()
+            host.tick()  # the host answers now: too late, if the request was cut
+            await done.wait()
+            tg.cancel_scope.cancel()
+    assert len(outcome) == 1 and isinstance(outcome[0], RequestTimeout), outcome
+    assert "within 0.5 s" in str(outcome[0])
