@@ -70,6 +70,10 @@ async def test_a_budget_counts_unknown_outcomes_as_spent(tmp_path: Path, registr
     assert result.stats.committed_usd <= 0.5 + 1e-9
 
 
+#: Every POST accepted (and billed) but answered 502: its outcome unknown, so a retry may bill it twice.
+EVERY_POST_LOST = EmulatorConfig(render="placeholder", duration_median=1.0, lost_rate=1.0)
+
+
 async def test_a_post_to_send_again_is_not_sent_when_the_budget_cannot_cover_it_being_billed_twice(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -79,8 +83,7 @@ async def test_a_post_to_send_again_is_not_sent_when_the_budget_cannot_cover_it_
     five POSTs, possibly billed on a $0.15 budget."""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-    config = EmulatorConfig(render="placeholder", duration_median=1.0, lost_rate=1.0)
-    async with run_emulator(config, clock=clock) as emu:
+    async with run_emulator(EVERY_POST_LOST, clock=clock) as emu:
         settings = settings_for(emu.base_url, tmp_path, **{"limits.budget_usd": 0.15})
         result = await run(settings, [manifest], registry, clock)
         stats = emu.stats()
@@ -101,8 +104,7 @@ async def test_retries_held_back_by_an_open_circuit_are_checked_against_the_budg
     draws decide: every retry comes due after the circuit opened and before its first probe."""
     clock = ScaledClock(SPEED)
     manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(4))
-    config = EmulatorConfig(render="placeholder", duration_median=1.0, lost_rate=1.0)
-    async with run_emulator(config, clock=clock) as emu:
+    async with run_emulator(EVERY_POST_LOST, clock=clock) as emu:
         changes = {
             "limits.budget_usd": 0.55,
             "retry.max_attempts": 2,
