@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from PIL import Image
@@ -39,6 +41,20 @@ API_KEY = "sk-test-7f3a9c1e5b2d4f60"
 #: Emulator and engine share one clock running this many times faster than real time, so the
 #: provider's 7-second polls and multi-second jobs pass in a fraction of a second, consistently.
 SPEED = 40.0
+
+
+class LoopClock:
+    """The running event loop's clock (what the transport's deadlines and asyncio's timers read),
+    moved on by :meth:`advance` instead of waited for."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        loop = asyncio.get_running_loop()
+        real = loop.time
+        self.offset = 0.0
+        monkeypatch.setattr(loop, "time", lambda: real() + self.offset)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,7 @@
 """The transport's deadlines and silences (:mod:`batcher.deadlines`), against a real server: each
 request is watched while it runs and only then, whatever way it ends.
 
-Time is the event loop's clock, moved on by the test (:class:`LoopClock`): the host answers
+Time is the event loop's clock, moved on by the test (``support.LoopClock``): the host answers
 when the test says, and nothing here waits on the wall clock."""
 
 from __future__ import annotations
@@ -20,22 +20,9 @@ from aiohttp import web
 from batcher.errors import ConnectError, RequestTimeout
 from batcher.transport import Answer, Transport
 
-from .support import served
+from .support import LoopClock, served
 
 pytestmark = pytest.mark.anyio
-
-
-class LoopClock:
-    """The running event loop's clock, which the watchdog reads, moved on by :meth:`advance`."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        loop = asyncio.get_running_loop()
-        real = loop.time
-        self.offset = 0.0
-        monkeypatch.setattr(loop, "time", lambda: real() + self.offset)
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 async def settle() -> None:

@@ -33,6 +33,7 @@ from batcher.workflows import WorkflowRegistry
 from .support import (
     API_KEY,
     SPEED,
+    LoopClock,
     last_status,
     ledger_lines,
     run,
@@ -1111,9 +1112,7 @@ async def test_waiting_for_a_connection_does_not_count_against_the_deadline(
             await arrived.wait()  # the one connection is taken
             tg.start_soon(fetch, "/fast", 0.3)
             await anyio.wait_all_tasks_blocked()  # /fast waits for it
-            loop = asyncio.get_running_loop()
-            real_time = loop.time
-            monkeypatch.setattr(loop, "time", lambda: real_time() + 1.0)
+            LoopClock(monkeypatch).advance(1.0)
             release.set()
     assert got == {"/slow": b"slow", "/fast": b"fast"}
     assert order == ["slow in", "slow out", "fast in"]  # it did wait for the connection
