@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import math
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -150,19 +150,20 @@ async def test_a_request_is_watched_only_while_it_runs_however_it_ends(
             await host.seen(path).wait()
             clock.advance(seconds)
 
+        async def cut_for_silence(path: str, send: Callable[[], Awaitable[object]]) -> None:
+            """``send`` to ``path`` is cut once the host has it and 0.31 s pass in silence."""
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(moved_on, path, 0.31)
+                with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
+                    await send()
+
         assert (await transport.request("GET", f"{base}/ok")).body == b"ok"
         after("answered")
         assert (await transport.stream(f"{base}/ok", sink, max_bytes=100)).size == 2
         after("downloaded")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(moved_on, "/silent", 0.31)
-            with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
-                await transport.request("GET", f"{base}/silent")
+        await cut_for_silence("/silent", lambda: transport.request("GET", f"{base}/silent"))
         after("silent")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(moved_on, "/stall", 0.31)
-            with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
-                await transport.stream(f"{base}/stall", sink, max_bytes=100)
+        await cut_for_silence("/stall", lambda: transport.stream(f"{base}/stall", sink, max_bytes=100))
         after("stalled")
         async with anyio.create_task_group() as tg:
             # A deadline shorter than the read timeout: past it, the request is cut at it.
@@ -199,10 +200,7 @@ async def test_a_request_is_watched_only_while_it_runs_however_it_ends(
                 await transport.request("GET", f"{base}/silent?stopped")
         assert stop.cancelled_caught
         after("cancelled")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(moved_on, "/silent?again", 0.31)
-            with pytest.raises(RequestTimeout, match=r"silent for 0\.3 s"):
-                await transport.request("GET", f"{base}/silent?again")
+        await cut_for_silence("/silent?again", lambda: transport.request("GET", f"{base}/silent?again"))
         after("silent again")
     assert seen == [
         (what, 0, 0)
