@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import json.encoder
 import os
 import resource
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from batcher import ledger
 from batcher.appendlog import AppendLog
 from batcher.errors import LedgerError, LedgerLockedError, LedgerWriteError
 from batcher.ledger import Ledger, parse_iso, read_records, utc_iso
@@ -514,3 +516,63 @@ def test_ledger_times_are_read_as_utc_whatever_the_machines_time_zone(
     (an in-flight job's age, a re-attached job's), and an hour differently in summer."""
     assert parse_iso(ts) == (pytest.approx(posix) if posix is not None else None)
     assert utc_iso(T0) == "2026-11-21T00:00:00.000Z"  # written in UTC whatever the zone
+
+
+def _stdlib_line(record: object) -> bytes:
+    """What a ledger line was before its encoder was built once: ``json.dumps`` itself."""
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+    return (text + "\n").encode("utf-8", "backslashreplace")
+
+
+_JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()  # NaN and the infinities too: json writes them, and reads them back
+    | st.text()  # lone surrogates too: a file name that is not UTF-8
+    | st.dates()  # not JSON: written as str() writes it
+)
+_JSON_VALUES = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text() | st.integers(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), _JSON_VALUES, max_size=6))
+def test_a_line_is_what_json_dumps_writes(record: dict[str, object]) -> None:
+    """The encoder built once at import (``_C_ENCODE``, CPython's own C encoder) writes exactly
+    what ``json.dumps`` with the ledger's options writes, for anything a record may hold."""
+    assert ledger._C_ENCODE is not None  # CPython: the fast path is the one under test
+    assert ledger.encode(record) == _stdlib_line(record)
+
+
+def test_a_record_that_contains_itself_raises_what_json_dumps_raises() -> None:
+    looped: list[object] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="Circular reference"):
+        _stdlib_line({"inputs": looped})
+    with pytest.raises(ValueError, match="Circular reference"):
+        ledger.encode({"inputs": looped})
+
+
+@pytest.mark.parametrize(
+    "c_make_encoder",
+    [
+        None,  # a Python without the C encoder
+        lambda *args: (_ for _ in ()).throw(TypeError("another signature")),
+        lambda *args: lambda obj, level: ["{}"],  # takes the arguments, writes something else
+    ],
+    ids=["missing", "another-signature", "other-text"],
+)
+def test_without_a_c_encoder_that_writes_the_same_lines_the_stdlib_path_is_used(
+    monkeypatch: pytest.MonkeyPatch, c_make_encoder: object
+) -> None:
+    """``c_make_encoder`` is undocumented: a Python where it is missing, or takes other
+    arguments, or writes other text, gets ``json.dumps``'s own path, never wrong lines."""
+    monkeypatch.setattr(json.encoder, "c_make_encoder", c_make_encoder)
+    assert ledger._c_encoder() is None
+    monkeypatch.undo()  # json's own path builds its encoder with c_make_encoder too
+    monkeypatch.setattr(ledger, "_C_ENCODE", None)
+    record = {"ts": "2026-11-21T00:00:00.000Z", "job_id": "a", "status": "submitted", "n": [1.5, None]}
+    assert ledger.encode(record) == _stdlib_line(record)
