@@ -9,7 +9,8 @@ emulator (``/_emulator/stats``: API requests plus output downloads), not by eith
 - **bare**: N jobs, C at a time; POST, poll every 0.05 s until COMPLETED, GET each output once
   and throw it away. Nothing written anywhere. The target is measured against this loop.
 - **bare, saving outputs**: the same loop writing each output to a file (``open(...).write``),
-  for diagnosis: what saving the outputs alone costs any client on this disk.
+  for diagnosis: what saving the outputs alone costs any client on this disk (and on tmpfs,
+  beside batcher's tmpfs row: the same work as batcher's but the engine's own).
 - **batcher**: ``run_batch`` on a .jsonl manifest of the same inputs: fixed 0.05 s polls,
   concurrency C, the same connection limit, a high known rate; ledger (fsynced) and outputs in
   a temporary folder. It does more per request by design (ledger, hashing, files).
@@ -28,7 +29,9 @@ to batcher's Python saves. It counts user-space instructions only (no kernel tim
 ledger writes, no cache misses), and the run is slowed about 50x, so batcher's group commits
 share more per fsync than at full speed: a lower bound of the CPU ratio, not the target's measure.
 
-Each side runs ``--repeat`` times, interleaved; the best (least CPU per request) is kept. Another
+Each side runs ``--repeat`` times, interleaved; the best (least CPU per request) is kept, and
+the ratio of each round's pair is printed too: this machine's speed drifts by a third from one
+round to the next, so a lucky round of either side moves the best-of ratio. Another
 row runs batcher with its ledger and outputs on tmpfs (``--tmpfs``, where fsync costs nothing), to
 split the price of durability from Python overhead. If the ratio misses the target (or with
 ``--profile``), one more batcher run is profiled and the top functions printed: with py-spy if it
@@ -51,6 +54,7 @@ import pstats
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,6 +173,7 @@ async def batcher_run(
 @dataclass
 class Sample:
     side: str
+    round: int
     wall: float
     cpu: float
     user: float
@@ -187,7 +192,7 @@ class Sample:
         return self.cpu / max(1, self.requests) * 1e6
 
 
-def measure(side: str, base: str, run: Any) -> Sample:
+def measure(side: str, base: str, run: Any, round_: int = 0) -> Sample:
     before = emulator_stats(base)
     wall0, cpu0, times0, thread0 = time.perf_counter(), time.process_time(), os.times(), time.thread_time()
     completed = asyncio.run(run())
@@ -196,6 +201,7 @@ def measure(side: str, base: str, run: Any) -> Sample:
     after = emulator_stats(base)
     return Sample(
         side,
+        round_,
         wall,
         cpu,
         times1.user - times0.user,
@@ -464,18 +470,22 @@ def main() -> int:
             # filesystem busy for a while (online discard on this machine's ext4), and that
             # bill must not land on whichever run comes next.
             with contextlib.ExitStack() as folders:
-                for _ in range(max(1, args.repeat)):
-                    samples.append(measure("bare", base, bare))
+                for n in range(max(1, args.repeat)):
+                    samples.append(measure("bare", base, bare, n))
                     d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=top)))
-                    samples.append(measure("bare, saving outputs", base, lambda d=d: bare_saving(d)))
+                    samples.append(measure("bare, saving outputs", base, lambda d=d: bare_saving(d), n))
                     d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=top)))
-                    samples.append(measure("batcher", base, lambda d=d: engine(d)))
+                    samples.append(measure("batcher", base, lambda d=d: engine(d), n))
                     if tmpfs is not None:
                         d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=tmpfs)))
-                        samples.append(measure("batcher, tmpfs", base, lambda d=d: engine(d)))
+                        samples.append(
+                            measure("bare, saving outputs, tmpfs", base, lambda d=d: bare_saving(d), n)
+                        )
+                        d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=tmpfs)))
+                        samples.append(measure("batcher, tmpfs", base, lambda d=d: engine(d), n))
                     if polls:
                         samples.append(
-                            measure(f"bare, {polls} polls a job", polls_base, lambda: bare(polls_base))
+                            measure(f"bare, {polls} polls a job", polls_base, lambda: bare(polls_base), n)
                         )
                         d = Path(folders.enter_context(tempfile.TemporaryDirectory(dir=top)))
                         samples.append(
@@ -483,6 +493,7 @@ def main() -> int:
                                 f"batcher, {polls} polls a job",
                                 polls_base,
                                 lambda d=d: engine(d, polls_base),
+                                n,
                             )
                         )
             disk = _filesystem(Path(top))
@@ -523,6 +534,20 @@ def main() -> int:
             if "batcher, tmpfs" in best:
                 tmp_ratio = best["batcher, tmpfs"].us_per_request / bare_us
                 print(f"| batcher on tmpfs / bare (fsync free, for diagnosis) | {tmp_ratio:.2f}x | | |")
+                saving_tmpfs = best["bare, saving outputs, tmpfs"].us_per_request
+                same = best["batcher, tmpfs"].us_per_request / saving_tmpfs
+                print(
+                    "| batcher on tmpfs / bare saving outputs on tmpfs (the same work but the engine's, "
+                    f"for diagnosis) | {same:.2f}x | | |"
+                )
+            for ours, theirs in (("batcher", "bare"), ("batcher, tmpfs", "bare")):
+                paired = _paired(samples, ours, theirs)
+                if len(paired) > 1:
+                    print(
+                        f"| {ours} / {theirs}, run by run (each pair minutes apart at most; the "
+                        f"machine's speed drifts between rounds) | {statistics.median(paired):.2f}x median, "
+                        f"{min(paired):.2f}-{max(paired):.2f}x | | |"
+                    )
             extra = best["batcher"].us_per_request - bare_us
             print(
                 f"| batcher - bare: what batcher adds to a request (steadier across runs than the "
@@ -540,6 +565,19 @@ def main() -> int:
         for proc in emulators:
             stop(proc)
     return 0 if ok else 1
+
+
+def _paired(samples: list[Sample], ours: str, theirs: str) -> list[float]:
+    """``ours / theirs`` CPU per request within each round, where both ran minutes apart at most:
+    how far the best-of ratio may be luck, on a machine whose speed drifts (the bare loop's
+    CPU per request has moved by half between rounds here)."""
+    by_round: dict[tuple[str, int], float] = {(s.side, s.round): s.us_per_request for s in samples}
+    rounds = sorted({s.round for s in samples})
+    return [
+        by_round[(ours, n)] / by_round[(theirs, n)]
+        for n in rounds
+        if (ours, n) in by_round and (theirs, n) in by_round
+    ]
 
 
 def _print_split(best: dict[str, Sample], polls: int) -> None:
