@@ -56,7 +56,9 @@ class DurationModel:
         """A job of ``workflow`` finished after ``lower`` and by ``upper`` seconds."""
         upper = max(0.0, upper)
         lower = max(0.0, min(lower, upper))
-        wf = self._wf.setdefault(workflow, _Workflow())
+        wf = self._wf.get(workflow)
+        if wf is None:  # not setdefault: that builds a _Workflow (two 480-slot deques) every call
+            wf = self._wf[workflow] = _Workflow()
         wf.uppers.append(upper)
         wf.sorted_uppers = None
         if lower > 0 and upper <= TIGHT * lower:
