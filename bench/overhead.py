@@ -544,7 +544,7 @@ def main() -> int:
                 paired = _paired(samples, ours, theirs)
                 if len(paired) > 1:
                     print(
-                        f"| {ours} / {theirs}, run by run (each pair minutes apart at most; the "
+                        f"| {ours} / {theirs}, run by run (each pair seconds apart; the "
                         f"machine's speed drifts between rounds) | {statistics.median(paired):.2f}x median, "
                         f"{min(paired):.2f}-{max(paired):.2f}x | | |"
                     )
@@ -568,7 +568,7 @@ def main() -> int:
 
 
 def _paired(samples: list[Sample], ours: str, theirs: str) -> list[float]:
-    """``ours / theirs`` CPU per request within each round, where both ran minutes apart at most:
+    """``ours / theirs`` CPU per request within each round, where both ran seconds apart:
     how far the best-of ratio may be luck, on a machine whose speed drifts (the bare loop's
     CPU per request has moved by half between rounds here)."""
     by_round: dict[tuple[str, int], float] = {(s.side, s.round): s.us_per_request for s in samples}
