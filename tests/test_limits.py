@@ -17,6 +17,7 @@ from batcher.durations import DurationModel
 from batcher.emulator import EmulatorConfig, run_emulator
 from batcher.engine import ExitCode
 from batcher.guards import FailureRateGuard, WindowGuard
+from batcher.result import RunResult
 from batcher.stats import RunStats
 from batcher.summary import render_summary
 from batcher.workflows import WorkflowRegistry
@@ -74,6 +75,18 @@ async def test_a_budget_counts_unknown_outcomes_as_spent(tmp_path: Path, registr
 EVERY_POST_LOST = EmulatorConfig(render="placeholder", duration_median=1.0, lost_rate=1.0)
 
 
+async def _run_where_every_post_is_lost(
+    tmp_path: Path, registry: WorkflowRegistry, rows: int, changes: dict[str, object]
+) -> tuple[int, RunResult]:
+    """Run ``rows`` sketch rows, with settings ``changes``, on :data:`EVERY_POST_LOST`: the POSTs
+    the provider received, and the run's result."""
+    clock = ScaledClock(SPEED)
+    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(rows))
+    async with run_emulator(EVERY_POST_LOST, clock=clock) as emu:
+        result = await run(settings_for(emu.base_url, tmp_path, **changes), [manifest], registry, clock)
+        return emu.stats()["submissions"], result
+
+
 async def test_a_post_to_send_again_is_not_sent_when_the_budget_cannot_cover_it_being_billed_twice(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
@@ -81,13 +94,8 @@ async def test_a_post_to_send_again_is_not_sent_when_the_budget_cannot_cover_it_
     budget for one job, the one row is POSTed once, and its retry is not sent (the job is left
     for the next run, as one of unknown outcome). Sent unchecked, it was POSTed at every try:
     five POSTs, possibly billed on a $0.15 budget."""
-    clock = ScaledClock(SPEED)
-    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(1))
-    async with run_emulator(EVERY_POST_LOST, clock=clock) as emu:
-        settings = settings_for(emu.base_url, tmp_path, **{"limits.budget_usd": 0.15})
-        result = await run(settings, [manifest], registry, clock)
-        stats = emu.stats()
-    assert stats["submissions"] == 1 and result.stats.committed_usd <= 0.15
+    posts, result = await _run_where_every_post_is_lost(tmp_path, registry, 1, {"limits.budget_usd": 0.15})
+    assert posts == 1 and result.stats.committed_usd <= 0.15
     assert "budget" in (result.stats.stop_reason or "") and result.exit_code is ExitCode.FAILED
 
 
@@ -102,18 +110,14 @@ async def test_retries_held_back_by_an_open_circuit_are_checked_against_the_budg
 
     The backoffs (4 s base) are long next to the spread of the four answers, so the seeded
     draws decide: every retry comes due after the circuit opened and before its first probe."""
-    clock = ScaledClock(SPEED)
-    manifest = write_jsonl(tmp_path / "m.jsonl", sketch_rows(4))
-    async with run_emulator(EVERY_POST_LOST, clock=clock) as emu:
-        changes = {
-            "limits.budget_usd": 0.55,
-            "retry.max_attempts": 2,
-            "retry.base_delay": 4.0,
-            "retry.max_delay": 64.0,
-        }
-        result = await run(settings_for(emu.base_url, tmp_path, **changes), [manifest], registry, clock)
-        stats = emu.stats()
-    assert stats["submissions"] == 5 and result.stats.committed_usd <= 0.55
+    changes = {
+        "limits.budget_usd": 0.55,
+        "retry.max_attempts": 2,
+        "retry.base_delay": 4.0,
+        "retry.max_delay": 64.0,
+    }
+    posts, result = await _run_where_every_post_is_lost(tmp_path, registry, 4, changes)
+    assert posts == 5 and result.stats.committed_usd <= 0.55
     assert "budget" in (result.stats.stop_reason or "") and result.exit_code is ExitCode.FAILED
 
 
