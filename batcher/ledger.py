@@ -101,12 +101,23 @@ def _c_encoder() -> Callable[[Any, int], list[str]] | None:
     text in a third less time a line (four lines a job). Without the check for circular
     references: a record is parsed JSON and our own values, and a cycle would raise
     RecursionError, which :func:`encode` turns back into the stdlib's error. Undocumented, so
-    used only if it takes these arguments and writes what ``json.dumps`` writes; else None."""
+    used only if it takes ``_ENCODER``'s options and writes :data:`_SAMPLE_LINE` for the
+    sample; else None."""
     make: Any = getattr(json.encoder, "c_make_encoder", None)
     sample = {"s": "é\n", "n": [1, 2.5, None, True], "d": {"k": float("inf")}, 3: Path("p")}
     try:
+        e = _ENCODER  # its options, passed as JSONEncoder.iterencode passes them
+        strings = json.encoder.encode_basestring_ascii if e.ensure_ascii else json.encoder.encode_basestring
         encode_c: Callable[[Any, int], list[str]] = make(
-            None, str, json.encoder.encode_basestring, None, ":", ",", False, False, True
+            None,
+            e.default,
+            strings,
+            e.indent,
+            e.key_separator,
+            e.item_separator,
+            e.sort_keys,
+            e.skipkeys,
+            e.allow_nan,
         )
         return encode_c if "".join(encode_c(sample, 0)) == _SAMPLE_LINE else None
     except Exception:  # not CPython, or another signature: the stdlib's own path
