@@ -103,7 +103,7 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
             continue
         wf = item.workflow
         report.jobs[wf.name] += 1
-        known = state.jobs.get(item.job_id)
+        known = state.job(item.job_id)
         step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
         if known is not None:
             report.known[step.value] += 1

@@ -151,7 +151,7 @@ class Feeder:
             if isinstance(item, Unfinished):
                 self._unfinished(item)
                 continue
-            known = state.jobs.get(item.job_id)
+            known = state.job(item.job_id)
             step = known.next_step(retry_failed=retry_failed) if known else Next.SUBMIT
             if known is not None and (edited := item.edited_since(known, step)):
                 self.stats.edited += 1

@@ -124,6 +124,8 @@ class LedgerFold:
         self._shared: dict[str, str] = {}
         #: Jobs whose last line is ``submitting`` (as ``LedgerState.posting``).
         self._posting: set[str] = set()
+        #: Jobs completed since the last ``run_end`` (as ``LedgerState``'s).
+        self._unsynced: list[str] = []
 
     def apply(self, rec: Mapping[str, Any]) -> None:
         self.lines += 1
@@ -166,6 +168,12 @@ class LedgerFold:
                 self._add_invalid(rec)
             elif status == "run_end":
                 self.last_run_ended = True
+                # As LedgerState does, a job completed before it keeps no poll_url: a line the
+                # ledger adds for it later (a hand edit) finds none, in a run as here.
+                for done in self._unsynced:
+                    if self.jobs[done].status == "completed":
+                        self.jobs[done].poll = False
+                self._unsynced.clear()
                 if run is not None:
                     run[4] = recorded_seconds(rec.get("seconds"))
                 left = rec.get("not_started")
@@ -216,6 +224,8 @@ class LedgerFold:
                     seconds = end - start
             if seconds is not None:
                 self.durations.append(seconds)
+        elif status == "completed":
+            self._unsynced.append(job_id)
         if status in _ERROR_STATUSES:
             job.error = rec.get("error")
             job.retryable = bool(rec.get("retryable", False))

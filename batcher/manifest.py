@@ -337,8 +337,8 @@ class _FirstSeen:
 
     def __init__(self, files: int, capacity: int = 1024) -> None:
         self._files = max(files, 1)
-        self._keys = array("Q", bytes(8 * capacity))
-        self._where = array("Q", bytes(8 * capacity))
+        self._keys = array("Q", [0]) * capacity
+        self._where = array("Q", [0]) * capacity
         self._count = 0
 
     def first(self, job_id: str, line: int, file_index: int) -> tuple[int, int] | None:
@@ -367,8 +367,8 @@ class _FirstSeen:
 
     def _grow(self) -> None:
         old_keys, old_where = self._keys, self._where
-        self._keys = array("Q", bytes(16 * len(old_keys)))
-        self._where = array("Q", bytes(16 * len(old_keys)))
+        self._keys = array("Q", [0]) * (2 * len(old_keys))
+        self._where = array("Q", [0]) * (2 * len(old_keys))
         self._count = 0
         for key, where in zip(old_keys, old_where, strict=True):
             if key:

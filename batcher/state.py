@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .donejobs import DoneJob, DoneJobs
 from .errors import LedgerMismatchError
 
 FINAL_OK = "completed"
@@ -135,12 +136,17 @@ def _hash_int(value: object) -> int | None:
 class LedgerState:
     """Every job of a ledger, replayed. A run holds it for the whole run, for every job the
     ledger ever had (a nightly ledger gains tens of thousands a night), so a job that completed
-    in a run that ended in order keeps only what the next run asks of it: its status, workflow
-    and ``inputs_hash``. Its outputs, poll_url and times (the bulk of its lines) are needed only
-    until a ``run_end`` says its files reached the disk; repeated strings (statuses, workflow
-    names) are shared."""
+    in a run that ended in order keeps only what the next run asks of it: that it is done, its
+    workflow and ``inputs_hash``, in :attr:`done` (about 50 bytes a job). Its outputs, poll_url
+    and times (the bulk of its lines) are needed only until a ``run_end`` says its files reached
+    the disk; repeated strings (statuses, workflow names) are shared.
 
+    Look a job up with :meth:`job`: :attr:`jobs` holds only the jobs not yet done for good."""
+
+    #: Every job the ledger knows except those in :attr:`done`.
     jobs: dict[str, JobState] = field(default_factory=dict)
+    #: Jobs completed in a run that ended in order (by the hash of their id: not iterable).
+    done: DoneJobs = field(default_factory=DoneJobs)
     runs: list[dict[str, Any]] = field(default_factory=list)
     lines: int = 0
     #: Lines up to the last ``run_end``: the outputs those runs saved were flushed to disk.
@@ -149,12 +155,26 @@ class LedgerState:
     #: ``run`` line comes next.
     posting: set[str] = field(default_factory=set)
     #: Jobs that completed since the last ``run_end`` (their files may not have reached the disk).
-    _unsynced: list[JobState] = field(default_factory=list, repr=False)
+    _unsynced: list[str] = field(default_factory=list, repr=False)
     _shared: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def job(self, job_id: str) -> JobState | None:
+        """The job of this id as the ledger tells it, or None if the ledger does not know it. A
+        done job comes back as a new ``completed`` JobState (changing it changes nothing here)."""
+        known = self.jobs.get(job_id)
+        if known is not None:
+            return known
+        done = self.done.get(job_id)
+        return None if done is None else _restored(done)
+
+    @property
+    def known(self) -> int:
+        """How many jobs the ledger knows."""
+        return len(self.jobs) + len(self.done)
 
     def step(self, job_id: str, *, retry_failed: bool) -> Next:
         """What the job of this id needs from a run (a job the ledger does not know: SUBMIT)."""
-        known = self.jobs.get(job_id)
+        known = self.job(job_id)
         return known.next_step(retry_failed=retry_failed) if known is not None else Next.SUBMIT
 
     def would_send(self, job_id: str, *, retry_failed: bool, unknown_submit: str) -> bool:
@@ -194,7 +214,8 @@ class LedgerState:
         ts = rec.get("ts") if isinstance(rec.get("ts"), str) else None
         job = self.jobs.get(job_id)
         if job is None:
-            job = self.jobs[job_id] = JobState(status=status)
+            done = self.done.pop(job_id)  # a done job the ledger mentions again
+            job = self.jobs[job_id] = JobState(status=status) if done is None else _restored(done)
         job.status = status
         workflow = rec.get("workflow")
         if isinstance(workflow, str):
@@ -223,7 +244,7 @@ class LedgerState:
                 job.outputs = outputs
             if status == "completed":
                 job.done_line = self.lines
-                self._unsynced.append(job)
+                self._unsynced.append(job_id)
         if status in ("failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"):
             job.error = rec.get("error")
             job.retryable = bool(rec.get("retryable", False))
@@ -232,11 +253,13 @@ class LedgerState:
 
     def _forget_synced(self) -> None:
         """A ``run_end``: the files of every job completed before it are on disk, and no run
-        will fetch them again or poll those jobs: keep none of their outputs, poll_url or times."""
-        for job in self._unsynced:
-            if job.status == FINAL_OK:
-                job.outputs = job.poll_url = job.request_id = job.submitted_ts = job.error = None
-                job.done_line = 0
+        will fetch them again or poll those jobs: they move to :attr:`done`, which keeps none of
+        their outputs, poll_url or times."""
+        for job_id in self._unsynced:
+            job = self.jobs.get(job_id)
+            if job is not None and job.status == FINAL_OK:
+                del self.jobs[job_id]
+                self.done.add(job_id, DoneJob(job.workflow, job.inputs_hash, job.post_unknown))
         self._unsynced.clear()
 
     def compatible(
@@ -267,7 +290,7 @@ class LedgerState:
                 f"{', '.join(sorted(manifests))}; give this manifest its own --ledger, "
                 "or pass --force to use this ledger anyway"
             )
-        ran = {job.workflow for job in self.jobs.values()}
+        ran = {job.workflow for job in self.jobs.values()} | self.done.workflows()
         changed = _changed(first.get("workflows"), fingerprints, ran)
         if changed:
             raise LedgerMismatchError(
@@ -291,6 +314,13 @@ def _changed(recorded: object, now: Mapping[str, str], ran: set[str | None]) -> 
     if not isinstance(recorded, dict):
         return []
     return sorted(name for name, fp in now.items() if name in ran and recorded.get(name, fp) != fp)
+
+
+def _restored(done: DoneJob) -> JobState:
+    """A done job as the JobState it was when it moved to :attr:`LedgerState.done`."""
+    return JobState(
+        status=FINAL_OK, workflow=done.workflow, inputs_hash=done.inputs_hash, post_unknown=done.post_unknown
+    )
 
 
 def replay(records: Iterable[Mapping[str, Any]]) -> LedgerState:

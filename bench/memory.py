@@ -14,7 +14,14 @@ poll intervals) is left, before any duration is known (``WindowGuard``): 45 s wi
 leaves half a second to submit, about 1,500 jobs on this machine. Hence 60 s by default (14 s to
 submit; 10,000 take about 4 s here), and jobs of 120 s, so none can finish inside the run.
 
+- **A nightly ledger**: a manifest that grew night after night to 1,000,000 rows, every one done
+  (a ledger of 100 runs of 10,000 jobs, each ended in order: 4,000,200 lines, 1.1 GB), with 1,000
+  rows appended since: ``batcher run --dry-run`` under the same 200 MB, and it must find the
+  1,000,000 done and the 1,000 to submit. The ledger is made from the lines of one real run on
+  the emulator, repeated with each job's own id, inputs, inputs_hash and request.
+
     .venv/bin/python bench/memory.py [--rows 1000000] [--in-flight 10000] [--max-runtime 60]
+                                     [--done 1000000] [--per-run 10000] [--appended 1000]
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from emuproc import batcher_env, emulator_stats, start_emulator, stop
+
+from batcher.manifest_rows import inputs_hash
+from batcher.workflows import load_workflows
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-bench-memory-0000"
@@ -90,6 +100,75 @@ def dry_run(tmp: Path, rows: int) -> tuple[Finished, float]:
         batcher_env(API_KEY),
         tmp / "dry-run.log",
         timeout=600,
+    )
+    if done.exit_code != 0:
+        print(done.output, file=sys.stderr)
+    return done, size_mb
+
+
+def _photo_row(i: int) -> dict[str, Any]:
+    return {"id": f"photo-{i:07d}", "workflow": "sketch", "input": {"input_image": _photo(i)}}
+
+
+def _photo(i: int) -> str:
+    return f"https://images.example.com/photos/{i}.jpg"
+
+
+def nightly(tmp: Path, args: argparse.Namespace) -> tuple[Finished, float]:
+    """A dry run of a grown manifest over a ledger of ``args.done`` done jobs (see the module's
+    docstring): (the run, the ledger's size in MB)."""
+    manifest, ledger, out = tmp / "nightly.jsonl", tmp / "nightly" / "ledger.jsonl", tmp / "nightly" / "out"
+    manifest.write_text(json.dumps(_photo_row(0)) + "\n", encoding="utf-8")
+    emulator, base = start_emulator(
+        "--render", "placeholder", "--duration-median", "0.05", "--duration-spread", "0"
+    )
+    try:
+        first = run_child(
+            [*("run", str(manifest), "--ledger", str(ledger), "--out", str(out)), "--poll-interval", "0.1"],
+            batcher_env(API_KEY, base),
+            tmp / "nightly-first.log",
+            timeout=120,
+        )
+    finally:
+        stop(emulator)
+    lines = ledger.read_text(encoding="utf-8").splitlines()
+    statuses = [json.loads(line)["status"] for line in lines]
+    model = ["run", "submitting", "submitted", "generated", "completed", "run_end"]
+    if first.exit_code != 0 or statuses != model:
+        raise SystemExit(f"the nightly ledger's model run went wrong ({statuses}):\n{first.output}")
+    run_line, job_lines, end_line = lines[0] + "\n", lines[1:-1], lines[-1] + "\n"
+    request_id = json.loads(lines[2])["request_id"]
+    # Each job's lines: the model job's, with its id, row, inputs and request replaced.
+    template = "\n".join(job_lines).replace('"line":1,', '"line":@LINE@,') + "\n"
+    for value, token in (("photo-0000000", "@ID@"), (_photo(0), "@URL@"), (request_id, "@REQ@")):
+        template = template.replace(value, token)
+    old_hash = json.loads(lines[1])["inputs_hash"]
+    template = template.replace(old_hash, "@HASH@")
+    sketch = load_workflows().get("sketch")
+    assert sketch is not None
+    with ledger.open("w", encoding="utf-8") as fh:
+        for i in range(args.done):
+            if i % args.per_run == 0:
+                if i:
+                    fh.write(end_line)
+                fh.write(run_line)
+            fh.write(
+                template.replace("@ID@", f"photo-{i:07d}")
+                .replace("@LINE@", str(i + 1))
+                .replace("@URL@", _photo(i))
+                .replace("@REQ@", f"{i:032x}")
+                .replace("@HASH@", inputs_hash(sketch, {"input_image": _photo(i)}))
+            )
+        fh.write(end_line)
+    with manifest.open("w", encoding="utf-8") as fh:
+        for i in range(args.done + args.appended):
+            fh.write(json.dumps(_photo_row(i)) + "\n")
+    size_mb = ledger.stat().st_size / 1e6
+    done = run_child(
+        ["run", str(manifest), "--dry-run", "--ledger", str(ledger), "--out", str(out)],
+        batcher_env(API_KEY),
+        tmp / "nightly.log",
+        timeout=900,
     )
     if done.exit_code != 0:
         print(done.output, file=sys.stderr)
@@ -170,8 +249,18 @@ def main() -> int:
     parser.add_argument(
         "--job-seconds", type=float, default=120.0, help="emulated job duration (default %(default)s)"
     )
+    parser.add_argument(
+        "--done", type=int, default=1_000_000, help="done jobs in the nightly ledger (default %(default)s)"
+    )
+    parser.add_argument(
+        "--per-run", type=int, default=10_000, help="jobs a night in that ledger (default %(default)s)"
+    )
+    parser.add_argument(
+        "--appended", type=int, default=1_000, help="rows appended since (default %(default)s)"
+    )
     parser.add_argument("--skip-dry-run", action="store_true")
     parser.add_argument("--skip-in-flight", action="store_true")
+    parser.add_argument("--skip-nightly", action="store_true")
     args = parser.parse_args()
 
     rows: list[tuple[str, str, str, str]] = []
@@ -200,6 +289,28 @@ def main() -> int:
                 None,
             )
             check(f"{label}: exit code", str(done.exit_code), "0", done.exit_code == 0)
+        if not args.skip_nightly:
+            done, size_mb = nightly(tmp, args)
+            runs = -(-args.done // args.per_run)
+            label = (
+                f"nightly ledger, {args.done:,} jobs done in {runs:,} runs ({size_mb:,.0f} MB),"
+                f" {args.appended:,} rows appended: dry run"
+            )
+            check(
+                f"{label}: peak RSS",
+                f"{done.peak_rss_mb:.0f} MB",
+                f"< {DRY_RUN_TARGET_MB} MB",
+                done.peak_rss_mb < DRY_RUN_TARGET_MB,
+            )
+            found = f"Already in the ledger ({tmp / 'nightly' / 'ledger.jsonl'}): {args.done:,} done"
+            would = f"Would submit {args.appended:,} jobs"
+            check(
+                f"{label}: finds the done and the new",
+                "yes" if found in done.output and would in done.output else "no",
+                "yes",
+                found in done.output and would in done.output and "edited" not in done.output,
+            )
+            check(f"{label}: wall time, exit code", f"{done.seconds:.1f} s, {done.exit_code}", "", None)
         if not args.skip_in_flight:
             r = in_flight(tmp, args)
             n = args.in_flight

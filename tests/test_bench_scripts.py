@@ -25,8 +25,11 @@ SMALL_RUNS = [
     ("overhead", ["--jobs", "20", "--repeat", "2", "--polls", "0"], "| batcher / bare, run by run"),
     (
         "memory",
-        ["--rows", "300", "--in-flight", "30", "--max-runtime", "3", "--poll-interval", "1"],
-        "in flight: peak RSS",
+        [
+            *("--rows", "300", "--in-flight", "30", "--max-runtime", "3", "--poll-interval", "1"),
+            *("--done", "300", "--per-run", "100", "--appended", "7"),
+        ],
+        "rows appended: dry run: finds the done and the new | yes | yes | pass",
     ),
     ("soak", ["--jobs", "20", "--concurrency", "8", "--every", "0.5"], "| verdict |"),
     ("status_speed", ["--lines", "2000"], "ledger_status:"),
