@@ -95,15 +95,20 @@ def dry_run(tmp: Path, rows: int) -> tuple[Finished, float]:
     manifest = tmp / "million.jsonl"
     write_manifest(manifest, rows)
     size_mb = manifest.stat().st_size / 1e6
+    return _dry_run(manifest, tmp / "dry" / "ledger.jsonl", tmp / "dry-run.log", timeout=600), size_mb
+
+
+def _dry_run(manifest: Path, ledger: Path, log: Path, *, timeout: float) -> Finished:
+    """``batcher run MANIFEST --dry-run`` on ``ledger``; its output printed if it failed."""
     done = run_child(
-        ["run", str(manifest), "--dry-run", "--ledger", str(tmp / "dry" / "ledger.jsonl")],
+        ["run", str(manifest), "--dry-run", "--ledger", str(ledger)],
         batcher_env(API_KEY),
-        tmp / "dry-run.log",
-        timeout=600,
+        log,
+        timeout=timeout,
     )
     if done.exit_code != 0:
         print(done.output, file=sys.stderr)
-    return done, size_mb
+    return done
 
 
 def _photo_row(i: int) -> dict[str, Any]:
@@ -163,16 +168,7 @@ def nightly(tmp: Path, args: argparse.Namespace) -> tuple[Finished, float]:
     with manifest.open("w", encoding="utf-8") as fh:
         for i in range(args.done + args.appended):
             fh.write(json.dumps(_photo_row(i)) + "\n")
-    size_mb = ledger.stat().st_size / 1e6
-    done = run_child(
-        ["run", str(manifest), "--dry-run", "--ledger", str(ledger), "--out", str(out)],
-        batcher_env(API_KEY),
-        tmp / "nightly.log",
-        timeout=900,
-    )
-    if done.exit_code != 0:
-        print(done.output, file=sys.stderr)
-    return done, size_mb
+    return _dry_run(manifest, ledger, tmp / "nightly.log", timeout=900), ledger.stat().st_size / 1e6
 
 
 @dataclass
