@@ -93,12 +93,17 @@ class DoneJobs:
             self._grow()
 
     def get(self, job_id: str) -> DoneJob | None:
-        """What is kept of ``job_id`` if it is done, else None."""
+        """What is kept of ``job_id`` if it is done, else None (not hashed at all while the
+        table is empty: a first run looks up every row)."""
+        if not self._live:
+            return None
         slot = self._slot(*_key(job_id))
         return self._unpack(slot) if self._meta[slot] & _LIVE else None
 
     def pop(self, job_id: str) -> DoneJob | None:
         """Take ``job_id`` out (the ledger says more of it): what was kept of it, or None."""
+        if not self._live:
+            return None
         slot = self._slot(*_key(job_id))
         if not self._meta[slot] & _LIVE:
             return None
@@ -144,12 +149,8 @@ class DoneJobs:
         self._hash = array("Q", [0]) * size
         self._meta = array("I", [0]) * size
         self._occupied = 0
-        his, los, hashes, metas = self._hi, self._lo, self._hash, self._meta
-        mask = size - 1
         for hi, lo, value, meta in zip(*old, strict=True):
             if meta & _LIVE:
-                slot = lo & mask
-                while metas[slot]:
-                    slot = (slot + 1) & mask
-                his[slot], los[slot], hashes[slot], metas[slot] = hi, lo, value, meta
+                slot = self._slot(hi, lo)
+                self._hi[slot], self._lo[slot], self._hash[slot], self._meta[slot] = hi, lo, value, meta
                 self._occupied += 1

@@ -170,9 +170,9 @@ class LedgerFold:
                 self.last_run_ended = True
                 # As LedgerState does, a job completed before it keeps no poll_url: a line the
                 # ledger adds for it later (a hand edit) finds none, in a run as here.
-                for done in self._unsynced:
-                    if self.jobs[done].status == "completed":
-                        self.jobs[done].poll = False
+                for done in map(self.jobs.__getitem__, self._unsynced):
+                    if done.status == "completed":
+                        done.poll = False
                 self._unsynced.clear()
                 if run is not None:
                     run[4] = recorded_seconds(rec.get("seconds"))
