@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import Settings, with_paths
 from .download import check_out_dir
 from .errors import RowError
-from .ledger import check_ledger_path, read_records
+from .ledger import check_ledger_path, read_records, run_ends
 from .manifest import Unfinished, check_manifest_paths, read_manifests
 from .outfiles import OrphanProbe
 from .preflight import check_default_ledger
@@ -67,6 +67,7 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
     report = DryRunReport(ledger=settings.ledger.path)
     state = LedgerState()
     if settings.ledger.path is not None:
+        state = LedgerState(ahead=run_ends(settings.ledger.path))
         for record in read_records(settings.ledger.path):
             state.apply(record)
         if not settings.ledger.force:

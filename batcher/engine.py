@@ -28,7 +28,7 @@ from .errors import LedgerWriteError
 from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
-from .ledger import Ledger, write_error
+from .ledger import Ledger, run_ends, write_error
 from .outage import SubmitCircuit
 from .outfiles import sync_outputs
 from .pollpolicy import PollPolicy
@@ -73,7 +73,7 @@ async def run_batch(
     warn_unterminated(manifests)
     ledger = Ledger.open(settings.ledger.path)
     try:
-        state = LedgerState()
+        state = LedgerState(ahead=run_ends(ledger.path))
         durations = DurationModel()
         durations.seed_from_ledger(_tee(ledger.records(), state.apply))
         names = [str(p.resolve()) for p in manifests]

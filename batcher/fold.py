@@ -6,7 +6,9 @@ last error and the time of the last ``submitted`` (for the report, also the numb
 line, to show the latest jobs); strings that repeat (statuses, workflow names)
 are shared, so a million-line ledger folds in seconds and tens of megabytes
 (``bench/status_speed.py``). The fields mirror what ``LedgerState.apply`` keeps, so ``status`` and
-``run`` agree on every job's state.
+``run`` agree on every job's state. As there, a job completed in a run that ends in order is kept
+from then on only by the hash of its id (:class:`~batcher.donejobs.DoneJobs`), with its workflow:
+``status`` shows nothing more of it (the report, which lists the latest jobs, keeps them all).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings, default_ledger
+from .donejobs import DoneJob, DoneJobs
 from .durations import recorded_seconds
 from .errors import LedgerError
-from .ledger import parse_iso, read_records
+from .ledger import RunsAhead, parse_iso, read_records, run_ends
 from .manifest_formats import KINDS
 
 #: Statuses whose line carries ``error`` and ``retryable`` (as in LedgerState.apply).
@@ -92,9 +95,18 @@ class LedgerFold:
     with ``lines=True``, each job's last line number (the report shows the latest jobs).
     """
 
-    def __init__(self, *, durations: bool = False, lines: bool = False) -> None:
+    def __init__(
+        self, *, durations: bool = False, lines: bool = False, ahead: RunsAhead | None = None
+    ) -> None:
         self.track_lines = lines
+        #: Every job but those in :attr:`done`.
         self.jobs: dict[str, JobFacts] = {}
+        #: Jobs completed in a run that ended in order (as ``LedgerState.done``); without
+        #: ``lines`` only: the report shows the latest jobs, done or not.
+        self.done = DoneJobs()
+        #: The runs read ahead (as ``LedgerState.ahead``): a job completed in a run that ends in
+        #: order further on is done from its ``completed`` line.
+        self.ahead = ahead or RunsAhead()
         self.lines = 0
         self.first_ts: str | None = None
         self.last_ts: str | None = None
@@ -144,6 +156,7 @@ class LedgerFold:
                 self.jobs[posted].post_unknown = True
             self.unknown_outcomes += len(self._posting)
             self._posting.clear()
+            self.ahead.run(rec)
             self._close_run()
             self._run = [ts, ts, 1, 0, None]
             settings = rec.get("settings")
@@ -168,11 +181,11 @@ class LedgerFold:
                 self._add_invalid(rec)
             elif status == "run_end":
                 self.last_run_ended = True
-                # As LedgerState does, a job completed before it keeps no poll_url: a line the
-                # ledger adds for it later (a hand edit) finds none, in a run as here.
-                for done in map(self.jobs.__getitem__, self._unsynced):
-                    if done.status == "completed":
-                        done.poll = False
+                self.ahead.run_end()
+                for done_id in self._unsynced:
+                    job = self.jobs.get(done_id)
+                    if job is not None and job.status == "completed":
+                        self._settle(done_id, job)
                 self._unsynced.clear()
                 if run is not None:
                     run[4] = recorded_seconds(rec.get("seconds"))
@@ -190,6 +203,9 @@ class LedgerFold:
         job = self.jobs.get(job_id)
         if job is None:
             job = self.jobs[job_id] = JobFacts()
+            done = self.done.pop(job_id)  # a done job the ledger mentions again
+            if done is not None:
+                job.workflow, job.post_unknown = done.workflow, done.post_unknown
         job.status = status
         if self.track_lines:
             job.last_line = self.lines
@@ -225,13 +241,32 @@ class LedgerFold:
             if seconds is not None:
                 self.durations.append(seconds)
         elif status == "completed":
-            self._unsynced.append(job_id)
+            if self.ahead.ends_in_order:
+                self._settle(job_id, job)  # its run ends in order further on
+            else:
+                self._unsynced.append(job_id)
         if status in _ERROR_STATUSES:
             job.error = rec.get("error")
             job.retryable = bool(rec.get("retryable", False))
         elif status != "polled":
             job.retryable = False
         job.gave_up = status == "failed" and rec.get("gave_up_polling") is True
+
+    def _settle(self, job_id: str, job: JobFacts) -> None:
+        """A job completed before a ``run_end``: as LedgerState does, it keeps no poll_url (a line
+        the ledger adds for it later, a hand edit, finds none, in a run as here), and only its
+        workflow and post-unknown flag, by the hash of its id, unless the fold tracks lines."""
+        job.poll = False
+        if not self.track_lines:
+            del self.jobs[job_id]
+            self.done.add(job_id, DoneJob(job.workflow, None, job.post_unknown))
+
+    def status_of(self, job_id: str) -> str | None:
+        """The status of the job of this id (done jobs too), or None if the ledger does not know it."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job.status
+        return "completed" if self.done.get(job_id) is not None else None
 
     def _add_invalid(self, rec: Mapping[str, Any]) -> None:
         self.invalid_total += 1
@@ -279,7 +314,7 @@ def fold_ledger(path: Path, *, durations: bool = False, lines: bool = False) -> 
         inside = path / "ledger.jsonl"
         fix = f"give {inside}" if inside.is_file() else "give the ledger's .jsonl file"
         raise LedgerError(f"not a ledger file: {path} ({fix})")
-    fold = LedgerFold(durations=durations, lines=lines)
+    fold = LedgerFold(durations=durations, lines=lines, ahead=run_ends(path))
     apply = fold.apply
     for rec in read_records(path):
         apply(rec)

@@ -30,6 +30,7 @@ from typing import Any
 
 from .donejobs import DoneJob, DoneJobs
 from .errors import LedgerMismatchError
+from .ledger import RunsAhead
 
 FINAL_OK = "completed"
 IN_FLIGHT = frozenset({"submitted", "polled"})
@@ -154,6 +155,11 @@ class LedgerState:
     #: Jobs whose last line is ``submitting``: a POST on the wire, or cut off by a kill if a
     #: ``run`` line comes next.
     posting: set[str] = field(default_factory=set)
+    #: The ledger's runs and their ``run_end`` lines, read ahead (:func:`~batcher.ledger.run_ends`):
+    #: a job completed in a run that ends in order further on moves to :attr:`done` at once, as
+    #: that ``run_end`` would move it, instead of being held whole until then. Nothing read ahead
+    #: (or no longer matching the records): every job waits for its ``run_end``.
+    ahead: RunsAhead = field(default_factory=RunsAhead)
     #: Jobs that completed since the last ``run_end`` (their files may not have reached the disk).
     _unsynced: list[str] = field(default_factory=list, repr=False)
     _shared: dict[str, str] = field(default_factory=dict, repr=False)
@@ -189,12 +195,14 @@ class LedgerState:
         job_id = rec.get("job_id")
         if status == "run" and job_id is None:
             self.runs.append(dict(rec))
+            self.ahead.run(rec)
             # A new process: the POSTs the last one left without an answer are of unknown outcome.
             for posted in self.posting:
                 self.jobs[posted].post_unknown = True
             self.posting.clear()
             return
         if status == "run_end" and job_id is None:
+            self.ahead.run_end()
             self.synced_upto = self.lines
             self._forget_synced()
             return
@@ -244,12 +252,25 @@ class LedgerState:
                 job.outputs = outputs
             if status == "completed":
                 job.done_line = self.lines
-                self._unsynced.append(job_id)
+                job.retryable = False
+                if self.ahead.ends_in_order:
+                    # Its run ends in order further on: done from here, as that run_end would
+                    # make it (nothing in a run writes of a job after its completed line).
+                    self._settle(job_id, job)
+                else:
+                    self._unsynced.append(job_id)
+                return
         if status in ("failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"):
             job.error = rec.get("error")
             job.retryable = bool(rec.get("retryable", False))
         elif status not in ("polled",):
             job.retryable = False
+
+    def _settle(self, job_id: str, job: JobState) -> None:
+        """Move a completed job whose files are (or will be, by a run_end to come) on disk to
+        :attr:`done`, which keeps none of its outputs, poll_url or times."""
+        del self.jobs[job_id]
+        self.done.add(job_id, DoneJob(job.workflow, job.inputs_hash, job.post_unknown))
 
     def _forget_synced(self) -> None:
         """A ``run_end``: the files of every job completed before it are on disk, and no run
@@ -258,8 +279,7 @@ class LedgerState:
         for job_id in self._unsynced:
             job = self.jobs.get(job_id)
             if job is not None and job.status == FINAL_OK:
-                del self.jobs[job_id]
-                self.done.add(job_id, DoneJob(job.workflow, job.inputs_hash, job.post_unknown))
+                self._settle(job_id, job)
         self._unsynced.clear()
 
     def compatible(

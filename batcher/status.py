@@ -196,6 +196,8 @@ def summarize(
     gave_up = 0
     # A retryable failure whose POST's outcome is unknown is failed for good next run, not retried.
     fail_unknown = fold.unknown_submit == "fail"
+    if fold.done:  # completed in a run that ended in order: nothing more to show of them
+        by_state["completed"] += len(fold.done)
     for job_id, job in fold.jobs.items():
         by_state[job.status] += 1
         kinds[(job.status, job.retryable, job.poll, job.post_unknown)] += 1
@@ -243,7 +245,7 @@ def summarize(
     return StatusReport(
         ledger=ledger,
         lines=fold.lines,
-        jobs=len(fold.jobs),
+        jobs=len(fold.jobs) + len(fold.done),
         by_state=dict(sorted(by_state.items(), key=lambda kv: (-kv[1], kv[0]))),
         spend=spend,
         in_flight=tuple(flights),

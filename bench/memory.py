@@ -19,9 +19,12 @@ submit; 10,000 take about 4 s here), and jobs of 120 s, so none can finish insid
   rows appended since: ``batcher run --dry-run`` under the same 200 MB, and it must find the
   1,000,000 done and the 1,000 to submit. The ledger is made from the lines of one real run on
   the emulator, repeated with each job's own id, inputs, inputs_hash and request.
+- **One big run**: the same million done jobs in a single run that ended in order (its
+  ``run_end`` the last line), and the same 1,000 appended: the same target and checks. Each
+  ``--per-run`` size is a ledger of its own (default both: 10,000 and 1,000,000).
 
     .venv/bin/python bench/memory.py [--rows 1000000] [--in-flight 10000] [--max-runtime 60]
-                                     [--done 1000000] [--per-run 10000] [--appended 1000]
+                                     [--done 1000000] [--per-run 10000 1000000] [--appended 1000]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -119,10 +123,12 @@ def _photo(i: int) -> str:
     return f"https://images.example.com/photos/{i}.jpg"
 
 
-def nightly(tmp: Path, args: argparse.Namespace) -> tuple[Finished, float]:
-    """A dry run of a grown manifest over a ledger of ``args.done`` done jobs (see the module's
-    docstring): (the run, the ledger's size in MB)."""
+def nightly(tmp: Path, args: argparse.Namespace, per_run: int) -> tuple[Finished, float]:
+    """A dry run of a grown manifest over a ledger of ``args.done`` done jobs, ``per_run`` a run
+    (see the module's docstring): (the run, the ledger's size in MB)."""
     manifest, ledger, out = tmp / "nightly.jsonl", tmp / "nightly" / "ledger.jsonl", tmp / "nightly" / "out"
+    if ledger.parent.exists():
+        shutil.rmtree(ledger.parent)  # the last shape's
     manifest.write_text(json.dumps(_photo_row(0)) + "\n", encoding="utf-8")
     emulator, base = start_emulator(
         "--render", "placeholder", "--duration-median", "0.05", "--duration-spread", "0"
@@ -153,7 +159,7 @@ def nightly(tmp: Path, args: argparse.Namespace) -> tuple[Finished, float]:
     assert sketch is not None
     with ledger.open("w", encoding="utf-8") as fh:
         for i in range(args.done):
-            if i % args.per_run == 0:
+            if i % per_run == 0:
                 if i:
                     fh.write(end_line)
                 fh.write(run_line)
@@ -249,7 +255,11 @@ def main() -> int:
         "--done", type=int, default=1_000_000, help="done jobs in the nightly ledger (default %(default)s)"
     )
     parser.add_argument(
-        "--per-run", type=int, default=10_000, help="jobs a night in that ledger (default %(default)s)"
+        "--per-run",
+        type=int,
+        nargs="+",
+        default=[10_000, 1_000_000],
+        help="jobs a run in that ledger; one ledger for each size given (default %(default)s)",
     )
     parser.add_argument(
         "--appended", type=int, default=1_000, help="rows appended since (default %(default)s)"
@@ -285,12 +295,12 @@ def main() -> int:
                 None,
             )
             check(f"{label}: exit code", str(done.exit_code), "0", done.exit_code == 0)
-        if not args.skip_nightly:
-            done, size_mb = nightly(tmp, args)
-            runs = -(-args.done // args.per_run)
+        for per_run in [] if args.skip_nightly else args.per_run:
+            done, size_mb = nightly(tmp, args, per_run)
+            runs = -(-args.done // per_run)
             label = (
-                f"nightly ledger, {args.done:,} jobs done in {runs:,} runs ({size_mb:,.0f} MB),"
-                f" {args.appended:,} rows appended: dry run"
+                f"{'nightly ledger' if runs > 1 else 'ledger'}, {args.done:,} jobs done in {runs:,}"
+                f" run{'s' if runs > 1 else ''} ({size_mb:,.0f} MB), {args.appended:,} rows appended: dry run"
             )
             check(
                 f"{label}: peak RSS",

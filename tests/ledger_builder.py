@@ -9,15 +9,28 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from batcher.ledger import utc_iso
+from batcher.ledger import RunMark, utc_iso
 
 #: 2026-11-21 00:00:00 UTC: every test ledger starts here.
 T0 = 1_795_219_200.0
 PRICES: dict[str, float | None] = {"sketch": 0.1006, "blog-image": 0.4363}
 WORKFLOW_IDS = {"sketch": "66cec9a38aeef98f887211f1-v1", "blog-image": "66b518aa31bd2081a8de2a98-v5"}
+
+
+def marks_of(records: Sequence[Mapping[str, Any]]) -> list[RunMark]:
+    """What :func:`~batcher.ledger.run_ends` finds in a file of these records: each ``run``
+    record and the ``run_end`` lines that follow it (first, those before any ``run``)."""
+    marks = [RunMark(None, 0)]
+    for rec in records:
+        if rec.get("job_id") is None and rec["status"] == "run":
+            marks.append(RunMark(dict(rec), 0))
+        elif rec.get("job_id") is None and rec["status"] == "run_end":
+            marks[-1] = RunMark(marks[-1].record, marks[-1].ends + 1)
+    return marks
 
 
 class LedgerBuilder:
@@ -164,3 +177,15 @@ def every_branch() -> LedgerBuilder:
         rows_unread=True,
     )
     return b
+
+
+def one_big_run(path: Path, jobs: int, *, ended: bool) -> Path:
+    """A ledger of one run of ``jobs`` sketch jobs, each completed, ended in order or not (killed)."""
+    b = LedgerBuilder().run()
+    for i in range(jobs):
+        job = f"job-{i:05d}"
+        b.tick(1).submit(job, "sketch", {"input_image": f"https://img.example.com/{i}.jpg"})
+        b.tick(30).generated(job).tick(1).completed(job, {"image": f"/o/{job}.png"})
+    if ended:
+        b.line(None, "run_end", outputs_synced=True)
+    return b.write(path)

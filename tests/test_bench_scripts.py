@@ -27,7 +27,7 @@ SMALL_RUNS = [
         "memory",
         [
             *("--rows", "300", "--in-flight", "30", "--max-runtime", "3", "--poll-interval", "1"),
-            *("--done", "300", "--per-run", "100", "--appended", "7"),
+            *("--done", "300", "--per-run", "100", "300", "--appended", "7"),
         ],
         "rows appended: dry run: finds the done and the new | yes | yes | pass",
     ),

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from batcher import ledger
 from batcher.appendlog import AppendLog
 from batcher.errors import LedgerError, LedgerLockedError, LedgerWriteError
-from batcher.ledger import Ledger, parse_iso, read_records, utc_iso
+from batcher.ledger import Ledger, RunsAhead, parse_iso, read_records, run_ends, utc_iso
 from batcher.state import LedgerState, Next, replay
 
-from .ledger_builder import LedgerBuilder
+from .ledger_builder import LedgerBuilder, marks_of, one_big_run
 
 
 def _write(path: Path, records: list[dict[str, object]]) -> bytes:
@@ -417,6 +417,59 @@ def test_a_replayed_ledger_keeps_little_of_each_job_that_a_run_finished_in_order
     assert killed.poll_url is not None and killed.outputs_lost()  # refetchable, never re-POSTed
 
 
+def _peak_bytes_a_job(path: Path, *, read_ahead: bool) -> tuple[LedgerState, float]:
+    state = LedgerState(ahead=run_ends(path) if read_ahead else RunsAhead())
+    tracemalloc.start()
+    try:
+        for rec in read_records(path):
+            state.apply(rec)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return state, peak / state.known
+
+
+def test_a_run_read_ahead_to_its_run_end_never_holds_its_jobs_whole(tmp_path: Path) -> None:
+    """One run of a million rows that ended in order: the next run (or dry run) held every one
+    of them whole until that run's ``run_end``, the last line, and peaked at 1.8 GB
+    (bench/memory.py). Read ahead (:func:`run_ends`), a job whose run ends in order is done from
+    its ``completed`` line: the replay's peak is the done table's, whatever the run's size. A
+    run that did not end (killed) still holds its jobs whole: the next run checks their files."""
+    path = one_big_run(tmp_path / "ledger.jsonl", 2_000, ended=True)
+    state, peak = _peak_bytes_a_job(path, read_ahead=True)
+    assert len(state.done) == 2_000 and not state.jobs and state.synced_upto == state.lines
+    assert peak < 200, peak  # bytes a job at the replay's peak (90 here)
+    _, unread_peak = _peak_bytes_a_job(path, read_ahead=False)
+    assert unread_peak > 1_000, unread_peak  # 1,500 here
+
+    killed = one_big_run(tmp_path / "killed.jsonl", 50, ended=False)
+    state, _ = _peak_bytes_a_job(killed, read_ahead=True)
+    assert len(state.jobs) == 50 and not state.done
+    assert all(j.done_line > state.synced_upto and j.outputs and j.poll_url for j in state.jobs.values())
+
+
+def test_run_ends_counts_each_runs_run_end_lines_as_the_replay_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only records the replay takes for ``run`` and ``run_end`` count: not an input that says
+    "run", not a torn last line, not a line that does not parse; across read blocks too."""
+    b = LedgerBuilder().line(None, "run_end")  # before any run line (a hand edit): the first entry's
+    b.run().submit("a", "sketch", {"input_image": "run"}).line("a", "run_end")  # a job's, not a run's
+    b.line(None, "invalid", row_id="run").line(None, "running")  # no run's either
+    b.line(None, "run_end").line(None, "run_end").run().run().line(None, "run_end")
+    path = b.write(tmp_path / "ledger.jsonl")
+    with path.open("ab") as f:
+        f.write(b'{"ts":"x","job_id":null,"status":"run_end"\n')  # no closing brace: not a record
+        f.write(b'{"ts":"x","job_id":null,"status":"run_end"}')  # torn: no newline yet
+    runs = [r for r in read_records(path) if r["status"] == "run" and r.get("job_id") is None]
+    for block in (4 * 1024 * 1024, 7, 64):
+        monkeypatch.setattr(ledger, "_SCAN_BLOCK", block)
+        marks = run_ends(path).marks
+        assert [m.ends for m in marks] == [1, 2, 0, 1], block
+        assert [m.record for m in marks] == [None, *runs]
+    assert run_ends(tmp_path / "missing.jsonl").marks == [ledger.RunMark(None, 0)]
+
+
 def test_replay_of_every_prefix_is_a_consistent_state(tmp_path: Path) -> None:
     path = tmp_path / "l.jsonl"
     _write(path, RECORDS)
@@ -481,6 +534,94 @@ def test_replay_of_any_prefix_of_any_history_is_consistent(events: list[tuple[st
                 # ledger.unknown_submit decides, and the summary counts it.
                 for retry_failed in (False, True):
                     assert job.next_step(retry_failed=retry_failed) is not Next.SUBMIT, (job_id, job)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(STATUSES), st.booleans()), max_size=40
+    )
+)
+def test_reading_ahead_ends_in_the_state_the_run_ends_would_make(events: list[tuple[str, str, bool]]) -> None:
+    """A replay told where each run ends (:func:`run_ends`) settles a job at its ``completed``
+    line instead of at its run's ``run_end``: the whole ledger replays to the same state, job
+    for job, as without reading ahead, for any history batcher writes (no line of a job after
+    its ``completed`` in the same run: a later run may write of it again, after a ``run`` line)."""
+    records: list[dict[str, object]] = []
+    completed_in_this_run: set[str] = set()
+    for job, status, flag in events:
+        if status == "run":
+            completed_in_this_run.clear()
+        elif status != "run_end":
+            if job in completed_in_this_run:
+                continue
+            if status == "completed":
+                completed_in_this_run.add(job)
+        rec: dict[str, object] = {
+            "ts": "2026-11-21T00:00:00Z",
+            "job_id": None if status in ("run", "run_end") else job,
+            "status": status,
+            "retryable": flag,
+        }
+        if status == "submitted":
+            rec.update(request_id="r" * 32, poll_url=f"https://api.segmind.com/workflows/request/{job}")
+        if status in ("completed", "generated"):
+            rec.update(outputs=[{"key": "image", "url": f"https://cdn.example.com/{job}.png"}])
+        if status == "submitting":
+            rec.update(workflow="sketch" if flag else "blog-image", inputs_hash=f"{len(records):016x}")
+        records.append(rec)
+    ahead = marks_of(records)
+    plain, read_ahead = replay(records), LedgerState(ahead=RunsAhead(ahead))
+    for rec in records:
+        read_ahead.apply(rec)
+    assert read_ahead.ahead.marks == ahead  # every run line matched what was read ahead
+    for job_id in "abc":
+        assert read_ahead.job(job_id) == plain.job(job_id), job_id
+    assert (read_ahead.known, read_ahead.synced_upto, read_ahead.posting) == (
+        plain.known,
+        plain.synced_upto,
+        plain.posting,
+    )
+
+
+def test_a_replay_that_meets_a_run_line_not_read_ahead_stops_trusting_what_was(tmp_path: Path) -> None:
+    """The file grew between the two reads (a dry run beside a live run), or holds a ``run``
+    line the quick pass cannot see (hand-written with escapes): from the first ``run`` line
+    that differs, jobs wait for their ``run_end`` as they come, so a killed run's completed jobs
+    are still checked."""
+    b = LedgerBuilder().run().submit("a", "sketch", {"input_image": "x"}).tick(30).generated("a")
+    b.completed("a", {"image": "/o/a.png"}).line(None, "run_end", outputs_synced=True)
+    first = b.write(tmp_path / "first.jsonl")
+    ahead = run_ends(first)
+    b.run().submit("k", "sketch", {"input_image": "y"}).tick(30).generated("k")
+    b.completed("k", {"image": "/o/k.png"})
+    b.run().line(None, "run_end", outputs_synced=True)  # the next run ends; "k"'s never did
+    state = LedgerState(ahead=ahead)
+    for rec in read_records(b.write(tmp_path / "grown.jsonl")):
+        state.apply(rec)
+    assert state.ahead.marks == ()  # the second run line was not read ahead
+    assert state.job("a") is not None and "a" not in state.jobs
+    assert state.job("k") == replay(read_records(tmp_path / "grown.jsonl")).job("k")
+
+    escaped = tmp_path / "escaped.jsonl"
+    text = first.read_bytes()
+    run_line = text.split(b"\n")[0]
+    hidden = json.loads(run_line.replace(b'"status":"run"', b'"status":"r\\u0075n"'))
+    assert hidden["status"] == "run"
+    hidden["ts"] = "2026-11-21T01:00:00.000Z"  # a run of its own
+    escaped.write_bytes(text.replace(b'"run_end"', b'"r\\u0075n_end"') + _escaped(hidden) + text)
+    marks = run_ends(escaped)
+    assert [m.ends for m in marks.marks] == [0, 0, 1]  # neither escaped line was seen
+    state, plain = LedgerState(ahead=marks), replay(read_records(escaped))
+    for rec in read_records(escaped):
+        state.apply(rec)
+        if rec.get("ts") == hidden["ts"]:
+            assert state.ahead.marks == ()  # at the run line the quick pass did not see
+    assert state.jobs == plain.jobs and state.job("a") == plain.job("a") and state.known == plain.known
+
+
+def _escaped(record: dict[str, object]) -> bytes:
+    """A ledger line that spells its status with a JSON escape (a hand-written line)."""
+    return json.dumps(record, separators=(",", ":")).replace('"run"', '"r\\u0075n"').encode() + b"\n"
 
 
 #: 2026-11-21 00:00:00 UTC.
