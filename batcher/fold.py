@@ -8,11 +8,13 @@ are shared, so a million-line ledger folds in seconds and tens of megabytes
 (``bench/status_speed.py``). The fields mirror what ``LedgerState.apply`` keeps, so ``status`` and
 ``run`` agree on every job's state. As there, a job completed in a run that ends in order is kept
 from then on only by the hash of its id (:class:`~batcher.donejobs.DoneJobs`), with its workflow:
-``status`` shows nothing more of it (the report, which lists the latest jobs, keeps them all).
+``status`` shows nothing more of it, and the report only the latest few (its gallery), which the
+fold keeps aside as they are settled (``latest_done``).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,18 +94,27 @@ class LedgerFold:
     With ``durations=True`` it also records, for each ``generated`` line, the provider's time to
     produce the outputs, for the report's chart: its ``finished_by`` (timed on the run's monotonic
     clock), or, for a re-attached job and older ledgers, the seconds since its last ``submitted``;
-    with ``lines=True``, each job's last line number (the report shows the latest jobs).
+    with ``lines=True``, each job's last line number (the report shows the latest jobs), and
+    the ``latest_done`` done jobs whose last line came last (:meth:`latest_done`).
     """
 
     def __init__(
-        self, *, durations: bool = False, lines: bool = False, ahead: RunsAhead | None = None
+        self,
+        *,
+        durations: bool = False,
+        lines: bool = False,
+        latest_done: int = 0,
+        ahead: RunsAhead | None = None,
     ) -> None:
         self.track_lines = lines
         #: Every job but those in :attr:`done`.
         self.jobs: dict[str, JobFacts] = {}
-        #: Jobs completed in a run that ended in order (as ``LedgerState.done``); without
-        #: ``lines`` only: the report shows the latest jobs, done or not.
+        #: Jobs completed in a run that ended in order (as ``LedgerState.done``).
         self.done = DoneJobs()
+        #: With ``lines``: the ``latest_done`` jobs settled into :attr:`done` whose last line
+        #: came last, as ``(line, job_id)`` in a min-heap.
+        self._latest_done: list[tuple[int, str]] = []
+        self._latest_cap = latest_done if lines else 0
         #: The runs read ahead (as ``LedgerState.ahead``): a job completed in a run that ends in
         #: order further on is done from its ``completed`` line.
         self.ahead = ahead or RunsAhead()
@@ -253,13 +264,37 @@ class LedgerFold:
         job.gave_up = status == "failed" and rec.get("gave_up_polling") is True
 
     def _settle(self, job_id: str, job: JobFacts) -> None:
-        """A job completed before a ``run_end``: as LedgerState does, it keeps no poll_url (a line
-        the ledger adds for it later, a hand edit, finds none, in a run as here), and only its
-        workflow and post-unknown flag, by the hash of its id, unless the fold tracks lines."""
-        job.poll = False
-        if not self.track_lines:
-            del self.jobs[job_id]
-            self.done.add(job_id, DoneJob(job.workflow, None, job.post_unknown))
+        """A job completed before a ``run_end``: as LedgerState does, it keeps only its workflow
+        and post-unknown flag, by the hash of its id (a line the ledger adds for it later, a
+        hand edit, finds no poll_url, in a run as here); and its last line, if among the latest."""
+        del self.jobs[job_id]
+        self.done.add(job_id, DoneJob(job.workflow, None, job.post_unknown))
+        if self._latest_cap:
+            entry, heap = (job.last_line, job_id), self._latest_done
+            if len(heap) < self._latest_cap:
+                heapq.heappush(heap, entry)
+            elif entry > heap[0]:
+                heapq.heapreplace(heap, entry)
+
+    def latest_done(self) -> list[tuple[int, str]]:
+        """``(last line, job_id)`` of the done jobs whose last line came last (up to the fold's
+        ``latest_done``), newest first. A job the ledger mentioned again after it was settled
+        (a hand edit) is not among them, and may leave fewer."""
+        seen: set[str] = set()
+        latest = []
+        for line, job_id in sorted(self._latest_done, reverse=True):
+            if job_id not in seen and job_id not in self.jobs and self.done.get(job_id) is not None:
+                seen.add(job_id)
+                latest.append((line, job_id))
+        return latest
+
+    def workflow_of(self, job_id: str) -> str | None:
+        """The workflow of the job of this id (done jobs too), or None."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job.workflow
+        done = self.done.get(job_id)
+        return None if done is None else done.workflow
 
     def status_of(self, job_id: str) -> str | None:
         """The status of the job of this id (done jobs too), or None if the ledger does not know it."""
@@ -305,7 +340,9 @@ def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def fold_ledger(path: Path, *, durations: bool = False, lines: bool = False) -> LedgerFold:
+def fold_ledger(
+    path: Path, *, durations: bool = False, lines: bool = False, latest_done: int = 0
+) -> LedgerFold:
     """Fold a ledger file in one streaming pass. Raises LedgerError if it is missing or not a ledger."""
     if not path.exists():
         meant = _existing_default_ledger(path)
@@ -314,7 +351,7 @@ def fold_ledger(path: Path, *, durations: bool = False, lines: bool = False) -> 
         inside = path / "ledger.jsonl"
         fix = f"give {inside}" if inside.is_file() else "give the ledger's .jsonl file"
         raise LedgerError(f"not a ledger file: {path} ({fix})")
-    fold = LedgerFold(durations=durations, lines=lines, ahead=run_ends(path))
+    fold = LedgerFold(durations=durations, lines=lines, latest_done=latest_done, ahead=run_ends(path))
     apply = fold.apply
     for rec in read_records(path):
         apply(rec)

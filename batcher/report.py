@@ -16,6 +16,7 @@ import base64
 import contextlib
 import heapq
 import io
+import itertools
 import os
 import re
 import stat
@@ -233,9 +234,11 @@ def _first_input(tiles: _Tiles, inputs: Any) -> Tile | None:
 
 
 def _latest(fold: LedgerFold, statuses: Container[str], cap: int) -> list[str]:
-    """The ``cap`` jobs in one of ``statuses`` whose last line came last, newest first."""
+    """The ``cap`` jobs in one of ``statuses`` whose last line came last, newest first: done
+    jobs too, for ``completed`` (the fold keeps the latest of those aside)."""
     jobs = ((job.last_line, job_id) for job_id, job in fold.jobs.items() if job.status in statuses)
-    return [job_id for _, job_id in heapq.nlargest(max(0, cap), jobs)]
+    done = fold.latest_done() if "completed" in statuses else []
+    return [job_id for _, job_id in heapq.nlargest(max(0, cap), itertools.chain(jobs, done))]
 
 
 def _details(ledger: Path, wanted: set[str]) -> dict[str, dict[str, Any]]:
@@ -314,7 +317,7 @@ def build_report(
     or UsageError for a page path that must not be replaced (:func:`check_page_path`)."""
     check_page_path(ledger, out_html)
     now = time.time() if now is None else now
-    fold = fold_ledger(ledger, durations=True, lines=True)
+    fold = fold_ledger(ledger, durations=True, lines=True, latest_done=max(0, gallery_cap))
     status = summarize(fold, ledger=str(ledger), prices=prices, now=now, retry_failed=retry_failed)
     completed = status.by_state.get("completed", 0)
     shown = _latest(fold, ("completed",), gallery_cap)
@@ -331,7 +334,7 @@ def build_report(
         cards.append(
             Card(
                 job_id=job_id,
-                workflow=fold.jobs[job_id].workflow,
+                workflow=fold.workflow_of(job_id),
                 finished=entry.get("ts"),
                 inputs=tuple(tiles.input(str(k), v) for k, v in inputs[:CARD_TILES]),
                 outputs=tuple(tiles.output(o) for o in outputs),

@@ -241,6 +241,35 @@ def test_a_nightly_ledgers_report_shows_last_nights_jobs_not_the_first_nights(tm
     assert "Failed jobs (latest 100, newest first; 21 more)" in failures
 
 
+def test_the_gallery_orders_done_jobs_by_their_last_line_whenever_they_were_settled(tmp_path: Path) -> None:
+    """The fold keeps a done job only as a hash, and the latest few aside for the gallery. Jobs
+    are settled out of line order: a run that ends in order settles each at its completed line,
+    while a killed run's jobs wait for a later run's run_end. The gallery still shows the latest
+    by line, newest first, and a done job the ledger mentions again (here a later run fetching
+    its files again) is shown once, as of its newest line."""
+    b = LedgerBuilder()
+
+    def night(prefix: str, jobs: int, *, ended: bool) -> None:
+        b.tick(3_600).run()
+        for i in range(jobs):
+            job = f"{prefix}{i}"
+            b.tick(1).submit(job, "sketch", {"input_image": f"https://img.example.com/{job}.jpg"})
+            b.tick(30).generated(job).tick(1).completed(job, {"image": f"out/{job}.png"})
+        if ended:
+            b.line(None, "run_end", outputs_synced=True)
+
+    night("a", 4, ended=True)
+    night("b", 2, ended=False)  # killed: settled by the next run's run_end
+    night("c", 2, ended=True)
+    b.tick(3_600).run().tick(1).generated("a3").tick(1).completed("a3", {"image": "out/a3.png"})
+    ledger = b.write(tmp_path / "ledger.jsonl")
+    info = build_report(ledger, tmp_path / "report.html", prices=PRICES, now=0, gallery_cap=6)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    shown = re.findall(r'<article class="card"><header><code title="([^"]+)"', page)
+    assert shown == ["a3", "c1", "c0", "b1", "b0", "a2"]
+    assert (info.completed, info.shown) == (8, 6)
+
+
 @pytest.mark.parametrize(
     ("failed", "heading"), [(100, "Failed jobs"), (101, "Failed jobs (latest 100, newest first; 1 more)")]
 )
