@@ -60,6 +60,15 @@ class LedgerBuilder:
             version=1,
         )
 
+    def finished_run(self, jobs: Sequence[str], *, ended: bool) -> LedgerBuilder:
+        """A run in which each of ``jobs`` (sketch jobs) completes, ended in order (``run_end``)
+        or not (killed)."""
+        self.run()
+        for job in jobs:
+            self.tick(1).submit(job, "sketch", {"input_image": f"https://img.example.com/{job}.jpg"})
+            self.tick(30).generated(job).tick(1).completed(job, {"image": f"out/{job}.png"})
+        return self.line(None, "run_end", outputs_synced=True) if ended else self
+
     def submitting(self, job_id: str, workflow: str, inputs: dict[str, Any], line: int = 1) -> LedgerBuilder:
         return self.line(
             job_id,
@@ -181,11 +190,4 @@ def every_branch() -> LedgerBuilder:
 
 def one_big_run(path: Path, jobs: int, *, ended: bool) -> Path:
     """A ledger of one run of ``jobs`` sketch jobs, each completed, ended in order or not (killed)."""
-    b = LedgerBuilder().run()
-    for i in range(jobs):
-        job = f"job-{i:05d}"
-        b.tick(1).submit(job, "sketch", {"input_image": f"https://img.example.com/{i}.jpg"})
-        b.tick(30).generated(job).tick(1).completed(job, {"image": f"/o/{job}.png"})
-    if ended:
-        b.line(None, "run_end", outputs_synced=True)
-    return b.write(path)
+    return LedgerBuilder().finished_run([f"job-{i:05d}" for i in range(jobs)], ended=ended).write(path)

@@ -500,6 +500,25 @@ STATUSES = [
 ]
 
 
+def _record(job: str, status: str, flag: bool, n: int) -> dict[str, object]:
+    """A ledger record of a generated history: ``job``'s (None for run and run_end), with the
+    fields the replay reads for ``status``; ``flag`` is ``retryable`` and picks the workflow,
+    ``n`` makes the inputs_hash."""
+    rec: dict[str, object] = {
+        "ts": "2026-11-21T00:00:00Z",
+        "job_id": None if status in ("run", "run_end") else job,
+        "status": status,
+        "retryable": flag,
+    }
+    if status == "submitted":
+        rec.update(request_id="r" * 32, poll_url=f"https://api.segmind.com/workflows/request/{job}")
+    if status in ("completed", "generated"):
+        rec.update(outputs=[{"key": "image", "url": f"https://cdn.example.com/{job}.png"}])
+    if status == "submitting":
+        rec.update(workflow="sketch" if flag else "blog-image", inputs_hash=f"{n:016x}")
+    return rec
+
+
 @given(
     st.lists(
         st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(STATUSES), st.booleans()), max_size=40
@@ -507,17 +526,7 @@ STATUSES = [
 )
 def test_replay_of_any_prefix_of_any_history_is_consistent(events: list[tuple[str, str, bool]]) -> None:
     """Whatever a ledger holds, every prefix replays to states that never re-POST a known poll_url."""
-    records = []
-    for job, status, flag in events:
-        rec: dict[str, object] = {
-            "ts": "2026-11-21T00:00:00Z",
-            "job_id": None if status in ("run", "run_end") else job,
-            "status": status,
-            "retryable": flag,
-        }
-        if status == "submitted":
-            rec.update(request_id="r" * 32, poll_url=f"https://api.segmind.com/workflows/request/{job}")
-        records.append(rec)
+    records = [_record(job, status, flag, n) for n, (job, status, flag) in enumerate(events)]
     for n in range(len(records) + 1):
         state = replay(records[:n])
         for job_id in "abc":  # done jobs included (kept by the hash of their id, not listed)
@@ -556,19 +565,7 @@ def test_reading_ahead_ends_in_the_state_the_run_ends_would_make(events: list[tu
                 continue
             if status == "completed":
                 completed_in_this_run.add(job)
-        rec: dict[str, object] = {
-            "ts": "2026-11-21T00:00:00Z",
-            "job_id": None if status in ("run", "run_end") else job,
-            "status": status,
-            "retryable": flag,
-        }
-        if status == "submitted":
-            rec.update(request_id="r" * 32, poll_url=f"https://api.segmind.com/workflows/request/{job}")
-        if status in ("completed", "generated"):
-            rec.update(outputs=[{"key": "image", "url": f"https://cdn.example.com/{job}.png"}])
-        if status == "submitting":
-            rec.update(workflow="sketch" if flag else "blog-image", inputs_hash=f"{len(records):016x}")
-        records.append(rec)
+        records.append(_record(job, status, flag, len(records)))
     ahead = marks_of(records)
     plain, read_ahead = replay(records), LedgerState(ahead=RunsAhead(ahead))
     for rec in records:

@@ -247,20 +247,9 @@ def test_the_gallery_orders_done_jobs_by_their_last_line_whenever_they_were_sett
     while a killed run's jobs wait for a later run's run_end. The gallery still shows the latest
     by line, newest first, and a done job the ledger mentions again (here a later run fetching
     its files again) is shown once, as of its newest line."""
-    b = LedgerBuilder()
-
-    def night(prefix: str, jobs: int, *, ended: bool) -> None:
-        b.tick(3_600).run()
-        for i in range(jobs):
-            job = f"{prefix}{i}"
-            b.tick(1).submit(job, "sketch", {"input_image": f"https://img.example.com/{job}.jpg"})
-            b.tick(30).generated(job).tick(1).completed(job, {"image": f"out/{job}.png"})
-        if ended:
-            b.line(None, "run_end", outputs_synced=True)
-
-    night("a", 4, ended=True)
-    night("b", 2, ended=False)  # killed: settled by the next run's run_end
-    night("c", 2, ended=True)
+    b = LedgerBuilder().finished_run(["a0", "a1", "a2", "a3"], ended=True)
+    b.tick(3_600).finished_run(["b0", "b1"], ended=False)  # killed: settled by the next run_end
+    b.tick(3_600).finished_run(["c0", "c1"], ended=True)
     b.tick(3_600).run().tick(1).generated("a3").tick(1).completed("a3", {"image": "out/a3.png"})
     ledger = b.write(tmp_path / "ledger.jsonl")
     info = build_report(ledger, tmp_path / "report.html", prices=PRICES, now=0, gallery_cap=6)
