@@ -21,13 +21,14 @@ from pathlib import Path
 from .config import Settings, with_paths
 from .download import check_out_dir
 from .errors import RowError
-from .ledger import check_ledger_path, read_records, run_ends
+from .ledger import check_ledger_path, read_records
 from .manifest import Unfinished, check_manifest_paths, read_manifests
 from .outfiles import OrphanProbe
 from .preflight import check_default_ledger
 from .rowlog import ROW_MESSAGES, RowLog
+from .runsahead import run_ends
 from .seams import survey
-from .state import LedgerState, Next, sends
+from .state import LedgerState, Next, replay, sends
 from .status_text import plural
 from .workflows import WorkflowRegistry
 
@@ -67,9 +68,7 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
     report = DryRunReport(ledger=settings.ledger.path)
     state = LedgerState()
     if settings.ledger.path is not None:
-        state = LedgerState(ahead=run_ends(settings.ledger.path))
-        for record in read_records(settings.ledger.path):
-            state.apply(record)
+        state = replay(read_records(settings.ledger.path), run_ends(settings.ledger.path))
         if not settings.ledger.force:
             names = [str(p.resolve()) for p in manifests]
             state.compatible(

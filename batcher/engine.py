@@ -28,7 +28,7 @@ from .errors import LedgerWriteError
 from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
-from .ledger import Ledger, run_ends, write_error
+from .ledger import Ledger, write_error
 from .outage import SubmitCircuit
 from .outfiles import sync_outputs
 from .pollpolicy import PollPolicy
@@ -37,6 +37,7 @@ from .progress_view import Snapshot, snapshot_from
 from .ratecontrol import RateController
 from .result import ExitCode as ExitCode
 from .result import RunResult as RunResult
+from .runsahead import run_ends
 from .scheduler import Scheduler
 from .seams import survey
 from .state import LedgerState

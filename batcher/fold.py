@@ -25,8 +25,9 @@ from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings, default_ledger
 from .donejobs import DoneJob, DoneJobs
 from .durations import recorded_seconds
 from .errors import LedgerError
-from .ledger import RunsAhead, parse_iso, read_records, run_ends
+from .ledger import parse_iso, read_records
 from .manifest_formats import KINDS
+from .runsahead import RunsAhead, run_ends
 
 #: Statuses whose line carries ``error`` and ``retryable`` (as in LedgerState.apply).
 _ERROR_STATUSES = frozenset({"failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"})
@@ -115,8 +116,7 @@ class LedgerFold:
         #: came last, as ``(line, job_id)`` in a min-heap.
         self._latest_done: list[tuple[int, str]] = []
         self._latest_cap = latest_done if lines else 0
-        #: The runs read ahead (as ``LedgerState.ahead``): a job completed in a run that ends in
-        #: order further on is done from its ``completed`` line.
+        #: When each completed job moves to :attr:`done` (as ``LedgerState.ahead``).
         self.ahead = ahead or RunsAhead()
         self.lines = 0
         self.first_ts: str | None = None
@@ -147,8 +147,6 @@ class LedgerFold:
         self._shared: dict[str, str] = {}
         #: Jobs whose last line is ``submitting`` (as ``LedgerState.posting``).
         self._posting: set[str] = set()
-        #: Jobs completed since the last ``run_end`` (as ``LedgerState``'s).
-        self._unsynced: list[str] = []
 
     def apply(self, rec: Mapping[str, Any]) -> None:
         self.lines += 1
@@ -192,12 +190,10 @@ class LedgerFold:
                 self._add_invalid(rec)
             elif status == "run_end":
                 self.last_run_ended = True
-                self.ahead.run_end()
-                for done_id in self._unsynced:
+                for done_id in self.ahead.run_end():
                     job = self.jobs.get(done_id)
                     if job is not None and job.status == "completed":
                         self._settle(done_id, job)
-                self._unsynced.clear()
                 if run is not None:
                     run[4] = recorded_seconds(rec.get("seconds"))
                 left = rec.get("not_started")
@@ -251,11 +247,8 @@ class LedgerFold:
                     seconds = end - start
             if seconds is not None:
                 self.durations.append(seconds)
-        elif status == "completed":
-            if self.ahead.ends_in_order:
-                self._settle(job_id, job)  # its run ends in order further on
-            else:
-                self._unsynced.append(job_id)
+        elif status == "completed" and self.ahead.completed(job_id):
+            self._settle(job_id, job)  # its run ends in order further on
         if status in _ERROR_STATUSES:
             job.error = rec.get("error")
             job.retryable = bool(rec.get("retryable", False))
@@ -283,7 +276,7 @@ class LedgerFold:
         seen: set[str] = set()
         latest = []
         for line, job_id in sorted(self._latest_done, reverse=True):
-            if job_id not in seen and job_id not in self.jobs and self.done.get(job_id) is not None:
+            if job_id not in seen and self.done.get(job_id) is not None:
                 seen.add(job_id)
                 latest.append((line, job_id))
         return latest

@@ -26,8 +26,7 @@ import json.encoder
 import math
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -324,108 +323,6 @@ def path_bases(ledger: Path) -> list[Path]:
     ledger's, and a few above it."""
     here = ledger.resolve().parent
     return [Path.cwd(), here, *list(here.parents)[:ANCESTORS]]
-
-
-#: Where a ``run`` or ``run_end`` status can be: a JSON string that begins ``"run``.
-_RUN_TOKEN = b'"run'
-_SCAN_BLOCK = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class RunMark:
-    """A run of a ledger as :func:`run_ends` found it: its ``run`` record (None for the lines
-    before the first) and how many ``run_end`` lines follow it before the next ``run``."""
-
-    record: dict[str, Any] | None
-    ends: int
-
-
-def run_ends(path: Path) -> RunsAhead:
-    """The runs of a ledger file and the ``run_end`` lines of each, in order, read ahead of its
-    replay (:class:`~batcher.state.LedgerState`, :class:`~batcher.fold.LedgerFold`), which then
-    knows, at a job's ``completed`` line, that its run ends in order (:class:`RunsAhead`): the
-    job is done from there on, and need not be held whole until the ``run_end`` (a million jobs
-    in one run held 1.8 GB).
-
-    A quick pass: the file in blocks, only lines holding a string that begins ``"run`` parsed,
-    each as the replay reads it (a record with ``job_id`` null and ``status`` ``run`` or
-    ``run_end``; a torn tail is no record)."""
-    marks = [RunMark(None, 0)]
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return RunsAhead(marks)
-    except OSError as exc:
-        raise LedgerError(f"cannot read ledger {path}: {exc.strerror}") from None
-    with handle:
-        carry = b""
-        # Blocks no bigger than the file (a read allocates its whole size first).
-        size = min(_SCAN_BLOCK, max(os.fstat(handle.fileno()).st_size, 64 * 1024))
-        while block := handle.read(size):
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
-            at = data.find(_RUN_TOKEN, 0, cut)
-            while at >= 0:
-                start = data.rfind(b"\n", 0, at) + 1
-                stop = data.find(b"\n", at) + 1
-                mark = _run_mark(data[start:stop])
-                if isinstance(mark, dict):
-                    marks.append(RunMark(mark, 0))
-                elif mark is not None:  # a run_end
-                    marks[-1] = RunMark(marks[-1].record, marks[-1].ends + 1)
-                at = data.find(_RUN_TOKEN, stop, cut)
-    return RunsAhead(marks)
-
-
-class RunsAhead:
-    """Where a replay is in the runs :func:`run_ends` read ahead: whether the run it is in ends
-    in order further on. The replay tells it each ``run`` and ``run_end`` record as it comes.
-
-    Each ``run`` record is compared with the one read ahead; from the first that differs (the
-    file changed between the two reads, or holds a ``run`` line the quick pass did not see),
-    nothing read ahead is trusted, and every run is taken as one that may not end."""
-
-    __slots__ = ("_ends", "_index", "marks")
-
-    def __init__(self, marks: Sequence[RunMark] = ()) -> None:
-        #: What was read ahead; empty once it stopped matching the records (or if none was).
-        self.marks = marks
-        self._index = 0
-        self._ends = marks[0].ends if marks else 0
-
-    @property
-    def ends_in_order(self) -> bool:
-        """Whether a ``run_end`` follows, in this run, the last record told."""
-        return self._ends > 0
-
-    def run(self, record: Mapping[str, Any]) -> None:
-        """A ``run`` record: the next run read ahead, if it is this one."""
-        index = self._index + 1
-        if index < len(self.marks) and self.marks[index].record == record:
-            self._index = index
-            self._ends = self.marks[index].ends
-        else:
-            self.marks = ()
-            self._ends = 0
-
-    def run_end(self) -> None:
-        """A ``run_end`` record."""
-        self._ends = max(0, self._ends - 1)
-
-
-def _run_mark(line: bytes) -> dict[str, Any] | str | None:
-    """A ``run`` line's record, ``"run_end"`` for a ``run_end`` line, None for any other line."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or record.get("job_id") is not None:
-        return None
-    status = record.get("status")
-    if status == "run":
-        return record
-    return "run_end" if status == "run_end" else None
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:

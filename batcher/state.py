@@ -30,7 +30,7 @@ from typing import Any
 
 from .donejobs import DoneJob, DoneJobs
 from .errors import LedgerMismatchError
-from .ledger import RunsAhead
+from .runsahead import RunsAhead
 
 FINAL_OK = "completed"
 IN_FLIGHT = frozenset({"submitted", "polled"})
@@ -155,13 +155,10 @@ class LedgerState:
     #: Jobs whose last line is ``submitting``: a POST on the wire, or cut off by a kill if a
     #: ``run`` line comes next.
     posting: set[str] = field(default_factory=set)
-    #: The ledger's runs and their ``run_end`` lines, read ahead (:func:`~batcher.ledger.run_ends`):
-    #: a job completed in a run that ends in order further on moves to :attr:`done` at once, as
-    #: that ``run_end`` would move it, instead of being held whole until then. Nothing read ahead
-    #: (or no longer matching the records): every job waits for its ``run_end``.
+    #: When each completed job moves to :attr:`done`: at its ``completed`` line if its run ends
+    #: in order further on (read ahead, :func:`~batcher.runsahead.run_ends`), else at the next
+    #: ``run_end``. Nothing read ahead: every job waits for a ``run_end``.
     ahead: RunsAhead = field(default_factory=RunsAhead)
-    #: Jobs that completed since the last ``run_end`` (their files may not have reached the disk).
-    _unsynced: list[str] = field(default_factory=list, repr=False)
     _shared: dict[str, str] = field(default_factory=dict, repr=False)
 
     def job(self, job_id: str) -> JobState | None:
@@ -202,9 +199,8 @@ class LedgerState:
             self.posting.clear()
             return
         if status == "run_end" and job_id is None:
-            self.ahead.run_end()
             self.synced_upto = self.lines
-            self._forget_synced()
+            self._forget_synced(self.ahead.run_end())
             return
         if status == "unfinished" and job_id is None and self.runs:
             # A manifest's last row, still being written when its run read it: a note about
@@ -253,12 +249,8 @@ class LedgerState:
             if status == "completed":
                 job.done_line = self.lines
                 job.retryable = False
-                if self.ahead.ends_in_order:
-                    # Its run ends in order further on: done from here, as that run_end would
-                    # make it (nothing in a run writes of a job after its completed line).
+                if self.ahead.completed(job_id):  # its run ends in order further on
                     self._settle(job_id, job)
-                else:
-                    self._unsynced.append(job_id)
                 return
         if status in ("failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"):
             job.error = rec.get("error")
@@ -272,15 +264,14 @@ class LedgerState:
         del self.jobs[job_id]
         self.done.add(job_id, DoneJob(job.workflow, job.inputs_hash, job.post_unknown))
 
-    def _forget_synced(self) -> None:
-        """A ``run_end``: the files of every job completed before it are on disk, and no run
-        will fetch them again or poll those jobs: they move to :attr:`done`, which keeps none of
-        their outputs, poll_url or times."""
-        for job_id in self._unsynced:
+    def _forget_synced(self, waiting: Iterable[str]) -> None:
+        """A ``run_end``: the files of every job completed before it (``waiting``: those not
+        settled yet) are on disk, and no run will fetch them again or poll those jobs: they move
+        to :attr:`done`, which keeps none of their outputs, poll_url or times."""
+        for job_id in waiting:
             job = self.jobs.get(job_id)
             if job is not None and job.status == FINAL_OK:
                 self._settle(job_id, job)
-        self._unsynced.clear()
 
     def compatible(
         self,
@@ -343,8 +334,10 @@ def _restored(done: DoneJob) -> JobState:
     )
 
 
-def replay(records: Iterable[Mapping[str, Any]]) -> LedgerState:
-    state = LedgerState()
+def replay(records: Iterable[Mapping[str, Any]], ahead: RunsAhead | None = None) -> LedgerState:
+    """The state of these records; ``ahead``: their file's runs, read ahead (see
+    :attr:`LedgerState.ahead`)."""
+    state = LedgerState(ahead=ahead or RunsAhead())
     for rec in records:
         state.apply(rec)
     return state

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from batcher.ledger import RunMark, utc_iso
+from batcher.ledger import utc_iso
+from batcher.runsahead import RunMark
 
 #: 2026-11-21 00:00:00 UTC: every test ledger starts here.
 T0 = 1_795_219_200.0
@@ -22,7 +23,7 @@ WORKFLOW_IDS = {"sketch": "66cec9a38aeef98f887211f1-v1", "blog-image": "66b518aa
 
 
 def marks_of(records: Sequence[Mapping[str, Any]]) -> list[RunMark]:
-    """What :func:`~batcher.ledger.run_ends` finds in a file of these records: each ``run``
+    """What :func:`~batcher.runsahead.run_ends` finds in a file of these records: each ``run``
     record and the ``run_end`` lines that follow it (first, those before any ``run``)."""
     marks = [RunMark(None, 0)]
     for rec in records:

@@ -18,10 +18,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batcher import ledger
+from batcher import ledger, runsahead
 from batcher.appendlog import AppendLog
 from batcher.errors import LedgerError, LedgerLockedError, LedgerWriteError
-from batcher.ledger import Ledger, RunsAhead, parse_iso, read_records, run_ends, utc_iso
+from batcher.ledger import Ledger, parse_iso, read_records, utc_iso
+from batcher.runsahead import RunsAhead, run_ends
 from batcher.state import LedgerState, Next, replay
 
 from .ledger_builder import LedgerBuilder, marks_of, one_big_run
@@ -463,11 +464,11 @@ def test_run_ends_counts_each_runs_run_end_lines_as_the_replay_reads_them(
         f.write(b'{"ts":"x","job_id":null,"status":"run_end"}')  # torn: no newline yet
     runs = [r for r in read_records(path) if r["status"] == "run" and r.get("job_id") is None]
     for block in (4 * 1024 * 1024, 7, 64):
-        monkeypatch.setattr(ledger, "_SCAN_BLOCK", block)
+        monkeypatch.setattr(runsahead, "_SCAN_BLOCK", block)
         marks = run_ends(path).marks
         assert [m.ends for m in marks] == [1, 2, 0, 1], block
         assert [m.record for m in marks] == [None, *runs]
-    assert run_ends(tmp_path / "missing.jsonl").marks == [ledger.RunMark(None, 0)]
+    assert run_ends(tmp_path / "missing.jsonl").marks == [runsahead.RunMark(None, 0)]
 
 
 def test_replay_of_every_prefix_is_a_consistent_state(tmp_path: Path) -> None:

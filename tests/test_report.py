@@ -245,8 +245,9 @@ def test_the_gallery_orders_done_jobs_by_their_last_line_whenever_they_were_sett
     """The fold keeps a done job only as a hash, and the latest few aside for the gallery. Jobs
     are settled out of line order: a run that ends in order settles each at its completed line,
     while a killed run's jobs wait for a later run's run_end. The gallery still shows the latest
-    by line, newest first, and a done job the ledger mentions again (here a later run fetching
-    its files again) is shown once, as of its newest line."""
+    by line, newest first, and a done job the ledger mentions again (a hand edit: batcher
+    writes nothing more of a job done in a run that ended in order) is shown once, as of its
+    newest line."""
     b = LedgerBuilder().finished_run(["a0", "a1", "a2", "a3"], ended=True)
     b.tick(3_600).finished_run(["b0", "b1"], ended=False)  # killed: settled by the next run_end
     b.tick(3_600).finished_run(["c0", "c1"], ended=True)

@@ -13,13 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher import ledger
+from batcher import runsahead
 from batcher.cli_inspect import add_status_parser, main_status
 from batcher.errors import LedgerError
 from batcher.fold import LedgerFold, fold_ledger
-from batcher.ledger import Ledger, RunsAhead, read_records
+from batcher.ledger import Ledger, read_records
 from batcher.report_data import Page
 from batcher.report_html import render_page
+from batcher.runsahead import RunsAhead
 from batcher.state import LedgerState
 from batcher.status import IN_FLIGHT_CAP, ledger_status, normalise_error, summarize
 from batcher.status_text import human_duration, price, render_status_text, status_json
@@ -411,7 +412,7 @@ def _records(draw: st.DrawFn) -> list[dict[str, Any]]:
 def test_the_lean_fold_agrees_with_the_engines_replay_on_every_jobs_next_step(
     records: list[dict[str, Any]], retry_failed: bool, read_ahead: bool
 ) -> None:
-    """Also when both read ahead where each run ends (:func:`~batcher.ledger.run_ends`), as
+    """Also when both read ahead where each run ends (:func:`~batcher.runsahead.run_ends`), as
     ``status`` and ``run`` do: both then settle a job at its ``completed`` line."""
     ahead = marks_of(records) if read_ahead else ()
     state = LedgerState(ahead=RunsAhead(ahead))
@@ -446,7 +447,7 @@ def test_status_and_report_keep_the_jobs_of_runs_that_ended_as_hashes(
     ``completed`` line on when the run is read ahead. What status shows of them is a count; the
     report shows the latest (its gallery), which the fold keeps aside."""
     path = one_big_run(tmp_path / "ledger.jsonl", 2_000, ended=True)
-    monkeypatch.setattr(ledger, "_SCAN_BLOCK", 64 * 1024)  # as in a big file: not the file at once
+    monkeypatch.setattr(runsahead, "_SCAN_BLOCK", 64 * 1024)  # as in a big file: not the file at once
     tracemalloc.start()
     try:
         fold = fold_ledger(path)
