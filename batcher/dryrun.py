@@ -21,14 +21,13 @@ from pathlib import Path
 from .config import Settings, with_paths
 from .download import check_out_dir
 from .errors import RowError
-from .ledger import check_ledger_path, read_records
+from .ledger import check_ledger_path
 from .manifest import Unfinished, check_manifest_paths, read_manifests
 from .outfiles import OrphanProbe
 from .preflight import check_default_ledger
 from .rowlog import ROW_MESSAGES, RowLog
-from .runsahead import run_ends
 from .seams import survey
-from .state import LedgerState, Next, replay, sends
+from .state import LedgerState, Next, replay_file, sends
 from .status_text import plural
 from .workflows import WorkflowRegistry
 
@@ -68,7 +67,7 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
     report = DryRunReport(ledger=settings.ledger.path)
     state = LedgerState()
     if settings.ledger.path is not None:
-        state = replay(read_records(settings.ledger.path), run_ends(settings.ledger.path))
+        state = replay_file(settings.ledger.path)
         if not settings.ledger.force:
             names = [str(p.resolve()) for p in manifests]
             state.compatible(

@@ -35,6 +35,7 @@ from .pollpolicy import PollPolicy
 from .preflight import estimate_rows, preflight, warn_unterminated
 from .progress_view import Snapshot, snapshot_from
 from .ratecontrol import RateController
+from .reread import LineReader
 from .result import ExitCode as ExitCode
 from .result import RunResult as RunResult
 from .runsahead import run_ends
@@ -73,10 +74,13 @@ async def run_batch(
     assert settings.ledger.path is not None
     warn_unterminated(manifests)
     ledger = Ledger.open(settings.ledger.path)
+    # Completed jobs of runs that did not end in order are held by the offsets of their lines,
+    # read again when the feeder checks their files (see LedgerState).
+    reader = LineReader(ledger.path)
     try:
-        state = LedgerState(ahead=run_ends(ledger.path))
+        state = LedgerState(ahead=run_ends(ledger.path), reader=reader)
         durations = DurationModel()
-        durations.seed_from_ledger(_tee(ledger.records(), state.apply))
+        durations.seed_from_ledger(_tee(ledger.located(), state.apply))
         names = [str(p.resolve()) for p in manifests]
         fingerprints, templates = registry.fingerprints(), registry.templates()
         if not settings.ledger.force:
@@ -117,15 +121,17 @@ async def run_batch(
         result.repaired_bytes = ledger.repaired_bytes
         return result
     finally:
+        reader.close()
         ledger.close()
 
 
 def _tee(
-    records: Iterable[dict[str, Any]], also: Callable[[dict[str, Any]], None]
+    located: Iterable[tuple[int, dict[str, Any]]], also: Callable[[dict[str, Any], int], None]
 ) -> Iterator[dict[str, Any]]:
-    """Hand every record to ``also`` on its way through (one pass over a large ledger)."""
-    for record in records:
-        also(record)
+    """Hand every record, with the offset of its line, to ``also`` on its way through (one
+    pass over a large ledger)."""
+    for at, record in located:
+        also(record, at)
         yield record
 
 

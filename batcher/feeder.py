@@ -31,7 +31,7 @@ from .outputs import OutputRef
 from .rowlog import ROW_MESSAGES, RowLog
 from .scheduler import Scheduler
 from .seams import Survey
-from .state import FINAL_OK, JobState, LedgerState, Next
+from .state import JobState, LedgerState, Next
 from .stats import RunStats
 from .work import Job
 from .workflows import WorkflowRegistry
@@ -236,29 +236,25 @@ class Feeder:
         file a user moved away after a run that ended in order is theirs to move) and fetch
         any that are missing or short again. Such a run may also have left part files."""
         state = self.state
+        if state.lines <= state.synced_upto:
+            return  # every run ended in order (or there was none)
         out_dir = self.settings.output.out_dir
-        if out_dir is not None and state.lines > state.synced_upto:
+        if out_dir is not None:
             swept = await anyio.to_thread.run_sync(sweep_parts, out_dir)
             if swept:
                 log.info("removed %d part file(s) a killed run left in %s", swept, out_dir)
-        suspects = [
-            (job_id, js)
-            for job_id, js in state.jobs.items()
-            if js.status == FINAL_OK and js.done_line > state.synced_upto and js.outputs
-        ]
-        if not suspects:
-            return
 
         def lost() -> list[tuple[str, JobState]]:
+            # One at a time (a killed run's may be a million, held by the offsets of their lines).
             bases = path_bases(self.ledger.path)
             return [
                 (job_id, js)
-                for job_id, js in suspects
+                for job_id, js in state.held_jobs()
                 if not all(output_intact(o, bases) for o in js.outputs or [] if isinstance(o, dict))
             ]
 
         for job_id, js in await anyio.to_thread.run_sync(lost):
-            if js.outputs_lost():
+            if state.unsettle(job_id, js).outputs_lost():
                 self.stats.outputs_refetched += 1
                 log.warning("%s: its saved output is missing or short on disk; fetching it again", job_id)
             else:

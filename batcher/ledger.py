@@ -282,6 +282,10 @@ class Ledger(AppendLog):
         """Every valid record already in the file, in order (bad middle lines are skipped)."""
         yield from read_records(self.path)
 
+    def located(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """:meth:`records`, each with the byte offset of its line (see :func:`read_located`)."""
+        yield from read_located(self.path)
+
     # --- writing ---------------------------------------------------------------------
 
     def append(self, record: dict[str, Any]) -> None:
@@ -327,6 +331,14 @@ def path_bases(ledger: Path) -> list[Path]:
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Stream the valid records of a ledger file without locking it (for ``status``/``report``)."""
+    for _, record in read_located(path):
+        yield record
+
+
+def read_located(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`read_records`, each with the byte offset of its line in the file (where
+    :class:`~batcher.reread.LineReader` finds it again). Bad middle lines are skipped; a torn
+    tail (a live run, or one that died) is not yet a record."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -334,12 +346,14 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
     except OSError as exc:
         raise LedgerError(f"cannot read ledger {path}: {exc.strerror}") from None
     with handle:
+        at = 0
         for raw in handle:
             if not raw.endswith(b"\n"):
-                return  # a torn tail (a live run, or one that died): not yet a record
+                return
+            start, at = at, at + len(raw)
             try:
                 record = json.loads(raw)
             except ValueError:
                 continue
             if isinstance(record, dict) and "status" in record:
-                yield record
+                yield start, record

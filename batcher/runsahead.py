@@ -89,10 +89,15 @@ class RunsAhead:
         #: (their files may not have reached the disk).
         self._waiting: list[str] = []
 
+    def ends(self) -> bool:
+        """Whether the run being replayed ends in order further on (as read ahead): a job
+        completed now settles now, as that ``run_end`` would settle it (nothing in a run writes
+        of a job after its completed line)."""
+        return self._ends > 0
+
     def completed(self, job_id: str) -> bool:
-        """A job's ``completed`` record: True if it settles now, as the ``run_end`` that follows
-        in its run would settle it (nothing in a run writes of a job after its completed line);
-        else it waits for the next ``run_end``."""
+        """A job's ``completed`` record: True if it settles now (:meth:`ends`); else it waits
+        for the next ``run_end``."""
         if self._ends > 0:
             return True
         self._waiting.append(job_id)

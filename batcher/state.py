@@ -24,13 +24,16 @@ only for those jobs.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .donejobs import DoneJob, DoneJobs
+from .donejobs import MAX_HELD_OFFSET, DoneJob, DoneJobs
 from .errors import LedgerMismatchError
-from .runsahead import RunsAhead
+from .ledger import read_located
+from .reread import LineReader
+from .runsahead import RunsAhead, run_ends
 
 FINAL_OK = "completed"
 IN_FLIGHT = frozenset({"submitted", "polled"})
@@ -65,6 +68,9 @@ class JobState:
     #: POST, so sending the job again may still pay for it twice.
     post_unknown: bool = False
     submitted_ts: str | None = None
+    #: The byte offset of its last ``submitted`` line (-1: not known), which a held job's
+    #: poll_url is read again from (see :attr:`LedgerState.reader`).
+    submitted_at: int = -1
     #: The ledger line (1-based) of its ``completed`` record, until a ``run_end`` follows it.
     done_line: int = 0
     #: Its last ``submitting`` line's ``inputs_hash`` as an int (rows with their own id only;
@@ -142,6 +148,13 @@ class LedgerState:
     and times (the bulk of its lines) are needed only until a ``run_end`` says its files reached
     the disk; repeated strings (statuses, workflow names) are shared.
 
+    A job completed in a run not known to end in order (it was killed, or its ``run_end`` is
+    further on and nothing was read ahead) is kept in :attr:`done` too, *held*, when the records
+    came with their byte offsets and a :attr:`reader`: by the offsets of its ``completed`` and
+    ``submitted`` lines, from which :meth:`held_jobs` reads it whole again for the run that
+    checks its files (about 1.5 KB a job held whole: 1.8 GB for a killed run of a million).
+    Without offsets such a job is held whole in :attr:`jobs` until the next ``run_end``.
+
     Look a job up with :meth:`job`: :attr:`jobs` holds only the jobs not yet done for good."""
 
     #: Every job the ledger knows except those in :attr:`done`.
@@ -159,6 +172,11 @@ class LedgerState:
     #: in order further on (read ahead, :func:`~batcher.runsahead.run_ends`), else at the next
     #: ``run_end``. Nothing read ahead: every job waits for a ``run_end``.
     ahead: RunsAhead = field(default_factory=RunsAhead)
+    #: Reads a held job's lines again (None: records come without offsets; none is held).
+    reader: LineReader | None = None
+    #: The byte offset of the last ``run_end`` line (-1: none, or offsets not known): a held job
+    #: whose ``completed`` line lies past it is one whose files a run must check.
+    synced_at: int = -1
     _shared: dict[str, str] = field(default_factory=dict, repr=False)
 
     def job(self, job_id: str) -> JobState | None:
@@ -185,8 +203,9 @@ class LedgerState:
         a row needs its local input files (the run and the dry run ask the same)."""
         return sends(self.step(job_id, retry_failed=retry_failed), unknown_submit=unknown_submit)
 
-    def apply(self, rec: Mapping[str, Any]) -> None:
-        """Fold one ledger record into the state."""
+    def apply(self, rec: Mapping[str, Any], at: int = -1) -> None:
+        """Fold one ledger record into the state; ``at``: the byte offset of its line, if known
+        (with a :attr:`reader`, a completed job is then held by offset, not whole)."""
         self.lines += 1
         status = rec.get("status")
         job_id = rec.get("job_id")
@@ -200,6 +219,7 @@ class LedgerState:
             return
         if status == "run_end" and job_id is None:
             self.synced_upto = self.lines
+            self.synced_at = at
             self._forget_synced(self.ahead.run_end())
             return
         if status == "unfinished" and job_id is None and self.runs:
@@ -219,7 +239,7 @@ class LedgerState:
         job = self.jobs.get(job_id)
         if job is None:
             done = self.done.pop(job_id)  # a done job the ledger mentions again
-            job = self.jobs[job_id] = JobState(status=status) if done is None else _restored(done)
+            job = self.jobs[job_id] = JobState(status=status) if done is None else self._unsettled(done)
         job.status = status
         workflow = rec.get("workflow")
         if isinstance(workflow, str):
@@ -241,6 +261,7 @@ class LedgerState:
             job.request_id = rec.get("request_id")
             job.poll_url = rec.get("poll_url")
             job.submitted_ts = ts
+            job.submitted_at = at
             job.post_unknown = False
         elif status in ("generated", "completed", "download_failed"):
             outputs = rec.get("outputs")
@@ -249,8 +270,13 @@ class LedgerState:
             if status == "completed":
                 job.done_line = self.lines
                 job.retryable = False
-                if self.ahead.completed(job_id):  # its run ends in order further on
+                job.error = None
+                if self.ahead.ends():  # its run ends in order further on
                     self._settle(job_id, job)
+                elif 0 <= at <= MAX_HELD_OFFSET and self.reader is not None:
+                    self._settle(job_id, job, held=(at, job.submitted_at))
+                else:
+                    self.ahead.completed(job_id)  # held whole until the next run_end
                 return
         if status in ("failed", "download_failed", "expired", "deferred", "invalid", "submit_unknown"):
             job.error = rec.get("error")
@@ -258,11 +284,54 @@ class LedgerState:
         elif status not in ("polled",):
             job.retryable = False
 
-    def _settle(self, job_id: str, job: JobState) -> None:
+    def _settle(self, job_id: str, job: JobState, held: tuple[int, int] | None = None) -> None:
         """Move a completed job whose files are (or will be, by a run_end to come) on disk to
-        :attr:`done`, which keeps none of its outputs, poll_url or times."""
+        :attr:`done`, which keeps none of its outputs, poll_url or times; or one whose files may
+        not be, held by the offsets of its lines."""
         del self.jobs[job_id]
-        self.done.add(job_id, DoneJob(job.workflow, job.inputs_hash, job.post_unknown))
+        self.done.add(job_id, DoneJob(job.workflow, job.inputs_hash, job.post_unknown, held))
+
+    def _unsettled(self, done: DoneJob, completed: Mapping[str, Any] | None = None) -> JobState:
+        """A done job taken out of :attr:`done` as the JobState it was: whole again if held and
+        not synced since (its lines read again; ``completed``: its completed line's record, if
+        already read), else as :func:`_restored` keeps it."""
+        job = _restored(done)
+        if done.held is None or done.held[0] <= self.synced_at or self.reader is None:
+            return job
+        completed_at, submitted_at = done.held
+        outputs = (completed or self.reader.read(completed_at, "completed")).get("outputs")
+        job.outputs = outputs if isinstance(outputs, list) else None
+        if submitted_at >= 0:
+            sent = self.reader.read(submitted_at, "submitted")
+            job.request_id, job.poll_url = sent.get("request_id"), sent.get("poll_url")
+            job.submitted_ts = sent["ts"] if isinstance(sent.get("ts"), str) else None
+            job.submitted_at = submitted_at
+        return job
+
+    def held_jobs(self) -> Iterator[tuple[str, JobState]]:
+        """Every job completed in a run that did not end in order (its files may not have
+        reached the disk) and that recorded outputs: whole, read again if held. Reads the
+        ledger: call it from a thread."""
+        for job_id, js in list(self.jobs.items()):
+            if js.status == FINAL_OK and js.done_line > self.synced_upto and js.outputs:
+                yield job_id, js
+        if self.reader is None:
+            return
+        for completed_at, _ in self.done.held_after(self.synced_at):
+            record = self.reader.read(completed_at, "completed")
+            job_id = record["job_id"]
+            done = self.done.get(job_id)
+            if done is not None:  # always: the line's job is the one held by its offset
+                job = self._unsettled(done, record)
+                if job.outputs:
+                    yield job_id, job
+
+    def unsettle(self, job_id: str, job: JobState) -> JobState:
+        """Take a job :meth:`held_jobs` gave out of :attr:`done` (a run that fetches its files
+        again changes it): the one in :attr:`jobs` from now on."""
+        if self.done.pop(job_id) is not None:
+            self.jobs[job_id] = job
+        return self.jobs[job_id]
 
     def _forget_synced(self, waiting: Iterable[str]) -> None:
         """A ``run_end``: the files of every job completed before it (``waiting``: those not
@@ -340,4 +409,15 @@ def replay(records: Iterable[Mapping[str, Any]], ahead: RunsAhead | None = None)
     state = LedgerState(ahead=ahead or RunsAhead())
     for rec in records:
         state.apply(rec)
+    return state
+
+
+def replay_file(path: Path) -> LedgerState:
+    """The state of the ledger file at ``path``: its runs read ahead, the completed jobs of runs
+    that did not end in order held by the offsets of their lines (see :class:`LedgerState`).
+    Its :attr:`~LedgerState.reader` is closed (it opens again when read from)."""
+    with LineReader(path) as reader:
+        state = LedgerState(ahead=run_ends(path), reader=reader)
+        for at, rec in read_located(path):
+            state.apply(rec, at)
     return state

@@ -22,6 +22,10 @@ submit; 10,000 take about 4 s here), and jobs of 120 s, so none can finish insid
 - **One big run**: the same million done jobs in a single run that ended in order (its
   ``run_end`` the last line), and the same 1,000 appended: the same target and checks. Each
   ``--per-run`` size is a ledger of its own (default both: 10,000 and 1,000,000).
+- **A killed run**: the ledger of the largest ``--per-run`` size without its last ``run_end``
+  (the run was killed after its last job completed; ``--skip-killed`` leaves it out): the same
+  target and checks. Its completed jobs are held by the offsets of their lines, to be checked by
+  the next run.
 
     .venv/bin/python bench/memory.py [--rows 1000000] [--in-flight 10000] [--max-runtime 60]
                                      [--done 1000000] [--per-run 10000 1000000] [--appended 1000]
@@ -123,9 +127,12 @@ def _photo(i: int) -> str:
     return f"https://images.example.com/photos/{i}.jpg"
 
 
-def nightly(tmp: Path, args: argparse.Namespace, per_run: int) -> tuple[Finished, float]:
+def nightly(
+    tmp: Path, args: argparse.Namespace, per_run: int, *, killed: bool = False
+) -> tuple[Finished, float]:
     """A dry run of a grown manifest over a ledger of ``args.done`` done jobs, ``per_run`` a run
-    (see the module's docstring): (the run, the ledger's size in MB)."""
+    (see the module's docstring), the last run ``killed`` before its ``run_end`` if asked: (the
+    run, the ledger's size in MB)."""
     manifest, ledger, out = tmp / "nightly.jsonl", tmp / "nightly" / "ledger.jsonl", tmp / "nightly" / "out"
     if ledger.parent.exists():
         shutil.rmtree(ledger.parent)  # the last shape's
@@ -170,7 +177,8 @@ def nightly(tmp: Path, args: argparse.Namespace, per_run: int) -> tuple[Finished
                 .replace("@REQ@", f"{i:032x}")
                 .replace("@HASH@", inputs_hash(sketch, {"input_image": _photo(i)}))
             )
-        fh.write(end_line)
+        if not killed:
+            fh.write(end_line)
     with manifest.open("w", encoding="utf-8") as fh:
         for i in range(args.done + args.appended):
             fh.write(json.dumps(_photo_row(i)) + "\n")
@@ -267,6 +275,7 @@ def main() -> int:
     parser.add_argument("--skip-dry-run", action="store_true")
     parser.add_argument("--skip-in-flight", action="store_true")
     parser.add_argument("--skip-nightly", action="store_true")
+    parser.add_argument("--skip-killed", action="store_true", help="leave out the killed run's ledger")
     args = parser.parse_args()
 
     rows: list[tuple[str, str, str, str]] = []
@@ -295,12 +304,15 @@ def main() -> int:
                 None,
             )
             check(f"{label}: exit code", str(done.exit_code), "0", done.exit_code == 0)
-        for per_run in [] if args.skip_nightly else args.per_run:
-            done, size_mb = nightly(tmp, args, per_run)
+        shapes = [(per_run, False) for per_run in args.per_run]
+        shapes += [] if args.skip_killed else [(max(args.per_run), True)]
+        for per_run, killed in [] if args.skip_nightly else shapes:
+            done, size_mb = nightly(tmp, args, per_run, killed=killed)
             runs = -(-args.done // per_run)
             label = (
                 f"{'nightly ledger' if runs > 1 else 'ledger'}, {args.done:,} jobs done in {runs:,}"
-                f" run{'s' if runs > 1 else ''} ({size_mb:,.0f} MB), {args.appended:,} rows appended: dry run"
+                f" run{'s' if runs > 1 else ''}{', the last killed before its run_end' if killed else ''}"
+                f" ({size_mb:,.0f} MB), {args.appended:,} rows appended: dry run"
             )
             check(
                 f"{label}: peak RSS",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batcher.donejobs import DoneJob, DoneJobs
+from batcher.donejobs import MAX_HELD_OFFSET, DoneJob, DoneJobs
 
 IDS = st.text(min_size=1, max_size=12)
 JOBS = st.builds(
@@ -16,6 +16,16 @@ JOBS = st.builds(
     st.none() | st.sampled_from(["sketch", "blog-image", "other"]),
     st.none() | st.sampled_from([0, 1, 2**64 - 1]) | st.integers(0, 2**64 - 1),
     st.booleans(),
+    # Held: byte offsets of its completed and submitted lines (-1: no submitted line), up to 2**40
+    # (a TB of ledger); the submitted line just before it (packed with it), or anywhere (kept
+    # apart when more than 16 MB back, or, as never in a ledger, after it).
+    st.none()
+    | st.integers(0, MAX_HELD_OFFSET).flatmap(
+        lambda done: st.tuples(
+            st.just(done),
+            st.just(-1) | st.integers(max(0, done - 2**25), done) | st.integers(-1, MAX_HELD_OFFSET),
+        )
+    ),
 )
 
 
@@ -27,6 +37,8 @@ def test_the_table_answers_as_a_dict_would(ops: list[tuple[str, str, DoneJob]]) 
     table, model = DoneJobs(capacity=8), {}
     for op, job_id, job in ops:
         if op == "add":
+            if job.held and any(o.held and o.held[0] == job.held[0] for k, o in model.items() if k != job_id):
+                continue  # two jobs held by one completed line: never in a ledger
             table.add(job_id, job)
             model[job_id] = job
         elif op == "pop":
@@ -37,6 +49,11 @@ def test_the_table_answers_as_a_dict_would(ops: list[tuple[str, str, DoneJob]]) 
     for job_id, job in model.items():
         assert table.get(job_id) == job
     assert table.workflows() == {job.workflow for job in model.values()}
+    held = sorted(job.held for job in model.values() if job.held is not None)
+    assert sorted(table.held_after(-1, batch=3)) == held
+    assert list(table.held_after(-1)) == held  # one batch: in the order of the file
+    cut = held[len(held) // 2][0] if held else 0
+    assert sorted(table.held_after(cut, batch=3)) == [h for h in held if h[0] > cut]
 
 
 def test_many_pops_and_adds_keep_the_table_small_and_every_lookup_right() -> None:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import json.encoder
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from batcher import ledger, runsahead
@@ -23,7 +25,7 @@ from batcher.appendlog import AppendLog
 from batcher.errors import LedgerError, LedgerLockedError, LedgerWriteError
 from batcher.ledger import Ledger, parse_iso, read_records, utc_iso
 from batcher.runsahead import RunsAhead, run_ends
-from batcher.state import LedgerState, Next, replay
+from batcher.state import JobState, LedgerState, Next, replay, replay_file
 
 from .ledger_builder import LedgerBuilder, marks_of, one_big_run
 
@@ -512,9 +514,9 @@ def _record(job: str, status: str, flag: bool, n: int) -> dict[str, object]:
         "retryable": flag,
     }
     if status == "submitted":
-        rec.update(request_id="r" * 32, poll_url=f"https://api.segmind.com/workflows/request/{job}")
+        rec.update(request_id=f"{n:032x}", poll_url=f"https://api.segmind.com/workflows/request/{job}{n}")
     if status in ("completed", "generated"):
-        rec.update(outputs=[{"key": "image", "url": f"https://cdn.example.com/{job}.png"}])
+        rec.update(outputs=[{"key": "image", "url": f"https://cdn.example.com/{job}-{n}.png"}])
     if status == "submitting":
         rec.update(workflow="sketch" if flag else "blog-image", inputs_hash=f"{n:016x}")
     return rec
@@ -556,17 +558,7 @@ def test_reading_ahead_ends_in_the_state_the_run_ends_would_make(events: list[tu
     line instead of at its run's ``run_end``: the whole ledger replays to the same state, job
     for job, as without reading ahead, for any history batcher writes (no line of a job after
     its ``completed`` in the same run: a later run may write of it again, after a ``run`` line)."""
-    records: list[dict[str, object]] = []
-    completed_in_this_run: set[str] = set()
-    for job, status, flag in events:
-        if status == "run":
-            completed_in_this_run.clear()
-        elif status != "run_end":
-            if job in completed_in_this_run:
-                continue
-            if status == "completed":
-                completed_in_this_run.add(job)
-        records.append(_record(job, status, flag, len(records)))
+    records = _batcher_history(events)
     ahead = marks_of(records)
     plain, read_ahead = replay(records), LedgerState(ahead=RunsAhead(ahead))
     for rec in records:
@@ -579,6 +571,118 @@ def test_reading_ahead_ends_in_the_state_the_run_ends_would_make(events: list[tu
         plain.synced_upto,
         plain.posting,
     )
+
+
+def _batcher_history(events: list[tuple[str, str, bool]]) -> list[dict[str, object]]:
+    """The records of a generated history as batcher writes them: no line of a job after its
+    ``completed`` in the same run (a later run may write of it again, after a ``run`` line)."""
+    records: list[dict[str, object]] = []
+    completed_in_this_run: set[str] = set()
+    for job, status, flag in events:
+        if status == "run":
+            completed_in_this_run.clear()
+        elif status != "run_end":
+            if job in completed_in_this_run:
+                continue
+            if status == "completed":
+                completed_in_this_run.add(job)
+        records.append(_record(job, status, flag, len(records)))
+    return records
+
+
+def _as_plain(job: JobState | None) -> JobState | None:
+    """A job without what only one way of replaying knows: where its lines are."""
+    return None if job is None else dataclasses.replace(job, submitted_at=-1, done_line=0)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(STATUSES), st.booleans()), max_size=40
+    )
+)
+# A run killed after "a" completed, a run that checked it and ended, then a hand-written line of
+# "a": a job done for good, mentioned again, whichever way it was held.
+@example(
+    [
+        ("a", "run", False),
+        ("a", "submitted", False),
+        ("a", "completed", False),
+        ("a", "run", False),
+        ("a", "run_end", False),
+        ("a", "failed", True),
+    ]
+)
+def test_jobs_held_by_the_offsets_of_their_lines_replay_as_jobs_held_whole(
+    events: list[tuple[str, str, bool]],
+) -> None:
+    """A job completed in a run that did not end in order (killed) was held whole, outputs,
+    poll_url and all, until a later ``run_end``: 1.8 GB for a killed run of a million. Replayed
+    from its file (:func:`replay_file`), it is held by the offsets of its ``completed`` and
+    ``submitted`` lines. For any history batcher writes, the jobs whose files a run must check
+    come out whole and the same as held whole (outputs, poll_url, request id, times), and every
+    other job is the same, also when a later line mentions a held job again."""
+    records = _batcher_history(events)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        plain, held = replay(records), replay_file(path)
+        whole = {job_id: _as_plain(job) for job_id, job in plain.held_jobs()}
+        assert {job_id: _as_plain(job) for job_id, job in held.held_jobs()} == whole
+    assert all(job.outputs and job.status == "completed" for job in whole.values())
+    for job_id in "abc":
+        if job_id not in whole:
+            assert _as_plain(held.job(job_id)) == _as_plain(plain.job(job_id)), job_id
+    assert (held.known, held.synced_upto, held.posting) == (plain.known, plain.synced_upto, plain.posting)
+    assert not any(job.status == "completed" for job in held.jobs.values())  # held, not whole
+
+
+def test_a_killed_run_of_many_jobs_is_replayed_in_little_memory_and_checked_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after its jobs completed: the next run, or a dry run, held every one of
+    them whole (1.8 GB for a million, bench/memory.py). Held by the offsets of their lines, the
+    replay peaks at about a hundred bytes a job; the run that checks their files reads each
+    again, one at a time, with its outputs and poll_url."""
+    path = one_big_run(tmp_path / "killed.jsonl", 2_000, ended=False)
+    monkeypatch.setattr(runsahead, "_SCAN_BLOCK", 64 * 1024)  # its read block, not the jobs
+    tracemalloc.start()
+    try:
+        state = replay_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(state.done) == 2_000 and not state.jobs
+    assert peak / 2_000 < 200, peak / 2_000  # bytes a job (1,500 held whole)
+    held = dict(state.held_jobs())
+    whole = replay(read_records(path)).jobs  # without offsets: held whole, as before
+    assert len(held) == 2_000 and {job_id: _as_plain(job) for job_id, job in held.items()} == {
+        job_id: _as_plain(job) for job_id, job in whole.items()
+    }
+    for job_id, job in held.items():
+        assert job.status == "completed" and job.outputs and job.outputs[0]["path"].endswith(f"{job_id}.png")
+        assert job.poll_url and job.request_id and job.request_id in job.poll_url
+    job = state.unsettle("job-00007", held["job-00007"])
+    assert job.outputs_lost() and state.jobs["job-00007"].status == "generated"
+    assert state.job("job-00007") is job and len(state.done) == 1_999
+
+    # The run that checked them ends in order: its run_end settles them for good.
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"ts": "2026-11-21T00:00:00Z", "job_id": None, "status": "run"}) + "\n")
+        fh.write(json.dumps({"ts": "2026-11-21T00:00:01Z", "job_id": None, "status": "run_end"}) + "\n")
+    assert not list(replay_file(path).held_jobs())
+
+
+def test_a_held_job_whose_line_is_gone_is_a_clear_error(tmp_path: Path) -> None:
+    """The ledger is append-only, so the line a held job was found at is still there; one that
+    is not (the file was replaced since the replay) is refused, not guessed at."""
+    path = one_big_run(tmp_path / "killed.jsonl", 3, ended=False)
+    state = replay_file(path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join([*lines[:1], b"x" * 40 + b"\n", *lines[1:]]))  # everything moves
+    with pytest.raises(
+        LedgerError, match=r"changed while this run read it \(no completed line at byte \d+\)"
+    ):
+        list(state.held_jobs())
 
 
 def test_a_replay_that_meets_a_run_line_not_read_ahead_stops_trusting_what_was(tmp_path: Path) -> None:
