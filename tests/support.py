@@ -12,9 +12,10 @@ import logging
 import random
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -97,6 +98,20 @@ async def fronted_emulator(
             yield base, state
     finally:
         state.close()
+
+
+T = TypeVar("T")
+
+
+def traced_peak(call: Callable[[], T]) -> tuple[T, int]:
+    """What ``call()`` returns, and the peak of Python memory it allocated (tracemalloc), bytes."""
+    tracemalloc.start()
+    try:
+        result = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
 
 
 def png_bytes(seed: int = 0, size: tuple[int, int] = (48, 32)) -> bytes:

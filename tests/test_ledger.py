@@ -28,6 +28,7 @@ from batcher.runsahead import RunsAhead, run_ends
 from batcher.state import JobState, LedgerState, Next, replay, replay_file
 
 from .ledger_builder import LedgerBuilder, marks_of, one_big_run
+from .support import traced_peak
 
 
 def _write(path: Path, records: list[dict[str, object]]) -> bytes:
@@ -422,13 +423,12 @@ def test_a_replayed_ledger_keeps_little_of_each_job_that_a_run_finished_in_order
 
 def _peak_bytes_a_job(path: Path, *, read_ahead: bool) -> tuple[LedgerState, float]:
     state = LedgerState(ahead=run_ends(path) if read_ahead else RunsAhead())
-    tracemalloc.start()
-    try:
+
+    def fold() -> None:
         for rec in read_records(path):
             state.apply(rec)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+
+    _, peak = traced_peak(fold)
     return state, peak / state.known
 
 
@@ -645,12 +645,7 @@ def test_a_killed_run_of_many_jobs_is_replayed_in_little_memory_and_checked_whol
     again, one at a time, with its outputs and poll_url."""
     path = one_big_run(tmp_path / "killed.jsonl", 2_000, ended=False)
     monkeypatch.setattr(runsahead, "_SCAN_BLOCK", 64 * 1024)  # its read block, not the jobs
-    tracemalloc.start()
-    try:
-        state = replay_file(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    state, peak = traced_peak(lambda: replay_file(path))
     assert len(state.done) == 2_000 and not state.jobs
     assert peak / 2_000 < 200, peak / 2_000  # bytes a job (1,500 held whole)
     held = dict(state.held_jobs())

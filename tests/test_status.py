@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from batcher.status import IN_FLIGHT_CAP, ledger_status, normalise_error, summar
 from batcher.status_text import human_duration, price, render_status_text, status_json
 
 from .ledger_builder import PRICES, T0, LedgerBuilder, marks_of, one_big_run
+from .support import traced_peak
 
 IMG = {"input_image": "https://images.example.com/cat.jpg"}
 BLOG = {"Blog_title_and_description": "Title: Hello\n\nDescription: World\n"}
@@ -448,23 +448,13 @@ def test_status_and_report_keep_the_jobs_of_runs_that_ended_as_hashes(
     report shows the latest (its gallery), which the fold keeps aside."""
     path = one_big_run(tmp_path / "ledger.jsonl", 2_000, ended=True)
     monkeypatch.setattr(runsahead, "_SCAN_BLOCK", 64 * 1024)  # as in a big file: not the file at once
-    tracemalloc.start()
-    try:
-        fold = fold_ledger(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    fold, peak = traced_peak(lambda: fold_ledger(path))
     assert not fold.jobs and len(fold.done) == 2_000 and fold.status_of("job-00007") == "completed"
     assert peak / 2_000 < 200, peak / 2_000  # bytes a job at the peak: 100 (310 as objects)
     report = summarize(fold, ledger="l", prices=PRICES, now=T0)
     assert (report.jobs, dict(report.by_state)) == (2_000, {"completed": 2_000})
     assert not any(report.next_run.values())
-    tracemalloc.start()
-    try:
-        for_report = fold_ledger(path, lines=True, latest_done=3)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    for_report, peak = traced_peak(lambda: fold_ledger(path, lines=True, latest_done=3))
     assert not for_report.jobs and peak / 2_000 < 200, peak / 2_000
     assert for_report.latest_done() == [(8_001, "job-01999"), (7_997, "job-01998"), (7_993, "job-01997")]
 
