@@ -8,7 +8,9 @@
   ``fsync`` shared by every caller waiting at that moment: the first lets every task already
   due in the same pass of the event loop append its record before the fsync starts (a wave of
   submissions dispatched together costs one), and callers that arrive during an fsync are
-  covered by the next one.
+  covered by the next one. With a *commit delay* (PostgreSQL's ``commit_delay``, Kafka's
+  ``linger.ms``; the engine's ledger waits :data:`batcher.ledger.COMMIT_DELAY`), the first
+  waits that long before the fsync starts, and every line appended meanwhile rides along.
 - **Torn tails are repaired, never propagated.** On open, after taking the lock, trailing bytes
   that do not form a complete line (a crash mid-write), or complete lines the owner does not
   accept (a power cut's zero-filled block), are cut off before anything is appended.
@@ -33,7 +35,7 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -96,8 +98,21 @@ def repair_tail(fd: int, valid: Callable[[bytes], bool] | None = None) -> int:
 class AppendLog:
     """An open, locked append-only file of lines (see the module notes)."""
 
-    def __init__(self, path: Path, fd: int, repaired_bytes: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fd: int,
+        repaired_bytes: int,
+        *,
+        commit_delay: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
         self.path = path
+        #: Seconds the first caller of :meth:`sync` waits before its fsync starts, so that the
+        #: lines other tasks append meanwhile share it (0: only those due in the same pass).
+        #: Real seconds (``sleep``), as an fsync's are: a disk's time, not a workflow's.
+        self.commit_delay = commit_delay
+        self._sleep = sleep
         self._fd = fd
         #: Bytes cut from a torn tail when the file was opened.
         self.repaired_bytes = repaired_bytes
@@ -188,8 +203,12 @@ class AppendLog:
             self._syncing = done = anyio.Event()
             try:
                 # Tasks already due in this pass of the loop (the rest of a wave of
-                # submissions) append their records first, and this fsync covers them too.
-                await anyio.lowlevel.checkpoint()
+                # submissions), and with a commit delay every task appending during it, append
+                # their records first, and this fsync covers them too.
+                if self.commit_delay > 0:
+                    await self._sleep(self.commit_delay)
+                else:
+                    await anyio.lowlevel.checkpoint()
                 if self.failed is not None:  # one of them could not
                     raise self._error(self.failed)
                 upto, end, tail = self._written, self._end, self._tail

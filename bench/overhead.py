@@ -466,9 +466,12 @@ def main() -> int:
             def engine(where: Path, on: str = base) -> Any:
                 return batcher_run(on, manifest, where, args.concurrency, args.connections, args.interval)
 
-            # Run folders are removed only at the end: deleting thousands of files makes the
-            # filesystem busy for a while (online discard on this machine's ext4), and that
-            # bill must not land on whichever run comes next.
+            # Run folders are removed only at the end: ext4 without a journal (this machine's)
+            # does not reuse an inode freed in the last 60-360 s, and walks past each of them
+            # to find one for every new file, so deleting thousands of files would bill
+            # whichever run comes next. (Folders deleted just before this bench still do:
+            # that is the disk's share of batcher's and the saving loop's CPU moving between
+            # runs; the tmpfs rows are free of it.)
             with contextlib.ExitStack() as folders:
                 for n in range(max(1, args.repeat)):
                     samples.append(measure("bare", base, bare, n))

@@ -200,6 +200,46 @@ async def test_a_wave_of_submissions_dispatched_together_shares_one_fsync(tmp_pa
 
 
 @pytest.mark.anyio
+async def test_lines_appended_during_the_commit_delay_share_its_fsync(tmp_path: Path) -> None:
+    """With a commit delay, the first sync waits before its fsync starts, and the lines that tasks
+    not due in its pass append meanwhile ride along: one fsync for five submissions (without the
+    delay, the test below makes two for two). A sync with nothing to write waits for nothing."""
+    import anyio
+    import anyio.lowlevel
+
+    waited: list[float] = []
+    appended = 0
+    all_in = anyio.Event()
+
+    async def sleep(seconds: float) -> None:  # the delay ends when the test says so
+        waited.append(seconds)
+        await all_in.wait()
+
+    with Ledger.open(tmp_path / "l.jsonl", commit_delay=0.002, sleep=sleep) as ledger:
+
+        async def submit(job: str, after: int) -> None:
+            nonlocal appended
+            for _ in range(after):  # later passes of the loop than the first sync's
+                await anyio.lowlevel.checkpoint()
+            ledger.event(job, "submitting", 1_800_000_000.0)
+            appended += 1
+            if appended == 5:
+                all_in.set()
+            await ledger.sync()
+            assert ledger._synced >= ledger._written  # its line (and every other) is on disk
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit, "a", 0)
+            for i in range(4):
+                tg.start_soon(submit, f"b{i}", 3 + i)
+        assert ledger._synced == ledger._written == 5
+        assert ledger.fsyncs == 1
+        assert waited == [0.002]
+        await ledger.sync()  # nothing new: no delay, no fsync
+        assert waited == [0.002] and ledger.fsyncs == 1
+
+
+@pytest.mark.anyio
 async def test_a_line_written_while_an_fsync_runs_waits_for_the_next_fsync(tmp_path: Path) -> None:
     """A submission whose ``submitting`` line is written after another's fsync has taken what it
     covers (and is running in its thread) must not go ahead on that fsync: its POST waits for one
@@ -208,7 +248,8 @@ async def test_a_line_written_while_an_fsync_runs_waits_for_the_next_fsync(tmp_p
     import anyio
     import anyio.lowlevel
 
-    with Ledger.open(tmp_path / "l.jsonl") as ledger:
+    # No commit delay: the second line is to come while the fsync runs, not before it starts.
+    with Ledger.open(tmp_path / "l.jsonl", commit_delay=0.0) as ledger:
 
         async def first() -> None:
             ledger.event("a", "submitting", 1_800_000_000.0)
