@@ -416,6 +416,32 @@ async def test_a_lost_ledger_shows_in_a_later_row_when_the_first_rows_have_no_ou
     assert submissions == (moved + 3) + len(sent) and lost.exit_code is ExitCode.FAILED
 
 
+def test_a_first_run_into_an_empty_folder_stops_looking_for_old_outputs_at_once(tmp_path: Path) -> None:
+    """The lost-ledger probe's first look also asks whether the output folder holds anything: a
+    missing or empty one cannot hold an earlier run's output, so no later new row is looked at
+    (each look is a trip to a thread). A folder holding anything, even unrelated, is looked at
+    row by row as before, and the row whose output is there stops the run."""
+    from batcher.outfiles import OrphanProbe
+
+    for folder in (tmp_path / "missing", tmp_path / "empty"):
+        if folder.name == "empty":
+            folder.mkdir()
+        probe = OrphanProbe(folder, tmp_path / "ledger.jsonl")
+        assert probe.due
+        assert probe.look("sketch-0000", "m.jsonl, line 1") is None
+        assert not probe.due
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("not an output")
+    (kept / "sketch-0001.png").write_bytes(b"an earlier run's output")
+    probe = OrphanProbe(kept, tmp_path / "ledger.jsonl")
+    assert probe.look("sketch-0000", "m.jsonl, line 1") is None
+    assert probe.due
+    reason = probe.look("sketch-0001", "m.jsonl, line 2")
+    assert reason is not None and str(kept / "sketch-0001.png") in reason
+    assert not probe.due
+
+
 async def test_rows_to_pay_for_again_run_once_their_old_outputs_are_moved_away(
     tmp_path: Path, registry: WorkflowRegistry
 ) -> None:
