@@ -9,7 +9,12 @@ are shared, so a million-line ledger folds in seconds and tens of megabytes
 ``run`` agree on every job's state. As there, a job completed in a run that ends in order is kept
 from then on only by the hash of its id (:class:`~batcher.donejobs.DoneJobs`), with its workflow:
 ``status`` shows nothing more of it, and the report only the latest few (its gallery), which the
-fold keeps aside as they are settled (``latest_done``).
+fold keeps aside as they are settled (``latest_done``). A job completed in a run that did not end
+in order (killed) is kept there too, *held* by the offsets of its ``completed`` and ``submitted``
+lines as the run's replay holds it (:class:`~batcher.state.LedgerState`), when the fold reads a
+file (:func:`fold_ledger`): a line that mentions it again before a ``run_end`` finds it as it was
+(its poll_url known, its submission's time read again). A killed run of a million jobs folded in
+402 MB held whole.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings, default_ledger
-from .donejobs import DoneJob, DoneJobs
+from .donejobs import MAX_HELD_OFFSET, DoneJob, DoneJobs
 from .durations import recorded_seconds
 from .errors import LedgerError
-from .ledger import parse_iso, read_records
+from .ledger import parse_iso, read_located
 from .manifest_formats import KINDS
+from .reread import LineReader
 from .runsahead import RunsAhead, run_ends
 
 #: Statuses whose line carries ``error`` and ``retryable`` (as in LedgerState.apply).
@@ -70,6 +76,7 @@ class JobFacts:
         "post_unknown",
         "retryable",
         "status",
+        "submitted_at",
         "submitted_ts",
         "workflow",
     )
@@ -85,6 +92,8 @@ class JobFacts:
         self.post_unknown = False
         self.error: object = None
         self.submitted_ts: str | None = None
+        #: The byte offset of its last ``submitted`` line (-1: none, or offsets not known).
+        self.submitted_at = -1
         #: The line that gave it its state (its last), when the fold tracks it (``lines=True``).
         self.last_line = 0
 
@@ -106,8 +115,15 @@ class LedgerFold:
         lines: bool = False,
         latest_done: int = 0,
         ahead: RunsAhead | None = None,
+        reader: LineReader | None = None,
     ) -> None:
         self.track_lines = lines
+        #: Reads a held job's ``submitted`` line again (None: records come without offsets, and
+        #: a killed run's completed jobs are kept whole in :attr:`jobs`).
+        self.reader = reader
+        #: The byte offset of the last ``run_end`` line (-1: none, or offsets not known): a held
+        #: job whose ``completed`` line lies past it comes back whole when mentioned again.
+        self.synced_at = -1
         #: Every job but those in :attr:`done`.
         self.jobs: dict[str, JobFacts] = {}
         #: Jobs completed in a run that ended in order (as ``LedgerState.done``).
@@ -148,7 +164,9 @@ class LedgerFold:
         #: Jobs whose last line is ``submitting`` (as ``LedgerState.posting``).
         self._posting: set[str] = set()
 
-    def apply(self, rec: Mapping[str, Any]) -> None:
+    def apply(self, rec: Mapping[str, Any], at: int = -1) -> None:
+        """Fold one record; ``at``: the byte offset of its line, if known (with a :attr:`reader`,
+        a killed run's completed job is then held by offsets, not whole)."""
         self.lines += 1
         ts = rec.get("ts")
         if not isinstance(ts, str):
@@ -190,6 +208,7 @@ class LedgerFold:
                 self._add_invalid(rec)
             elif status == "run_end":
                 self.last_run_ended = True
+                self.synced_at = at
                 for done_id in self.ahead.run_end():
                     job = self.jobs.get(done_id)
                     if job is not None and job.status == "completed":
@@ -212,7 +231,7 @@ class LedgerFold:
             job = self.jobs[job_id] = JobFacts()
             done = self.done.pop(job_id)  # a done job the ledger mentions again
             if done is not None:
-                job.workflow, job.post_unknown = done.workflow, done.post_unknown
+                self._unsettle(job, done)
         job.status = status
         if self.track_lines:
             job.last_line = self.lines
@@ -232,6 +251,7 @@ class LedgerFold:
             job.poll = bool(rec.get("poll_url"))
             job.post_unknown = False
             job.submitted_ts = ts
+            job.submitted_at = at
             self.submitted[job.workflow] += 1
             if run is not None:
                 run[3] += 1
@@ -247,8 +267,16 @@ class LedgerFold:
                     seconds = end - start
             if seconds is not None:
                 self.durations.append(seconds)
-        elif status == "completed" and self.ahead.completed(job_id):
-            self._settle(job_id, job)  # its run ends in order further on
+        elif status == "completed":
+            if self.ahead.ends():
+                self._settle(job_id, job)  # its run ends in order further on
+            elif job.poll and 0 <= at <= MAX_HELD_OFFSET and self.reader is not None:
+                # Its run is not known to end: held, to come back whole if mentioned again
+                # before a run_end. Only a job whose poll_url its last submitted line gave
+                # (every job the run completes) comes back exactly from that line.
+                self._settle(job_id, job, held=(at, job.submitted_at))
+            else:
+                self.ahead.completed(job_id)  # kept whole until the next run_end
         if status in _ERROR_STATUSES:
             job.error = rec.get("error")
             job.retryable = bool(rec.get("retryable", False))
@@ -256,18 +284,30 @@ class LedgerFold:
             job.retryable = False
         job.gave_up = status == "failed" and rec.get("gave_up_polling") is True
 
-    def _settle(self, job_id: str, job: JobFacts) -> None:
+    def _settle(self, job_id: str, job: JobFacts, held: tuple[int, int] | None = None) -> None:
         """A job completed before a ``run_end``: as LedgerState does, it keeps only its workflow
         and post-unknown flag, by the hash of its id (a line the ledger adds for it later, a
-        hand edit, finds no poll_url, in a run as here); and its last line, if among the latest."""
+        hand edit, finds no poll_url, in a run as here), or ``held`` by the offsets of its
+        ``completed`` and ``submitted`` lines; and its last line, if among the latest."""
         del self.jobs[job_id]
-        self.done.add(job_id, DoneJob(job.workflow, None, job.post_unknown))
+        self.done.add(job_id, DoneJob(job.workflow, None, job.post_unknown, held))
         if self._latest_cap:
             entry, heap = (job.last_line, job_id), self._latest_done
             if len(heap) < self._latest_cap:
                 heapq.heappush(heap, entry)
             elif entry > heap[0]:
                 heapq.heapreplace(heap, entry)
+
+    def _unsettle(self, job: JobFacts, done: DoneJob) -> None:
+        """A done job the ledger mentions again, into ``job`` (new): its workflow and
+        post-unknown flag; held and not synced since, also its poll_url (known: it was held only
+        then) and its submission's time and offset, as whole it kept them."""
+        job.workflow, job.post_unknown = done.workflow, done.post_unknown
+        if done.held is None or done.held[0] <= self.synced_at or self.reader is None:
+            return
+        job.status, job.poll, job.submitted_at = "completed", True, done.held[1]
+        ts = self.reader.read(done.held[1], "submitted").get("ts")
+        job.submitted_ts = ts if isinstance(ts, str) else None
 
     def latest_done(self) -> list[tuple[int, str]]:
         """``(last line, job_id)`` of the done jobs whose last line came last (up to the fold's
@@ -344,11 +384,14 @@ def fold_ledger(
         inside = path / "ledger.jsonl"
         fix = f"give {inside}" if inside.is_file() else "give the ledger's .jsonl file"
         raise LedgerError(f"not a ledger file: {path} ({fix})")
-    fold = LedgerFold(durations=durations, lines=lines, latest_done=latest_done, ahead=run_ends(path))
-    apply = fold.apply
-    for rec in read_records(path):
-        apply(rec)
-    fold.finish()
+    with LineReader(path) as reader:
+        fold = LedgerFold(
+            durations=durations, lines=lines, latest_done=latest_done, ahead=run_ends(path), reader=reader
+        )
+        apply = fold.apply
+        for at, rec in read_located(path):
+            apply(rec, at)
+        fold.finish()
     if fold.lines == 0 and path.stat().st_size > 0 and _first_line_complete(path):
         problem = f"{path} is not a batcher ledger (no line of it is a ledger record); give the run's ledger"
         if path.suffix.lower() not in KINDS:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from batcher import runsahead
@@ -17,11 +19,12 @@ from batcher.cli_inspect import add_status_parser, main_status
 from batcher.errors import LedgerError
 from batcher.fold import LedgerFold, fold_ledger
 from batcher.ledger import Ledger, read_records
+from batcher.report import _latest
 from batcher.report_data import Page
 from batcher.report_html import render_page
 from batcher.runsahead import RunsAhead
 from batcher.state import LedgerState
-from batcher.status import IN_FLIGHT_CAP, ledger_status, normalise_error, summarize
+from batcher.status import FAILURE_STATUSES, IN_FLIGHT_CAP, ledger_status, normalise_error, summarize
 from batcher.status_text import human_duration, price, render_status_text, status_json
 
 from .ledger_builder import PRICES, T0, LedgerBuilder, marks_of, one_big_run
@@ -438,6 +441,70 @@ def test_the_lean_fold_agrees_with_the_engines_replay_on_every_jobs_next_step(
     assert statuses == {j: fold.status_of(j) for j in "abcde" if fold.status_of(j) is not None}
 
 
+_KILLED_THEN_MENTIONED = [
+    {"ts": "2026-11-21T00:00:00.000Z", "job_id": None, "status": "run"},
+    {"ts": "2026-11-21T00:00:01.000Z", "job_id": "a", "status": "submitting", "workflow": "sketch"},
+    {"ts": "2026-11-21T00:00:02.000Z", "job_id": "a", "status": "submitted", "poll_url": "https://x/p"},
+    {"ts": "2026-11-21T00:00:03.000Z", "job_id": "a", "status": "completed"},
+    {"ts": "2026-11-21T00:00:04.000Z", "job_id": None, "status": "run"},
+    {"ts": "2026-11-21T00:00:05.000Z", "job_id": "a", "status": "polled"},
+]
+
+_KILLED_THEN_ENDED_THEN_MENTIONED = [
+    *_KILLED_THEN_MENTIONED[:5],
+    {"ts": "2026-11-21T00:00:05.000Z", "job_id": None, "status": "run_end"},
+    {**_KILLED_THEN_MENTIONED[5], "ts": "2026-11-21T00:00:06.000Z"},
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_records(), st.booleans())
+@example(_KILLED_THEN_MENTIONED, False)
+@example(_KILLED_THEN_ENDED_THEN_MENTIONED, False)
+def test_a_killed_runs_completed_jobs_held_by_offsets_fold_as_held_whole(
+    records: list[dict[str, Any]], retry_failed: bool
+) -> None:
+    """``status`` and ``report`` fold a ledger file holding the completed jobs of runs that did not
+    end in order by the offsets of their lines; the same records folded without offsets hold
+    them whole. Both must show the same: the report's counts, next steps, jobs in flight (their
+    submission times: a held job mentioned again comes back with its own), failures, latest
+    jobs and durations. (The examples: a job completed in a killed run, polled by the next; and
+    polled after the next run ended, when it is done for good and no poll_url is kept.)
+    The latest jobs are asked for beyond every line (50): with fewer kept, a job mentioned again
+    after it was settled (or held) may leave the gallery a job short, as ``latest_done`` says."""
+    # Each line its own time, so that a wrong line read shows.
+    records = [{**r, "ts": f"2026-11-21T00:{i // 60:02d}:{i % 60:02d}.000Z"} for i, r in enumerate(records)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.jsonl"
+        path.write_text("".join(json.dumps(rec) + "\n" for rec in records))
+        held = fold_ledger(path, durations=True, lines=True, latest_done=50)
+    whole = LedgerFold(durations=True, lines=True, latest_done=50, ahead=RunsAhead(marks_of(records)))
+    for rec in records:
+        whole.apply(rec)
+    whole.finish()
+    assert whole.reader is None and held.reader is not None
+
+    def shown(fold: LedgerFold) -> tuple[Any, ...]:
+        report = summarize(fold, ledger="l", prices=PRICES, now=T0, retry_failed=retry_failed)
+        # Which jobs a failure group names (three) and in what order follow the order jobs were
+        # first mentioned, which holding changes: a held job mentioned again is new to the fold
+        # (as a done one is). The same for jobs in flight of the same time.
+        failures = tuple(
+            dataclasses.replace(f, examples=tuple(sorted(f.examples)) if f.count <= 3 else ("…",))
+            for f in report.failures
+        )
+        flights = tuple(sorted(report.in_flight, key=lambda f: f.job_id))
+        return (
+            dataclasses.replace(report, failures=failures, in_flight=flights),
+            _latest(fold, ("completed",), 50),
+            _latest(fold, FAILURE_STATUSES, 50),
+            fold.durations,
+            [(fold.status_of(j), fold.workflow_of(j)) for j in "abcde"],
+        )
+
+    assert shown(held) == shown(whole)
+
+
 def test_status_and_report_keep_the_jobs_of_runs_that_ended_as_hashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -457,6 +524,24 @@ def test_status_and_report_keep_the_jobs_of_runs_that_ended_as_hashes(
     for_report, peak = traced_peak(lambda: fold_ledger(path, lines=True, latest_done=3))
     assert not for_report.jobs and peak / 2_000 < 200, peak / 2_000
     assert for_report.latest_done() == [(8_001, "job-01999"), (7_997, "job-01998"), (7_993, "job-01997")]
+
+
+def test_status_and_report_hold_a_killed_runs_completed_jobs_by_offsets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same run killed before its ``run_end``: its completed jobs were kept whole (402 MB
+    for a killed million, measured); they are held by the offsets of their lines now, as the
+    run's replay holds them, and show the same."""
+    path = one_big_run(tmp_path / "ledger.jsonl", 2_000, ended=False)
+    monkeypatch.setattr(runsahead, "_SCAN_BLOCK", 64 * 1024)
+    fold, peak = traced_peak(lambda: fold_ledger(path))
+    assert not fold.jobs and len(fold.done) == 2_000 and fold.status_of("job-00007") == "completed"
+    assert peak / 2_000 < 200, peak / 2_000  # bytes a job at the peak (about 400 held whole)
+    report = summarize(fold, ledger="l", prices=PRICES, now=T0)
+    assert (report.jobs, dict(report.by_state), report.last_run_ended) == (2_000, {"completed": 2_000}, False)
+    assert not any(report.next_run.values())
+    for_report = fold_ledger(path, lines=True, latest_done=3)
+    assert [job_id for _, job_id in for_report.latest_done()] == ["job-01999", "job-01998", "job-01997"]
 
 
 def _cli(argv: list[str]) -> argparse.Namespace:
