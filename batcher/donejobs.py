@@ -63,6 +63,12 @@ class DoneJob(NamedTuple):
     #: last ``submitted`` line (-1: none); None for a job whose files reached the disk.
     held: tuple[int, int] | None = None
 
+    def held_since(self, synced_at: int) -> tuple[int, int] | None:
+        """Its :attr:`held` offsets if its ``completed`` line lies past ``synced_at`` (the last
+        ``run_end``'s offset, as :meth:`DoneJobs.held_after` takes it): a job no run has checked
+        the files of, to be read back whole; None once a ``run_end`` settled it."""
+        return self.held if self.held is not None and self.held[0] > synced_at else None
+
 
 def _key(job_id: str) -> tuple[int, int]:
     digest = hashlib.blake2b(job_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -303,10 +303,11 @@ class LedgerFold:
         post-unknown flag; held and not synced since, also its poll_url (known: it was held only
         then) and its submission's time and offset, as whole it kept them."""
         job.workflow, job.post_unknown = done.workflow, done.post_unknown
-        if done.held is None or done.held[0] <= self.synced_at or self.reader is None:
+        held = done.held_since(self.synced_at)
+        if held is None or self.reader is None:
             return
-        job.status, job.poll, job.submitted_at = "completed", True, done.held[1]
-        ts = self.reader.read(done.held[1], "submitted").get("ts")
+        job.status, job.poll, job.submitted_at = "completed", True, held[1]
+        ts = self.reader.read(held[1], "submitted").get("ts")
         job.submitted_ts = ts if isinstance(ts, str) else None
 
     def latest_done(self) -> list[tuple[int, str]]:

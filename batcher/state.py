@@ -296,9 +296,10 @@ class LedgerState:
         not synced since (its lines read again; ``completed``: its completed line's record, if
         already read), else as :func:`_restored` keeps it."""
         job = _restored(done)
-        if done.held is None or done.held[0] <= self.synced_at or self.reader is None:
+        held = done.held_since(self.synced_at)
+        if held is None or self.reader is None:
             return job
-        completed_at, submitted_at = done.held
+        completed_at, submitted_at = held
         outputs = (completed or self.reader.read(completed_at, "completed")).get("outputs")
         job.outputs = outputs if isinstance(outputs, list) else None
         if submitted_at >= 0:
