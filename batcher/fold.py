@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings, default_ledger
+from .config import UNKNOWN_SUBMIT_CHOICES, LedgerSettings
 from .donejobs import MAX_HELD_OFFSET, DoneJob, DoneJobs
 from .durations import recorded_seconds
-from .errors import LedgerError
 from .ledger import parse_iso, read_located
-from .manifest_formats import KINDS
+from .ledger_given import check_given_ledger, first_line_complete, no_ledger_records
 from .reread import LineReader
 from .runsahead import RunsAhead, run_ends
 
@@ -377,14 +376,9 @@ def _str_or_none(value: object) -> str | None:
 def fold_ledger(
     path: Path, *, durations: bool = False, lines: bool = False, latest_done: int = 0
 ) -> LedgerFold:
-    """Fold a ledger file in one streaming pass. Raises LedgerError if it is missing or not a ledger."""
-    if not path.exists():
-        meant = _existing_default_ledger(path)
-        raise LedgerError(f"ledger not found: {path}" + (f" (did you mean {meant}?)" if meant else ""))
-    if not path.is_file():
-        inside = path / "ledger.jsonl"
-        fix = f"give {inside}" if inside.is_file() else "give the ledger's .jsonl file"
-        raise LedgerError(f"not a ledger file: {path} ({fix})")
+    """Fold a ledger file in one streaming pass. Raises LedgerError if it is missing or not a ledger
+    (see :mod:`batcher.ledger_given`)."""
+    check_given_ledger(path)
     with LineReader(path) as reader:
         fold = LedgerFold(
             durations=durations, lines=lines, latest_done=latest_done, ahead=run_ends(path), reader=reader
@@ -393,27 +387,6 @@ def fold_ledger(
         for at, rec in read_located(path):
             apply(rec, at)
         fold.finish()
-    if fold.lines == 0 and path.stat().st_size > 0 and _first_line_complete(path):
-        problem = f"{path} is not a batcher ledger (no line of it is a ledger record); give the run's ledger"
-        if path.suffix.lower() not in KINDS:
-            # An image, a report: no manifest batcher reads, so it has no default ledger to name.
-            raise LedgerError(problem)
-        # Most often the manifest, given where its ledger goes: say where that is.
-        raise LedgerError(
-            f"{problem} (a run of {path.name} without --ledger keeps it in {default_ledger(path)})"
-        )
+    if fold.lines == 0 and path.stat().st_size > 0 and first_line_complete(path):
+        raise no_ledger_records(path)
     return fold
-
-
-def _existing_default_ledger(path: Path) -> Path | None:
-    """The ledger a run of a manifest named as ``path`` keeps without --ledger, under the folder
-    batcher runs in, if it is there: ``batcher status nightly.jsonl`` typed where the manifest is
-    not (or ``batcher status nightly``) said only "ledger not found"."""
-    default = default_ledger(path)
-    return default if path.stem and default.is_file() else None
-
-
-def _first_line_complete(path: Path) -> bool:
-    """False for a ledger whose only line is still being written (not yet a record)."""
-    with path.open("rb") as handle:
-        return handle.readline().endswith(b"\n")
