@@ -22,6 +22,7 @@ from .config import Settings, with_paths
 from .download import check_out_dir
 from .errors import RowError
 from .ledger import check_ledger_path
+from .ledger_match import check_compatible
 from .manifest import Unfinished, check_manifest_paths, read_manifests
 from .outfiles import OrphanProbe
 from .preflight import check_default_ledger
@@ -70,8 +71,8 @@ def dry_run(settings: Settings, manifests: Sequence[Path], registry: WorkflowReg
         state = replay_file(settings.ledger.path)
         if not settings.ledger.force:
             names = [str(p.resolve()) for p in manifests]
-            state.compatible(
-                names, registry.fingerprints(), registry.templates(), ledger=str(settings.ledger.path)
+            check_compatible(
+                state, names, registry.fingerprints(), registry.templates(), ledger=str(settings.ledger.path)
             )
     retry_failed, unknown_submit = settings.retry_failed, settings.ledger.unknown_submit
 

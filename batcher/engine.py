@@ -29,6 +29,7 @@ from .feeder import Feeder
 from .guards import BudgetGuard, FailureRateGuard, SubmitGuard, WindowGuard
 from .handoff import Handoff
 from .ledger import Ledger, write_error
+from .ledger_match import check_compatible
 from .outage import SubmitCircuit
 from .outfiles import sync_outputs
 from .pollpolicy import PollPolicy
@@ -84,7 +85,7 @@ async def run_batch(
         names = [str(p.resolve()) for p in manifests]
         fingerprints, templates = registry.fingerprints(), registry.templates()
         if not settings.ledger.force:
-            state.compatible(names, fingerprints, templates, ledger=str(settings.ledger.path))
+            check_compatible(state, names, fingerprints, templates, ledger=str(settings.ledger.path))
         seams = survey(manifests, state.runs)
         ledger.event(
             None,
