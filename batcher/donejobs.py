@@ -117,6 +117,8 @@ class DoneJobs:
             self._occupied += 1
         if not meta & _LIVE:
             self._live += 1
+        elif meta & _HELD and self._lines is not None:
+            self._far.pop(self._lines[slot] & _OFFSET_MASK, None)  # what it replaces
         self._hi[slot], self._lo[slot] = hi, lo
         self._hash[slot] = job.inputs_hash or 0
         self._meta[slot] = self._pack(job)
