@@ -248,7 +248,10 @@ class LedgerState:
                 job.post_unknown = True
             self.posting.add(job_id)
             job.inputs_hash = _hash_int(rec.get("inputs_hash"))
-            job.request_id = job.poll_url = None
+            # A new POST: what the last one's answer said (its request, its time, its line) is
+            # not this one's.
+            job.request_id = job.poll_url = job.submitted_ts = None
+            job.submitted_at = -1
             job.outputs = None
             job.error = None
         else:

@@ -653,6 +653,17 @@ def _as_plain(job: JobState | None) -> JobState | None:
         ("a", "failed", True),
     ]
 )
+# A job POSTed again after an answer (its submitting line clears that answer's request id and
+# poll_url): held, it pointed at the earlier submitted line and came back with them.
+@example(
+    [
+        ("a", "submitted", False),
+        ("a", "submitting", False),
+        ("a", "completed", False),
+        ("a", "run", False),
+        ("a", "submit_unknown", False),
+    ]
+)
 def test_jobs_held_by_the_offsets_of_their_lines_replay_as_jobs_held_whole(
     events: list[tuple[str, str, bool]],
 ) -> None:
