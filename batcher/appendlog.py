@@ -11,6 +11,8 @@
   covered by the next one. With a *commit delay* (PostgreSQL's ``commit_delay``, Kafka's
   ``linger.ms``; the engine's ledger waits :data:`batcher.ledger.COMMIT_DELAY`), the first
   waits that long before the fsync starts, and every line appended meanwhile rides along.
+  The fsync runs on the event loop's own thread while the disk's recent fsyncs were fast (5 ms
+  at most), in a worker thread otherwise (:mod:`batcher.syncplace`).
 - **Torn tails are repaired, never propagated.** On open, after taking the lock, trailing bytes
   that do not form a complete line (a crash mid-write), or complete lines the owner does not
   accept (a power cut's zero-filled block), are cut off before anything is appended.
@@ -35,11 +37,14 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
+
+from .syncplace import SyncPlacement
 
 #: Lines longer than this are not records (a ledger record is a few hundred bytes to a few KB).
 MAX_LINE = 4 * 1024 * 1024
@@ -106,8 +111,16 @@ class AppendLog:
         *,
         commit_delay: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        placement: SyncPlacement | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.path = path
+        #: Where each fsync of :meth:`sync` runs (the loop's thread or a worker), learnt from how
+        #: long the last ones took by ``timer`` (see :mod:`batcher.syncplace`).
+        self.placement = placement or SyncPlacement()
+        self._timer = timer
+        #: fsyncs of :meth:`sync` run on the loop's own thread (the rest went to a worker).
+        self.inline_fsyncs = 0
         #: Seconds the first caller of :meth:`sync` waits before its fsync starts, so that the
         #: lines other tasks append meanwhile share it (0: only those due in the same pass).
         #: Real seconds (``sleep``), as an fsync's are: a disk's time, not a workflow's.
@@ -213,7 +226,12 @@ class AppendLog:
                     raise self._error(self.failed)
                 upto, end, tail = self._written, self._end, self._tail
                 try:
-                    await anyio.to_thread.run_sync(self._fsync, end, tail)
+                    if self.placement.inline():
+                        # Fast lately: cheaper here than a trip to a thread (batcher.syncplace).
+                        self._timed_fsync(end, tail)
+                        self.inline_fsyncs += 1
+                    else:
+                        await anyio.to_thread.run_sync(self._timed_fsync, end, tail)
                 except OSError as exc:
                     self._fail(exc)
                     raise self._error(exc) from None
@@ -225,6 +243,14 @@ class AppendLog:
                 done.set()
         if self.failed is not None:  # a line appended during the fsync could not be written
             raise self._error(self.failed)
+
+    def _timed_fsync(self, end: int, tail: bytes) -> None:
+        """:meth:`_fsync`, its time told to :attr:`placement` (a failed one's too)."""
+        started = self._timer()
+        try:
+            self._fsync(end, tail)
+        finally:
+            self.placement.observe(self._timer() - started)
 
     def _fsync(self, end: int, tail: bytes) -> None:
         """fsync, then check that the path still names this file, and that the file still ends

@@ -36,6 +36,7 @@ import anyio
 
 from .appendlog import AppendLog, open_locked, repair_tail
 from .errors import LedgerError, LedgerLockedError, LedgerWriteError
+from .syncplace import SyncPlacement
 
 _second: tuple[int, str] = (-1, "")
 
@@ -261,9 +262,10 @@ class Ledger(AppendLog):
         *,
         commit_delay: float = COMMIT_DELAY,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        placement: SyncPlacement | None = None,
     ) -> Ledger:
         """Create or open ``path``, lock it, and repair a torn tail. Raises LedgerLockedError.
-        ``commit_delay`` and ``sleep``: see :class:`~batcher.appendlog.AppendLog`."""
+        ``commit_delay``, ``sleep`` and ``placement``: see :class:`~batcher.appendlog.AppendLog`."""
         try:
             fd = open_locked(
                 path,
@@ -283,7 +285,7 @@ class Ledger(AppendLog):
         except OSError as exc:
             os.close(fd)
             raise LedgerError(f"cannot repair ledger {path}: {exc.strerror}") from None
-        return cls(path, fd, repaired, commit_delay=commit_delay, sleep=sleep)
+        return cls(path, fd, repaired, commit_delay=commit_delay, sleep=sleep, placement=placement)
 
     def _error(self, exc: OSError) -> Exception:
         return write_error(self.path, exc)
